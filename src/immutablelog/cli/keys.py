@@ -1,0 +1,81 @@
+"""``immutablelog keys``: create, list and revoke API keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from immutablelog.cli.options import config_for, ledger_options, open_ledger
+from immutablelog.ledger import keys as key_format
+
+
+def _scopes(ctx: click.Context, param: click.Parameter, value: str) -> frozenset[str]:
+    try:
+        return key_format.parse_scopes(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group()
+def keys() -> None:
+    """Manage API keys (shown once, stored only as a hash)."""
+
+
+@keys.command("create")
+@click.option("--tenant", default="default", show_default=True)
+@click.option(
+    "--scope",
+    "scopes",
+    default="ingest",
+    show_default=True,
+    callback=_scopes,
+    help="Comma-separated: ingest, read, admin.",
+)
+@click.option("--label", default=None, help="A note to recognise the key by.")
+@ledger_options
+def create(
+    tenant: str, scopes: frozenset[str], label: str | None, data_dir: Path, database_url: str | None
+) -> None:
+    """Create a key and print it, alone on one line. It cannot be shown again."""
+    with open_ledger(config_for(data_dir, database_url)) as ledger:
+        secret, record = ledger.create_api_key(tenant, scopes, label)
+    click.echo(secret)
+    click.echo(
+        f"created {record.prefix}… for tenant {record.tenant} "
+        f"({','.join(sorted(record.scopes))}); store it now, it is not shown again",
+        err=True,
+    )
+
+
+@keys.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's keys.")
+@ledger_options
+def list_(tenant: str | None, data_dir: Path, database_url: str | None) -> None:
+    """List keys by prefix, scopes and state."""
+    with open_ledger(config_for(data_dir, database_url)) as ledger:
+        records = ledger.api_keys(tenant)
+    table = Table("prefix", "tenant", "scopes", "label", "created", "last used", "revoked")
+    for r in records:
+        table.add_row(
+            r.prefix,
+            r.tenant,
+            ",".join(sorted(r.scopes)),
+            r.label or "",
+            r.created_at,
+            r.last_used_at or "",
+            r.revoked_at or "",
+        )
+    Console().print(table)
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+@ledger_options
+def revoke(prefix: str, data_dir: Path, database_url: str | None) -> None:
+    """Revoke the key whose listed prefix is PREFIX; it stops working at once."""
+    with open_ledger(config_for(data_dir, database_url)) as ledger:
+        record = ledger.revoke_api_key(prefix)
+    click.echo(f"revoked {record.prefix} ({record.tenant}) at {record.revoked_at}")

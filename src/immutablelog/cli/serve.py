@@ -1,0 +1,101 @@
+"""``immutablelog serve``: run the API on uvicorn."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from immutablelog.cli.options import config_for, ledger_options, open_ledger
+from immutablelog.ledger import DEFAULT_TENANT, Ledger
+
+
+def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
+    """On an empty ledger, create the default tenant with one ingest and one read key."""
+    if ledger.tenants():
+        return []
+    ledger.create_tenant(DEFAULT_TENANT)
+    created = []
+    for scope in ("ingest", "read"):
+        secret, _ = ledger.create_api_key(
+            DEFAULT_TENANT, frozenset({scope}), label=f"first {scope} key"
+        )
+        created.append((scope, secret))
+    return created
+
+
+@click.command()
+@ledger_options
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="API processes; they share the ledger safely.",
+)
+@click.option(
+    "--log-name",
+    default="immutablelog",
+    show_default=True,
+    help="The log's name (checkpoint origin prefix); fixed when the ledger is created.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+@click.option(
+    "--log-format", default="json", show_default=True, type=click.Choice(["json", "text"])
+)
+@click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve(
+    data_dir: Path,
+    database_url: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    log_name: str,
+    log_level: str,
+    log_format: str,
+    access_log: bool,
+) -> None:
+    """Serve the ImmutableLog API (ingest, checkpoints, proofs) on HTTP."""
+    import uvicorn
+
+    from immutablelog.server.logs import logging_config
+
+    config = config_for(data_dir, database_url, log_name=log_name)
+    with open_ledger(config) as ledger:
+        first_keys = bootstrap(ledger)
+        stored_name = ledger.log_name
+        verifier_key = ledger.verifier_key()
+    if first_keys:
+        click.echo(f"Created tenant '{DEFAULT_TENANT}'. These keys are shown once:")
+        for scope, secret in first_keys:
+            click.echo(f"  {scope + ' key:':12} {secret}")
+    click.echo(f"Log verifier key: {verifier_key}")
+    click.echo(f"Serving on http://{host}:{port}  (data: {data_dir.resolve()})", err=True)
+
+    # Worker processes build their own app from these, each opening the shared ledger.
+    os.environ["IMMUTABLELOG_DATA_DIR"] = str(data_dir.resolve())
+    os.environ["IMMUTABLELOG_LOG_NAME"] = stored_name
+    if database_url:
+        os.environ["IMMUTABLELOG_DATABASE_URL"] = database_url
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="immutablelog-metrics-")
+    uvicorn.run(
+        "immutablelog.server.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=logging_config(log_level, log_format),
+        access_log=access_log,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )

@@ -1,0 +1,245 @@
+"""The log entry: what a submitted event becomes, and the exact bytes that get hashed.
+
+The entry bytes are the RFC 8785 (JCS) serialization of a flat JSON object. They are stored
+as the truth; every indexed column is derived from them. The server, the SDK's embedded mode
+and the independent verifier all use this module, so they agree on one encoding.
+
+We only ever put strings, integers within ±2**53, booleans and null into an entry, with
+ASCII keys. For that subset, ``json.dumps(sort_keys=True, ensure_ascii=False)`` produces the
+JCS bytes exactly (same key order, same string escapes), which is several times faster than
+a general JCS encoder; the test suite checks the equality against the reference encoder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+ENTRY_VERSION: Final = 1
+MAX_PAYLOAD_BYTES: Final = 12 * 1024
+MAX_IDEMPOTENCY_KEY_CHARS: Final = 255
+MAX_FIELD_CHARS: Final = 255
+MAX_EXTRA_VALUE_CHARS: Final = 1024
+MAX_EXTRA_META_FIELDS: Final = 32
+MAX_SAFE_INT: Final = 2**53 - 1
+EVENT_TYPES: Final = frozenset({"success", "info", "warning", "error"})
+
+#: Meta fields every entry carries, in addition to the server-assigned ones.
+REQUIRED_META: Final = ("type", "event_name", "service")
+OPTIONAL_META: Final = ("request_id", "env")
+#: Keys the server sets itself; a client cannot supply them through ``meta``.
+SERVER_FIELDS: Final = frozenset(
+    {"v", "tenant", "index", "id", "received_at", "idempotency_key", "payload"}
+)
+_EXTRA_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+
+
+class EntryError(ValueError):
+    """A submission that cannot become an entry. ``reason`` is a machine code, ``field`` the
+    offending field (dotted), so that the HTTP layer can answer 422 naming it."""
+
+    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.field = field
+
+
+class PayloadTooLarge(EntryError):
+    """The payload exceeds :data:`MAX_PAYLOAD_BYTES` (answered with 413, not 422)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A validated event as a client submitted it, before the ledger assigns its place."""
+
+    payload: str
+    meta: Mapping[str, Any]
+    idempotency_key: str
+    fingerprint: bytes
+
+    @property
+    def payload_hash(self) -> str:
+        return hashlib.sha256(self.payload.encode("utf-8")).hexdigest()
+
+
+def canonical_json(value: Mapping[str, Any]) -> bytes:
+    """JCS bytes of an object holding only str / safe int / bool / None values and ASCII keys."""
+    return json.dumps(
+        value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
+    ).encode("utf-8")
+
+
+def _check_text(value: Any, field: str, max_chars: int, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise EntryError("invalid_field", f"{field} must be a string", field)
+    if not value and not allow_empty:
+        raise EntryError("invalid_field", f"{field} must not be empty", field)
+    if len(value) > max_chars:
+        raise EntryError("invalid_field", f"{field} is longer than {max_chars} characters", field)
+    _check_unicode(value, field)
+    return value
+
+
+def _check_unicode(value: str, field: str) -> None:
+    # A lone surrogate (possible via a JSON "\ud800" escape) has no UTF-8 form: refuse it
+    # rather than store something no other implementation could hash identically.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise EntryError("invalid_field", f"{field} is not valid Unicode", field) from None
+
+
+def _check_extra(key: Any, value: Any) -> None:
+    field = f"meta.{key}"
+    if not isinstance(key, str) or not _EXTRA_KEY.match(key):
+        raise EntryError(
+            "invalid_field", f"{field}: meta keys must match [a-z][a-z0-9_]{{0,63}}", field
+        )
+    if key in SERVER_FIELDS:
+        raise EntryError("invalid_field", f"{field} is set by the server", field)
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_SAFE_INT:
+            raise EntryError("invalid_field", f"{field} is outside ±2^53", field)
+        return
+    if isinstance(value, str):
+        _check_text(value, field, MAX_EXTRA_VALUE_CHARS, allow_empty=True)
+        return
+    raise EntryError(
+        "invalid_field", f"{field} must be a string, an integer, a boolean or null", field
+    )
+
+
+def validate_submission(
+    payload: Any,
+    meta: Any,
+    idempotency_key: Any,
+    client_fields: Mapping[str, Any] | None = None,
+) -> Submission:
+    """Check one submitted event and normalize it.
+
+    ``payload`` is the JSON document as a string (stored byte for byte) or as an object
+    (stored as its compact serialization). ``client_fields`` are extra meta taken from
+    request headers (client time zone), validated like any other meta.
+    """
+    if isinstance(payload, dict):
+        try:
+            payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        except ValueError:
+            raise EntryError("invalid_field", "payload is not serializable", "payload") from None
+    elif isinstance(payload, str):
+        try:
+            json.loads(payload)
+        except ValueError:
+            raise EntryError(
+                "invalid_field", "payload must be a JSON document serialized as a string", "payload"
+            ) from None
+    else:
+        raise EntryError("invalid_field", "payload must be a JSON string or object", "payload")
+    _check_unicode(payload, "payload")
+    size = len(payload.encode("utf-8"))
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(
+            "payload_too_large",
+            f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (UTF-8)",
+            "payload",
+        )
+    if not isinstance(meta, dict):
+        raise EntryError("invalid_field", "meta must be an object", "meta")
+
+    normalized: dict[str, Any] = {}
+    for name in REQUIRED_META:
+        if name not in meta or meta[name] is None:
+            raise EntryError("missing_field", f"meta.{name} is required", f"meta.{name}")
+        normalized[name] = _check_text(meta[name], f"meta.{name}", MAX_FIELD_CHARS)
+    if normalized["type"] not in EVENT_TYPES:
+        raise EntryError(
+            "invalid_type",
+            f"meta.type must be one of {', '.join(sorted(EVENT_TYPES))}",
+            "meta.type",
+        )
+    for name in OPTIONAL_META:
+        value = meta.get(name)
+        normalized[name] = (
+            None
+            if value is None
+            else _check_text(value, f"meta.{name}", MAX_FIELD_CHARS, allow_empty=True)
+        )
+    extras = {k: v for k, v in meta.items() if k not in normalized}
+    if client_fields:
+        extras.update({k: v for k, v in client_fields.items() if k not in extras})
+    if len(extras) > MAX_EXTRA_META_FIELDS:
+        raise EntryError(
+            "invalid_field", f"meta has more than {MAX_EXTRA_META_FIELDS} extra fields", "meta"
+        )
+    for key, value in extras.items():
+        _check_extra(key, value)
+    normalized.update(extras)
+
+    key = _check_text(idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY_CHARS)
+    fingerprint = hashlib.sha256(canonical_json({"payload": payload, "meta": normalized})).digest()
+    return Submission(payload, normalized, key, fingerprint)
+
+
+def build_entry(
+    submission: Submission, *, tenant: str, index: int, entry_id: str, received_at: str
+) -> dict[str, Any]:
+    """The entry object for a submission placed at ``index`` of ``tenant``'s log."""
+    entry: dict[str, Any] = dict(submission.meta)
+    entry.update(
+        v=ENTRY_VERSION,
+        tenant=tenant,
+        index=index,
+        id=entry_id,
+        received_at=received_at,
+        idempotency_key=submission.idempotency_key,
+        payload=submission.payload,
+    )
+    return entry
+
+
+def encode_entry(entry: Mapping[str, Any]) -> bytes:
+    """The entry bytes that are stored and hashed."""
+    return canonical_json(entry)
+
+
+def decode_entry(data: bytes) -> dict[str, Any]:
+    """Parse entry bytes, refusing anything that is not the canonical encoding of an entry.
+
+    The round-trip check means two different byte strings can never decode to the same entry,
+    so a verifier that checks ``leaf_hash(data)`` also checks what it shows to a reader.
+    """
+    try:
+        entry = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise EntryError("invalid_entry", f"entry bytes are not JSON: {exc}") from None
+    if not isinstance(entry, dict):
+        raise EntryError("invalid_entry", "entry bytes are not a JSON object")
+    if entry.get("v") != ENTRY_VERSION:
+        raise EntryError("invalid_entry", f"unsupported entry version {entry.get('v')!r}")
+    for name in ("tenant", "id", "received_at", "idempotency_key", "payload", *REQUIRED_META):
+        if not isinstance(entry.get(name), str):
+            raise EntryError("invalid_entry", f"entry field {name} is missing or not a string")
+    if not isinstance(entry.get("index"), int) or entry["index"] < 0:
+        raise EntryError("invalid_entry", "entry field index is missing or negative")
+    if canonical_json(entry) != data:
+        raise EntryError("invalid_entry", "entry bytes are not in canonical (RFC 8785) form")
+    return entry
+
+
+def payload_hash(entry: Mapping[str, Any]) -> str:
+    """Hex SHA-256 of the payload bytes exactly as the client sent them."""
+    return hashlib.sha256(str(entry["payload"]).encode("utf-8")).hexdigest()
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    """RFC 3339 UTC with microseconds, the form of ``received_at``."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,29 @@
+"""The append-only, per-tenant, signed Merkle log and its storage backends."""
+
+from immutablelog.ledger.ledger import (
+    DEFAULT_LOG_NAME,
+    DEFAULT_TENANT,
+    Ledger,
+    LedgerConfig,
+    LedgerError,
+    data_dir_from_env,
+)
+from immutablelog.ledger.sequencer import Accepted, AppendResult, LedgerClosed, Rejected
+from immutablelog.ledger.storage import ApiKey, Storage, StorageError, Tenant
+
+__all__ = [
+    "DEFAULT_LOG_NAME",
+    "DEFAULT_TENANT",
+    "Accepted",
+    "ApiKey",
+    "AppendResult",
+    "Ledger",
+    "LedgerClosed",
+    "LedgerConfig",
+    "LedgerError",
+    "Rejected",
+    "Storage",
+    "StorageError",
+    "Tenant",
+    "data_dir_from_env",
+]

@@ -1,0 +1,263 @@
+"""The ledger: one object that the server, the CLI and the SDK's embedded mode all use.
+
+It ties a storage backend, the log's signing key and the sequencer together and answers in
+terms of the log (tenants, keys, checkpoints, proofs); HTTP and the command line are thin
+layers over it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from immutablelog.checkpoint import Checkpoint, Signer, load_or_create_signer, sign_checkpoint
+from immutablelog.entry import Submission, timestamp
+from immutablelog.ledger import keys
+from immutablelog.ledger.sequencer import AppendResult, CommitStats, Sequencer
+from immutablelog.ledger.storage import (
+    AlreadyExists,
+    ApiKey,
+    Storage,
+    StoredCheckpoint,
+    StoredEntry,
+    Tenant,
+)
+from immutablelog.merkle import EMPTY_ROOT, consistency_nodes, inclusion_nodes
+
+DEFAULT_LOG_NAME = "immutablelog"
+DEFAULT_TENANT = "default"
+_TENANT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+CommitListener = Callable[[CommitStats], None]
+
+
+class LedgerError(ValueError):
+    """A request the ledger refuses: ``reason`` is a machine code for the API's error body."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """Where the ledger lives and how it behaves. Every field has a working default."""
+
+    data_dir: Path = field(default_factory=lambda: Path("immutablelog-data"))
+    log_name: str = DEFAULT_LOG_NAME
+    signing_key_file: Path | None = None
+    database_url: str | None = None
+    idempotency_retention: timedelta = timedelta(hours=24)
+    max_batch_events: int = 10_000
+
+    @property
+    def key_path(self) -> Path:
+        return self.signing_key_file or self.data_dir / "log-signing.key"
+
+
+def check_tenant_name(name: str) -> str:
+    if not name or len(name) > 64 or not set(name) <= _TENANT_NAME_CHARS:
+        raise LedgerError(
+            "invalid_tenant",
+            "tenant names are 1-64 characters of a-z, 0-9, '-', '_' and '.'",
+        )
+    return name
+
+
+def open_storage(config: LedgerConfig) -> Storage:
+    """The backend the configuration names: PostgreSQL for a URL, else the SQLite file."""
+    if config.database_url:
+        from immutablelog.ledger.postgres import PostgresStorage  # type: ignore[import-not-found]
+
+        storage: Storage = PostgresStorage(config.database_url)
+        return storage
+    from immutablelog.ledger.sqlite import SQLiteStorage
+
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SQLiteStorage(config.data_dir / "ledger.db")
+
+
+class Ledger:
+    """Tenants, keys and one append-only, signed Merkle log per tenant."""
+
+    def __init__(
+        self, storage: Storage, signer: Signer, config: LedgerConfig | None = None
+    ) -> None:
+        self.config = config or LedgerConfig()
+        self.storage = storage
+        self.signer = signer
+        self.log_name = storage.initialize(self.config.log_name)
+        if signer.name != self.log_name:
+            raise LedgerError(
+                "key_mismatch",
+                f"the signing key is named {signer.name!r} but this log is {self.log_name!r}",
+            )
+        self._commit_listeners: list[CommitListener] = []
+        self._sequencer = Sequencer(
+            storage,
+            signer,
+            self.log_name,
+            max_batch_events=self.config.max_batch_events,
+            idempotency_retention=self.config.idempotency_retention,
+            on_commit=self._committed,
+        )
+
+    @classmethod
+    def open(cls, config: LedgerConfig | None = None) -> Ledger:
+        config = config or LedgerConfig()
+        storage = open_storage(config)
+        # The stored log name wins over the configured one: a log never changes its name.
+        log_name = storage.initialize(config.log_name)
+        signer = load_or_create_signer(config.key_path, log_name)
+        return cls(storage, signer, config)
+
+    def close(self) -> None:
+        self._sequencer.stop()
+        self.storage.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._commit_listeners.append(listener)
+
+    def _committed(self, stats: CommitStats) -> None:
+        for listener in self._commit_listeners:
+            listener(stats)
+
+    # tenants ---------------------------------------------------------------------------
+    def origin(self, tenant: Tenant) -> str:
+        return f"{self.log_name}/{tenant.name}"
+
+    def tenant(self, name: str) -> Tenant:
+        found = self.storage.get_tenant(name)
+        if found is None:
+            raise LedgerError("unknown_tenant", f"no tenant named {name!r}")
+        return found
+
+    def tenants(self) -> list[Tenant]:
+        return self.storage.list_tenants()
+
+    def create_tenant(self, name: str) -> Tenant:
+        """Create a tenant whose log starts with a signed checkpoint of the empty tree."""
+        check_tenant_name(name)
+        now = timestamp()
+        try:
+            with self.storage.write() as tx:
+                tenant = tx.create_tenant(name, now)
+                note = sign_checkpoint(self.signer, Checkpoint(self.origin(tenant), 0, EMPTY_ROOT))
+                tx.insert_checkpoint(tenant.id, 0, EMPTY_ROOT, note, now)
+        except AlreadyExists as exc:
+            raise LedgerError("tenant_exists", str(exc)) from None
+        return tenant
+
+    # keys ------------------------------------------------------------------------------
+    def create_api_key(
+        self, tenant_name: str, scopes: frozenset[str], label: str | None = None
+    ) -> tuple[str, ApiKey]:
+        """Returns the secret (shown once, never stored) and the stored record."""
+        tenant = self.tenant(tenant_name)
+        secret = keys.new_api_key()
+        record = self.storage.create_api_key(
+            tenant.id,
+            keys.hash_api_key(secret),
+            keys.display_prefix(secret),
+            scopes,
+            label,
+            timestamp(),
+        )
+        return secret, record
+
+    def api_keys(self, tenant_name: str | None = None) -> list[ApiKey]:
+        tenant_id = None if tenant_name is None else self.tenant(tenant_name).id
+        return self.storage.list_api_keys(tenant_id)
+
+    def revoke_api_key(self, prefix: str) -> ApiKey:
+        revoked = self.storage.revoke_api_key(prefix, timestamp())
+        if revoked is None:
+            raise LedgerError("unknown_key", f"no API key with prefix {prefix!r}")
+        return revoked
+
+    def authenticate(self, presented: str) -> ApiKey | None:
+        """The live key behind a presented secret, or None (unknown, malformed or revoked)."""
+        if not keys.well_formed(presented):
+            return None
+        digest = keys.hash_api_key(presented)
+        record = self.storage.find_api_key(digest)
+        if record is None or record.revoked_at is not None:
+            return None
+        if not keys.same_hash(record.key_hash, digest):
+            return None
+        self._sequencer.record_key_use(record.id)
+        return record
+
+    # writing ---------------------------------------------------------------------------
+    def submit(
+        self, tenant: Tenant, submissions: Sequence[Submission]
+    ) -> Future[list[AppendResult]]:
+        """Queue submissions for the next group commit; the future resolves once durable."""
+        return self._sequencer.submit(tenant, submissions)
+
+    def append(
+        self, tenant: Tenant, submissions: Sequence[Submission], timeout: float | None = 60.0
+    ) -> list[AppendResult]:
+        return self.submit(tenant, submissions).result(timeout)
+
+    # reading ---------------------------------------------------------------------------
+    def checkpoint(self, tenant: Tenant) -> StoredCheckpoint:
+        found = self.storage.latest_checkpoint(tenant.id)
+        if found is None:  # a tenant always has at least the empty checkpoint
+            raise LedgerError("not_found", f"tenant {tenant.name!r} has no checkpoint")
+        return found
+
+    def checkpoint_at(self, tenant: Tenant, size: int) -> StoredCheckpoint:
+        found = self.storage.checkpoint_at(tenant.id, size)
+        if found is None:
+            raise LedgerError("not_found", f"no checkpoint of tree size {size}")
+        return found
+
+    def _check_size(self, tenant: Tenant, size: int) -> None:
+        current = self.checkpoint(tenant).size
+        if size > current:
+            raise LedgerError(
+                "size_out_of_range", f"tree size {size} is beyond the current size {current}"
+            )
+
+    def inclusion_proof(self, tenant: Tenant, index: int, size: int) -> list[bytes]:
+        """Audit path for leaf ``index`` in the tree of ``size``: O(log n) stored nodes."""
+        if not 0 <= index < size:
+            raise LedgerError("index_out_of_range", f"index {index} is not in a tree of {size}")
+        self._check_size(tenant, size)
+        plan = inclusion_nodes(index, size)
+        return plan.rehash(self.storage.nodes(tenant.id, plan.ids))
+
+    def consistency_proof(self, tenant: Tenant, size1: int, size2: int) -> list[bytes]:
+        if not 0 <= size1 <= size2:
+            raise LedgerError("size_out_of_range", "need 0 <= first <= second")
+        self._check_size(tenant, size2)
+        plan = consistency_nodes(size1, size2)
+        return plan.rehash(self.storage.nodes(tenant.id, plan.ids))
+
+    def entries(self, tenant: Tenant, start: int, end: int) -> Iterator[StoredEntry]:
+        return self.storage.entries(tenant.id, start, end)
+
+    def entry(self, tenant: Tenant, entry_id: str) -> StoredEntry:
+        found = self.storage.entry_by_id(tenant.id, entry_id)
+        if found is None:
+            raise LedgerError("not_found", f"no event {entry_id!r}")
+        return found
+
+    def verifier_key(self) -> str:
+        return self.signer.verifier_key()
+
+
+def data_dir_from_env() -> Path:
+    return Path(os.environ.get("IMMUTABLELOG_DATA_DIR") or "immutablelog-data")

@@ -1,0 +1,97 @@
+"""SQLite schema, by version. Each step upgrades the previous version; ``meta`` records it."""
+
+from __future__ import annotations
+
+from typing import Final
+
+SCHEMA_VERSION: Final = 1
+
+_APPEND_ONLY = """
+CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table}
+BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;
+"""
+
+MIGRATIONS: Final[dict[int, str]] = {
+    1: """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+
+CREATE TABLE tenants (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE api_keys (
+    id INTEGER PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+    key_hash BLOB NOT NULL UNIQUE,
+    prefix TEXT NOT NULL UNIQUE,
+    scopes TEXT NOT NULL,
+    label TEXT,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT,
+    last_used_at TEXT
+);
+
+-- The entry bytes are the truth; the other columns are derived from them for queries.
+CREATE TABLE entries (
+    tenant_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    type TEXT NOT NULL,
+    event_name TEXT NOT NULL,
+    service TEXT NOT NULL,
+    env TEXT,
+    request_id TEXT,
+    actor TEXT,
+    idempotency_key TEXT NOT NULL,
+    entry BLOB NOT NULL,
+    PRIMARY KEY (tenant_id, idx)
+);
+CREATE UNIQUE INDEX entries_by_id ON entries (id);
+
+-- Perfect subtree hashes: (level, idx) covers leaves [idx << level, (idx + 1) << level).
+CREATE TABLE nodes (
+    tenant_id INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (tenant_id, level, idx)
+) WITHOUT ROWID;
+
+CREATE TABLE checkpoints (
+    tenant_id INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    note TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, size)
+) WITHOUT ROWID;
+
+CREATE TABLE idempotency (
+    tenant_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    idx INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, key)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_by_age ON idempotency (created_at);
+
+-- Entries are appended at the end of their tenant's log, never anywhere else.
+CREATE TRIGGER entries_contiguous BEFORE INSERT ON entries
+WHEN NEW.idx != COALESCE(
+    (SELECT MAX(idx) + 1 FROM entries WHERE tenant_id = NEW.tenant_id), 0)
+BEGIN SELECT RAISE(ABORT, 'entries must be appended in index order'); END;
+
+-- A checkpoint never shrinks the tree it describes.
+CREATE TRIGGER checkpoints_grow BEFORE INSERT ON checkpoints
+WHEN NEW.size < COALESCE(
+    (SELECT MAX(size) FROM checkpoints WHERE tenant_id = NEW.tenant_id), 0)
+BEGIN SELECT RAISE(ABORT, 'checkpoints must not shrink the tree'); END;
+"""
+    + "".join(_APPEND_ONLY.format(table=t) for t in ("entries", "nodes", "checkpoints")),
+}

@@ -1,0 +1,400 @@
+"""The embedded default: one SQLite file, WAL, fully durable commits.
+
+``synchronous=FULL`` in WAL mode fsyncs the log on every commit, so an acknowledged event
+survives ``kill -9`` and power loss. Writers across processes are serialized by SQLite's own
+lock (``BEGIN IMMEDIATE``); readers never block them. Each thread gets its own connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
+from immutablelog.ledger.storage import (
+    AlreadyExists,
+    ApiKey,
+    IdempotencyRecord,
+    NewEntry,
+    StorageError,
+    StoredCheckpoint,
+    StoredEntry,
+    Tenant,
+)
+from immutablelog.merkle import NodeID
+
+T = TypeVar("T")
+_BUSY_TIMEOUT_MS = 30_000
+# SQLite caps bound parameters per statement (32766 since 3.32); stay well below.
+_CHUNK = 500
+
+_KEY_COLUMNS = (
+    "k.id, k.tenant_id, t.name, k.prefix, k.scopes, k.label, k.created_at, k.revoked_at, "
+    "k.last_used_at, k.key_hash"
+)
+
+
+def _api_key(row: Any) -> ApiKey:
+    (kid, tenant_id, tenant, prefix, scopes, label, created, revoked, used, key_hash) = row
+    return ApiKey(
+        id=int(kid),
+        tenant_id=int(tenant_id),
+        tenant=str(tenant),
+        prefix=str(prefix),
+        scopes=frozenset(str(scopes).split(",")),
+        label=None if label is None else str(label),
+        created_at=str(created),
+        revoked_at=None if revoked is None else str(revoked),
+        last_used_at=None if used is None else str(used),
+        key_hash=bytes(key_hash),
+    )
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _select_nodes(conn: sqlite3.Connection, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
+    if not ids:
+        return []
+    found: dict[NodeID, bytes] = {}
+    for chunk in _chunks(ids):
+        where = " OR ".join("(level = ? AND idx = ?)" for _ in chunk)
+        params: list[int] = [tenant_id]
+        for node_level, node_idx in chunk:
+            params += (node_level, node_idx)
+        for level, idx, digest in conn.execute(
+            f"SELECT level, idx, hash FROM nodes WHERE tenant_id = ? AND ({where})", params
+        ):
+            found[(level, idx)] = bytes(digest)
+    try:
+        return [found[node] for node in ids]
+    except KeyError as missing:
+        raise StorageError(f"tree node {missing} of tenant {tenant_id} is missing") from None
+
+
+class _Transaction:
+    """A write transaction on one connection; see :class:`WriteTransaction`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def lock_tenant(self, tenant_id: int) -> int:
+        # BEGIN IMMEDIATE already holds the database's write lock.
+        row = self._conn.execute(
+            "SELECT MAX(size) FROM checkpoints WHERE tenant_id = ?", (tenant_id,)
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def create_tenant(self, name: str, now: str) -> Tenant:
+        try:
+            cur = self._conn.execute(
+                "INSERT INTO tenants (name, created_at) VALUES (?, ?)", (name, now)
+            )
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"tenant {name!r} already exists") from None
+        assert cur.lastrowid is not None
+        return Tenant(cur.lastrowid, name, now)
+
+    def nodes(self, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
+        return _select_nodes(self._conn, tenant_id, ids)
+
+    def find_idempotency(self, tenant_id: int, keys: Sequence[str]) -> dict[str, IdempotencyRecord]:
+        found: dict[str, IdempotencyRecord] = {}
+        for chunk in _chunks(keys):
+            marks = ",".join("?" * len(chunk))
+            for key, fingerprint, idx in self._conn.execute(
+                f"SELECT key, fingerprint, idx FROM idempotency "
+                f"WHERE tenant_id = ? AND key IN ({marks})",
+                (tenant_id, *chunk),
+            ):
+                found[key] = IdempotencyRecord(key, bytes(fingerprint), idx)
+        return found
+
+    def entries_at(self, tenant_id: int, indexes: Sequence[int]) -> dict[int, StoredEntry]:
+        found: dict[int, StoredEntry] = {}
+        for chunk in _chunks(indexes):
+            marks = ",".join("?" * len(chunk))
+            for idx, eid, received, data in self._conn.execute(
+                f"SELECT idx, id, received_at, entry FROM entries "
+                f"WHERE tenant_id = ? AND idx IN ({marks})",
+                (tenant_id, *chunk),
+            ):
+                found[idx] = StoredEntry(idx, eid, received, bytes(data))
+        return found
+
+    def insert_entries(self, tenant_id: int, rows: Sequence[NewEntry]) -> None:
+        self._conn.executemany(
+            "INSERT INTO entries (tenant_id, idx, id, received_at, type, event_name, service, "
+            "env, request_id, actor, idempotency_key, entry) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    tenant_id,
+                    r.index,
+                    r.id,
+                    r.received_at,
+                    r.type,
+                    r.event_name,
+                    r.service,
+                    r.env,
+                    r.request_id,
+                    r.actor,
+                    r.idempotency_key,
+                    r.data,
+                )
+                for r in rows
+            ],
+        )
+
+    def insert_nodes(self, tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
+        self._conn.executemany(
+            "INSERT INTO nodes (tenant_id, level, idx, hash) VALUES (?, ?, ?, ?)",
+            [(tenant_id, level, idx, digest) for (level, idx), digest in nodes],
+        )
+
+    def insert_idempotency(
+        self, tenant_id: int, records: Sequence[IdempotencyRecord], now: str
+    ) -> None:
+        self._conn.executemany(
+            "INSERT INTO idempotency (tenant_id, key, fingerprint, idx, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(tenant_id, r.key, r.fingerprint, r.index, now) for r in records],
+        )
+
+    def insert_checkpoint(
+        self, tenant_id: int, size: int, root: bytes, note: str, now: str
+    ) -> None:
+        self._conn.execute(
+            "INSERT INTO checkpoints (tenant_id, size, root, note, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, size) DO NOTHING",
+            (tenant_id, size, root, note, now),
+        )
+
+
+class SQLiteStorage:
+    """A :class:`~immutablelog.ledger.storage.Storage` on one SQLite database file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    # connections ------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA cache_size = -65536")
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    @contextmanager
+    def write(self) -> Iterator[_Transaction]:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"cannot start a write: {exc}") from exc
+        try:
+            yield _Transaction(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StorageError(f"commit failed: {exc}") from exc
+
+    # schema ----------------------------------------------------------------------------
+    def initialize(self, log_name: str) -> str:
+        with self.write() as tx:
+            conn = tx._conn
+            has_meta = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone()
+            version = 0
+            if has_meta:
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path} has schema version {version}; this release knows up to "
+                    f"{SCHEMA_VERSION}: upgrade immutablelog"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _split_sql(MIGRATIONS[step]):
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('log_name', ?) ON CONFLICT DO NOTHING",
+                (log_name,),
+            )
+            row = conn.execute("SELECT value FROM meta WHERE key = 'log_name'").fetchone()
+            return str(row[0])
+
+    # tenants and keys ------------------------------------------------------------------
+    def get_tenant(self, name: str) -> Tenant | None:
+        row = self._conn.execute(
+            "SELECT id, name, created_at FROM tenants WHERE name = ?", (name,)
+        ).fetchone()
+        return Tenant(*row) if row else None
+
+    def get_tenant_by_id(self, tenant_id: int) -> Tenant | None:
+        row = self._conn.execute(
+            "SELECT id, name, created_at FROM tenants WHERE id = ?", (tenant_id,)
+        ).fetchone()
+        return Tenant(*row) if row else None
+
+    def list_tenants(self) -> list[Tenant]:
+        rows = self._conn.execute("SELECT id, name, created_at FROM tenants ORDER BY id")
+        return [Tenant(*row) for row in rows]
+
+    def create_api_key(
+        self,
+        tenant_id: int,
+        key_hash: bytes,
+        prefix: str,
+        scopes: frozenset[str],
+        label: str | None,
+        now: str,
+    ) -> ApiKey:
+        with self.write() as tx:
+            cur = tx._conn.execute(
+                "INSERT INTO api_keys (tenant_id, key_hash, prefix, scopes, label, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (tenant_id, key_hash, prefix, ",".join(sorted(scopes)), label, now),
+            )
+            key_id = cur.lastrowid
+        found = self._key_where("k.id = ?", key_id)
+        assert found is not None
+        return found
+
+    def _key_where(self, where: str, *params: object) -> ApiKey | None:
+        row = self._conn.execute(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
+            f"WHERE {where}",
+            params,
+        ).fetchone()
+        return _api_key(row) if row else None
+
+    def find_api_key(self, key_hash: bytes) -> ApiKey | None:
+        return self._key_where("k.key_hash = ?", key_hash)
+
+    def list_api_keys(self, tenant_id: int | None = None) -> list[ApiKey]:
+        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+        params: tuple[object, ...] = ()
+        if tenant_id is not None:
+            sql += " WHERE k.tenant_id = ?"
+            params = (tenant_id,)
+        return [_api_key(row) for row in self._conn.execute(sql + " ORDER BY k.id", params)]
+
+    def revoke_api_key(self, prefix: str, now: str) -> ApiKey | None:
+        with self.write() as tx:
+            tx._conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
+                (now, prefix),
+            )
+        return self._key_where("k.prefix = ?", prefix)
+
+    def touch_api_keys(self, last_used: Mapping[int, str]) -> None:
+        if not last_used:
+            return
+        with self.write() as tx:
+            tx._conn.executemany(
+                "UPDATE api_keys SET last_used_at = ? WHERE id = ?",
+                [(when, key_id) for key_id, when in last_used.items()],
+            )
+
+    # the log ---------------------------------------------------------------------------
+    def latest_checkpoint(self, tenant_id: int) -> StoredCheckpoint | None:
+        row = self._conn.execute(
+            "SELECT size, root, note, created_at FROM checkpoints WHERE tenant_id = ? "
+            "ORDER BY size DESC LIMIT 1",
+            (tenant_id,),
+        ).fetchone()
+        return StoredCheckpoint(row[0], bytes(row[1]), row[2], row[3]) if row else None
+
+    def checkpoint_at(self, tenant_id: int, size: int) -> StoredCheckpoint | None:
+        row = self._conn.execute(
+            "SELECT size, root, note, created_at FROM checkpoints WHERE tenant_id = ? AND size = ?",
+            (tenant_id, size),
+        ).fetchone()
+        return StoredCheckpoint(row[0], bytes(row[1]), row[2], row[3]) if row else None
+
+    def nodes(self, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
+        return _select_nodes(self._conn, tenant_id, ids)
+
+    def entries(self, tenant_id: int, start: int, end: int) -> Iterator[StoredEntry]:
+        cur = self._conn.execute(
+            "SELECT idx, id, received_at, entry FROM entries "
+            "WHERE tenant_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (tenant_id, start, end),
+        )
+        for idx, eid, received, data in cur:
+            yield StoredEntry(idx, eid, received, bytes(data))
+
+    def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None:
+        row = self._conn.execute(
+            "SELECT idx, id, received_at, entry FROM entries WHERE id = ? AND tenant_id = ?",
+            (entry_id, tenant_id),
+        ).fetchone()
+        return StoredEntry(row[0], row[1], row[2], bytes(row[3])) if row else None
+
+    def purge_idempotency(self, created_before: str) -> int:
+        with self.write() as tx:
+            cur = tx._conn.execute(
+                "DELETE FROM idempotency WHERE created_at < ?", (created_before,)
+            )
+            return cur.rowcount
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements, keeping trigger bodies (BEGIN … END;) whole."""
+    statements: list[str] = []
+    current = ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements

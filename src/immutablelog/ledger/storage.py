@@ -1,0 +1,167 @@
+"""The one narrow interface every storage backend implements.
+
+The sequencer, the Merkle core and the HTTP layer only ever talk to a :class:`Storage`; a
+backend (SQLite, PostgreSQL) only stores and fetches rows. All decisions — which index an
+event gets, what the tree looks like, what is signed — are made above this line, so a
+backend cannot get them wrong and a new backend needs no change anywhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from immutablelog.merkle import NodeID
+
+SCOPES = frozenset({"ingest", "read", "admin"})
+
+
+class StorageError(Exception):
+    """The backend could not do what was asked (locked, unreachable, disk full)."""
+
+
+class AlreadyExists(StorageError):
+    """A unique name (tenant) is taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: int
+    name: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: int
+    tenant_id: int
+    tenant: str
+    prefix: str
+    scopes: frozenset[str]
+    label: str | None
+    created_at: str
+    revoked_at: str | None
+    last_used_at: str | None
+    key_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    index: int
+    id: str
+    received_at: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """An entry row to insert: the bytes plus the columns derived from them."""
+
+    index: int
+    id: str
+    received_at: str
+    data: bytes
+    type: str
+    event_name: str
+    service: str
+    env: str | None
+    request_id: str | None
+    actor: str | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    key: str
+    fingerprint: bytes
+    index: int
+
+
+class WriteTransaction(Protocol):
+    """One atomic, durable write. Committed when the context exits without an exception."""
+
+    def lock_tenant(self, tenant_id: int) -> int:
+        """Serialize writers of this tenant (across processes) and return its tree size."""
+        ...
+
+    def create_tenant(self, name: str, now: str) -> Tenant: ...
+
+    def nodes(self, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]: ...
+
+    def find_idempotency(
+        self, tenant_id: int, keys: Sequence[str]
+    ) -> dict[str, IdempotencyRecord]: ...
+
+    def entries_at(self, tenant_id: int, indexes: Sequence[int]) -> dict[int, StoredEntry]: ...
+
+    def insert_entries(self, tenant_id: int, rows: Sequence[NewEntry]) -> None: ...
+
+    def insert_nodes(self, tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> None: ...
+
+    def insert_idempotency(
+        self, tenant_id: int, records: Sequence[IdempotencyRecord], now: str
+    ) -> None: ...
+
+    def insert_checkpoint(
+        self, tenant_id: int, size: int, root: bytes, note: str, now: str
+    ) -> None: ...
+
+
+class Storage(Protocol):
+    """Rows in, rows out. Safe to call from many threads; one writer at a time."""
+
+    def initialize(self, log_name: str) -> str:
+        """Create or migrate the schema; return the log name the store was created with."""
+        ...
+
+    def close(self) -> None: ...
+
+    def write(self) -> AbstractContextManager[WriteTransaction]: ...
+
+    # tenants and keys
+    def get_tenant(self, name: str) -> Tenant | None: ...
+
+    def get_tenant_by_id(self, tenant_id: int) -> Tenant | None: ...
+
+    def list_tenants(self) -> list[Tenant]: ...
+
+    def create_api_key(
+        self,
+        tenant_id: int,
+        key_hash: bytes,
+        prefix: str,
+        scopes: frozenset[str],
+        label: str | None,
+        now: str,
+    ) -> ApiKey: ...
+
+    def find_api_key(self, key_hash: bytes) -> ApiKey | None: ...
+
+    def list_api_keys(self, tenant_id: int | None = None) -> list[ApiKey]: ...
+
+    def revoke_api_key(self, prefix: str, now: str) -> ApiKey | None: ...
+
+    def touch_api_keys(self, last_used: Mapping[int, str]) -> None: ...
+
+    # the log
+    def latest_checkpoint(self, tenant_id: int) -> StoredCheckpoint | None: ...
+
+    def checkpoint_at(self, tenant_id: int, size: int) -> StoredCheckpoint | None: ...
+
+    def nodes(self, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]: ...
+
+    def entries(self, tenant_id: int, start: int, end: int) -> Iterator[StoredEntry]: ...
+
+    def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None: ...
+
+    def purge_idempotency(self, created_before: str) -> int: ...

@@ -1,0 +1,128 @@
+"""The ASGI application: routes, error handling, metrics, lifecycle.
+
+``create_app`` takes a ready :class:`Ledger` (tests, embedding) or a
+:class:`LedgerConfig`; ``app_from_env`` is the factory that ``immutablelog serve`` hands
+to uvicorn, so that each worker process opens its own ledger on the shared data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from immutablelog import __version__
+from immutablelog.ledger import Ledger, LedgerConfig
+from immutablelog.server import errors, ingest, read
+from immutablelog.server.metrics import CONTENT_TYPE, Metrics
+from immutablelog.server.openapi import openapi_document
+
+
+async def healthz(request: Request) -> Response:
+    ledger: Ledger = request.app.state.ledger
+    try:
+        ledger.tenants()
+    except Exception:
+        raise errors.ApiError(
+            503, "unhealthy", "the ledger database is unreachable", headers={"Retry-After": "5"}
+        ) from None
+    return JSONResponse({"ok": True, "status": "ok", "version": __version__})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+class _RejectCounter:
+    """Counts error answers by reason, whatever produced them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_counting(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                state = scope.get("state", {})
+                reason = state.get("reject_reason") or str(message["status"])
+                scope["app"].state.metrics.rejected.labels(reason).inc()
+            await send(message)
+
+        await self.app(scope, receive, send_counting)
+
+
+ROUTES = [
+    Route("/v1/events", ingest.post_event, methods=["POST"]),
+    Route("/v1/events/batch", ingest.post_batch, methods=["POST"]),
+    Route("/v1/checkpoint", read.get_checkpoint, methods=["GET"]),
+    Route("/v1/entries", read.get_entries, methods=["GET"]),
+    Route("/v1/proofs/inclusion", read.get_inclusion_proof, methods=["GET"]),
+    Route("/v1/proofs/consistency", read.get_consistency_proof, methods=["GET"]),
+    Route("/v1/log-key", read.get_log_key, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]
+
+
+def create_app(ledger: Ledger | LedgerConfig | None = None) -> Starlette:
+    """An app over ``ledger``; given a config, the app opens the ledger and closes it on exit."""
+    owned = not isinstance(ledger, Ledger)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if owned:
+            # uvicorn has finished in-flight requests: commit what is queued, then close.
+            app.state.ledger.close()
+
+    the_ledger = ledger if isinstance(ledger, Ledger) else Ledger.open(ledger)
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(_RejectCounter)],
+        exception_handlers={
+            errors.ApiError: errors.handle_api_error,
+            HTTPException: errors.handle_http_exception,
+            Exception: errors.handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.ledger = the_ledger
+    app.state.metrics = Metrics()
+    app.state.started = time.time()
+    the_ledger.add_commit_listener(app.state.metrics.committed)
+    return app
+
+
+def config_from_env(environ: dict[str, Any] | None = None) -> LedgerConfig:
+    env = os.environ if environ is None else environ
+    key_file = env.get("IMMUTABLELOG_SIGNING_KEY_FILE")
+    return LedgerConfig(
+        data_dir=Path(env.get("IMMUTABLELOG_DATA_DIR") or "immutablelog-data"),
+        log_name=env.get("IMMUTABLELOG_LOG_NAME") or LedgerConfig.log_name,
+        signing_key_file=Path(key_file) if key_file else None,
+        database_url=env.get("IMMUTABLELOG_DATABASE_URL") or None,
+    )
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory: ``uvicorn --factory immutablelog.server.app:app_from_env``."""
+    return create_app(config_from_env())

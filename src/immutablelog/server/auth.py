@@ -1,0 +1,35 @@
+"""Bearer-key authentication and scope checks for the API."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from immutablelog.ledger import ApiKey, Ledger, Tenant
+from immutablelog.server.errors import ApiError
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="immutablelog"'}
+
+
+def require_key(ledger: Ledger, request: Request, scope: str) -> tuple[ApiKey, Tenant]:
+    """The caller's key and tenant, if it may use ``scope``; else 401 / 403."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise ApiError(
+            401, "unauthorized", "missing Authorization: Bearer <api key>", headers=_CHALLENGE
+        )
+    method, _, presented = header.partition(" ")
+    if method.lower() != "bearer" or not presented.strip():
+        raise ApiError(
+            401, "unauthorized", "Authorization must be 'Bearer <api key>'", headers=_CHALLENGE
+        )
+    key = ledger.authenticate(presented.strip())
+    if key is None:
+        raise ApiError(
+            401, "invalid_api_key", "the API key is unknown or revoked", headers=_CHALLENGE
+        )
+    if scope not in key.scopes:
+        raise ApiError(403, "insufficient_scope", f"this API key lacks the '{scope}' scope")
+    asked = request.query_params.get("tenant")
+    if asked is not None and asked != key.tenant:
+        raise ApiError(403, "wrong_tenant", "this API key belongs to another tenant")
+    return key, Tenant(key.tenant_id, key.tenant, "")

@@ -1,0 +1,86 @@
+"""Every error the API gives is ``{"ok": false, "reason": ..., "message": ...}``.
+
+Handlers raise :class:`ApiError`; the app turns it (and Starlette's own 404/405, and any
+unexpected exception) into that body, so no caller ever sees HTML or a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+logger = logging.getLogger("immutablelog.server")
+
+_REASONS_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    422: "invalid",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+
+def error_body(reason: str, message: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"ok": False, "reason": reason, "message": message}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return body
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(
+        error_body(error.reason, error.message, **error.extra),
+        status_code=error.status,
+        headers=error.headers,
+    )
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    request.state.reject_reason = exc.reason
+    return error_response(exc)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    reason = _REASONS_BY_STATUS.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else reason
+    if exc.status_code == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    request.state.reject_reason = reason
+    return JSONResponse(
+        error_body(reason, message), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        error_body("internal_error", "the server failed to handle this request"),
+        status_code=500,
+    )

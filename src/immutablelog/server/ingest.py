@@ -1,0 +1,186 @@
+"""``POST /v1/events`` and ``POST /v1/events/batch``: validate, sequence, answer once durable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from immutablelog.entry import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    EntryError,
+    PayloadTooLarge,
+    Submission,
+    validate_submission,
+)
+from immutablelog.ledger import Accepted, AppendResult, Ledger, LedgerClosed, Rejected
+from immutablelog.server.auth import require_key
+from immutablelog.server.errors import ApiError, error_body
+
+MAX_EVENT_BODY_BYTES: Final = 128 * 1024
+MAX_BATCH_BODY_BYTES: Final = 8 * 1024 * 1024
+MAX_BATCH_EVENTS: Final = 1000
+_MAX_HEADER_CHARS: Final = 255
+_RETRY_AFTER = {"Retry-After": "1"}
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body, refusing more than ``limit`` bytes before reading them."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "bad_request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+
+
+def _header(request: Request, name: str, max_chars: int = _MAX_HEADER_CHARS) -> str | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    if len(value) > max_chars:
+        raise ApiError(400, "invalid_header", f"{name} is longer than {max_chars} characters")
+    return value
+
+
+def client_fields(request: Request) -> dict[str, Any]:
+    """The client-clock headers, kept in the entry as ``client_tz`` / ``client_offset_minutes``."""
+    fields: dict[str, Any] = {}
+    tz = _header(request, "x-client-tz", 64)
+    if tz:
+        fields["client_tz"] = tz
+    offset = _header(request, "x-client-offset-minutes", 6)
+    if offset:
+        try:
+            minutes = int(offset)
+        except ValueError:
+            raise ApiError(
+                400, "invalid_header", "X-Client-Offset-Minutes must be an integer"
+            ) from None
+        if not -1440 <= minutes <= 1440:
+            raise ApiError(400, "invalid_header", "X-Client-Offset-Minutes must be within ±1440")
+        fields["client_offset_minutes"] = minutes
+    return fields
+
+
+def _validate(item: Any, key: Any, extra: dict[str, Any], request_id: str | None) -> Submission:
+    if not isinstance(item, dict):
+        raise EntryError("invalid_field", "each event must be a JSON object")
+    for required in ("payload", "meta"):
+        if required not in item:
+            raise EntryError("missing_field", f"{required} is required", required)
+    meta = item["meta"]
+    if request_id and isinstance(meta, dict) and meta.get("request_id") is None:
+        meta = {**meta, "request_id": request_id}
+    # Without a key the event is simply not deduplicated: it gets a fresh one.
+    return validate_submission(item["payload"], meta, key or str(uuid.uuid4()), extra)
+
+
+def accepted_body(result: Accepted) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "status": "accepted",
+        "tx_id": result.entry_id,
+        "payload_hash": result.payload_hash,
+        "duplicate": result.duplicate,
+        "request_id": result.request_id,
+        "index": result.index,
+        "leaf_hash": result.leaf_hash.hex(),
+        "received_at": result.received_at,
+    }
+
+
+def _result_body(result: AppendResult) -> dict[str, Any]:
+    if isinstance(result, Accepted):
+        return accepted_body(result)
+    return error_body(result.reason, result.message)
+
+
+async def _commit(
+    ledger: Ledger, request: Request, submissions: list[Submission]
+) -> list[AppendResult]:
+    _, tenant = request.state.auth
+    try:
+        future = ledger.submit(tenant, submissions)
+        return await asyncio.wrap_future(future)
+    except LedgerClosed:
+        raise ApiError(
+            503, "shutting_down", "the server is shutting down; retry", headers=_RETRY_AFTER
+        ) from None
+    except Exception:
+        raise ApiError(
+            503, "ledger_unavailable", "the ledger could not commit; retry", headers=_RETRY_AFTER
+        ) from None
+
+
+async def post_event(request: Request) -> JSONResponse:
+    ledger: Ledger = request.app.state.ledger
+    request.state.auth = require_key(ledger, request, "ingest")
+    key = _header(request, "idempotency-key", MAX_IDEMPOTENCY_KEY_CHARS)
+    request_id = _header(request, "request-id")
+    extra = client_fields(request)
+    body = await read_json(request, MAX_EVENT_BODY_BYTES)
+    try:
+        submission = _validate(body, key, extra, request_id)
+    except PayloadTooLarge as exc:
+        raise ApiError(413, exc.reason, exc.message, field=exc.field) from None
+    except EntryError as exc:
+        raise ApiError(422, exc.reason, exc.message, field=exc.field) from None
+    (result,) = await _commit(ledger, request, [submission])
+    if isinstance(result, Rejected):
+        raise ApiError(422, result.reason, result.message)
+    return JSONResponse(accepted_body(result), status_code=202)
+
+
+async def post_batch(request: Request) -> JSONResponse:
+    ledger: Ledger = request.app.state.ledger
+    request.state.auth = require_key(ledger, request, "ingest")
+    extra = client_fields(request)
+    body = await read_json(request, MAX_BATCH_BODY_BYTES)
+    if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+        raise ApiError(422, "invalid_field", 'the body must be {"events": [...]}', field="events")
+    items: list[Any] = body["events"]
+    if not items:
+        raise ApiError(422, "invalid_field", "events must not be empty", field="events")
+    if len(items) > MAX_BATCH_EVENTS:
+        raise ApiError(
+            413,
+            "too_many_events",
+            f"a batch holds at most {MAX_BATCH_EVENTS} events",
+            field="events",
+        )
+    slots: list[dict[str, Any] | None] = []
+    submissions: list[Submission] = []
+    for position, item in enumerate(items):
+        try:
+            key = item.get("idempotency_key") if isinstance(item, dict) else None
+            if key is not None and not isinstance(key, str):
+                raise EntryError(
+                    "invalid_field", "idempotency_key must be a string", "idempotency_key"
+                )
+            submissions.append(_validate(item, key, extra, None))
+            slots.append(None)
+        except EntryError as exc:
+            field = f"events[{position}]" + (f".{exc.field}" if exc.field else "")
+            slots.append(error_body(exc.reason, exc.message, field=field))
+    results = iter(await _commit(ledger, request, submissions) if submissions else [])
+    answers = [slot if slot is not None else _result_body(next(results)) for slot in slots]
+    accepted = sum(1 for answer in answers if answer["ok"])
+    return JSONResponse(
+        {"ok": True, "accepted": accepted, "rejected": len(answers) - accepted, "results": answers}
+    )

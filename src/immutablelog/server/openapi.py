@@ -1,0 +1,337 @@
+"""The OpenAPI 3.1 description of the v1 API, served at ``/openapi.json``.
+
+Written by hand (the handlers validate by hand too, for speed); schemathesis runs against
+the live server in CI to keep this document and the handlers in agreement.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from immutablelog import __version__
+from immutablelog.entry import EVENT_TYPES, MAX_IDEMPOTENCY_KEY_CHARS
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    names = {
+        400: "Malformed request",
+        401: "Missing, unknown or revoked API key",
+        403: "The key lacks the scope or belongs to another tenant",
+        404: "Not found",
+        413: "Too large",
+        422: "Invalid event",
+        503: "The ledger cannot commit now; retry after Retry-After seconds",
+    }
+    return {str(s): _json(_ERROR, names[s]) for s in statuses}
+
+
+def _int_query(name: str, description: str, required: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**62},
+    }
+
+
+_TENANT_QUERY: dict[str, Any] = {
+    "name": "tenant",
+    "in": "query",
+    "required": False,
+    "description": "Must name the key's own tenant if given",
+    "schema": {"type": "string"},
+}
+_READ: dict[str, Any] = {"security": [{"bearer": []}]}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    event_headers = [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
+        },
+        {
+            "name": "Request-Id",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 255},
+        },
+        {
+            "name": "X-Client-TZ",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "maxLength": 64},
+        },
+        {
+            "name": "X-Client-Offset-Minutes",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "integer", "minimum": -1440, "maximum": 1440},
+        },
+    ]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ImmutableLog",
+            "version": __version__,
+            "description": "Tamper-evident audit log: ingest, signed checkpoints, proofs.",
+        },
+        "paths": {
+            "/v1/events": {
+                "post": {
+                    "summary": "Append one event; answered once it is durably committed",
+                    "security": [{"bearer": []}],
+                    "parameters": event_headers,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Event"}}
+                        },
+                    },
+                    "responses": {
+                        "202": _json({"$ref": "#/components/schemas/Accepted"}, "Committed"),
+                        **_errors(400, 401, 403, 413, 422, 503),
+                    },
+                }
+            },
+            "/v1/events/batch": {
+                "post": {
+                    "summary": "Append up to 1000 events; each is accepted or rejected on its own",
+                    "security": [{"bearer": []}],
+                    "parameters": event_headers[2:],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["events"],
+                                    "properties": {
+                                        "events": {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "maxItems": 1000,
+                                            "items": {"$ref": "#/components/schemas/BatchEvent"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/BatchResult"}, "Per item"),
+                        **_errors(400, 401, 403, 413, 422, 503),
+                    },
+                }
+            },
+            "/v1/checkpoint": {
+                "get": {
+                    "summary": "The latest signed checkpoint (C2SP signed note)",
+                    **_READ,
+                    "parameters": [_int_query("size", "An older checkpoint"), _TENANT_QUERY],
+                    "responses": {"200": _text("Signed note"), **_errors(400, 401, 403, 404)},
+                }
+            },
+            "/v1/entries": {
+                "get": {
+                    "summary": "Raw entry bytes by index range (at most 1000)",
+                    **_READ,
+                    "parameters": [
+                        _int_query("start", "First index"),
+                        _int_query("end", "One past the last index"),
+                        _TENANT_QUERY,
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Entries"}, "Entries"),
+                        **_errors(400, 401, 403),
+                    },
+                }
+            },
+            "/v1/proofs/inclusion": {
+                "get": {
+                    "summary": "RFC 9162 inclusion proof",
+                    **_READ,
+                    "parameters": [
+                        _int_query("index", "Leaf index", required=True),
+                        _int_query("size", "Tree size (default: latest)"),
+                        _TENANT_QUERY,
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Proof"}, "Proof"),
+                        **_errors(400, 401, 403, 404),
+                    },
+                }
+            },
+            "/v1/proofs/consistency": {
+                "get": {
+                    "summary": "RFC 9162 consistency proof",
+                    **_READ,
+                    "parameters": [
+                        _int_query("first", "Older tree size", required=True),
+                        _int_query("second", "Newer tree size (default: latest)"),
+                        _TENANT_QUERY,
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Proof"}, "Proof"),
+                        **_errors(400, 401, 403, 404),
+                    },
+                }
+            },
+            "/v1/log-key": {
+                "get": {
+                    "summary": "The log's verifier key (signed-note verifier key form)",
+                    "responses": {"200": _text("Verifier key")},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness and database reachability",
+                    "responses": {
+                        "200": _json({"type": "object"}, "Healthy"),
+                        **_errors(503),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {"summary": "Prometheus metrics", "responses": {"200": _text("Metrics")}}
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": _schemas(),
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    meta = {
+        "type": "object",
+        "required": ["type", "event_name", "service"],
+        "properties": {
+            "type": {"type": "string", "enum": sorted(EVENT_TYPES)},
+            "event_name": {"type": "string", "minLength": 1, "maxLength": 255},
+            "service": {"type": "string", "minLength": 1, "maxLength": 255},
+            "request_id": {"type": ["string", "null"], "maxLength": 255},
+            "env": {"type": ["string", "null"], "maxLength": 255},
+        },
+    }
+    payload = {
+        "description": "A JSON document serialized as a string (stored byte for byte), "
+        "or a JSON object; at most 12 KiB UTF-8",
+        "oneOf": [{"type": "string"}, {"type": "object"}],
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["ok", "reason", "message"],
+            "properties": {
+                "ok": {"const": False},
+                "reason": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string"},
+            },
+        },
+        "Event": {
+            "type": "object",
+            "required": ["payload", "meta"],
+            "properties": {"payload": payload, "meta": meta},
+        },
+        "BatchEvent": {
+            "type": "object",
+            "required": ["payload", "meta"],
+            "properties": {
+                "payload": payload,
+                "meta": meta,
+                "idempotency_key": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
+            },
+        },
+        "Accepted": {
+            "type": "object",
+            "required": [
+                "ok",
+                "status",
+                "tx_id",
+                "payload_hash",
+                "duplicate",
+                "index",
+                "leaf_hash",
+                "received_at",
+            ],
+            "properties": {
+                "ok": {"const": True},
+                "status": {"const": "accepted"},
+                "tx_id": {"type": "string", "format": "uuid"},
+                "payload_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "duplicate": {"type": "boolean"},
+                "request_id": {"type": ["string", "null"]},
+                "index": {"type": "integer", "minimum": 0},
+                "leaf_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "received_at": {"type": "string", "format": "date-time"},
+            },
+        },
+        "BatchResult": {
+            "type": "object",
+            "required": ["ok", "accepted", "rejected", "results"],
+            "properties": {
+                "ok": {"const": True},
+                "accepted": {"type": "integer"},
+                "rejected": {"type": "integer"},
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/Accepted"},
+                            {"$ref": "#/components/schemas/Error"},
+                        ]
+                    },
+                },
+            },
+        },
+        "Entries": {
+            "type": "object",
+            "required": ["start", "entries"],
+            "properties": {
+                "start": {"type": "integer"},
+                "entries": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["index", "entry"],
+                        "properties": {
+                            "index": {"type": "integer"},
+                            "entry": {"type": "string", "description": "RFC 8785 entry bytes"},
+                        },
+                    },
+                },
+            },
+        },
+        "Proof": {
+            "type": "object",
+            "required": ["hashes"],
+            "properties": {
+                "index": {"type": "integer"},
+                "tree_size": {"type": "integer"},
+                "first": {"type": "integer"},
+                "second": {"type": "integer"},
+                "hashes": {
+                    "type": "array",
+                    "items": {"type": "string", "contentEncoding": "base64"},
+                },
+            },
+        },
+    }
