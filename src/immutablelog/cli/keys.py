@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -52,11 +53,28 @@ def create(
 
 @keys.command("list")
 @click.option("--tenant", default=None, help="Only this tenant's keys.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @ledger_options
-def list_(tenant: str | None, data_dir: Path, database_url: str | None) -> None:
-    """List keys by prefix, scopes and state."""
+def list_(tenant: str | None, as_json: bool, data_dir: Path, database_url: str | None) -> None:
+    """List keys by prefix, scopes and state (never the keys themselves)."""
     with open_ledger(config_for(data_dir, database_url)) as ledger:
         records = ledger.api_keys(tenant)
+    if as_json:
+        for r in records:
+            click.echo(
+                json.dumps(
+                    {
+                        "prefix": r.prefix,
+                        "tenant": r.tenant,
+                        "scopes": sorted(r.scopes),
+                        "label": r.label,
+                        "created_at": r.created_at,
+                        "last_used_at": r.last_used_at,
+                        "revoked_at": r.revoked_at,
+                    }
+                )
+            )
+        return
     table = Table("prefix", "tenant", "scopes", "label", "created", "last used", "revoked")
     for r in records:
         table.add_row(

@@ -1,0 +1,5 @@
+"""``python -m immutablelog`` is the ``immutablelog`` command."""
+
+from immutablelog.cli import main
+
+main()

@@ -1,0 +1,150 @@
+"""Compact ranges: the O(log n) state needed to extend an append-only Merkle tree.
+
+A tree of ``size`` leaves is, by RFC 6962's split rule, the right-fold of the perfect
+subtrees given by the set bits of ``size`` (largest first). Keeping only those subtree
+roots (the "frontier") is enough to append leaves and compute the root, so the ledger
+never has to re-read old nodes to grow the tree.
+
+Nodes are addressed as in transparency-dev/merkle: ``(level, index)`` is the perfect
+subtree over leaves ``[index << level, (index + 1) << level)``.
+"""
+
+from collections.abc import Iterable, Sequence
+from typing import TypeAlias
+
+from .hashing import EMPTY_ROOT, HASH_SIZE, node_hash
+
+NodeID: TypeAlias = tuple[int, int]
+"""``(level, index)``: perfect subtree over leaves ``[index << level, (index + 1) << level)``."""
+
+
+def aligned_range_ids(begin: int, end: int) -> list[NodeID]:
+    """Return the perfect subtrees covering ``[begin, end)``, left to right (largest first).
+
+    Requires ``begin`` to be a multiple of the largest power of two <= ``end - begin`` (always
+    true for ``begin == 0``), which is the only shape proofs and frontiers need; that keeps
+    this a single pass over the bits of the range length.
+    """
+    ids: list[NodeID] = []
+    pos = begin
+    n = end - begin
+    while n:
+        level = n.bit_length() - 1
+        ids.append((level, pos >> level))
+        pos += 1 << level
+        n ^= 1 << level
+    return ids
+
+
+def frontier_ids(size: int) -> list[NodeID]:
+    """Return the node ids of ``CompactRange(size).hashes``, left to right."""
+    if size < 0:
+        raise ValueError(f"tree size must be non-negative, got {size}")
+    return aligned_range_ids(0, size)
+
+
+class CompactRange:
+    """The frontier of a tree with ``size`` leaves: roots of its perfect subtrees, left to right.
+
+    ``hashes`` has exactly ``popcount(size)`` entries; entry ``i`` is the root of the subtree
+    ``frontier_ids(size)[i]``.
+    """
+
+    __slots__ = ("_hashes", "_size")
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        if size < 0:
+            raise ValueError(f"tree size must be non-negative, got {size}")
+        if len(hashes) != size.bit_count():
+            raise ValueError(
+                f"a tree of size {size} has {size.bit_count()} frontier hashes, got {len(hashes)}"
+            )
+        for h in hashes:
+            _check_hash(h)
+        self._size = size
+        self._hashes: list[bytes] = [bytes(h) for h in hashes]
+
+    @property
+    def size(self) -> int:
+        """Number of leaves covered."""
+        return self._size
+
+    @property
+    def hashes(self) -> tuple[bytes, ...]:
+        """Frontier hashes, largest subtree first (ids given by ``frontier_ids(size)``)."""
+        return tuple(self._hashes)
+
+    def append(self, leaf: bytes) -> list[tuple[NodeID, bytes]]:
+        """Append a leaf *hash* and return every node this append completed, bottom-up.
+
+        The first element is the leaf itself, ``((0, size_before), leaf)``; each following one
+        is a parent that just became a perfect subtree. Across all appends every perfect node
+        of the tree is returned exactly once, so storing these is enough to serve any proof.
+        """
+        _check_hash(leaf)
+        hashes = self._hashes
+        index = self._size
+        level = 0
+        h = leaf
+        done = [((0, index), h)]
+        # Each trailing 1-bit of the old size is a left sibling waiting for this subtree.
+        while index & 1:
+            index >>= 1
+            level += 1
+            h = node_hash(hashes.pop(), h)
+            done.append(((level, index), h))
+        hashes.append(h)
+        self._size += 1
+        return done
+
+    def root(self) -> bytes:
+        """Return the RFC 6962 Merkle tree hash of ``[0, size)`` (``EMPTY_ROOT`` if empty)."""
+        return _fold(self._hashes)
+
+    def copy(self) -> "CompactRange":
+        """Return an independent copy (appending to it leaves ``self`` unchanged)."""
+        c = CompactRange.__new__(CompactRange)
+        c._size = self._size
+        c._hashes = list(self._hashes)
+        return c
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CompactRange):
+            return NotImplemented
+        return self._size == other._size and self._hashes == other._hashes
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"CompactRange(size={self._size}, hashes=[{', '.join(h.hex() for h in self._hashes)}])"
+        )
+
+
+def root_from_leaves(leaves: Iterable[bytes]) -> bytes:
+    """Return the RFC 6962 root over ``leaves`` (leaf *hashes*, in order)."""
+    # Same algorithm as CompactRange.append, minus the bookkeeping of completed nodes.
+    stack: list[bytes] = []
+    for n, leaf in enumerate(leaves):
+        _check_hash(leaf)
+        h = leaf
+        while n & 1:  # n: leaves before this one, shifted as subtrees merge
+            h = node_hash(stack.pop(), h)
+            n >>= 1
+        stack.append(h)
+    return _fold(stack)
+
+
+def _fold(frontier: list[bytes]) -> bytes:
+    # MTH splits at the largest power of two, so the root is a right fold of the frontier.
+    if not frontier:
+        return EMPTY_ROOT
+    h = frontier[-1]
+    for i in range(len(frontier) - 2, -1, -1):
+        h = node_hash(frontier[i], h)
+    return h
+
+
+def _check_hash(h: bytes) -> None:
+    if not isinstance(h, bytes | bytearray) or len(h) != HASH_SIZE:
+        raise ValueError(f"expected a {HASH_SIZE}-byte hash, got {h!r}")

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
+from tests.live import LiveServer
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A real server process on a fresh SQLite data directory."""
+    server = LiveServer(tmp_path / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """An in-process ledger with the default tenant."""
+    with Ledger.open(LedgerConfig(data_dir=tmp_path / "ledger")) as opened:
+        opened.create_tenant(DEFAULT_TENANT)
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server process for a module of tests that do not disturb each other."""
+    server = LiveServer(tmp_path_factory.mktemp("shared") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -1,0 +1,148 @@
+"""The sequencer: group commit, idempotency inside a group, and what a failed commit leaves."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from immutablelog.entry import validate_submission
+from immutablelog.ledger import Accepted, Ledger, LedgerClosed, Rejected, StorageError
+from immutablelog.ledger.sequencer import CommitStats
+from immutablelog.merkle import leaf_hash, root_from_leaves
+
+META = {"type": "info", "event_name": "e", "service": "s"}
+
+
+def sub(n: int, key: str | None = None, payload: Any = None) -> Any:
+    body = json.dumps(payload if payload is not None else {"n": n})
+    return validate_submission(body, META, key or f"key-{n}")
+
+
+class GatedWrites:
+    """Wraps the real storage so a test can hold the writer inside a commit, or fail one."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+        self.fail_next = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    @contextmanager
+    def write(self) -> Iterator[Any]:
+        with self._storage.write() as tx:
+            self.entered.set()
+            self.release.wait(10)
+            yield tx
+            if self.fail_next:
+                self.fail_next = False
+                raise StorageError("disk full (simulated)")
+
+
+@pytest.fixture
+def gated(ledger: Ledger) -> Iterator[tuple[Ledger, GatedWrites, list[CommitStats]]]:
+    gate = GatedWrites(ledger.storage)
+    ledger._sequencer._storage = gate  # the only fault we cannot provoke for real
+    stats: list[CommitStats] = []
+    ledger.add_commit_listener(stats.append)
+    yield ledger, gate, stats
+
+
+def test_requests_queued_during_a_commit_share_the_next_one(gated: Any) -> None:
+    ledger, gate, stats = gated
+    tenant = ledger.tenant("default")
+    gate.release.clear()
+    first = ledger.submit(tenant, [sub(0)])
+    assert gate.entered.wait(10)
+    waiting = [ledger.submit(tenant, [sub(n)]) for n in range(1, 51)]
+    gate.release.set()
+    assert first.result(10)[0].index == 0  # type: ignore[union-attr]
+    indexes = [f.result(10)[0].index for f in waiting]  # type: ignore[union-attr]
+    assert sorted(indexes) == list(range(1, 51))
+    assert [s.events for s in stats] == [1, 50]  # 51 requests, two commits, two fsyncs
+    checkpoint = ledger.checkpoint(tenant)
+    assert checkpoint.size == 51
+    stored = [e.data for e in ledger.entries(tenant, 0, 51)]
+    assert root_from_leaves(leaf_hash(d) for d in stored) == checkpoint.root
+
+
+def test_same_key_within_one_group_is_stored_once(ledger: Ledger) -> None:
+    tenant = ledger.tenant("default")
+    results = ledger.append(tenant, [sub(1, "dup"), sub(1, "dup"), sub(2, "dup")])
+    first, second, third = results
+    assert isinstance(first, Accepted) and not first.duplicate
+    assert isinstance(second, Accepted) and second.duplicate
+    assert second.entry_id == first.entry_id
+    assert isinstance(third, Rejected) and third.reason == "idempotency_key_reused"
+    assert ledger.checkpoint(tenant).size == 1
+
+
+def test_a_failed_commit_fails_its_requests_and_leaves_no_trace(gated: Any) -> None:
+    ledger, gate, _ = gated
+    tenant = ledger.tenant("default")
+    ledger.append(tenant, [sub(0)])
+    gate.fail_next = True
+    with pytest.raises(StorageError):
+        ledger.append(tenant, [sub(1), sub(2)])
+    assert ledger.checkpoint(tenant).size == 1
+    # The retried events land right after, and the tree stays whole.
+    again = ledger.append(tenant, [sub(1), sub(2)])
+    assert [r.index for r in again] == [1, 2]  # type: ignore[union-attr]
+    assert not any(r.duplicate for r in again)  # type: ignore[union-attr]
+    stored = [e.data for e in ledger.entries(tenant, 0, 3)]
+    assert root_from_leaves(leaf_hash(d) for d in stored) == ledger.checkpoint(tenant).root
+
+
+def test_another_writer_on_the_same_file_is_noticed(ledger: Ledger) -> None:
+    tenant = ledger.tenant("default")
+    ledger.append(tenant, [sub(0)])
+    with Ledger.open(ledger.config) as other:  # a second process, as far as SQLite knows
+        other.append(other.tenant("default"), [sub(1)])
+    result = ledger.append(tenant, [sub(2)])[0]
+    assert isinstance(result, Accepted) and result.index == 2
+    stored = [e.data for e in ledger.entries(tenant, 0, 3)]
+    assert root_from_leaves(leaf_hash(d) for d in stored) == ledger.checkpoint(tenant).root
+
+
+def test_stop_commits_what_was_submitted_then_refuses(ledger: Ledger) -> None:
+    tenant = ledger.tenant("default")
+    futures = [ledger.submit(tenant, [sub(n)]) for n in range(20)]
+    ledger._sequencer.stop()
+    assert all(isinstance(f.result(10)[0], Accepted) for f in futures)
+    with pytest.raises(LedgerClosed):
+        ledger.submit(tenant, [sub(99)])
+
+
+def test_tenants_have_separate_logs(ledger: Ledger) -> None:
+    other = ledger.create_tenant("other")
+    a = ledger.append(ledger.tenant("default"), [sub(0, "same")])[0]
+    b = ledger.append(other, [sub(0, "same")])[0]
+    assert isinstance(a, Accepted) and isinstance(b, Accepted)
+    assert (a.index, b.index, b.duplicate) == (0, 0, False)
+    assert ledger.checkpoint(other).note.startswith("immutablelog/other\n1\n")
+
+
+def test_append_only_is_enforced_by_the_database(ledger: Ledger) -> None:
+    import sqlite3
+
+    ledger.append(ledger.tenant("default"), [sub(0)])
+    conn = sqlite3.connect(ledger.config.data_dir / "ledger.db")
+    for statement in (
+        "UPDATE entries SET entry = x'00'",
+        "DELETE FROM entries",
+        "DELETE FROM nodes",
+        "UPDATE checkpoints SET note = ''",
+        "INSERT INTO entries SELECT tenant_id, idx + 5, 'x', received_at, type, "
+        "event_name, service, env, request_id, actor, 'k2', entry FROM entries",
+    ):
+        with pytest.raises(sqlite3.DatabaseError):
+            conn.execute(statement)
+    conn.close()

@@ -1,0 +1,151 @@
+"""A real ``immutablelog serve`` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from immutablelog.checkpoint import Checkpoint, Verifier, open_checkpoint
+from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
+from immutablelog.merkle import leaf_hash, root_from_leaves, verify_consistency
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """Starts, stops, restarts and kills a server on one data directory."""
+
+    def __init__(
+        self, data_dir: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None
+    ):
+        self.data_dir = data_dir
+        self.workers = workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = extra_env or {}
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        with Ledger.open(LedgerConfig(data_dir=data_dir)) as ledger:
+            ledger.create_tenant(DEFAULT_TENANT)
+            self.ingest_key, _ = ledger.create_api_key(DEFAULT_TENANT, frozenset({"ingest"}))
+            self.read_key, _ = ledger.create_api_key(DEFAULT_TENANT, frozenset({"read"}))
+            self.admin_key, _ = ledger.create_api_key(
+                DEFAULT_TENANT, frozenset({"ingest", "read", "admin"})
+            )
+            self.verifier_key = ledger.verifier_key()
+
+    def start(self, timeout: float = 30.0) -> None:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        env = {**os.environ, **self.extra_env}
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "immutablelog",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--log-format",
+                "text",
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as a process manager would; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # The whole group: with --workers the children must die too, as in a crash.
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def headers(self, key: str | None = None, **more: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.ingest_key}", **more}
+
+    def raw_entries(self, tenant: str = DEFAULT_TENANT) -> list[bytes]:
+        """Every stored entry of ``tenant`` in index order, read straight from the database."""
+        conn = sqlite3.connect(f"file:{self.data_dir / 'ledger.db'}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "SELECT e.entry FROM entries e JOIN tenants t ON t.id = e.tenant_id "
+                "WHERE t.name = ? ORDER BY e.idx",
+                (tenant,),
+            ).fetchall()
+        finally:
+            conn.close()
+        return [bytes(row[0]) for row in rows]
+
+    def entries(self, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
+        return [json.loads(data) for data in self.raw_entries(tenant)]
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        """GET with the read key."""
+        return httpx.get(
+            self.url + path, params=params, headers=self.headers(self.read_key), timeout=30
+        )
+
+    def checkpoint(self) -> Checkpoint:
+        """The latest checkpoint, its signature checked against the log key."""
+        response = self.get("/v1/checkpoint")
+        response.raise_for_status()
+        return open_checkpoint(Verifier(self.verifier_key), response.text)
+
+    def assert_consistent(self, old: Checkpoint, new: Checkpoint) -> None:
+        proof = self.get("/v1/proofs/consistency", first=old.size, second=new.size).json()
+        verify_consistency(
+            old.size,
+            new.size,
+            [base64.b64decode(h) for h in proof["hashes"]],
+            old.root_hash,
+            new.root_hash,
+        )
+
+    def assert_tree_intact(self) -> Checkpoint:
+        """The signed root equals the root recomputed from every stored entry's bytes."""
+        checkpoint = self.checkpoint()
+        raw = self.raw_entries()
+        assert len(raw) == checkpoint.size
+        assert [json.loads(e)["index"] for e in raw] == list(range(len(raw)))
+        assert root_from_leaves(leaf_hash(e) for e in raw) == checkpoint.root_hash
+        return checkpoint

@@ -1,0 +1,122 @@
+"""Entry encoding is RFC 8785 (checked against the reference encoder) and validation is strict."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from immutablelog.entry import (
+    MAX_PAYLOAD_BYTES,
+    EntryError,
+    PayloadTooLarge,
+    build_entry,
+    canonical_json,
+    decode_entry,
+    encode_entry,
+    validate_submission,
+)
+
+META = {"type": "info", "event_name": "e", "service": "s"}
+# Any Unicode scalar value (no lone surrogates, which have no UTF-8 form).
+text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+safe_int = st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+value = st.one_of(st.none(), st.booleans(), safe_int, text)
+key = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
+
+
+@settings(max_examples=400)
+@given(st.dictionaries(key, value, max_size=12), text)
+def test_canonical_json_equals_the_rfc8785_reference(obj: dict[str, Any], s: str) -> None:
+    obj["payload"] = s
+    assert canonical_json(obj) == rfc8785.dumps(obj)
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(key, value, max_size=8), text)
+def test_entries_round_trip_and_only_canonical_bytes_decode(
+    extra: dict[str, Any], payload_text: str
+) -> None:
+    extra = {
+        k: v
+        for k, v in extra.items()
+        if k
+        not in {"v", "tenant", "index", "id", "received_at", "idempotency_key", "payload", *META}
+    }
+    sub = validate_submission(json.dumps(payload_text), {**META, **extra}, "k")
+    entry = build_entry(sub, tenant="t", index=3, entry_id="id", received_at="now")
+    data = encode_entry(entry)
+    assert decode_entry(data) == entry
+    spaced = json.dumps(entry, ensure_ascii=False).encode()
+    if spaced != data:
+        with pytest.raises(EntryError):
+            decode_entry(spaced)
+
+
+def test_control_characters_and_non_ascii_escape_like_jcs() -> None:
+    obj = {"payload": '\u0000\u001f\u007f\u2028é😀"\\/\b\f\n\r\t'}
+    assert canonical_json(obj) == rfc8785.dumps(obj)
+
+
+def test_payload_is_kept_byte_for_byte() -> None:
+    payload = '{ "b":1,   "a": 1.50 }'
+    assert validate_submission(payload, META, "k").payload == payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "meta", "field"),
+    [
+        ("{}", {**META, "type": "nope"}, "meta.type"),
+        ("{}", {"type": "info", "service": "s"}, "meta.event_name"),
+        ("{}", {**META, "event_name": ""}, "meta.event_name"),
+        ("{}", {**META, "x": 1.5}, "meta.x"),
+        ("{}", {**META, "x": 2**60}, "meta.x"),
+        ("{}", {**META, "index": 1}, "meta.index"),
+        ("{}", {**META, "X": "up"}, "meta.X"),
+        ("{}", {**META, "env": "\ud800"}, "meta.env"),
+        ('"\ud800"', META, "payload"),
+        ("[1,", META, "payload"),
+        (None, META, "payload"),
+        ("{}", "not an object", "meta"),
+    ],
+)
+def test_invalid_submissions_name_the_field(payload: Any, meta: Any, field: str) -> None:
+    with pytest.raises(EntryError) as caught:
+        validate_submission(payload, meta, "k")
+    assert caught.value.field == field
+
+
+def test_payload_limit_counts_utf8_bytes() -> None:
+    ok = json.dumps("é" * ((MAX_PAYLOAD_BYTES - 2) // 2), ensure_ascii=False)
+    validate_submission(ok, META, "k")
+    with pytest.raises(PayloadTooLarge):
+        validate_submission(
+            json.dumps("é" * (MAX_PAYLOAD_BYTES // 2), ensure_ascii=False), META, "k"
+        )
+
+
+def test_fingerprint_tells_bodies_apart_but_not_keys() -> None:
+    a = validate_submission("{}", META, "k1")
+    assert a.fingerprint == validate_submission("{}", META, "k2").fingerprint
+    assert a.fingerprint != validate_submission("{ }", META, "k1").fingerprint
+    assert a.fingerprint != validate_submission("{}", {**META, "env": "x"}, "k1").fingerprint
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not json",
+        b"[]",
+        b'{"v":2}',
+        b'{"v":1,"tenant":"t"}',
+        b'{"event_name":"e","id":"i","idempotency_key":"k","index":-1,"payload":"{}",'
+        b'"received_at":"r","service":"s","tenant":"t","type":"info","v":1}',
+    ],
+)
+def test_decode_refuses_what_is_not_an_entry(data: bytes) -> None:
+    with pytest.raises(EntryError):
+        decode_entry(data)
