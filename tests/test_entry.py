@@ -120,3 +120,19 @@ def test_fingerprint_tells_bodies_apart_but_not_keys() -> None:
 def test_decode_refuses_what_is_not_an_entry(data: bytes) -> None:
     with pytest.raises(EntryError):
         decode_entry(data)
+
+
+def test_entry_ids_are_uuid7_ordered_by_time() -> None:
+    import time
+    import uuid
+
+    from immutablelog.entry import new_entry_id
+
+    first = new_entry_id()
+    time.sleep(0.002)
+    second = new_entry_id()
+    for value in (first, second):
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    assert first < second

@@ -5,20 +5,25 @@ as the truth; every indexed column is derived from them. The server, the SDK's e
 and the independent verifier all use this module, so they agree on one encoding.
 
 We only ever put strings, integers within ±2**53, booleans and null into an entry, with
-ASCII keys. For that subset, ``json.dumps(sort_keys=True, ensure_ascii=False)`` produces the
-JCS bytes exactly (same key order, same string escapes), which is several times faster than
-a general JCS encoder; the test suite checks the equality against the reference encoder.
+ASCII keys. For that subset, orjson with sorted keys produces the JCS bytes exactly (same key
+order, same string escapes, no whitespace), ten times faster than the standard library and
+far faster than a general JCS encoder; the test suite checks the equality against the
+reference encoder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
+
+import orjson
 
 ENTRY_VERSION: Final = 1
 MAX_PAYLOAD_BYTES: Final = 12 * 1024
@@ -70,9 +75,19 @@ class Submission:
 
 def canonical_json(value: Mapping[str, Any]) -> bytes:
     """JCS bytes of an object holding only str / safe int / bool / None values and ASCII keys."""
-    return json.dumps(
-        value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False
-    ).encode("utf-8")
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def is_json_document(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # orjson refuses a few valid documents (integers beyond 64 bits): ask the stdlib.
+        try:
+            json.loads(text)
+        except ValueError:
+            return False
+    return True
 
 
 def _check_text(value: Any, field: str, max_chars: int, *, allow_empty: bool = False) -> str:
@@ -135,12 +150,10 @@ def validate_submission(
         except ValueError:
             raise EntryError("invalid_field", "payload is not serializable", "payload") from None
     elif isinstance(payload, str):
-        try:
-            json.loads(payload)
-        except ValueError:
+        if not is_json_document(payload):
             raise EntryError(
                 "invalid_field", "payload must be a JSON document serialized as a string", "payload"
-            ) from None
+            )
     else:
         raise EntryError("invalid_field", "payload must be a JSON string or object", "payload")
     _check_unicode(payload, "payload")
@@ -184,8 +197,18 @@ def validate_submission(
     normalized.update(extras)
 
     key = _check_text(idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY_CHARS)
-    fingerprint = hashlib.sha256(canonical_json({"payload": payload, "meta": normalized})).digest()
-    return Submission(payload, normalized, key, fingerprint)
+    return Submission(payload, normalized, key, _fingerprint(payload, normalized))
+
+
+def _fingerprint(payload: str, meta: Mapping[str, Any]) -> bytes:
+    return hashlib.sha256(canonical_json({"payload": payload, "meta": meta})).digest()
+
+
+def fingerprint_of(entry: Mapping[str, Any]) -> bytes:
+    """The fingerprint of the submission an entry was made from: a replay with the same
+    Idempotency-Key is a duplicate only if its fingerprint is this one."""
+    meta = {k: v for k, v in entry.items() if k not in SERVER_FIELDS}
+    return _fingerprint(entry["payload"], meta)
 
 
 def build_entry(
@@ -217,8 +240,8 @@ def decode_entry(data: bytes) -> dict[str, Any]:
     so a verifier that checks ``leaf_hash(data)`` also checks what it shows to a reader.
     """
     try:
-        entry = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        entry = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise EntryError("invalid_entry", f"entry bytes are not JSON: {exc}") from None
     if not isinstance(entry, dict):
         raise EntryError("invalid_entry", "entry bytes are not a JSON object")
@@ -237,6 +260,16 @@ def decode_entry(data: bytes) -> dict[str, Any]:
 def payload_hash(entry: Mapping[str, Any]) -> str:
     """Hex SHA-256 of the payload bytes exactly as the client sent them."""
     return hashlib.sha256(str(entry["payload"]).encode("utf-8")).hexdigest()
+
+
+def new_entry_id() -> str:
+    """A UUIDv7 (RFC 9562): random, but ordered by time, so the id index grows at its end."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def timestamp(moment: datetime | None = None) -> str:

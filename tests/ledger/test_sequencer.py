@@ -133,7 +133,7 @@ def test_tenants_have_separate_logs(ledger: Ledger) -> None:
 def test_append_only_is_enforced_by_the_database(ledger: Ledger) -> None:
     import sqlite3
 
-    ledger.append(ledger.tenant("default"), [sub(0)])
+    ledger.append(ledger.tenant("default"), [sub(n) for n in range(4)])
     conn = sqlite3.connect(ledger.config.data_dir / "ledger.db")
     for statement in (
         "UPDATE entries SET entry = x'00'",
@@ -146,3 +146,17 @@ def test_append_only_is_enforced_by_the_database(ledger: Ledger) -> None:
         with pytest.raises(sqlite3.DatabaseError):
             conn.execute(statement)
     conn.close()
+
+
+def test_idempotency_keys_expire_after_the_retention_window(tmp_path: Any) -> None:
+    from datetime import timedelta
+
+    from immutablelog.ledger import LedgerConfig
+
+    config = LedgerConfig(data_dir=tmp_path / "short", idempotency_retention=timedelta(0))
+    with Ledger.open(config) as short:
+        tenant = short.create_tenant("default")
+        first = short.append(tenant, [sub(1, "k")])[0]
+        again = short.append(tenant, [sub(1, "k")])[0]
+    assert isinstance(first, Accepted) and isinstance(again, Accepted)
+    assert (first.index, again.index, again.duplicate) == (0, 1, False)

@@ -72,7 +72,7 @@ def check_tenant_name(name: str) -> str:
 def open_storage(config: LedgerConfig) -> Storage:
     """The backend the configuration names: PostgreSQL for a URL, else the SQLite file."""
     if config.database_url:
-        from immutablelog.ledger.postgres import PostgresStorage  # type: ignore[import-not-found]
+        from immutablelog.ledger.postgres import PostgresStorage
 
         storage: Storage = PostgresStorage(config.database_url)
         return storage

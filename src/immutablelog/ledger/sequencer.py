@@ -17,7 +17,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -30,11 +29,12 @@ from immutablelog.entry import (
     build_entry,
     decode_entry,
     encode_entry,
+    fingerprint_of,
+    new_entry_id,
     payload_hash,
     timestamp,
 )
 from immutablelog.ledger.storage import (
-    IdempotencyRecord,
     NewEntry,
     Storage,
     StoredEntry,
@@ -91,9 +91,10 @@ class _Request:
 _STOP = object()
 
 
-def _accepted_from_stored(stored: StoredEntry) -> Accepted:
+def _replayable(stored: StoredEntry) -> tuple[bytes, Accepted]:
+    """The fingerprint of a stored entry's submission, and the answer it was given."""
     entry = decode_entry(stored.data)
-    return Accepted(
+    return fingerprint_of(entry), Accepted(
         index=stored.index,
         entry_id=stored.id,
         received_at=stored.received_at,
@@ -228,10 +229,6 @@ class Sequencer:
             uses, self._key_uses = self._key_uses, {}
         try:
             self._storage.touch_api_keys(uses)
-            cutoff = timestamp(datetime.now(UTC) - self._retention)
-            purged = self._storage.purge_idempotency(cutoff)
-            if purged:
-                logger.info("purged %d idempotency records older than %s", purged, cutoff)
         except Exception:
             logger.exception("ledger maintenance failed; will retry")
 
@@ -290,16 +287,12 @@ class Sequencer:
         size = tx.lock_tenant(tenant.id)
         rng = self._frontier(tx, tenant.id, size)
         keys = list({s.idempotency_key for r in requests for s in r.submissions})
-        known = tx.find_idempotency(tenant.id, keys)
-        originals = tx.entries_at(tenant.id, [rec.index for rec in known.values()])
-        seen: dict[str, tuple[bytes, Accepted]] = {
-            key: (rec.fingerprint, _accepted_from_stored(originals[rec.index]))
-            for key, rec in known.items()
-        }
-        received_at = timestamp()
+        now = datetime.now(UTC)
+        known = tx.find_by_idempotency_key(tenant.id, keys, timestamp(now - self._retention))
+        seen = {key: _replayable(stored) for key, stored in known.items()}
+        received_at = timestamp(now)
         rows: list[NewEntry] = []
         nodes: list[tuple[tuple[int, int], bytes]] = []
-        records: list[IdempotencyRecord] = []
         n_dup = 0
         for request in requests:
             results: list[AppendResult] = []
@@ -319,7 +312,7 @@ class Sequencer:
                         results.append(replace(accepted, duplicate=True))
                     continue
                 index = rng.size
-                entry_id = str(uuid.uuid4())
+                entry_id = new_entry_id()
                 entry = build_entry(
                     sub,
                     tenant=tenant.name,
@@ -329,7 +322,7 @@ class Sequencer:
                 )
                 data = encode_entry(entry)
                 leaf = leaf_hash(data)
-                nodes.extend(rng.append(leaf))
+                nodes.extend(rng.append(leaf)[1:])  # [0] is the leaf, stored with its entry
                 meta = sub.meta
                 rows.append(
                     NewEntry(
@@ -344,9 +337,9 @@ class Sequencer:
                         request_id=meta.get("request_id"),
                         actor=_text_or_none(meta.get("actor")),
                         idempotency_key=sub.idempotency_key,
+                        leaf=leaf,
                     )
                 )
-                records.append(IdempotencyRecord(sub.idempotency_key, sub.fingerprint, index))
                 accepted = Accepted(
                     index=index,
                     entry_id=entry_id,
@@ -362,7 +355,6 @@ class Sequencer:
         if rows:
             tx.insert_entries(tenant.id, rows)
             tx.insert_nodes(tenant.id, nodes)
-            tx.insert_idempotency(tenant.id, records, received_at)
             root = rng.root()
             note = sign_checkpoint(self._signer, Checkpoint(self.origin(tenant), rng.size, root))
             tx.insert_checkpoint(tenant.id, rng.size, root, note, received_at)

@@ -78,13 +78,7 @@ class NewEntry:
     request_id: str | None
     actor: str | None
     idempotency_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyRecord:
-    key: str
-    fingerprint: bytes
-    index: int
+    leaf: bytes
 
 
 class WriteTransaction(Protocol):
@@ -96,21 +90,21 @@ class WriteTransaction(Protocol):
 
     def create_tenant(self, name: str, now: str) -> Tenant: ...
 
-    def nodes(self, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]: ...
+    def nodes(self, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
+        """As :meth:`Storage.nodes`, inside the transaction."""
+        ...
 
-    def find_idempotency(
-        self, tenant_id: int, keys: Sequence[str]
-    ) -> dict[str, IdempotencyRecord]: ...
-
-    def entries_at(self, tenant_id: int, indexes: Sequence[int]) -> dict[int, StoredEntry]: ...
+    def find_by_idempotency_key(
+        self, tenant_id: int, keys: Sequence[str], received_since: str
+    ) -> dict[str, StoredEntry]:
+        """For each key, the newest entry carrying it received at or after ``received_since``."""
+        ...
 
     def insert_entries(self, tenant_id: int, rows: Sequence[NewEntry]) -> None: ...
 
-    def insert_nodes(self, tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> None: ...
-
-    def insert_idempotency(
-        self, tenant_id: int, records: Sequence[IdempotencyRecord], now: str
-    ) -> None: ...
+    def insert_nodes(self, tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
+        """Store interior nodes (level >= 1); leaf hashes arrive with their entries."""
+        ...
 
     def insert_checkpoint(
         self, tenant_id: int, size: int, root: bytes, note: str, now: str
@@ -158,10 +152,10 @@ class Storage(Protocol):
 
     def checkpoint_at(self, tenant_id: int, size: int) -> StoredCheckpoint | None: ...
 
-    def nodes(self, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]: ...
+    def nodes(self, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
+        """Hashes of perfect subtrees, in the order asked; level 0 is an entry's leaf hash."""
+        ...
 
     def entries(self, tenant_id: int, start: int, end: int) -> Iterator[StoredEntry]: ...
 
     def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None: ...
-
-    def purge_idempotency(self, created_before: str) -> int: ...

@@ -18,13 +18,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from immutablelog import __version__
 from immutablelog.ledger import Ledger, LedgerConfig
 from immutablelog.server import errors, ingest, read
+from immutablelog.server.errors import JSONResponse
 from immutablelog.server.metrics import CONTENT_TYPE, Metrics
 from immutablelog.server.openapi import openapi_document
 

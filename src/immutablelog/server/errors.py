@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import Response
 
 logger = logging.getLogger("immutablelog.server")
 
@@ -26,6 +28,13 @@ _REASONS_BY_STATUS = {
     429: "rate_limited",
     503: "unavailable",
 }
+
+
+class JSONResponse(_StarletteJSON):
+    """Starlette's JSON response, rendered by orjson (several times faster)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class ApiError(Exception):

@@ -7,8 +7,8 @@ import json
 import uuid
 from typing import Any, Final
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from immutablelog.entry import (
     MAX_IDEMPOTENCY_KEY_CHARS,
@@ -19,7 +19,7 @@ from immutablelog.entry import (
 )
 from immutablelog.ledger import Accepted, AppendResult, Ledger, LedgerClosed, Rejected
 from immutablelog.server.auth import require_key
-from immutablelog.server.errors import ApiError, error_body
+from immutablelog.server.errors import ApiError, JSONResponse, error_body
 
 MAX_EVENT_BODY_BYTES: Final = 128 * 1024
 MAX_BATCH_BODY_BYTES: Final = 8 * 1024 * 1024
@@ -43,8 +43,13 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
         chunks.append(chunk)
+    body = b"".join(chunks)
     try:
-        return json.loads(b"".join(chunks))
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # orjson refuses a few valid documents (integers beyond 64 bits)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
 

@@ -6,11 +6,11 @@ import base64
 from typing import Final
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
 from immutablelog.ledger import Ledger, LedgerError
 from immutablelog.server.auth import require_key
-from immutablelog.server.errors import ApiError
+from immutablelog.server.errors import ApiError, JSONResponse
 
 MAX_ENTRIES_PER_PAGE: Final = 1000
 _NOTE_TYPE = "text/plain; charset=utf-8"

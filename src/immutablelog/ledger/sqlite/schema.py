@@ -49,11 +49,15 @@ CREATE TABLE entries (
     actor TEXT,
     idempotency_key TEXT NOT NULL,
     entry BLOB NOT NULL,
+    leaf BLOB NOT NULL,
     PRIMARY KEY (tenant_id, idx)
 );
 CREATE UNIQUE INDEX entries_by_id ON entries (id);
+-- Replays are found through the entries themselves: the key is part of every entry.
+CREATE INDEX entries_by_idempotency_key ON entries (tenant_id, idempotency_key);
 
--- Perfect subtree hashes: (level, idx) covers leaves [idx << level, (idx + 1) << level).
+-- Interior perfect-subtree hashes (level >= 1): (level, idx) covers leaves
+-- [idx << level, (idx + 1) << level). Level 0 is entries.leaf.
 CREATE TABLE nodes (
     tenant_id INTEGER NOT NULL,
     level INTEGER NOT NULL,
@@ -70,16 +74,6 @@ CREATE TABLE checkpoints (
     created_at TEXT NOT NULL,
     PRIMARY KEY (tenant_id, size)
 ) WITHOUT ROWID;
-
-CREATE TABLE idempotency (
-    tenant_id INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    fingerprint BLOB NOT NULL,
-    idx INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (tenant_id, key)
-) WITHOUT ROWID;
-CREATE INDEX idempotency_by_age ON idempotency (created_at);
 
 -- Entries are appended at the end of their tenant's log, never anywhere else.
 CREATE TRIGGER entries_contiguous BEFORE INSERT ON entries

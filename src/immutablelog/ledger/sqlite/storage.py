@@ -18,7 +18,6 @@ from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from immutablelog.ledger.storage import (
     AlreadyExists,
     ApiKey,
-    IdempotencyRecord,
     NewEntry,
     StorageError,
     StoredCheckpoint,
@@ -60,10 +59,17 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
 
 
 def _select_nodes(conn: sqlite3.Connection, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
-    if not ids:
-        return []
     found: dict[NodeID, bytes] = {}
-    for chunk in _chunks(ids):
+    leaves = [idx for level, idx in ids if level == 0]
+    interior = [node for node in ids if node[0] > 0]
+    for leaf_chunk in _chunks(leaves):
+        marks = ",".join("?" * len(leaf_chunk))
+        for idx, digest in conn.execute(
+            f"SELECT idx, leaf FROM entries WHERE tenant_id = ? AND idx IN ({marks})",
+            (tenant_id, *leaf_chunk),
+        ):
+            found[(0, idx)] = bytes(digest)
+    for chunk in _chunks(interior):
         where = " OR ".join("(level = ? AND idx = ?)" for _ in chunk)
         params: list[int] = [tenant_id]
         for node_level, node_idx in chunk:
@@ -104,35 +110,26 @@ class _Transaction:
     def nodes(self, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
         return _select_nodes(self._conn, tenant_id, ids)
 
-    def find_idempotency(self, tenant_id: int, keys: Sequence[str]) -> dict[str, IdempotencyRecord]:
-        found: dict[str, IdempotencyRecord] = {}
+    def find_by_idempotency_key(
+        self, tenant_id: int, keys: Sequence[str], received_since: str
+    ) -> dict[str, StoredEntry]:
+        found: dict[str, StoredEntry] = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            for key, fingerprint, idx in self._conn.execute(
-                f"SELECT key, fingerprint, idx FROM idempotency "
-                f"WHERE tenant_id = ? AND key IN ({marks})",
-                (tenant_id, *chunk),
+            for key, idx, eid, received, data in self._conn.execute(
+                f"SELECT idempotency_key, idx, id, received_at, entry FROM entries "
+                f"WHERE tenant_id = ? AND idempotency_key IN ({marks}) AND received_at >= ?",
+                (tenant_id, *chunk, received_since),
             ):
-                found[key] = IdempotencyRecord(key, bytes(fingerprint), idx)
-        return found
-
-    def entries_at(self, tenant_id: int, indexes: Sequence[int]) -> dict[int, StoredEntry]:
-        found: dict[int, StoredEntry] = {}
-        for chunk in _chunks(indexes):
-            marks = ",".join("?" * len(chunk))
-            for idx, eid, received, data in self._conn.execute(
-                f"SELECT idx, id, received_at, entry FROM entries "
-                f"WHERE tenant_id = ? AND idx IN ({marks})",
-                (tenant_id, *chunk),
-            ):
-                found[idx] = StoredEntry(idx, eid, received, bytes(data))
+                if key not in found or found[key].index < idx:
+                    found[key] = StoredEntry(idx, eid, received, bytes(data))
         return found
 
     def insert_entries(self, tenant_id: int, rows: Sequence[NewEntry]) -> None:
         self._conn.executemany(
             "INSERT INTO entries (tenant_id, idx, id, received_at, type, event_name, service, "
-            "env, request_id, actor, idempotency_key, entry) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "env, request_id, actor, idempotency_key, entry, leaf) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     tenant_id,
@@ -147,6 +144,7 @@ class _Transaction:
                     r.actor,
                     r.idempotency_key,
                     r.data,
+                    r.leaf,
                 )
                 for r in rows
             ],
@@ -156,15 +154,6 @@ class _Transaction:
         self._conn.executemany(
             "INSERT INTO nodes (tenant_id, level, idx, hash) VALUES (?, ?, ?, ?)",
             [(tenant_id, level, idx, digest) for (level, idx), digest in nodes],
-        )
-
-    def insert_idempotency(
-        self, tenant_id: int, records: Sequence[IdempotencyRecord], now: str
-    ) -> None:
-        self._conn.executemany(
-            "INSERT INTO idempotency (tenant_id, key, fingerprint, idx, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(tenant_id, r.key, r.fingerprint, r.index, now) for r in records],
         )
 
     def insert_checkpoint(
@@ -375,13 +364,6 @@ class SQLiteStorage:
             (entry_id, tenant_id),
         ).fetchone()
         return StoredEntry(row[0], row[1], row[2], bytes(row[3])) if row else None
-
-    def purge_idempotency(self, created_before: str) -> int:
-        with self.write() as tx:
-            cur = tx._conn.execute(
-                "DELETE FROM idempotency WHERE created_at < ?", (created_before,)
-            )
-            return cur.rowcount
 
 
 def _split_sql(script: str) -> list[str]:
