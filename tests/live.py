@@ -18,6 +18,7 @@ import httpx
 
 from immutablelog.checkpoint import Checkpoint, Verifier, open_checkpoint
 from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
+from immutablelog.ledger.ledger import ADMIN_SERVICE
 from immutablelog.merkle import leaf_hash, root_from_leaves, verify_consistency
 
 
@@ -71,6 +72,7 @@ class LiveServer:
             stdout=log,
             stderr=log,
             env=env,
+            start_new_session=True,  # its own process group, so kill() takes the workers too
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -94,7 +96,7 @@ class LiveServer:
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             # The whole group: with --workers the children must die too, as in a crash.
-            self.process.send_signal(signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
     def log(self) -> str:
@@ -116,8 +118,10 @@ class LiveServer:
             conn.close()
         return [bytes(row[0]) for row in rows]
 
-    def entries(self, tenant: str = DEFAULT_TENANT) -> list[dict[str, Any]]:
-        return [json.loads(data) for data in self.raw_entries(tenant)]
+    def entries(self, tenant: str = DEFAULT_TENANT, *, admin: bool = False) -> list[dict[str, Any]]:
+        """Stored entries, decoded; without the log's own admin events unless ``admin``."""
+        decoded = [json.loads(data) for data in self.raw_entries(tenant)]
+        return [e for e in decoded if admin or e["service"] != ADMIN_SERVICE]
 
     def get(self, path: str, **params: Any) -> httpx.Response:
         """GET with the read key."""

@@ -59,56 +59,60 @@ def gated(ledger: Ledger) -> Iterator[tuple[Ledger, GatedWrites, list[CommitStat
 def test_requests_queued_during_a_commit_share_the_next_one(gated: Any) -> None:
     ledger, gate, stats = gated
     tenant = ledger.tenant("default")
+    base = ledger.checkpoint(tenant).size  # the log's own "tenant created" event
     gate.release.clear()
     first = ledger.submit(tenant, [sub(0)])
     assert gate.entered.wait(10)
     waiting = [ledger.submit(tenant, [sub(n)]) for n in range(1, 51)]
     gate.release.set()
-    assert first.result(10)[0].index == 0  # type: ignore[union-attr]
+    assert first.result(10)[0].index == base  # type: ignore[union-attr]
     indexes = [f.result(10)[0].index for f in waiting]  # type: ignore[union-attr]
-    assert sorted(indexes) == list(range(1, 51))
+    assert sorted(indexes) == list(range(base + 1, base + 51))
     assert [s.events for s in stats] == [1, 50]  # 51 requests, two commits, two fsyncs
     checkpoint = ledger.checkpoint(tenant)
-    assert checkpoint.size == 51
-    stored = [e.data for e in ledger.entries(tenant, 0, 51)]
+    assert checkpoint.size == base + 51
+    stored = [e.data for e in ledger.entries(tenant, 0, base + 51)]
     assert root_from_leaves(leaf_hash(d) for d in stored) == checkpoint.root
 
 
 def test_same_key_within_one_group_is_stored_once(ledger: Ledger) -> None:
     tenant = ledger.tenant("default")
+    base = ledger.checkpoint(tenant).size
     results = ledger.append(tenant, [sub(1, "dup"), sub(1, "dup"), sub(2, "dup")])
     first, second, third = results
     assert isinstance(first, Accepted) and not first.duplicate
     assert isinstance(second, Accepted) and second.duplicate
     assert second.entry_id == first.entry_id
     assert isinstance(third, Rejected) and third.reason == "idempotency_key_reused"
-    assert ledger.checkpoint(tenant).size == 1
+    assert ledger.checkpoint(tenant).size == base + 1
 
 
 def test_a_failed_commit_fails_its_requests_and_leaves_no_trace(gated: Any) -> None:
     ledger, gate, _ = gated
     tenant = ledger.tenant("default")
     ledger.append(tenant, [sub(0)])
+    size = ledger.checkpoint(tenant).size
     gate.fail_next = True
     with pytest.raises(StorageError):
         ledger.append(tenant, [sub(1), sub(2)])
-    assert ledger.checkpoint(tenant).size == 1
+    assert ledger.checkpoint(tenant).size == size
     # The retried events land right after, and the tree stays whole.
     again = ledger.append(tenant, [sub(1), sub(2)])
-    assert [r.index for r in again] == [1, 2]  # type: ignore[union-attr]
+    assert [r.index for r in again] == [size, size + 1]  # type: ignore[union-attr]
     assert not any(r.duplicate for r in again)  # type: ignore[union-attr]
-    stored = [e.data for e in ledger.entries(tenant, 0, 3)]
+    stored = [e.data for e in ledger.entries(tenant, 0, size + 2)]
     assert root_from_leaves(leaf_hash(d) for d in stored) == ledger.checkpoint(tenant).root
 
 
 def test_another_writer_on_the_same_file_is_noticed(ledger: Ledger) -> None:
     tenant = ledger.tenant("default")
     ledger.append(tenant, [sub(0)])
+    size = ledger.checkpoint(tenant).size
     with Ledger.open(ledger.config) as other:  # a second process, as far as SQLite knows
         other.append(other.tenant("default"), [sub(1)])
     result = ledger.append(tenant, [sub(2)])[0]
-    assert isinstance(result, Accepted) and result.index == 2
-    stored = [e.data for e in ledger.entries(tenant, 0, 3)]
+    assert isinstance(result, Accepted) and result.index == size + 1
+    stored = [e.data for e in ledger.entries(tenant, 0, size + 2)]
     assert root_from_leaves(leaf_hash(d) for d in stored) == ledger.checkpoint(tenant).root
 
 
@@ -126,8 +130,9 @@ def test_tenants_have_separate_logs(ledger: Ledger) -> None:
     a = ledger.append(ledger.tenant("default"), [sub(0, "same")])[0]
     b = ledger.append(other, [sub(0, "same")])[0]
     assert isinstance(a, Accepted) and isinstance(b, Accepted)
-    assert (a.index, b.index, b.duplicate) == (0, 0, False)
-    assert ledger.checkpoint(other).note.startswith("immutablelog/other\n1\n")
+    # Each log starts with its own "tenant created" event at index 0.
+    assert (a.index, b.index, b.duplicate) == (1, 1, False)
+    assert ledger.checkpoint(other).note.startswith("immutablelog/other\n2\n")
 
 
 def test_append_only_is_enforced_by_the_database(ledger: Ledger) -> None:
@@ -159,4 +164,4 @@ def test_idempotency_keys_expire_after_the_retention_window(tmp_path: Any) -> No
         first = short.append(tenant, [sub(1, "k")])[0]
         again = short.append(tenant, [sub(1, "k")])[0]
     assert isinstance(first, Accepted) and isinstance(again, Accepted)
-    assert (first.index, again.index, again.duplicate) == (0, 1, False)
+    assert (again.index, again.duplicate) == (first.index + 1, False)

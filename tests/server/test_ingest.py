@@ -45,9 +45,10 @@ def test_answer_matches_the_wire_contract_and_the_stored_entry(live_server: Live
     assert response.status_code == 202
     answer = response.json()
     assert answer["ok"] is True and answer["status"] == "accepted"
-    assert answer["duplicate"] is False and answer["index"] == 0
+    assert answer["duplicate"] is False
     assert answer["request_id"] == "req-1"
-    (stored,) = live_server.raw_entries()
+    stored = live_server.raw_entries()[-1]
+    assert answer["index"] == len(live_server.raw_entries()) - 1
     entry = json.loads(stored)
     # The payload string is stored byte for byte: odd spacing and "1.50" survive.
     assert entry["payload"] == payload
@@ -201,7 +202,8 @@ def test_first_serve_creates_default_tenant_and_prints_working_keys(tmp_path: Pa
         note = httpx.get(
             url + "/v1/checkpoint", headers={"Authorization": f"Bearer {found['read']}"}, timeout=10
         )
-        assert note.text.startswith("immutablelog/default\n1\n")
+        # The tenant and its two keys were recorded in the log itself, then our event.
+        assert note.text.startswith("immutablelog/default\n4\n")
     finally:
         process.terminate()
         process.wait(30)
@@ -214,6 +216,6 @@ def test_metrics_count_ingest_and_rejections(live_server: LiveServer) -> None:
     text = httpx.get(live_server.url + "/metrics", timeout=10).text
     assert 'immutablelog_events_ingested_total{tenant="default"} 1.0' in text
     assert "immutablelog_duplicate_events_total 1.0" in text
-    assert 'immutablelog_tree_size{tenant="default"} 1.0' in text
+    assert 'immutablelog_tree_size{tenant="default"} 5.0' in text  # 4 admin events + 1
     assert 'immutablelog_rejected_requests_total{reason="unauthorized"} 1.0' in text
     assert "immutablelog_commit_seconds_count" in text

@@ -53,6 +53,21 @@ def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
     "--log-format", default="json", show_default=True, type=click.Choice(["json", "text"])
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
+@click.option(
+    "--idempotency-retention",
+    default=24.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    envvar="IMMUTABLELOG_IDEMPOTENCY_RETENTION_HOURS",
+    help="Hours during which a repeated Idempotency-Key answers the original event.",
+)
+@click.option(
+    "--signing-key",
+    default=None,
+    envvar="IMMUTABLELOG_SIGNING_KEY_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The log's Ed25519 key file (default: DATA_DIR/log-signing.key, created 0600).",
+)
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -63,13 +78,15 @@ def serve(
     log_level: str,
     log_format: str,
     access_log: bool,
+    idempotency_retention: float,
+    signing_key: Path | None,
 ) -> None:
     """Serve the ImmutableLog API (ingest, checkpoints, proofs) on HTTP."""
     import uvicorn
 
     from immutablelog.server.logs import logging_config
 
-    config = config_for(data_dir, database_url, log_name=log_name)
+    config = config_for(data_dir, database_url, log_name=log_name, signing_key_file=signing_key)
     with open_ledger(config) as ledger:
         first_keys = bootstrap(ledger)
         stored_name = ledger.log_name
@@ -84,8 +101,11 @@ def serve(
     # Worker processes build their own app from these, each opening the shared ledger.
     os.environ["IMMUTABLELOG_DATA_DIR"] = str(data_dir.resolve())
     os.environ["IMMUTABLELOG_LOG_NAME"] = stored_name
+    os.environ["IMMUTABLELOG_IDEMPOTENCY_RETENTION_HOURS"] = str(idempotency_retention)
     if database_url:
         os.environ["IMMUTABLELOG_DATABASE_URL"] = database_url
+    if signing_key:
+        os.environ["IMMUTABLELOG_SIGNING_KEY_FILE"] = str(signing_key.resolve())
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="immutablelog-metrics-")
     uvicorn.run(

@@ -7,20 +7,31 @@ layers over it.
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from immutablelog.checkpoint import Checkpoint, Signer, load_or_create_signer, sign_checkpoint
-from immutablelog.entry import Submission, timestamp
+from immutablelog.checkpoint import (
+    Checkpoint,
+    Signer,
+    Verifier,
+    load_or_create_signer,
+    sign_checkpoint,
+)
+from immutablelog.entry import Submission, timestamp, validate_submission
 from immutablelog.ledger import keys
+from immutablelog.ledger.integrity import IntegrityReport, check_log
 from immutablelog.ledger.sequencer import AppendResult, CommitStats, Sequencer
 from immutablelog.ledger.storage import (
     AlreadyExists,
     ApiKey,
+    EventQuery,
     Storage,
     StoredCheckpoint,
     StoredEntry,
@@ -30,6 +41,8 @@ from immutablelog.merkle import EMPTY_ROOT, consistency_nodes, inclusion_nodes
 
 DEFAULT_LOG_NAME = "immutablelog"
 DEFAULT_TENANT = "default"
+#: The ``service`` of events the log records about itself.
+ADMIN_SERVICE = "immutablelog"
 _TENANT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 CommitListener = Callable[[CommitStats], None]
@@ -116,6 +129,10 @@ class Ledger:
         signer = load_or_create_signer(config.key_path, log_name)
         return cls(storage, signer, config)
 
+    def start(self) -> None:
+        """Start the writer now (a server does, so search indexing runs before any write)."""
+        self._sequencer.start()
+
     def close(self) -> None:
         self._sequencer.stop()
         self.storage.close()
@@ -157,6 +174,7 @@ class Ledger:
                 tx.insert_checkpoint(tenant.id, 0, EMPTY_ROOT, note, now)
         except AlreadyExists as exc:
             raise LedgerError("tenant_exists", str(exc)) from None
+        self.record_admin_event(tenant, "immutablelog.tenant.created", {"tenant": name}).result()
         return tenant
 
     # keys ------------------------------------------------------------------------------
@@ -174,6 +192,8 @@ class Ledger:
             label,
             timestamp(),
         )
+        details = {"key": record.prefix, "scopes": sorted(scopes), "label": label}
+        self.record_admin_event(tenant, "immutablelog.key.created", details).result()
         return secret, record
 
     def api_keys(self, tenant_name: str | None = None) -> list[ApiKey]:
@@ -184,6 +204,8 @@ class Ledger:
         revoked = self.storage.revoke_api_key(prefix, timestamp())
         if revoked is None:
             raise LedgerError("unknown_key", f"no API key with prefix {prefix!r}")
+        tenant = Tenant(revoked.tenant_id, revoked.tenant, "")
+        self.record_admin_event(tenant, "immutablelog.key.revoked", {"key": prefix}).result()
         return revoked
 
     def authenticate(self, presented: str) -> ApiKey | None:
@@ -254,6 +276,25 @@ class Ledger:
         if found is None:
             raise LedgerError("not_found", f"no event {entry_id!r}")
         return found
+
+    def query(self, tenant: Tenant, query: EventQuery) -> list[StoredEntry]:
+        return self.storage.query(tenant.id, query)
+
+    def check_integrity(
+        self, tenant: Tenant, start: int = 0, end: int | None = None
+    ) -> IntegrityReport:
+        verifier = Verifier(self.signer.verifier_key())
+        return check_log(self.storage, tenant, self.origin(tenant), verifier, start, end)
+
+    # the log's own audit trail ---------------------------------------------------------
+    def record_admin_event(
+        self, tenant: Tenant, event_name: str, details: dict[str, Any]
+    ) -> Future[list[AppendResult]]:
+        """Append an event about the log itself (keys, tenants, exports) to its own log."""
+        payload = json.dumps({"message": event_name, **details}, separators=(",", ":"))
+        meta = {"type": "info", "event_name": event_name, "service": ADMIN_SERVICE}
+        submission = validate_submission(payload, meta, str(uuid.uuid4()))
+        return self.submit(tenant, [submission])
 
     def verifier_key(self) -> str:
         return self.signer.verifier_key()

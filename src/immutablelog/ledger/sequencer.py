@@ -89,6 +89,7 @@ class _Request:
 
 
 _STOP = object()
+_SEARCH_SLICE = 5000
 
 
 def _replayable(stored: StoredEntry) -> tuple[bytes, Accepted]:
@@ -121,7 +122,7 @@ class Sequencer:
         max_batch_events: int = 10_000,
         idempotency_retention: timedelta = timedelta(hours=24),
         on_commit: Callable[[CommitStats], None] | None = None,
-        maintenance_interval: float = 30.0,
+        maintenance_interval: float = 1.0,
     ) -> None:
         self._storage = storage
         self._signer = signer
@@ -211,6 +212,8 @@ class Sequencer:
                     count += len(more.submissions)
             if group:
                 self._commit_group(group)
+                if self._queue.empty():
+                    self._index_search()
             if stopping or time.monotonic() >= next_maintenance:
                 self._maintain()
                 next_maintenance = time.monotonic() + self._maintenance_interval
@@ -230,7 +233,19 @@ class Sequencer:
         try:
             self._storage.touch_api_keys(uses)
         except Exception:
-            logger.exception("ledger maintenance failed; will retry")
+            logger.exception("recording API key use failed; will retry")
+            with self._key_uses_lock:
+                self._key_uses = {**uses, **self._key_uses}
+        self._index_search()
+
+    def _index_search(self) -> None:
+        """Bring the full-text index up to date in slices, yielding to waiting writes."""
+        try:
+            while self._storage.index_search(_SEARCH_SLICE) == _SEARCH_SLICE:
+                if not self._queue.empty():
+                    return
+        except Exception:
+            logger.exception("search indexing failed; will retry")
 
     def _commit_group(self, group: list[_Request]) -> None:
         started = time.perf_counter()

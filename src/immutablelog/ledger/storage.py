@@ -81,6 +81,55 @@ class NewEntry:
     leaf: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """Everything stored about one entry, for the integrity check to compare."""
+
+    index: int
+    id: str
+    received_at: str
+    data: bytes
+    leaf: bytes
+    columns: dict[str, str | None]
+
+
+#: Derived entry columns, each equal to the entry field of the same name.
+DERIVED_COLUMNS = (
+    "id",
+    "received_at",
+    "type",
+    "event_name",
+    "service",
+    "env",
+    "request_id",
+    "actor",
+    "idempotency_key",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Filters for listing a tenant's events; every given field must match.
+
+    ``after_index`` is the keyset cursor: strictly below it when ``descending``, else above.
+    ``text`` is a full-text query over payloads (words, all of which must occur).
+    """
+
+    service: str | None = None
+    env: str | None = None
+    type: str | None = None
+    event_name: str | None = None
+    event_name_prefix: str | None = None
+    request_id: str | None = None
+    actor: str | None = None
+    since: str | None = None
+    until: str | None = None
+    text: str | None = None
+    descending: bool = True
+    after_index: int | None = None
+    limit: int = 100
+
+
 class WriteTransaction(Protocol):
     """One atomic, durable write. Committed when the context exits without an exception."""
 
@@ -159,3 +208,19 @@ class Storage(Protocol):
     def entries(self, tenant_id: int, start: int, end: int) -> Iterator[StoredEntry]: ...
 
     def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None: ...
+
+    def query(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]: ...
+
+    def audit_rows(self, tenant_id: int, start: int, end: int) -> Iterator[AuditRow]: ...
+
+    def checkpoints(self, tenant_id: int, min_size: int, max_size: int) -> list[StoredCheckpoint]:
+        """Stored checkpoints with ``min_size <= size <= max_size``, by size."""
+        ...
+
+    def count_entries(self, tenant_id: int, start: int) -> int:
+        """How many entries are stored at index ``start`` or beyond."""
+        ...
+
+    def index_search(self, limit: int) -> int:
+        """Add up to ``limit`` not-yet-indexed entries to the full-text index; return how many."""
+        ...

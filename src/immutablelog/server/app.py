@@ -11,6 +11,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from immutablelog import __version__
 from immutablelog.ledger import Ledger, LedgerConfig
-from immutablelog.server import errors, ingest, read
+from immutablelog.server import errors, ingest, query, read
 from immutablelog.server.errors import JSONResponse
 from immutablelog.server.metrics import CONTENT_TYPE, Metrics
 from immutablelog.server.openapi import openapi_document
@@ -72,7 +73,11 @@ class _RejectCounter:
 
 ROUTES = [
     Route("/v1/events", ingest.post_event, methods=["POST"]),
+    Route("/v1/events", query.list_events, methods=["GET"]),
     Route("/v1/events/batch", ingest.post_batch, methods=["POST"]),
+    Route("/v1/events/{event_id}", query.get_event, methods=["GET"]),
+    Route("/v1/verify", query.verify_log, methods=["GET"]),
+    Route("/v1/export", query.export, methods=["GET"]),
     Route("/v1/checkpoint", read.get_checkpoint, methods=["GET"]),
     Route("/v1/entries", read.get_entries, methods=["GET"]),
     Route("/v1/proofs/inclusion", read.get_inclusion_proof, methods=["GET"]),
@@ -96,6 +101,7 @@ def create_app(ledger: Ledger | LedgerConfig | None = None) -> Starlette:
             app.state.ledger.close()
 
     the_ledger = ledger if isinstance(ledger, Ledger) else Ledger.open(ledger)
+    the_ledger.start()
     app = Starlette(
         routes=ROUTES,
         middleware=[Middleware(_RejectCounter)],
@@ -116,11 +122,15 @@ def create_app(ledger: Ledger | LedgerConfig | None = None) -> Starlette:
 def config_from_env(environ: dict[str, Any] | None = None) -> LedgerConfig:
     env = os.environ if environ is None else environ
     key_file = env.get("IMMUTABLELOG_SIGNING_KEY_FILE")
+    retention = env.get("IMMUTABLELOG_IDEMPOTENCY_RETENTION_HOURS")
     return LedgerConfig(
         data_dir=Path(env.get("IMMUTABLELOG_DATA_DIR") or "immutablelog-data"),
         log_name=env.get("IMMUTABLELOG_LOG_NAME") or LedgerConfig.log_name,
         signing_key_file=Path(key_file) if key_file else None,
         database_url=env.get("IMMUTABLELOG_DATABASE_URL") or None,
+        idempotency_retention=(
+            timedelta(hours=float(retention)) if retention else LedgerConfig.idempotency_retention
+        ),
     )
 
 

@@ -46,6 +46,15 @@ def _int_query(name: str, description: str, required: bool = False) -> dict[str,
     }
 
 
+def _str_query(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 1000},
+    }
+
+
 _TENANT_QUERY: dict[str, Any] = {
     "name": "tenant",
     "in": "query",
@@ -93,6 +102,59 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": {
             "/v1/events": {
+                "get": {
+                    "summary": "Search events, newest first, with an opaque cursor",
+                    **_READ,
+                    "parameters": [
+                        *[
+                            _str_query(name)
+                            for name in (
+                                "service",
+                                "env",
+                                "event_name",
+                                "request_id",
+                                "actor",
+                                "q",
+                                "cursor",
+                            )
+                        ],
+                        {
+                            "name": "type",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": sorted(EVENT_TYPES)},
+                        },
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        {
+                            "name": "until",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        {
+                            "name": "order",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["desc", "asc"]},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        },
+                        _TENANT_QUERY,
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/EventPage"}, "Events"),
+                        **_errors(400, 401, 403),
+                    },
+                },
                 "post": {
                     "summary": "Append one event; answered once it is durably committed",
                     "security": [{"bearer": []}],
@@ -106,6 +168,67 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "202": _json({"$ref": "#/components/schemas/Accepted"}, "Committed"),
                         **_errors(400, 401, 403, 413, 422, 503),
+                    },
+                },
+            },
+            "/v1/events/{event_id}": {
+                "get": {
+                    "summary": "One event with its leaf hash and an inclusion proof",
+                    **_READ,
+                    "parameters": [
+                        {
+                            "name": "event_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        _int_query("size", "Prove against this tree size (default: latest)"),
+                        _TENANT_QUERY,
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/EventWithProof"}, "Event"),
+                        **_errors(400, 401, 403, 404),
+                    },
+                }
+            },
+            "/v1/verify": {
+                "get": {
+                    "summary": "The server re-checks its own log (entries, columns, roots, "
+                    "signatures)",
+                    **_READ,
+                    "parameters": [
+                        _int_query("from", "First index"),
+                        _int_query("to", "One past the last index"),
+                        _TENANT_QUERY,
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/IntegrityReport"}, "Report"),
+                        **_errors(400, 401, 403),
+                    },
+                }
+            },
+            "/v1/export": {
+                "get": {
+                    "summary": "The whole signed log: a JSONL bundle or CSV, streamed",
+                    **_READ,
+                    "parameters": [
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["jsonl", "csv"]},
+                        },
+                        _TENANT_QUERY,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Export",
+                            "content": {
+                                "application/x-ndjson": {"schema": {"type": "string"}},
+                                "text/csv": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **_errors(400, 401, 403),
                     },
                 }
             },
@@ -318,6 +441,44 @@ def _schemas() -> dict[str, Any]:
                         },
                     },
                 },
+            },
+        },
+        "EventPage": {
+            "type": "object",
+            "required": ["events", "next_cursor"],
+            "properties": {
+                "events": {"type": "array", "items": {"type": "object"}},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        },
+        "EventWithProof": {
+            "type": "object",
+            "required": [
+                "event",
+                "index",
+                "leaf_hash",
+                "tree_size",
+                "inclusion_proof",
+                "checkpoint",
+            ],
+            "properties": {
+                "event": {"type": "object"},
+                "index": {"type": "integer"},
+                "leaf_hash": {"type": "string"},
+                "tree_size": {"type": "integer"},
+                "inclusion_proof": {"type": "array", "items": {"type": "string"}},
+                "checkpoint": {"type": "string"},
+            },
+        },
+        "IntegrityReport": {
+            "type": "object",
+            "required": ["valid", "tree_size", "events_checked", "checkpoints_checked", "breaks"],
+            "properties": {
+                "valid": {"type": "boolean"},
+                "tree_size": {"type": "integer"},
+                "events_checked": {"type": "integer"},
+                "checkpoints_checked": {"type": "integer"},
+                "breaks": {"type": "array", "items": {"type": "object"}},
             },
         },
         "Proof": {

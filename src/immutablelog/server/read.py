@@ -16,7 +16,7 @@ MAX_ENTRIES_PER_PAGE: Final = 1000
 _NOTE_TYPE = "text/plain; charset=utf-8"
 
 
-def _int_param(request: Request, name: str, default: int | None = None) -> int:
+def int_param(request: Request, name: str, default: int | None = None) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         if default is None:
@@ -27,7 +27,7 @@ def _int_param(request: Request, name: str, default: int | None = None) -> int:
     return int(raw)
 
 
-def _ledger_error(exc: LedgerError) -> ApiError:
+def ledger_error(exc: LedgerError) -> ApiError:
     status = 404 if exc.reason == "not_found" else 400
     return ApiError(status, exc.reason, exc.message)
 
@@ -47,35 +47,35 @@ async def get_checkpoint(request: Request) -> Response:
     _, tenant = require_key(ledger, request, "read")
     try:
         if "size" in request.query_params:
-            stored = ledger.checkpoint_at(tenant, _int_param(request, "size"))
+            stored = ledger.checkpoint_at(tenant, int_param(request, "size"))
         else:
             stored = ledger.checkpoint(tenant)
     except LedgerError as exc:
-        raise _ledger_error(exc) from None
+        raise ledger_error(exc) from None
     return Response(stored.note, media_type=_NOTE_TYPE, headers={"Cache-Control": "no-store"})
 
 
 async def get_inclusion_proof(request: Request) -> Response:
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
-    index = _int_param(request, "index")
-    size = _int_param(request, "size", ledger.checkpoint(tenant).size)
+    index = int_param(request, "index")
+    size = int_param(request, "size", ledger.checkpoint(tenant).size)
     try:
         proof = ledger.inclusion_proof(tenant, index, size)
     except LedgerError as exc:
-        raise _ledger_error(exc) from None
+        raise ledger_error(exc) from None
     return JSONResponse({"index": index, "tree_size": size, "hashes": _b64(proof)})
 
 
 async def get_consistency_proof(request: Request) -> Response:
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
-    first = _int_param(request, "first")
-    second = _int_param(request, "second", ledger.checkpoint(tenant).size)
+    first = int_param(request, "first")
+    second = int_param(request, "second", ledger.checkpoint(tenant).size)
     try:
         proof = ledger.consistency_proof(tenant, first, second)
     except LedgerError as exc:
-        raise _ledger_error(exc) from None
+        raise ledger_error(exc) from None
     return JSONResponse({"first": first, "second": second, "hashes": _b64(proof)})
 
 
@@ -83,8 +83,8 @@ async def get_entries(request: Request) -> Response:
     """Raw entry bytes (as the UTF-8 text they are) for ``start <= index < end``."""
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
-    start = _int_param(request, "start", 0)
-    end = _int_param(request, "end", start + MAX_ENTRIES_PER_PAGE)
+    start = int_param(request, "start", 0)
+    end = int_param(request, "end", start + MAX_ENTRIES_PER_PAGE)
     if end < start:
         raise ApiError(400, "invalid_parameter", "end must not be before start")
     end = min(end, start + MAX_ENTRIES_PER_PAGE)

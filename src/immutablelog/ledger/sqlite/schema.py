@@ -55,6 +55,16 @@ CREATE TABLE entries (
 CREATE UNIQUE INDEX entries_by_id ON entries (id);
 -- Replays are found through the entries themselves: the key is part of every entry.
 CREATE INDEX entries_by_idempotency_key ON entries (tenant_id, idempotency_key);
+-- Query filters (GET /v1/events); low-cardinality type and env are filtered while scanning.
+CREATE INDEX entries_by_event_name ON entries (tenant_id, event_name, idx);
+CREATE INDEX entries_by_service ON entries (tenant_id, service, idx);
+CREATE INDEX entries_by_request_id ON entries (tenant_id, request_id) WHERE request_id IS NOT NULL;
+CREATE INDEX entries_by_actor ON entries (tenant_id, actor, idx) WHERE actor IS NOT NULL;
+CREATE INDEX entries_by_time ON entries (tenant_id, received_at);
+
+-- Full-text search over payloads. Derived data, filled behind the writer by
+-- the search indexer (meta key 'search_indexed_rowid'), so ingest never waits for it.
+CREATE VIRTUAL TABLE entries_search USING fts5 (payload, content = '', tokenize = 'unicode61');
 
 -- Interior perfect-subtree hashes (level >= 1): (level, idx) covers leaves
 -- [idx << level, (idx + 1) << level). Level 0 is entries.leaf.

@@ -7,6 +7,8 @@ lock (``BEGIN IMMEDIATE``); readers never block them. Each thread gets its own c
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,8 +18,11 @@ from typing import Any, TypeVar
 
 from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from immutablelog.ledger.storage import (
+    DERIVED_COLUMNS,
     AlreadyExists,
     ApiKey,
+    AuditRow,
+    EventQuery,
     NewEntry,
     StorageError,
     StoredCheckpoint,
@@ -171,6 +176,7 @@ class SQLiteStorage:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self._lock_path = self.path.with_name(self.path.name + ".writer-lock")
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -208,23 +214,39 @@ class SQLiteStorage:
         self._local = threading.local()
 
     @contextmanager
+    def _writer_lock(self) -> Iterator[None]:
+        """Queue writers of every process on a file lock before SQLite's own lock.
+
+        SQLite's busy handler polls with sleeps of up to 100 ms, so processes contending for
+        the write lock would wait far longer than a commit takes; a blocking ``flock`` wakes
+        the next writer the moment the lock is released (and is released if a process dies).
+        """
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    @contextmanager
     def write(self) -> Iterator[_Transaction]:
         conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StorageError(f"cannot start a write: {exc}") from exc
-        try:
-            yield _Transaction(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
+        with self._writer_lock():
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StorageError(f"cannot start a write: {exc}") from exc
+            try:
+                yield _Transaction(conn)
+            except BaseException:
                 conn.execute("ROLLBACK")
-            raise StorageError(f"commit failed: {exc}") from exc
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StorageError(f"commit failed: {exc}") from exc
 
     # schema ----------------------------------------------------------------------------
     def initialize(self, log_name: str) -> str:
@@ -358,12 +380,114 @@ class SQLiteStorage:
         for idx, eid, received, data in cur:
             yield StoredEntry(idx, eid, received, bytes(data))
 
+    def audit_rows(self, tenant_id: int, start: int, end: int) -> Iterator[AuditRow]:
+        cur = self._conn.execute(
+            f"SELECT idx, entry, leaf, {', '.join(DERIVED_COLUMNS)} FROM entries "
+            "WHERE tenant_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (tenant_id, start, end),
+        )
+        for idx, data, leaf, *columns in cur:
+            values = dict(zip(DERIVED_COLUMNS, columns, strict=True))
+            yield AuditRow(
+                idx, values["id"], values["received_at"], bytes(data), bytes(leaf), values
+            )
+
+    def checkpoints(self, tenant_id: int, min_size: int, max_size: int) -> list[StoredCheckpoint]:
+        rows = self._conn.execute(
+            "SELECT size, root, note, created_at FROM checkpoints "
+            "WHERE tenant_id = ? AND size >= ? AND size <= ? ORDER BY size",
+            (tenant_id, min_size, max_size),
+        )
+        return [StoredCheckpoint(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+
+    def count_entries(self, tenant_id: int, start: int) -> int:
+        row = self._conn.execute(
+            "SELECT COUNT(*) FROM entries WHERE tenant_id = ? AND idx >= ?", (tenant_id, start)
+        ).fetchone()
+        return int(row[0])
+
+    def query(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
+        sql, params = _query_sql(tenant_id, query)
+        return [
+            StoredEntry(idx, eid, received, bytes(data))
+            for idx, eid, received, data in self._conn.execute(sql, params)
+        ]
+
+    def index_search(self, limit: int) -> int:
+        with self.write() as tx:
+            conn = tx._conn
+            row = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (_SEARCH_PROGRESS,)
+            ).fetchone()
+            done = int(row[0]) if row else 0
+            top = conn.execute(
+                "SELECT MAX(rowid) FROM (SELECT rowid FROM entries WHERE rowid > ? "
+                "ORDER BY rowid LIMIT ?)",
+                (done, limit),
+            ).fetchone()[0]
+            if top is None:
+                return 0
+            cur = conn.execute(
+                "INSERT INTO entries_search (rowid, payload) "
+                "SELECT rowid, json_extract(entry, '$.payload') FROM entries "
+                "WHERE rowid > ? AND rowid <= ?",
+                (done, top),
+            )
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (_SEARCH_PROGRESS, str(top)),
+            )
+            return cur.rowcount
+
     def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None:
         row = self._conn.execute(
             "SELECT idx, id, received_at, entry FROM entries WHERE id = ? AND tenant_id = ?",
             (entry_id, tenant_id),
         ).fetchone()
         return StoredEntry(row[0], row[1], row[2], bytes(row[3])) if row else None
+
+
+_SEARCH_PROGRESS = "search_indexed_rowid"
+_MAX_CHAR = "\U0010ffff"
+
+
+def _fts_phrase(text: str) -> str:
+    """Each word as a quoted FTS5 string: all must occur, and no input is FTS syntax."""
+    words = text.split()
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def _query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
+    where = ["tenant_id = ?"]
+    params: list[object] = [tenant_id]
+    for column in ("service", "env", "type", "event_name", "request_id", "actor"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if query.event_name_prefix:
+        where.append("event_name >= ? AND event_name < ?")
+        params += (query.event_name_prefix, query.event_name_prefix + _MAX_CHAR)
+    if query.since is not None:
+        where.append("received_at >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        where.append("received_at < ?")
+        params.append(query.until)
+    if query.after_index is not None:
+        where.append("idx < ?" if query.descending else "idx > ?")
+        params.append(query.after_index)
+    if query.text and query.text.split():
+        where.append("rowid IN (SELECT rowid FROM entries_search WHERE entries_search MATCH ?)")
+        params.append(_fts_phrase(query.text))
+    order = "DESC" if query.descending else "ASC"
+    sql = (
+        f"SELECT idx, id, received_at, entry FROM entries WHERE {' AND '.join(where)} "
+        f"ORDER BY idx {order} LIMIT ?"
+    )
+    params.append(query.limit)
+    return sql, params
 
 
 def _split_sql(script: str) -> list[str]:

@@ -1,0 +1,268 @@
+"""Reading events: search with an opaque cursor, one event with its proof, the server-side
+integrity check, and streamed exports."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import hashlib
+import io
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from immutablelog.entry import EVENT_TYPES, decode_entry, timestamp
+from immutablelog.ledger import Ledger, LedgerError, Tenant
+from immutablelog.ledger.storage import EventQuery, StoredEntry
+from immutablelog.merkle import leaf_hash
+from immutablelog.server.auth import require_key
+from immutablelog.server.errors import ApiError, JSONResponse
+from immutablelog.server.read import int_param, ledger_error
+
+MAX_PAGE: Final = 1000
+DEFAULT_PAGE: Final = 100
+EXPORT_PAGE: Final = 1000
+BUNDLE_FORMAT: Final = "immutablelog-bundle/1"
+CSV_COLUMNS: Final = (
+    "index",
+    "id",
+    "received_at",
+    "type",
+    "event_name",
+    "service",
+    "env",
+    "request_id",
+    "actor",
+    "idempotency_key",
+    "payload",
+    "leaf_hash",
+)
+_FILTERS: Final = (
+    "service",
+    "env",
+    "type",
+    "event_name",
+    "request_id",
+    "actor",
+    "since",
+    "until",
+    "q",
+)
+
+
+def _timestamp_param(request: Request, name: str) -> str | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise ApiError(400, "invalid_parameter", f"{name} must carry a time zone (e.g. Z)")
+    return timestamp(moment)
+
+
+def _filters_digest(request: Request, descending: bool) -> str:
+    """Ties a cursor to the filters it was made for, so it cannot silently skip events."""
+    parts = [f"{name}={request.query_params.get(name, '')}" for name in _FILTERS]
+    parts.append("desc" if descending else "asc")
+    return hashlib.sha256("&".join(parts).encode()).hexdigest()[:16]
+
+
+def _encode_cursor(index: int, digest: str) -> str:
+    raw = orjson.dumps({"i": index, "f": digest})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, digest: str) -> int:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        index, made_for = data["i"], data["f"]
+    except (ValueError, TypeError, KeyError):
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this server made") from None
+    if not isinstance(index, int) or made_for != digest:
+        raise ApiError(
+            400,
+            "invalid_cursor",
+            "the cursor belongs to another query: repeat the same filters and order",
+        )
+    return index
+
+
+def event_body(stored: StoredEntry) -> dict[str, Any]:
+    """An event as readers see it: the decoded entry (the truth) plus its leaf hash."""
+    body = decode_entry(stored.data)
+    body["leaf_hash"] = leaf_hash(stored.data).hex()
+    return body
+
+
+def _query(request: Request) -> tuple[EventQuery, str]:
+    params = request.query_params
+    order = params.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, "invalid_parameter", "order must be asc or desc")
+    descending = order == "desc"
+    limit = int_param(request, "limit", DEFAULT_PAGE)
+    if not 1 <= limit <= MAX_PAGE:
+        raise ApiError(400, "invalid_parameter", f"limit must be 1..{MAX_PAGE}")
+    kind = params.get("type")
+    if kind is not None and kind not in EVENT_TYPES:
+        raise ApiError(
+            400, "invalid_parameter", f"type must be one of {', '.join(sorted(EVENT_TYPES))}"
+        )
+    for name in _FILTERS:
+        if len(params.get(name, "")) > 1000:
+            raise ApiError(400, "invalid_parameter", f"{name} is too long")
+    digest = _filters_digest(request, descending)
+    after: int | None = None
+    if "cursor" in params:
+        after = _decode_cursor(params["cursor"], digest)
+    elif "after" in params:  # tailing: everything after a known index
+        after = int_param(request, "after")
+        if descending:
+            raise ApiError(400, "invalid_parameter", "after goes with order=asc")
+    event_name = params.get("event_name")
+    prefix = None
+    if event_name is not None and event_name.endswith("*"):
+        prefix, event_name = event_name[:-1], None
+    return (
+        EventQuery(
+            service=params.get("service"),
+            env=params.get("env"),
+            type=kind,
+            event_name=event_name,
+            event_name_prefix=prefix,
+            request_id=params.get("request_id"),
+            actor=params.get("actor"),
+            since=_timestamp_param(request, "since"),
+            until=_timestamp_param(request, "until"),
+            text=params.get("q"),
+            descending=descending,
+            after_index=after,
+            limit=limit,
+        ),
+        digest,
+    )
+
+
+async def list_events(request: Request) -> Response:
+    """``GET /v1/events``: filtered, newest (or oldest) first, keyset-paginated."""
+    ledger: Ledger = request.app.state.ledger
+    _, tenant = require_key(ledger, request, "read")
+    query, digest = _query(request)
+    found = ledger.query(tenant, query)
+    cursor = _encode_cursor(found[-1].index, digest) if len(found) == query.limit else None
+    return JSONResponse({"events": [event_body(e) for e in found], "next_cursor": cursor})
+
+
+async def get_event(request: Request) -> Response:
+    """``GET /v1/events/{id}``: the event, its leaf hash and an inclusion proof."""
+    ledger: Ledger = request.app.state.ledger
+    _, tenant = require_key(ledger, request, "read")
+    event_id = request.path_params["event_id"]
+    try:
+        stored = ledger.entry(tenant, event_id)
+        if "size" in request.query_params:
+            checkpoint = ledger.checkpoint_at(tenant, int_param(request, "size"))
+        else:
+            checkpoint = ledger.checkpoint(tenant)
+        if stored.index >= checkpoint.size:
+            raise LedgerError(
+                "index_out_of_range", f"event {stored.index} is not in a tree of {checkpoint.size}"
+            )
+        proof = ledger.inclusion_proof(tenant, stored.index, checkpoint.size)
+    except LedgerError as exc:
+        raise ledger_error(exc) from None
+    return JSONResponse(
+        {
+            "event": event_body(stored),
+            "index": stored.index,
+            "leaf_hash": leaf_hash(stored.data).hex(),
+            "tree_size": checkpoint.size,
+            "inclusion_proof": [base64.b64encode(h).decode() for h in proof],
+            "checkpoint": checkpoint.note,
+        }
+    )
+
+
+async def verify_log(request: Request) -> Response:
+    """``GET /v1/verify``: the server re-checks its own log (see ledger/integrity.py)."""
+    ledger: Ledger = request.app.state.ledger
+    _, tenant = require_key(ledger, request, "read")
+    start = int_param(request, "from", 0)
+    end = int_param(request, "to", 2**62) if "to" in request.query_params else None
+    report = await asyncio.to_thread(ledger.check_integrity, tenant, start, end)
+    return JSONResponse(report.as_dict())
+
+
+def _bundle_lines(ledger: Ledger, tenant: Tenant, note: str, size: int) -> Iterator[bytes]:
+    header = {
+        "format": BUNDLE_FORMAT,
+        "origin": ledger.origin(tenant),
+        "log_key": ledger.verifier_key(),
+        "checkpoint": note,
+        "tree_size": size,
+    }
+    yield orjson.dumps(header) + b"\n"
+    for start in range(0, size, EXPORT_PAGE):
+        chunk = list(ledger.entries(tenant, start, min(size, start + EXPORT_PAGE)))
+        yield b"".join(
+            orjson.dumps({"index": e.index, "entry": e.data.decode("utf-8")}) + b"\n" for e in chunk
+        )
+
+
+def _csv_lines(ledger: Ledger, tenant: Tenant, size: int) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for start in range(0, size, EXPORT_PAGE):
+        for stored in ledger.entries(tenant, start, min(size, start + EXPORT_PAGE)):
+            event = event_body(stored)
+            writer.writerow(["" if event.get(c) is None else event.get(c) for c in CSV_COLUMNS])
+        yield buffer.getvalue().encode("utf-8")
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue().encode("utf-8")
+
+
+async def export(request: Request) -> Response:
+    """``GET /v1/export?format=jsonl|csv``: the whole signed log, streamed in constant memory.
+
+    JSONL is a self-contained bundle (signed checkpoint, verifier key, every entry) that
+    ``immutablelog verify --bundle`` checks offline. The export is itself recorded.
+    """
+    ledger: Ledger = request.app.state.ledger
+    key, tenant = require_key(ledger, request, "read")
+    kind = request.query_params.get("format", "jsonl")
+    if kind not in ("jsonl", "csv"):
+        raise ApiError(400, "invalid_parameter", "format must be jsonl or csv")
+    checkpoint = ledger.checkpoint(tenant)
+    await asyncio.wrap_future(
+        ledger.record_admin_event(
+            tenant,
+            "immutablelog.log.exported",
+            {"format": kind, "tree_size": checkpoint.size, "key": key.prefix},
+        )
+    )
+    name = f"{tenant.name}-{checkpoint.size}.{kind}"
+    headers = {
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "X-Tree-Size": str(checkpoint.size),
+    }
+    if kind == "csv":
+        return StreamingResponse(
+            _csv_lines(ledger, tenant, checkpoint.size),
+            media_type="text/csv; charset=utf-8",
+            headers=headers,
+        )
+    return StreamingResponse(
+        _bundle_lines(ledger, tenant, checkpoint.note, checkpoint.size),
+        media_type="application/x-ndjson",
+        headers=headers,
+    )
