@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from immutablelog import __version__
+from immutablelog.cli.export import export
 from immutablelog.cli.keys import keys
 from immutablelog.cli.serve import serve
+from immutablelog.cli.tail import tail
 from immutablelog.cli.tenants import tenants
 
 
@@ -19,5 +21,7 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(tenants)
 main.add_command(keys)
+main.add_command(export)
+main.add_command(tail)
 
 __all__ = ["main"]
