@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -48,7 +49,7 @@ def export(url: str, key: str, kind: str, out: Path) -> None:
                 fail_on_error(response)
             size = int(response.headers.get("x-tree-size", "0"))
             if to_stdout:
-                stdout = click.get_binary_stream("stdout")
+                stdout = sys.stdout.buffer
                 for chunk in response.iter_bytes():
                     stdout.write(chunk)
                 return
