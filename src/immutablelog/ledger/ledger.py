@@ -126,6 +126,7 @@ class Ledger:
         storage = open_storage(config)
         # The stored log name wins over the configured one: a log never changes its name.
         log_name = storage.initialize(config.log_name)
+        config.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         signer = load_or_create_signer(config.key_path, log_name)
         return cls(storage, signer, config)
 

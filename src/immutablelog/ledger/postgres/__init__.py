@@ -1,0 +1,5 @@
+"""PostgreSQL backend: one shared database behind many API processes."""
+
+from immutablelog.ledger.postgres.storage import PostgresStorage
+
+__all__ = ["PostgresStorage"]
