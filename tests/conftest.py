@@ -7,6 +7,9 @@ import pytest
 
 from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
 from tests.live import LiveServer
+from tests.postgres_fixture import postgres_url
+
+__all__ = ["postgres_url"]
 
 
 @pytest.fixture

@@ -32,7 +32,14 @@ class LiveServer:
     """Starts, stops, restarts and kills a server on one data directory."""
 
     def __init__(
-        self, data_dir: Path, *, workers: int = 1, extra_env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        *,
+        workers: int = 1,
+        extra_env: dict[str, str] | None = None,
+        database_url: str | None = None,
+        signing_key: Path | None = None,
+        create: bool = True,
     ):
         self.data_dir = data_dir
         self.workers = workers
@@ -41,8 +48,14 @@ class LiveServer:
         self.extra_env = extra_env or {}
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
         self.process: subprocess.Popen[bytes] | None = None
-        with Ledger.open(LedgerConfig(data_dir=data_dir)) as ledger:
-            ledger.create_tenant(DEFAULT_TENANT)
+        self.database_url = database_url
+        self.signing_key = signing_key
+        config = LedgerConfig(
+            data_dir=data_dir, database_url=database_url, signing_key_file=signing_key
+        )
+        with Ledger.open(config) as ledger:
+            if create:
+                ledger.create_tenant(DEFAULT_TENANT)
             self.ingest_key, _ = ledger.create_api_key(DEFAULT_TENANT, frozenset({"ingest"}))
             self.read_key, _ = ledger.create_api_key(DEFAULT_TENANT, frozenset({"read"}))
             self.admin_key, _ = ledger.create_api_key(
@@ -68,6 +81,8 @@ class LiveServer:
                 str(self.workers),
                 "--log-format",
                 "text",
+                *(["--database-url", self.database_url] if self.database_url else []),
+                *(["--signing-key", str(self.signing_key)] if self.signing_key else []),
             ],
             stdout=log,
             stderr=log,
@@ -107,13 +122,19 @@ class LiveServer:
 
     def raw_entries(self, tenant: str = DEFAULT_TENANT) -> list[bytes]:
         """Every stored entry of ``tenant`` in index order, read straight from the database."""
+        sql = (
+            "SELECT e.entry FROM entries e JOIN tenants t ON t.id = e.tenant_id "
+            "WHERE t.name = ? ORDER BY e.idx"
+        )
+        if self.database_url:
+            import psycopg
+
+            with psycopg.connect(self.database_url) as pg:
+                rows = pg.execute(sql.replace("?", "%s"), (tenant,)).fetchall()
+            return [bytes(row[0]) for row in rows]
         conn = sqlite3.connect(f"file:{self.data_dir / 'ledger.db'}?mode=ro", uri=True)
         try:
-            rows = conn.execute(
-                "SELECT e.entry FROM entries e JOIN tenants t ON t.id = e.tenant_id "
-                "WHERE t.name = ? ORDER BY e.idx",
-                (tenant,),
-            ).fetchall()
+            rows = conn.execute(sql, (tenant,)).fetchall()
         finally:
             conn.close()
         return [bytes(row[0]) for row in rows]

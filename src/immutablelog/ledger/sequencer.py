@@ -36,6 +36,7 @@ from immutablelog.entry import (
 )
 from immutablelog.ledger.storage import (
     NewEntry,
+    StorageError,
     Storage,
     StoredEntry,
     Tenant,
@@ -108,6 +109,14 @@ def _replayable(stored: StoredEntry) -> tuple[bytes, Accepted]:
 
 def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """An unavailable database is expected in operation; anything else is a bug worth a trace."""
+    if isinstance(exc, StorageError):
+        logger.warning("%s failed; will retry: %s", what, exc)
+    else:
+        logger.exception("%s failed; will retry", what)
 
 
 class Sequencer:
@@ -232,8 +241,8 @@ class Sequencer:
             uses, self._key_uses = self._key_uses, {}
         try:
             self._storage.touch_api_keys(uses)
-        except Exception:
-            logger.exception("recording API key use failed; will retry")
+        except Exception as exc:  # the writer thread must outlive any failure
+            _log_failure("recording API key use", exc)
             with self._key_uses_lock:
                 self._key_uses = {**uses, **self._key_uses}
         self._index_search()
@@ -244,8 +253,8 @@ class Sequencer:
             while self._storage.index_search(_SEARCH_SLICE) == _SEARCH_SLICE:
                 if not self._queue.empty():
                     return
-        except Exception:
-            logger.exception("search indexing failed; will retry")
+        except Exception as exc:
+            _log_failure("search indexing", exc)
 
     def _commit_group(self, group: list[_Request]) -> None:
         started = time.perf_counter()

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from immutablelog import __version__
-from immutablelog.ledger import Ledger, LedgerConfig
+from immutablelog.ledger import Ledger, LedgerConfig, StorageError
 from immutablelog.server import errors, ingest, query, read
 from immutablelog.server.errors import JSONResponse
 from immutablelog.server.metrics import CONTENT_TYPE, Metrics
@@ -108,6 +108,7 @@ def create_app(ledger: Ledger | LedgerConfig | None = None) -> Starlette:
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
             HTTPException: errors.handle_http_exception,
+            StorageError: errors.handle_storage_error,
             Exception: errors.handle_unexpected,
         },
         lifespan=lifespan,

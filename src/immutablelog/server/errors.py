@@ -87,6 +87,17 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
+async def handle_storage_error(request: Request, exc: Exception) -> Response:
+    """The database cannot be reached or cannot commit: the client should retry, not give up."""
+    logger.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+    request.state.reject_reason = "ledger_unavailable"
+    return JSONResponse(
+        error_body("ledger_unavailable", "the ledger's database is unavailable; retry"),
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return JSONResponse(

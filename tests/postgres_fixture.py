@@ -3,7 +3,7 @@
 The server is ``IMMUTABLELOG_TEST_POSTGRES_URL`` (default: local trust auth as ``postgres``),
 connected to as a role that may ``CREATE DATABASE``. Without a server the tests are skipped —
 unless ``IMMUTABLELOG_REQUIRE_POSTGRES=1`` (CI), where a missing server must fail the run
-instead of silently testing less. Self-contained so it can move to ``tests/conftest.py``.
+instead of silently testing less. Imported by ``tests/conftest.py``.
 """
 
 from __future__ import annotations

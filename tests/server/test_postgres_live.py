@@ -1,0 +1,93 @@
+"""Production shape: several stateless API servers on one PostgreSQL database."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tests.live import LiveServer
+
+META = {"type": "info", "event_name": "pg.event", "service": "api"}
+
+
+def test_two_servers_on_one_database_keep_one_log(postgres_url: str, tmp_path: Path) -> None:
+    key = tmp_path / "shared-signing.key"  # every host signs with the log's one key
+    first = LiveServer(tmp_path / "host-a", database_url=postgres_url, signing_key=key)
+    second = LiveServer(
+        tmp_path / "host-b", database_url=postgres_url, signing_key=key, create=False
+    )
+    first.start()
+    second.start()
+    try:
+        servers = [first, second]
+
+        def send(n: int) -> httpx.Response:
+            server = servers[n % 2]
+            # The same 100 keys go to both hosts: each event must still be stored once.
+            return httpx.post(
+                server.url + "/v1/events",
+                json={"payload": json.dumps({"n": n % 100}), "meta": META},
+                headers=server.headers(**{"Idempotency-Key": f"k{n % 100}"}),
+                timeout=30,
+            )
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(send, range(400)))
+        assert all(a.status_code == 202 for a in answers), answers[0].text
+        ids: dict[int, set[str]] = {}
+        for n, answer in enumerate(answers):
+            ids.setdefault(n % 100, set()).add(answer.json()["tx_id"])
+        assert all(len(found) == 1 for found in ids.values())
+        assert len(first.entries()) == 100
+        # Both hosts serve the same signed tree, and it matches the stored bytes.
+        checkpoint = first.assert_tree_intact()
+        assert second.checkpoint() == checkpoint
+        report = second.get("/v1/verify").json()
+        assert report["valid"] is True and report["events_checked"] == checkpoint.size
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_a_database_outage_is_a_503_not_a_500(postgres_url: str, tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "host", database_url=postgres_url + "?connect_timeout=2")
+    server.start()
+    try:
+        import psycopg
+
+        dbname = postgres_url.rsplit("/", 1)[1]
+        admin_url = postgres_url.rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            # Forbid new connections and end the server's current ones.
+            admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (dbname,),
+            )
+            try:
+                response = httpx.post(
+                    server.url + "/v1/events",
+                    json={"payload": "{}", "meta": META},
+                    headers=server.headers(),
+                    timeout=30,
+                )
+                assert response.status_code == 503, response.text
+                assert response.json()["reason"] == "ledger_unavailable"
+                assert response.headers["retry-after"]
+                health = httpx.get(server.url + "/healthz", timeout=30)
+                assert health.status_code == 503 and health.json()["ok"] is False
+            finally:
+                admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+        ok = httpx.post(
+            server.url + "/v1/events",
+            json={"payload": "{}", "meta": META},
+            headers=server.headers(),
+            timeout=30,
+        )
+        assert ok.status_code == 202
+        assert "Traceback" not in server.log()
+    finally:
+        server.kill()
