@@ -13,24 +13,38 @@ from tests.live import LiveServer
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "immutablelog", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "immutablelog", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def seed(server: LiveServer, count: int) -> None:
-    events = [{"payload": json.dumps({"n": n}),
-               "meta": {"type": "info", "event_name": f"thing.{n}", "service": "app"},
-               "idempotency_key": f"seed-{n}"} for n in range(count)]
-    response = httpx.post(server.url + "/v1/events/batch", json={"events": events},
-                          headers=server.headers(), timeout=30)
+    events = [
+        {
+            "payload": json.dumps({"n": n}),
+            "meta": {"type": "info", "event_name": f"thing.{n}", "service": "app"},
+            "idempotency_key": f"seed-{n}",
+        }
+        for n in range(count)
+    ]
+    response = httpx.post(
+        server.url + "/v1/events/batch",
+        json={"events": events},
+        headers=server.headers(),
+        timeout=30,
+    )
     assert response.status_code == 200
 
 
 def test_export_writes_a_complete_bundle(live_server: LiveServer, tmp_path: Path) -> None:
     seed(live_server, 25)
     out = tmp_path / "log.jsonl"
-    result = run("export", "--url", live_server.url, "--key", live_server.read_key,
-                 "--out", str(out))
+    result = run(
+        "export", "--url", live_server.url, "--key", live_server.read_key, "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     lines = out.read_text().splitlines()
     header = json.loads(lines[0])
@@ -40,23 +54,34 @@ def test_export_writes_a_complete_bundle(live_server: LiveServer, tmp_path: Path
 
 def test_export_with_a_bad_key_fails_cleanly(live_server: LiveServer, tmp_path: Path) -> None:
     out = tmp_path / "never.jsonl"
-    result = run("export", "--url", live_server.url, "--key", live_server.ingest_key,
-                 "--out", str(out))
+    result = run(
+        "export", "--url", live_server.url, "--key", live_server.ingest_key, "--out", str(out)
+    )
     assert result.returncode == 1
     assert "403" in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
 
 
 def test_export_to_an_unreachable_server_fails_cleanly(tmp_path: Path) -> None:
-    result = run("export", "--url", "http://127.0.0.1:9", "--key", "x", "--out",
-                 str(tmp_path / "x"))
+    result = run(
+        "export", "--url", "http://127.0.0.1:9", "--key", "x", "--out", str(tmp_path / "x")
+    )
     assert result.returncode == 1 and "cannot reach" in result.stderr
 
 
 def test_tail_shows_recent_events(live_server: LiveServer) -> None:
     seed(live_server, 5)
-    result = run("tail", "--url", live_server.url, "--key", live_server.read_key,
-                 "-n", "3", "--no-follow", "--json")
+    result = run(
+        "tail",
+        "--url",
+        live_server.url,
+        "--key",
+        live_server.read_key,
+        "-n",
+        "3",
+        "--no-follow",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     shown = [json.loads(line)["event_name"] for line in result.stdout.splitlines()]
     assert shown == ["thing.2", "thing.3", "thing.4"]
@@ -64,9 +89,23 @@ def test_tail_shows_recent_events(live_server: LiveServer) -> None:
 
 def test_tail_follows_new_events(live_server: LiveServer) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "immutablelog", "tail", "--url", live_server.url, "--key",
-         live_server.read_key, "-n", "0", "--interval", "0.2", "--json"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "immutablelog",
+            "tail",
+            "--url",
+            live_server.url,
+            "--key",
+            live_server.read_key,
+            "-n",
+            "0",
+            "--interval",
+            "0.2",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert process.stdout is not None
@@ -76,7 +115,10 @@ def test_tail_follows_new_events(live_server: LiveServer) -> None:
         seed(live_server, 3)
         lines = [process.stdout.readline() for _ in range(3)]
         assert [json.loads(line)["event_name"] for line in lines] == [
-            "thing.0", "thing.1", "thing.2"]
+            "thing.0",
+            "thing.1",
+            "thing.2",
+        ]
     finally:
         process.terminate()
         process.wait(10)

@@ -24,10 +24,19 @@ def ingest(server: LiveServer, events: list[dict[str, Any]]) -> list[dict[str, A
     for event in events:
         meta = {"type": "info", "service": "web", "env": "prod", **event.get("meta", {})}
         meta.setdefault("event_name", "page.viewed")
-        items.append({"payload": json.dumps(event.get("payload", {})), "meta": meta,
-                      "idempotency_key": str(uuid.uuid4())})
-    response = httpx.post(server.url + "/v1/events/batch", json={"events": items},
-                          headers=server.headers(), timeout=30)
+        items.append(
+            {
+                "payload": json.dumps(event.get("payload", {})),
+                "meta": meta,
+                "idempotency_key": str(uuid.uuid4()),
+            }
+        )
+    response = httpx.post(
+        server.url + "/v1/events/batch",
+        json={"events": items},
+        headers=server.headers(),
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     return response.json()["results"]  # type: ignore[no-any-return]
 
@@ -44,15 +53,34 @@ def names(page: dict[str, Any]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def seeded(shared_server: LiveServer) -> LiveServer:
-    ingest(shared_server, [
-        {"meta": {"event_name": "user.login", "actor": "alice", "request_id": "r-1"},
-         "payload": {"message": "alice signed in from Lisbon"}},
-        {"meta": {"event_name": "user.logout", "actor": "alice"}},
-        {"meta": {"event_name": "invoice.deleted", "actor": "bob", "service": "billing",
-                  "type": "warning"}, "payload": {"message": "invoice 7 deleted"}},
-        {"meta": {"event_name": "user.login", "actor": "bob", "env": "staging",
-                  "type": "error"}, "payload": {"message": "wrong password for bob"}},
-    ])
+    ingest(
+        shared_server,
+        [
+            {
+                "meta": {"event_name": "user.login", "actor": "alice", "request_id": "r-1"},
+                "payload": {"message": "alice signed in from Lisbon"},
+            },
+            {"meta": {"event_name": "user.logout", "actor": "alice"}},
+            {
+                "meta": {
+                    "event_name": "invoice.deleted",
+                    "actor": "bob",
+                    "service": "billing",
+                    "type": "warning",
+                },
+                "payload": {"message": "invoice 7 deleted"},
+            },
+            {
+                "meta": {
+                    "event_name": "user.login",
+                    "actor": "bob",
+                    "env": "staging",
+                    "type": "error",
+                },
+                "payload": {"message": "wrong password for bob"},
+            },
+        ],
+    )
     return shared_server
 
 
@@ -64,7 +92,10 @@ def test_filters_match_exactly(seeded: LiveServer) -> None:
     assert names(events(seeded, request_id="r-1")) == ["user.login"]
     assert names(events(seeded, event_name="user.login", actor="bob")) == ["user.login"]
     assert names(events(seeded, event_name="user.*", order="asc")) == [
-        "user.login", "user.logout", "user.login"]
+        "user.login",
+        "user.logout",
+        "user.login",
+    ]
     assert events(seeded, event_name="nothing")["events"] == []
 
 
@@ -117,9 +148,18 @@ def test_a_cursor_only_works_with_its_own_query(seeded: LiveServer) -> None:
     assert garbage.status_code == 400 and garbage.json()["reason"] == "invalid_cursor"
 
 
-@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"order": "sideways"},
-                                    {"type": "fatal"}, {"since": "yesterday"},
-                                    {"until": "2026-01-01T00:00:00"}, {"after": 3}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": 0},
+        {"limit": 1001},
+        {"order": "sideways"},
+        {"type": "fatal"},
+        {"since": "yesterday"},
+        {"until": "2026-01-01T00:00:00"},
+        {"after": 3},
+    ],
+)
 def test_bad_query_parameters_are_400(seeded: LiveServer, params: dict[str, Any]) -> None:
     response = seeded.get("/v1/events", **params)
     assert response.status_code == 400
@@ -140,9 +180,13 @@ def test_one_event_with_an_inclusion_proof(seeded: LiveServer) -> None:
     body = response.json()
     checkpoint = open_checkpoint(Verifier(seeded.verifier_key), body["checkpoint"])
     assert checkpoint.size == body["tree_size"]
-    verify_inclusion(body["index"], checkpoint.size, bytes.fromhex(body["leaf_hash"]),
-                     [base64.b64decode(h) for h in body["inclusion_proof"]],
-                     checkpoint.root_hash)
+    verify_inclusion(
+        body["index"],
+        checkpoint.size,
+        bytes.fromhex(body["leaf_hash"]),
+        [base64.b64decode(h) for h in body["inclusion_proof"]],
+        checkpoint.root_hash,
+    )
     assert body["event"] == listed
     missing = seeded.get(f"/v1/events/{uuid.uuid4()}")
     assert missing.status_code == 404 and missing.json()["reason"] == "not_found"
@@ -163,8 +207,9 @@ def test_export_bundle_is_complete_and_recorded(seeded: LiveServer) -> None:
     checkpoint = open_checkpoint(Verifier(seeded.verifier_key), header["checkpoint"])
     assert [e["index"] for e in entries] == list(range(checkpoint.size))
     assert [e["entry"].encode() for e in entries] == seeded.raw_entries()[: checkpoint.size]
-    exported = [e for e in seeded.entries(admin=True)
-                if e["event_name"] == "immutablelog.log.exported"]
+    exported = [
+        e for e in seeded.entries(admin=True) if e["event_name"] == "immutablelog.log.exported"
+    ]
     assert exported and json.loads(exported[-1]["payload"])["format"] == "jsonl"
 
 
@@ -207,14 +252,17 @@ def test_server_check_passes_on_an_honest_log(seeded: LiveServer) -> None:
     ("statement", "kind"),
     [
         ("UPDATE entries SET event_name = 'forged' WHERE idx = 5", "altered_column"),
-        ("UPDATE entries SET entry = CAST(replace(CAST(entry AS TEXT), "
-         "'\"event_name\":\"e1\"', '\"event_name\":\"e9\"') AS BLOB) WHERE idx = 5",
-         "altered_entry"),
+        (
+            "UPDATE entries SET entry = CAST(replace(CAST(entry AS TEXT), "
+            '\'"event_name":"e1"\', \'"event_name":"e9"\') AS BLOB) WHERE idx = 5',
+            "altered_entry",
+        ),
         ("DELETE FROM entries WHERE idx = 5", "missing_entry"),
     ],
 )
-def test_server_check_pinpoints_tampering(live_server: LiveServer, statement: str,
-                                          kind: str) -> None:
+def test_server_check_pinpoints_tampering(
+    live_server: LiveServer, statement: str, kind: str
+) -> None:
     ingest(live_server, [{"meta": {"event_name": f"e{n}"}} for n in range(6)])
     assert verify(live_server)["valid"] is True
     tamper(live_server, statement)

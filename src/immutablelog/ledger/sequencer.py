@@ -36,8 +36,8 @@ from immutablelog.entry import (
 )
 from immutablelog.ledger.storage import (
     NewEntry,
-    StorageError,
     Storage,
+    StorageError,
     StoredEntry,
     Tenant,
     WriteTransaction,
