@@ -245,13 +245,20 @@ def decode_entry(data: bytes) -> dict[str, Any]:
         raise EntryError("invalid_entry", f"entry bytes are not JSON: {exc}") from None
     if not isinstance(entry, dict):
         raise EntryError("invalid_entry", "entry bytes are not a JSON object")
-    if entry.get("v") != ENTRY_VERSION:
-        raise EntryError("invalid_entry", f"unsupported entry version {entry.get('v')!r}")
+    version = entry.get("v")
+    if type(version) is not int or version != ENTRY_VERSION:
+        raise EntryError("invalid_entry", f"unsupported entry version {version!r}")
     for name in ("tenant", "id", "received_at", "idempotency_key", "payload", *REQUIRED_META):
         if not isinstance(entry.get(name), str):
             raise EntryError("invalid_entry", f"entry field {name} is missing or not a string")
-    if not isinstance(entry.get("index"), int) or entry["index"] < 0:
+    index = entry.get("index")
+    if type(index) is not int or index < 0:
         raise EntryError("invalid_entry", "entry field index is missing or negative")
+    if any(isinstance(value, float | list | dict) for value in entry.values()):
+        # Entries hold only strings, integers, booleans and null (see canonical_json).
+        raise EntryError(
+            "invalid_entry", "entry values must be strings, integers, booleans or null"
+        )
     if canonical_json(entry) != data:
         raise EntryError("invalid_entry", "entry bytes are not in canonical (RFC 8785) form")
     return entry

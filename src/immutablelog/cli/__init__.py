@@ -10,6 +10,7 @@ from immutablelog.cli.keys import keys
 from immutablelog.cli.serve import serve
 from immutablelog.cli.tail import tail
 from immutablelog.cli.tenants import tenants
+from immutablelog.cli.verify import prove, verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +22,8 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(tenants)
 main.add_command(keys)
+main.add_command(verify)
+main.add_command(prove)
 main.add_command(export)
 main.add_command(tail)
 

@@ -1,0 +1,198 @@
+"""``immutablelog verify`` and ``immutablelog prove``: check a log without trusting its server.
+
+Exit codes are the contract with scripts and monitors: 0 intact (or proven), 1 tampered,
+2 could not check. ``--json`` prints exactly one JSON object on stdout; progress and warnings
+go to stderr so they never mix into it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
+
+from immutablelog.verify import (
+    LogClient,
+    Report,
+    default_state_path,
+    prove_event,
+    render_human,
+    verify_bundle,
+    verify_remote,
+)
+
+#: Runs shorter than this finish before a progress bar would be worth drawing.
+PROGRESS_MIN_ENTRIES = 20_000
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr, drawn only for long runs."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self._console = console
+        self._label = label
+        self._bar: RichProgress | None = None
+        self._task: TaskID | None = None
+
+    def start(self, total: int) -> None:
+        if total < PROGRESS_MIN_ENTRIES:
+            return
+        self._bar = RichProgress(
+            TextColumn(self._label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("entries"),
+            TimeRemainingColumn(),
+            console=self._console,
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(self._label, total=total)
+
+    def advance(self, count: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task, count)
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _finish(report: Report, as_json: bool) -> None:
+    err = Console(stderr=True)
+    for warning in report.warnings:
+        if "TRUST ON FIRST USE" in warning or "came from the bundle" in warning:
+            err.print(f"[bold yellow]WARNING:[/bold yellow] {warning}", highlight=False)
+    if as_json:
+        click.echo(orjson.dumps(report.to_json()).decode())
+    else:
+        render_human(report, Console(highlight=False, soft_wrap=True))
+    raise SystemExit(report.exit_code)
+
+
+def _remote_options(func: click.decorators.FC) -> click.decorators.FC:
+    func = click.option(
+        "--retries", default=4, show_default=True, help="Retries on transient network errors."
+    )(func)
+    func = click.option("--timeout", default=30.0, show_default=True, help="Seconds per request.")(
+        func
+    )
+    func = click.option(
+        "--tenant", default=None, help="The tenant the log must be (checked against its origin)."
+    )(func)
+    func = click.option(
+        "--state",
+        "state_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="State file (last verified checkpoint); default: one per server and read key "
+        "under $XDG_STATE_HOME/immutablelog.",
+    )(func)
+    func = click.option(
+        "--log-key",
+        envvar="IMMUTABLELOG_LOG_KEY",
+        default=None,
+        help="The log's verifier key (name+id+key), as its operator published it. Pin it.",
+    )(func)
+    func = click.option(
+        "--key", envvar="IMMUTABLELOG_READ_KEY", default=None, help="A read-scope API key."
+    )(func)
+    func = click.option("--url", envvar="IMMUTABLELOG_URL", default=None, help="Server URL.")(func)
+    func = click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")(func)
+    return func
+
+
+@click.command()
+@_remote_options
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Verify an export bundle offline instead of a server.",
+)
+@click.option(
+    "--full", is_flag=True, help="Re-download and re-check every entry, not only new ones."
+)
+@click.option(
+    "--workers", default=0, show_default=True, help="Checking processes (0: one per core)."
+)
+def verify(
+    as_json: bool,
+    url: str | None,
+    key: str | None,
+    log_key: str | None,
+    state_file: Path | None,
+    tenant: str | None,
+    timeout: float,
+    retries: int,
+    bundle: Path | None,
+    full: bool,
+    workers: int,
+) -> None:
+    """Verify a log: signature, consistency with the last run, every new entry, the root.
+
+    Exit 0 intact, 1 tampered (with each finding pinpointed), 2 could not check.
+    """
+    progress = _ProgressBar(Console(stderr=True), "verifying")
+    if bundle is not None:
+        report = verify_bundle(
+            bundle,
+            pinned_key=log_key,
+            state_path=state_file,
+            tenant=tenant,
+            workers=workers or None,
+            progress=progress,
+        )
+        _finish(report, as_json)
+    if not url or not key:
+        raise click.UsageError("give --url and --key (a read-scope API key), or --bundle FILE")
+    state_path = state_file or default_state_path(url, key)
+    with LogClient(url, key, timeout=timeout, retries=retries) as client:
+        report = verify_remote(
+            client,
+            state_path=state_path,
+            pinned_key=log_key,
+            tenant=tenant,
+            full=full,
+            workers=workers or None,
+            progress=progress,
+        )
+    _finish(report, as_json)
+
+
+@click.command()
+@click.argument("event_index", type=click.IntRange(min=0))
+@_remote_options
+def prove(
+    event_index: int,
+    as_json: bool,
+    url: str | None,
+    key: str | None,
+    log_key: str | None,
+    state_file: Path | None,
+    tenant: str | None,
+    timeout: float,
+    retries: int,
+) -> None:
+    """Prove that the event at EVENT_INDEX is in the signed log, checking everything locally.
+
+    Exit 0 proven, 1 tampered, 2 could not check.
+    """
+    if not url or not key:
+        raise click.UsageError("give --url and --key (a read-scope API key)")
+    with LogClient(url, key, timeout=timeout, retries=retries) as client:
+        report = prove_event(
+            client, event_index, pinned_key=log_key, state_path=state_file, tenant=tenant
+        )
+    _finish(report, as_json)

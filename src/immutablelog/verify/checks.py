@@ -1,0 +1,379 @@
+"""Per-entry checks over a whole page of entries: the verifier's hot path.
+
+Everything here is a pure function of its arguments and returns plain picklable values, so a
+page can be checked in a worker process: hashing and JSON parsing hold the GIL, and spreading
+pages over processes is the only way Python gets more than one core's worth of it.
+
+Each entry is hashed (RFC 6962 leaf), and its bytes must be exactly what
+``immutablelog.entry.decode_entry`` accepts — the canonical (RFC 8785) encoding of a valid
+entry — with its ``index`` equal to its position and its ``tenant`` equal to the log's.
+Checking that one entry at a time through ``decode_entry`` costs about four times the leaf hash,
+so the common case takes a page-wide fast path: parse each entry, pull the required fields
+with one ``itemgetter`` call, check whole columns at once, and compare the canonical encoding
+of the parsed page against the page's own bytes in a single ``orjson.dumps``. Only a page that
+fails the fast path is re-checked entry by entry through ``decode_entry``, which is also what
+names the culprit. The fast path accepts exactly what the slow path accepts;
+tests/verify/test_checks.py holds it to that.
+
+Why one comparison of the joined page is enough: each entry was parsed on its own, so each is a
+complete JSON object; if ``"[" + ",".join(canonical(e_i)) + "]"`` equals
+``"[" + ",".join(bytes_i) + "]"`` and some ``bytes_i`` differed from its canonical form, one of
+the two would be a proper prefix of the other followed by a comma — impossible for complete
+objects. So the page matches iff every entry does.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from immutablelog.entry import ENTRY_VERSION, REQUIRED_META, EntryError, decode_entry
+from immutablelog.verify.tree import leaf_hashes, subtree_roots
+
+_FIELDS: tuple[str, ...] = ("v", "index", "tenant", "id", "received_at", "idempotency_key")
+_FIELDS += ("payload", *(name for name in REQUIRED_META if name not in _FIELDS))
+_get_fields = operator.itemgetter(*_FIELDS)
+_V, _INDEX, _TENANT = 0, 1, 2  # the other columns, from _TENANT on, must be strings
+_INT = frozenset({int})
+_STR = frozenset({str})
+
+
+class MalformedAnswer(Exception):
+    """The server's answer does not have the documented shape (exit code 2, not 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """Something wrong with one entry, or with a range of positions (``[position, end)``)."""
+
+    kind: str
+    position: int
+    message: str
+    entry_id: str | None = None
+    end: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRun:
+    """Consecutive entries whose ``index`` field is off from their position by ``shift``.
+
+    One cause (an entry deleted or inserted, then the rest renumbered) shifts every later
+    entry; a run keeps that a single finding instead of a million.
+    """
+
+    position: int
+    length: int
+    shift: int
+    first_id: str | None
+    previous_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """What checking one page (or one block of bundle lines) found.
+
+    ``contiguous`` leading entries sit at positions ``start, start + 1, …`` and can be added
+    to the tree: ``leaves`` holds their hashes and ``subtrees`` the roots of the aligned
+    perfect subtrees covering them. ``covered_to`` is one past the last position this chunk
+    accounted for (present or reported missing).
+    """
+
+    start: int
+    received: int
+    contiguous: int
+    covered_to: int
+    leaves: bytes
+    subtrees: tuple[tuple[int, bytes], ...]
+    anomalies: tuple[Anomaly, ...]
+    index_runs: tuple[IndexRun, ...]
+    last_id: str | None
+
+
+def check_page(raw: bytes, start: int, end: int, tenant: str, content: bool = True) -> ChunkResult:
+    """Check a ``GET /v1/entries?start=&end=`` answer body.
+
+    ``content=False`` hashes without checking what the entries say: for entries a previous run
+    already checked, whose bytes the rebuilt root will prove unchanged.
+    """
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MalformedAnswer("the entries page is not JSON") from None
+    items = body.get("entries") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise MalformedAnswer("the entries page has no 'entries' list")
+    try:
+        positions = [item["index"] for item in items]
+        texts: list[str | None] = [item["entry"] for item in items]
+    except (TypeError, KeyError):
+        raise MalformedAnswer("each item of an entries page needs 'index' and 'entry'") from None
+    if items and (set(map(type, positions)) != _INT or set(map(type, texts)) != _STR):
+        raise MalformedAnswer("entries page items need an integer index and a string entry")
+    return check_entries(positions, texts, start, end, tenant, content)
+
+
+def check_lines(block: bytes, start: int, tenant: str) -> ChunkResult:
+    """Check a block of bundle lines (``{"index": i, "entry": "<entry text>"}``, one a line).
+
+    A line that is not such an object is an anomaly at its position, not an error: a bundle
+    is evidence, and a damaged one is reported as such.
+    """
+    fast = _lines_as_array(block)
+    if fast is not None:
+        positions_fast, texts_fast = fast
+        first = positions_fast[0] if positions_fast else start
+        return check_entries(positions_fast, texts_fast, first, None, tenant)
+    lines = block.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    positions: list[int] = []
+    texts: list[str | None] = []
+    bad: list[Anomaly] = []
+    for offset, line in enumerate(lines):
+        position = start + offset
+        try:
+            item = orjson.loads(line)
+            index, text = item["index"], item["entry"]
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            index, text = None, None
+        if type(index) is not int or type(text) is not str:
+            bad.append(
+                Anomaly(
+                    "malformed_bundle",
+                    position,
+                    f"bundle line for position {position} is "
+                    'not {"index": <int>, "entry": <string>}',
+                )
+            )
+            positions.append(position)
+            texts.append(None)
+            continue
+        positions.append(index)
+        texts.append(text)
+    # A bundle's lines are its positions, but a deleted line shifts every later line number:
+    # start from the index the block's first line claims, so the gap is found once, here.
+    if texts and texts[0] is not None:
+        start = positions[0]
+    result = check_entries(positions, texts, start, None, tenant)
+    if not bad:
+        return result
+    return ChunkResult(
+        result.start,
+        result.received,
+        result.contiguous,
+        result.covered_to,
+        result.leaves,
+        result.subtrees,
+        tuple(sorted((*bad, *result.anomalies), key=lambda a: a.position)),
+        result.index_runs,
+        result.last_id,
+    )
+
+
+def _lines_as_array(block: bytes) -> tuple[list[int], list[str | None]] | None:
+    """Parse a block of well-formed lines with one ``orjson.loads``, or ``None`` to go slowly.
+
+    Joining the lines with commas into one array is only safe if every element comes from
+    exactly one line: so each line must start with ``{`` and end with ``}`` (raw newlines
+    cannot occur inside JSON, so the newlines are exactly the line breaks), the element count
+    must equal the line count, and every element must be exactly ``{"index": int, "entry":
+    str}`` — flat, so its only structural braces are its own first and last byte.
+    """
+    body = block[:-1] if block.endswith(b"\n") else block
+    if not body:
+        return [], []
+    lines = body.count(b"\n") + 1
+    if not (body[:1] == b"{" and body[-1:] == b"}" and body.count(b"}\n{") == lines - 1):
+        return None
+    try:
+        items = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
+        positions = [item["index"] for item in items]
+        texts: list[str | None] = [item["entry"] for item in items]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+    if len(items) != lines or set(map(len, items)) != {2}:
+        return None
+    if set(map(type, positions)) != _INT or set(map(type, texts)) != _STR:
+        return None
+    return positions, texts
+
+
+def check_entries(
+    positions: Sequence[int],
+    texts: Sequence[str | None],
+    start: int,
+    end: int | None,
+    tenant: str,
+    content: bool = True,
+) -> ChunkResult:
+    """Check entries claimed to sit at ``positions``; the chunk was asked for ``[start, end)``.
+
+    ``texts[i]`` is ``None`` for an item that could not be read at all.
+    """
+    count = len(texts)
+    try:
+        datas = [text.encode("utf-8") if text is not None else None for text in texts]
+    except UnicodeEncodeError:
+        raise MalformedAnswer("an entry is not valid Unicode text") from None
+
+    contiguous = count
+    if list(positions) != list(range(start, start + count)) or None in datas:
+        contiguous = next(
+            i
+            for i, (p, d) in enumerate(zip(positions, datas, strict=True))
+            if p != start + i or d is None
+        )
+    in_order: list[bytes] = datas[:contiguous]  # type: ignore[assignment]  # no None before
+    leaves = leaf_hashes(in_order)
+    subtrees = tuple(subtree_roots(start, leaves))
+
+    anomalies: list[Anomaly] = []
+    covered_to = start + contiguous
+    expected = covered_to
+    for i in range(contiguous, count):
+        position = positions[i]
+        if datas[i] is None:
+            expected = max(expected, position + 1)
+            continue
+        if position < start or (end is not None and position >= end):
+            anomalies.append(
+                Anomaly(
+                    "extra_entry",
+                    position,
+                    f"the server answered index {position} when asked for [{start}, {end})",
+                )
+            )
+        elif position > expected:
+            anomalies.append(
+                Anomaly(
+                    "missing_entry",
+                    expected,
+                    f"no entry at index {expected}"
+                    + (f"..{position - 1}" if position - 1 > expected else ""),
+                    end=position,
+                )
+            )
+            expected = position + 1
+        elif position < expected:
+            anomalies.append(
+                Anomaly(
+                    "extra_entry",
+                    position,
+                    f"a second entry claims index {position} (or entries are out of order)",
+                )
+            )
+        else:
+            expected += 1
+    covered_to = max(covered_to, expected)
+
+    present = [(p, d) for p, d in zip(positions, datas, strict=True) if d is not None]
+    last_id, content_ok = _fast_content_check(present, tenant) if content else (None, True)
+    index_runs: tuple[IndexRun, ...] = ()
+    if not content_ok:
+        slow_anomalies, runs, last_id = _slow_content_check(present, tenant)
+        anomalies.extend(slow_anomalies)
+        index_runs = tuple(runs)
+    anomalies.sort(key=lambda a: a.position)
+    return ChunkResult(
+        start=start,
+        received=count,
+        contiguous=contiguous,
+        covered_to=covered_to,
+        leaves=b"".join(leaves),
+        subtrees=subtrees,
+        anomalies=tuple(anomalies),
+        index_runs=index_runs,
+        last_id=last_id,
+    )
+
+
+def _fast_content_check(entries: list[tuple[int, bytes]], tenant: str) -> tuple[str | None, bool]:
+    """Whole-page check; ``(id of the last entry, True)`` if every entry passes."""
+    if not entries:
+        return None, True
+    count = len(entries)
+    datas = [data for _, data in entries]
+    try:
+        dicts = list(map(orjson.loads, datas))
+        rows = list(map(_get_fields, dicts))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None, False
+    columns: list[tuple[Any, ...]] = list(zip(*rows, strict=True))
+    if set(map(type, columns[_V])) != _INT or columns[_V].count(ENTRY_VERSION) != count:
+        return None, False
+    if set(map(type, columns[_INDEX])) != _INT or list(columns[_INDEX]) != [p for p, _ in entries]:
+        return None, False
+    if any(set(map(type, column)) != _STR for column in columns[_TENANT:]):
+        return None, False
+    if columns[_TENANT].count(tenant) != count:
+        return None, False
+    joined = b"[" + b",".join(datas) + b"]"
+    if orjson.dumps(dicts, option=orjson.OPT_SORT_KEYS) != joined:
+        return None, False
+    last_id: str = rows[-1][_FIELDS.index("id")]
+    return last_id, True
+
+
+def _slow_content_check(
+    entries: list[tuple[int, bytes]], tenant: str
+) -> tuple[list[Anomaly], list[IndexRun], str | None]:
+    """Entry-by-entry check through ``decode_entry``, naming each culprit."""
+    anomalies: list[Anomaly] = []
+    runs: list[IndexRun] = []
+    run: list[Any] | None = None  # [position, length, shift, first_id, previous_id]
+    previous_id: str | None = None
+    for position, data in entries:
+        entry_id = _best_effort_id(data)
+        problem = _entry_problem(data)
+        if problem is not None:
+            anomalies.append(Anomaly("non_canonical_entry", position, problem, entry_id))
+        else:
+            entry = orjson.loads(data)
+            if entry["tenant"] != tenant:
+                anomalies.append(
+                    Anomaly(
+                        "wrong_tenant",
+                        position,
+                        f"entry belongs to tenant {entry['tenant']!r}, not {tenant!r}",
+                        entry_id,
+                    )
+                )
+            shift = entry["index"] - position
+            if run is not None and (shift != run[2] or position != run[0] + run[1]):
+                runs.append(IndexRun(*run))
+                run = None
+            if shift:
+                if run is None:
+                    run = [position, 0, shift, entry_id, previous_id]
+                run[1] += 1
+        previous_id = entry_id
+    if run is not None:
+        runs.append(IndexRun(*run))
+    return anomalies, runs, previous_id
+
+
+def _entry_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a valid canonical entry, or ``None``."""
+    try:
+        entry = decode_entry(data)
+    except EntryError as exc:
+        return exc.message
+    # decode_entry compares with ==, so true/1.0 would pass for 1; an entry never holds them.
+    if type(entry["v"]) is not int:
+        return f"entry field v is {entry['v']!r}, not the integer {ENTRY_VERSION}"
+    if type(entry["index"]) is not int:
+        return f"entry field index is {entry['index']!r}, not an integer"
+    return None
+
+
+def _best_effort_id(data: bytes) -> str | None:
+    try:
+        entry = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    found = entry.get("id") if isinstance(entry, dict) else None
+    return found if isinstance(found, str) else None

@@ -1,0 +1,167 @@
+"""Fetching what the verifier needs from a server, and nothing more.
+
+Every method returns raw material — note text, page bytes, proof hashes — for the verifier to
+check itself; nothing the server says is taken as a verdict. Transient failures (connection
+errors, timeouts, 429/502/503/504) are retried with exponential backoff, honouring
+``Retry-After``; anything else becomes :class:`CouldNotCheck` with the server's own reason, so
+the caller can tell an outage (exit 2) from evidence (exit 1).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import random
+import time
+from typing import Any, Final
+
+import httpx
+import orjson
+
+from immutablelog import __version__
+from immutablelog.verify.report import CouldNotCheck
+
+_RETRY_STATUS: Final = frozenset({429, 502, 503, 504})
+_MAX_RETRY_AFTER: Final = 30.0
+
+
+class LogClient:
+    """A read-only client for one tenant's log (the tenant is the read key's)."""
+
+    def __init__(
+        self,
+        url: str,
+        read_key: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 4,
+        backoff: float = 0.25,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={
+                "Authorization": f"Bearer {read_key}",
+                "User-Agent": f"immutablelog-verify/{__version__}",
+            },
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LogClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- endpoints ------------------------------------------------------------------------
+
+    def log_key(self) -> str:
+        """``GET /v1/log-key``: the verifier key the server says it signs with."""
+        text = self._get("/v1/log-key", {}).text.strip()
+        if not text or "\n" in text:
+            raise CouldNotCheck("malformed_answer", "GET /v1/log-key did not answer one key line")
+        return text
+
+    def checkpoint(self, size: int | None = None) -> str:
+        """``GET /v1/checkpoint``: the signed note text, unchecked."""
+        params = {} if size is None else {"size": str(size)}
+        return self._get("/v1/checkpoint", params).text
+
+    def entries_page(self, start: int, end: int) -> bytes:
+        """``GET /v1/entries``: the raw page body (checked by ``checks.check_page``)."""
+        return self._get("/v1/entries", {"start": str(start), "end": str(end)}).content
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        body = self._json("/v1/proofs/inclusion", {"index": str(index), "size": str(size)})
+        if body.get("index") != index or body.get("tree_size") != size:
+            raise CouldNotCheck(
+                "malformed_answer", f"inclusion proof answer is not for index {index}, size {size}"
+            )
+        return _hashes(body, "inclusion proof")
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        body = self._json("/v1/proofs/consistency", {"first": str(first), "second": str(second)})
+        if body.get("first") != first or body.get("second") != second:
+            raise CouldNotCheck(
+                "malformed_answer", f"consistency proof answer is not for {first} -> {second}"
+            )
+        return _hashes(body, "consistency proof")
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _json(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        try:
+            body = orjson.loads(self._get(path, params).content)
+        except orjson.JSONDecodeError:
+            raise CouldNotCheck("malformed_answer", f"GET {path} did not answer JSON") from None
+        if not isinstance(body, dict):
+            raise CouldNotCheck("malformed_answer", f"GET {path} did not answer a JSON object")
+        return body
+
+    def _get(self, path: str, params: dict[str, str]) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = self._http.get(path, params=params)
+            except httpx.TransportError as exc:
+                if attempt >= self.retries:
+                    raise CouldNotCheck(
+                        "network", f"cannot reach {self.url}{path}: {exc or type(exc).__name__}"
+                    ) from None
+                self._sleep(attempt, None)
+                attempt += 1
+                continue
+            if response.status_code in _RETRY_STATUS and attempt < self.retries:
+                self._sleep(attempt, response.headers.get("Retry-After"))
+                attempt += 1
+                continue
+            if response.is_success:
+                return response
+            raise _refusal(path, response)
+
+    def _sleep(self, attempt: int, retry_after: str | None) -> None:
+        delay = self.backoff * (2**attempt) * (0.5 + random.random())
+        if retry_after is not None:
+            with contextlib.suppress(ValueError):  # an HTTP date: keep our own delay
+                delay = max(delay, min(float(retry_after), _MAX_RETRY_AFTER))
+        time.sleep(delay)
+
+
+def _refusal(path: str, response: httpx.Response) -> CouldNotCheck:
+    """Turn an error answer into the reason the verification could not go on."""
+    detail = ""
+    try:
+        body = orjson.loads(response.content)
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            detail = f": {body['message']}"
+    except orjson.JSONDecodeError:
+        pass
+    status = response.status_code
+    if status in (401, 403):
+        reason = "auth"
+    elif status == 404:
+        reason = "not_found"
+    elif status < 500:
+        reason = "rejected"
+    else:
+        reason = "server_error"
+    return CouldNotCheck(reason, f"GET {path} answered {status}{detail}")
+
+
+def _hashes(body: dict[str, Any], what: str) -> list[bytes]:
+    raw = body.get("hashes")
+    if not isinstance(raw, list) or not all(isinstance(h, str) for h in raw):
+        raise CouldNotCheck("malformed_answer", f"{what} has no list of base64 hashes")
+    try:
+        return [base64.b64decode(h, validate=True) for h in raw]
+    except (binascii.Error, ValueError):
+        raise CouldNotCheck("malformed_answer", f"{what} holds invalid base64") from None

@@ -1,0 +1,318 @@
+"""Tamper drills: an attacker with the database file, against the independent verifier.
+
+Each drill stops a real server, edits its SQLite file directly — past the API and past the
+append-only triggers, which the attacker drops — starts it again, and runs ``immutablelog
+verify``. Every drill must end in exit code 1 with the damage pinpointed (index, entry id).
+
+The rewrite drill is the one that matters most: the attacker replaces the whole history and
+recomputes every leaf, node and checkpoint signature with the server's own key, so every check
+the server can make of itself passes. Only a verifier that remembers a checkpoint it checked
+earlier can tell. (Drills that change only an indexed column belong to the server-side check,
+``GET /v1/verify``: the independent verifier never sees columns, only entry bytes.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from immutablelog.checkpoint import Checkpoint, Signer
+from immutablelog.entry import build_entry, encode_entry, new_entry_id, timestamp
+from immutablelog.entry import validate_submission as submission_for
+from immutablelog.merkle import CompactRange, leaf_hash, root_from_leaves
+from tests.live import LiveServer
+from tests.verify.helpers import cli_json, ingest
+
+TRIGGERS = (
+    "entries_no_update",
+    "entries_no_delete",
+    "nodes_no_update",
+    "nodes_no_delete",
+    "checkpoints_no_update",
+    "checkpoints_no_delete",
+    "entries_contiguous",
+    "checkpoints_grow",
+)
+EVENTS = 40
+
+
+@pytest.fixture
+def server(live_server: LiveServer) -> Iterator[LiveServer]:
+    ingest(live_server, EVENTS)
+    yield live_server
+
+
+def tamper(server: LiveServer, attack: Callable[[sqlite3.Connection, int], None]) -> None:
+    """Stop the server (it caches the tree frontier), edit the file as an attacker, restart."""
+    server.stop()
+    conn = sqlite3.connect(server.data_dir / "ledger.db")
+    try:
+        for trigger in TRIGGERS:
+            conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        (tenant_id,) = conn.execute("SELECT id FROM tenants WHERE name = 'default'").fetchone()
+        attack(conn, tenant_id)
+        conn.commit()
+    finally:
+        conn.close()
+    server.start()
+
+
+def verify(server: LiveServer, *extra: str | Path) -> tuple[int, dict[str, Any]]:
+    return cli_json(
+        "verify", "--url", server.url, "--key", server.read_key,
+        "--log-key", server.verifier_key, *extra,
+    )  # fmt: skip
+
+
+def stored_id(server: LiveServer, index: int) -> str:
+    return str(orjson.loads(server.raw_entries()[index])["id"])
+
+
+def kinds_at(body: dict[str, Any]) -> list[tuple[str, int | None]]:
+    return [(f["kind"], f.get("index")) for f in body["findings"]]
+
+
+def forged_row(tenant_id: int, index: int) -> tuple[Any, ...]:
+    submission = submission_for(
+        '{"transfer": "1000000 to attacker"}',
+        {"type": "success", "event_name": "payment.sent", "service": "svc"},
+        str(uuid.uuid4()),
+    )
+    entry_id = new_entry_id()
+    received = timestamp()
+    data = encode_entry(
+        build_entry(submission, tenant="default", index=index, entry_id=entry_id,
+                    received_at=received)
+    )  # fmt: skip
+    return (
+        tenant_id, index, entry_id, received, "success", "payment.sent", "svc", None, None,
+        None, submission.idempotency_key, data, leaf_hash(data),
+    )  # fmt: skip
+
+
+def insert_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    conn.execute(
+        "INSERT INTO entries (tenant_id, idx, id, received_at, type, event_name, service, env, "
+        "request_id, actor, idempotency_key, entry, leaf) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        row,
+    )
+
+
+def shift_indexes(conn: sqlite3.Connection, tenant_id: int, start: int, by: int) -> None:
+    # Two passes through negative numbers: a one-step UPDATE would collide on the primary key.
+    conn.execute(
+        "UPDATE entries SET idx = -idx - 1 WHERE tenant_id = ? AND idx >= ?", (tenant_id, start)
+    )
+    conn.execute(
+        "UPDATE entries SET idx = -idx - 1 + ? WHERE tenant_id = ? AND idx < 0", (by, tenant_id)
+    )
+
+
+def test_one_changed_payload_byte_is_pinpointed(server: LiveServer, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    assert verify(server, "--state", state)[0] == 0
+    victim = 17
+    victim_id = stored_id(server, victim)
+
+    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
+        (data,) = conn.execute(
+            "SELECT entry FROM entries WHERE tenant_id = ? AND idx = ?", (tenant_id, victim)
+        ).fetchone()
+        changed = bytes(data).replace(b'\\"event ', b'\\"Event ', 1)
+        assert len(changed) == len(data) and changed != data
+        conn.execute(
+            "UPDATE entries SET entry = ? WHERE tenant_id = ? AND idx = ?",
+            (changed, tenant_id, victim),
+        )
+
+    tamper(server, attack)
+    for extra in (["--state", state, "--full"], ["--state", tmp_path / "fresh.json"]):
+        code, body = verify(server, *extra)
+        assert code == 1, body
+        assert kinds_at(body) == [("altered_entry", victim)]
+        assert body["findings"][0]["entry_id"] == victim_id
+        assert body["state_saved"] is False
+
+
+def test_deleted_entry_is_pinpointed(server: LiveServer, tmp_path: Path) -> None:
+    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
+        conn.execute("DELETE FROM entries WHERE tenant_id = ? AND idx = 23", (tenant_id,))
+
+    tamper(server, attack)
+    code, body = verify(server, "--state", tmp_path / "s.json")
+    assert code == 1
+    assert kinds_at(body) == [("missing_entry", 23)]
+
+
+def test_deleted_and_renumbered_entry_is_pinpointed(server: LiveServer, tmp_path: Path) -> None:
+    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
+        conn.execute("DELETE FROM entries WHERE tenant_id = ? AND idx = 23", (tenant_id,))
+        shift_indexes(conn, tenant_id, 24, -1)
+
+    tamper(server, attack)
+    code, body = verify(server, "--state", tmp_path / "s.json")
+    assert code == 1
+    assert kinds_at(body)[0] == ("missing_entry", 23)
+
+
+def test_inserted_forged_entry_is_pinpointed(server: LiveServer, tmp_path: Path) -> None:
+    at = 12
+    forged: list[str] = []
+
+    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
+        shift_indexes(conn, tenant_id, at, +1)
+        row = forged_row(tenant_id, at)
+        forged.append(row[2])
+        insert_row(conn, row)
+
+    tamper(server, attack)
+    code, body = verify(server, "--state", tmp_path / "s.json")
+    assert code == 1
+    first = body["findings"][0]
+    assert (first["kind"], first["index"], first["entry_id"]) == ("extra_entry", at, forged[0])
+
+
+def test_entry_appended_behind_the_signed_tree_is_pinpointed(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    size = server.checkpoint().size
+    forged: list[str] = []
+
+    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
+        row = forged_row(tenant_id, size)
+        forged.append(row[2])
+        insert_row(conn, row)
+
+    tamper(server, attack)
+    code, body = verify(server, "--state", tmp_path / "s.json")
+    assert code == 1
+    assert kinds_at(body) == [("extra_entry", size)]
+    assert body["findings"][0]["entry_id"] == forged[0]
+
+
+def test_swapped_entries_are_pinpointed(server: LiveServer, tmp_path: Path) -> None:
+    first, second = 9, 30
+    ids = (stored_id(server, first), stored_id(server, second))
+
+    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
+        swap = "UPDATE entries SET idx = ? WHERE tenant_id = ? AND idx = ?"
+        conn.execute(swap, (-1, tenant_id, first))
+        conn.execute(swap, (first, tenant_id, second))
+        conn.execute(swap, (second, tenant_id, -1))
+
+    tamper(server, attack)
+    code, body = verify(server, "--state", tmp_path / "s.json")
+    assert code == 1
+    assert kinds_at(body) == [("wrong_index", first), ("wrong_index", second)], body
+    assert [f["entry_id"] for f in body["findings"]] == [ids[1], ids[0]]
+
+
+def rewrite_history(conn: sqlite3.Connection, tenant_id: int, signer: Signer) -> None:
+    """Forge every entry, then recompute every leaf, node and checkpoint, and re-sign."""
+    rows = conn.execute(
+        "SELECT idx, entry FROM entries WHERE tenant_id = ? ORDER BY idx", (tenant_id,)
+    ).fetchall()
+    leaves: list[bytes] = []
+    tree = CompactRange()
+    nodes: list[tuple[int, int, bytes]] = []
+    for idx, data in rows:
+        entry = orjson.loads(data)
+        entry["payload"] = entry["payload"].replace("event", "forged")
+        forged = encode_entry(entry)
+        leaf = leaf_hash(forged)
+        leaves.append(leaf)
+        nodes += [(lv, i, h) for (lv, i), h in tree.append(leaf)[1:]]
+        conn.execute(
+            "UPDATE entries SET entry = ?, leaf = ? WHERE tenant_id = ? AND idx = ?",
+            (forged, leaf, tenant_id, idx),
+        )
+    conn.execute("DELETE FROM nodes WHERE tenant_id = ?", (tenant_id,))
+    conn.executemany(
+        "INSERT INTO nodes (tenant_id, level, idx, hash) VALUES (?, ?, ?, ?)",
+        [(tenant_id, lv, i, h) for lv, i, h in nodes],
+    )
+    for (size,) in conn.execute(
+        "SELECT size FROM checkpoints WHERE tenant_id = ?", (tenant_id,)
+    ).fetchall():
+        root = root_from_leaves(leaves[:size])
+        note = signer.sign(Checkpoint("immutablelog/default", size, root).to_text())
+        conn.execute(
+            "UPDATE checkpoints SET root = ?, note = ? WHERE tenant_id = ? AND size = ?",
+            (root, note, tenant_id, size),
+        )
+
+
+def test_rewritten_history_passes_every_fresh_check_but_not_the_saved_checkpoint(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.json"
+    assert verify(server, "--state", state)[0] == 0
+    signer = Signer.from_private_key_string(
+        (server.data_dir / "log-signing.key").read_text().strip()
+    )
+    tamper(server, lambda conn, tenant_id: rewrite_history(conn, tenant_id, signer))
+
+    assert "forged" in server.raw_entries()[10].decode()
+    server_check = server.get("/v1/verify").json()
+    assert server_check["valid"] is True, server_check  # the server vouches for the forgery
+    fresh_code, fresh = verify(server, "--state", tmp_path / "fresh.json")
+    assert fresh_code == 0, fresh  # and so would a verifier with no memory
+
+    code, body = verify(server, "--state", state)
+    assert code == 1
+    (finding,) = body["findings"]
+    assert finding["kind"] == "inconsistent_history"
+    assert finding["index"] == 0 and finding["end"] > 0
+    assert finding["entry_id"] == stored_id(server, 0)
+
+    ingest(server, 5)  # the forged log grows on; it still does not extend what was verified
+    code, body = verify(server, "--state", state)
+    assert code == 1 and kinds_at(body) == [("inconsistent_history", 0)]
+
+
+def test_rolled_back_log_is_detected(server: LiveServer, tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    assert verify(server, "--state", state)[0] == 0
+    size = server.checkpoint().size
+    conn = sqlite3.connect(server.data_dir / "ledger.db")
+    (keep,) = conn.execute("SELECT MAX(size) FROM checkpoints WHERE size < ?", (size,)).fetchone()
+    conn.close()
+
+    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
+        conn.execute("DELETE FROM entries WHERE tenant_id = ? AND idx >= ?", (tenant_id, keep))
+        conn.execute(
+            "DELETE FROM nodes WHERE tenant_id = ? AND ((idx + 1) << level) > ?", (tenant_id, keep)
+        )
+        conn.execute("DELETE FROM checkpoints WHERE tenant_id = ? AND size > ?", (tenant_id, keep))
+
+    tamper(server, attack)
+    assert server.checkpoint().size == keep  # a genuine, validly signed old checkpoint
+    code, body = verify(server, "--state", state)
+    assert code == 1
+    assert [(f["kind"], f["index"], f["end"]) for f in body["findings"]] == [
+        ("rollback", keep, size)
+    ]
+
+
+def test_altered_checkpoint_is_a_bad_signature(server: LiveServer, tmp_path: Path) -> None:
+    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
+        size, note = conn.execute(
+            "SELECT size, note FROM checkpoints WHERE tenant_id = ? ORDER BY size DESC LIMIT 1",
+            (tenant_id,),
+        ).fetchone()
+        lines = note.split("\n")
+        lines[1] = str(size + 1000)
+        conn.execute(
+            "UPDATE checkpoints SET note = ? WHERE tenant_id = ? AND size = ?",
+            ("\n".join(lines), tenant_id, size),
+        )
+
+    tamper(server, attack)
+    code, body = verify(server, "--state", tmp_path / "s.json")
+    assert code == 1 and kinds_at(body) == [("bad_signature", None)]

@@ -1,0 +1,87 @@
+"""Shared helpers for verifier tests: feeding a live server and running the commands."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from click.testing import CliRunner
+
+from immutablelog.cli import main
+from immutablelog.verify import LogClient
+from tests.live import LiveServer
+
+
+def ingest(server: LiveServer, count: int, *, label: str = "e") -> None:
+    """Append ``count`` events over HTTP, in batches the server accepts."""
+    for first in range(0, count, 1000):
+        events = [
+            {
+                "payload": json.dumps({"n": n, "note": f"event {n}"}),
+                "meta": {"type": "info", "event_name": f"{label}.{n}", "service": "svc"},
+                "idempotency_key": str(uuid.uuid4()),
+            }
+            for n in range(first, min(count, first + 1000))
+        ]
+        response = httpx.post(
+            server.url + "/v1/events/batch",
+            json={"events": events},
+            headers=server.headers(server.ingest_key),
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        assert all(item["ok"] for item in response.json()["results"])
+
+
+def client(server: LiveServer, **options: Any) -> LogClient:
+    return LogClient(server.url, server.read_key, **options)
+
+
+class CountingTransport(httpx.HTTPTransport):
+    """Counts the entries the server hands out, to show what a run really downloaded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries_served = 0
+        self.paths: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.paths.append(request.url.path)
+        if request.url.path == "/v1/entries" and response.status_code == 200:
+            response.read()
+            self.entries_served += len(orjson.loads(response.content)["entries"])
+        return response
+
+
+def run_cli(*args: str | Path) -> tuple[int, str, str]:
+    """Run ``immutablelog ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def cli_json(*args: str | Path) -> tuple[int, dict[str, Any]]:
+    code, out, _ = run_cli(*args, "--json")
+    return code, json.loads(out)
+
+
+def write_bundle(server: LiveServer, path: Path) -> list[bytes]:
+    """A bundle built by hand from the database, the signed checkpoint and the log key."""
+    note = server.get("/v1/checkpoint").text
+    size = int(note.split("\n")[1])
+    entries = server.raw_entries()[:size]
+    header = {
+        "format": "immutablelog-bundle/1",
+        "origin": note.split("\n")[0],
+        "log_key": server.verifier_key,
+        "checkpoint": note,
+        "tree_size": size,
+    }
+    lines = [orjson.dumps(header)]
+    lines += [orjson.dumps({"index": i, "entry": e.decode()}) for i, e in enumerate(entries)]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return lines

@@ -1,0 +1,161 @@
+"""Page checks: the fast path accepts exactly what decode_entry accepts, and names culprits."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from immutablelog.entry import build_entry, encode_entry, validate_submission
+from immutablelog.merkle import leaf_hash
+from immutablelog.verify.checks import (
+    MalformedAnswer,
+    _entry_problem,
+    check_entries,
+    check_lines,
+    check_page,
+)
+
+TENANT = "default"
+
+
+def entry(index: int, tenant: str = TENANT, **meta: object) -> bytes:
+    submission = validate_submission(
+        f'{{"n": {index}}}',
+        {"type": "info", "event_name": "e", "service": "s", **meta},
+        f"key-{index}",
+    )
+    return encode_entry(
+        build_entry(
+            submission,
+            tenant=tenant,
+            index=index,
+            entry_id=f"id-{index}",
+            received_at="2026-01-01T00:00:00.000000Z",
+        )
+    )
+
+
+def page(datas: list[bytes], start: int = 0) -> bytes:
+    return orjson.dumps(
+        {
+            "start": start,
+            "entries": [{"index": start + i, "entry": d.decode()} for i, d in enumerate(datas)],
+        }
+    )
+
+
+def mutate(data: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in data
+    return data.replace(old, new, 1)
+
+
+GOOD = [entry(i) for i in range(8)]
+
+# Each is entry 3 changed in a way decode_entry (or our stricter index/v rule) refuses.
+BAD_ENTRY_3 = {
+    "whitespace": mutate(GOOD[3], b'"index":3', b'"index": 3'),
+    "unsorted": b'{"v":1,' + GOOD[3][1:].replace(b',"v":1}', b"}"),
+    "bool version": mutate(GOOD[3], b'"v":1', b'"v":true'),
+    "float version": mutate(GOOD[3], b'"v":1', b'"v":1.0'),
+    "missing service": mutate(GOOD[3], b'"service":"s",', b""),
+    "escaped slash": mutate(GOOD[3], b'"type":"info"', b'"type":"in\\/fo"'),
+    "not json": b"{not json",
+    "array": b"[1,2,3]",
+    "duplicate key": mutate(GOOD[3], b'"v":1', b'"v":1,"v":1'),
+}
+
+
+def test_clean_page_passes_with_leaves_and_subtrees() -> None:
+    result = check_page(page(GOOD), 0, 8, TENANT)
+    assert result.anomalies == () and result.index_runs == ()
+    assert result.contiguous == result.received == result.covered_to == 8
+    assert result.leaves == b"".join(leaf_hash(d) for d in GOOD)
+    assert [level for level, _ in result.subtrees] == [3]
+    assert result.last_id == "id-7"
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ENTRY_3))
+def test_each_non_canonical_entry_is_named(name: str) -> None:
+    datas = [*GOOD[:3], BAD_ENTRY_3[name], *GOOD[4:]]
+    assert _entry_problem(BAD_ENTRY_3[name]) is not None
+    result = check_page(page(datas), 0, 8, TENANT)
+    kinds = [(a.kind, a.position) for a in result.anomalies]
+    assert kinds == [("non_canonical_entry", 3)]
+    assert result.contiguous == 8  # still hashed: the root decides whether it was signed so
+
+
+def test_fast_path_agrees_with_decode_entry_on_valid_extras() -> None:
+    datas = [entry(0, env="prod", request_id="r", trace_id="t", actor=None, retries=3)]
+    assert _entry_problem(datas[0]) is None
+    assert check_page(page(datas), 0, 1, TENANT).anomalies == ()
+
+
+def test_wrong_tenant_and_wrong_index_are_named() -> None:
+    datas = [*GOOD[:2], entry(2, tenant="other"), GOOD[5], *GOOD[4:5]]
+    result = check_page(page(datas), 0, 5, TENANT)
+    assert [(a.kind, a.position, a.entry_id) for a in result.anomalies] == [
+        ("wrong_tenant", 2, "id-2")
+    ]
+    assert [(r.position, r.length, r.shift) for r in result.index_runs] == [(3, 1, 2)]
+
+
+def test_gaps_and_duplicates_in_positions() -> None:
+    texts: list[str | None] = [d.decode() for d in GOOD]
+    positions = [0, 1, 2, 4, 5, 5, 6, 7]
+    result = check_entries(positions, texts, 0, 8, TENANT)
+    assert result.contiguous == 3
+    assert [(a.kind, a.position, a.end) for a in result.anomalies if a.kind != "wrong_index"][
+        :2
+    ] == [("missing_entry", 3, 4), ("extra_entry", 5, None)]
+
+
+def test_short_page_is_a_prefix_not_a_gap() -> None:
+    result = check_page(page(GOOD[:4]), 0, 8, TENANT)
+    assert result.anomalies == () and result.covered_to == 4
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"nope",
+        b"[]",
+        b'{"entries": 5}',
+        b'{"entries": [{"index": 0}]}',
+        b'{"entries": [{"index": "0", "entry": "{}"}]}',
+    ],
+)
+def test_malformed_pages_are_errors_not_findings(body: bytes) -> None:
+    with pytest.raises(MalformedAnswer):
+        check_page(body, 0, 1, TENANT)
+
+
+def test_bundle_lines_with_a_damaged_and_a_missing_line() -> None:
+    lines = [orjson.dumps({"index": i, "entry": d.decode()}) for i, d in enumerate(GOOD)]
+    lines[2] = b"garbage"
+    del lines[5]
+    result = check_lines(b"\n".join(lines) + b"\n", 0, TENANT)
+    assert [(a.kind, a.position) for a in result.anomalies] == [
+        ("malformed_bundle", 2),
+        ("missing_entry", 5),
+    ]
+    assert result.contiguous == 2
+
+
+def test_lines_that_only_parse_together_are_not_taken_for_entries() -> None:
+    # Joined with commas, these three lines are three valid array elements; as lines, none
+    # of the first two is valid, and the third holds two entries. A bundle is read by lines.
+    e0, e1 = GOOD[0].decode(), GOOD[1].decode()
+    lines = [
+        orjson.dumps({"index": 0, "entry": e0})[:-1] + b',"pad":[{"a":1}',
+        b'{"b":2}]}',
+        orjson.dumps({"index": 1, "entry": e1}) + b"," + orjson.dumps({"index": 2, "entry": e1}),
+    ]
+    result = check_lines(b"\n".join(lines) + b"\n", 0, TENANT)
+    assert [a.kind for a in result.anomalies][:3] == ["malformed_bundle"] * 3
+    assert result.contiguous == 0
+
+
+def test_clean_bundle_block_takes_the_fast_path_and_matches_pages() -> None:
+    lines = [orjson.dumps({"index": i, "entry": d.decode()}) for i, d in enumerate(GOOD)]
+    from_lines = check_lines(b"\n".join(lines) + b"\n", 0, TENANT)
+    assert from_lines == check_page(page(GOOD), 0, None, TENANT)  # type: ignore[arg-type]
