@@ -21,6 +21,10 @@ from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
 from immutablelog.ledger.ledger import ADMIN_SERVICE
 from immutablelog.merkle import leaf_hash, root_from_leaves, verify_consistency
 
+#: One client for every test request: creating an httpx client costs tens of milliseconds
+#: (TLS context), which would dominate concurrent tests. Thread-safe, keep-alive.
+HTTP = httpx.Client(timeout=30)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -146,9 +150,7 @@ class LiveServer:
 
     def get(self, path: str, **params: Any) -> httpx.Response:
         """GET with the read key."""
-        return httpx.get(
-            self.url + path, params=params, headers=self.headers(self.read_key), timeout=30
-        )
+        return HTTP.get(self.url + path, params=params, headers=self.headers(self.read_key))
 
     def checkpoint(self) -> Checkpoint:
         """The latest checkpoint, its signature checked against the log key."""

@@ -13,7 +13,7 @@ import httpx
 
 from immutablelog.entry import encode_entry
 from immutablelog.merkle import leaf_hash, verify_inclusion
-from tests.live import LiveServer, free_port
+from tests.live import HTTP, LiveServer, free_port
 
 META = {
     "type": "success",
@@ -26,7 +26,7 @@ META = {
 
 
 def send(server: LiveServer, payload: str, key: str, **headers: str) -> httpx.Response:
-    return httpx.post(
+    return HTTP.post(
         server.url + "/v1/events",
         json={"payload": payload, "meta": META},
         headers=server.headers(**{"Idempotency-Key": key, **headers}),
@@ -61,7 +61,7 @@ def test_answer_matches_the_wire_contract_and_the_stored_entry(live_server: Live
 
 
 def test_payload_object_is_stored_compact(live_server: LiveServer) -> None:
-    response = httpx.post(
+    response = HTTP.post(
         live_server.url + "/v1/events",
         json={"payload": {"b": 1, "a": [1, 2]}, "meta": META},
         headers=live_server.headers(),
@@ -192,7 +192,7 @@ def test_first_serve_creates_default_tenant_and_prints_working_keys(tmp_path: Pa
                 break
             except httpx.HTTPError:
                 __import__("time").sleep(0.05)
-        ok = httpx.post(
+        ok = HTTP.post(
             url + "/v1/events",
             json={"payload": "{}", "meta": META},
             headers={"Authorization": f"Bearer {found['ingest']}"},
@@ -212,7 +212,7 @@ def test_first_serve_creates_default_tenant_and_prints_working_keys(tmp_path: Pa
 def test_metrics_count_ingest_and_rejections(live_server: LiveServer) -> None:
     send(live_server, "{}", "m1")
     send(live_server, "{}", "m1")
-    httpx.post(live_server.url + "/v1/events", json={}, timeout=10)
+    HTTP.post(live_server.url + "/v1/events", json={}, timeout=10)
     text = httpx.get(live_server.url + "/metrics", timeout=10).text
     assert 'immutablelog_events_ingested_total{tenant="default"} 1.0' in text
     assert "immutablelog_duplicate_events_total 1.0" in text

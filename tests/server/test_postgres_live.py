@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.live import LiveServer
+from tests.live import HTTP, LiveServer
 
 META = {"type": "info", "event_name": "pg.event", "service": "api"}
 
@@ -27,7 +27,7 @@ def test_two_servers_on_one_database_keep_one_log(postgres_url: str, tmp_path: P
         def send(n: int) -> httpx.Response:
             server = servers[n % 2]
             # The same 100 keys go to both hosts: each event must still be stored once.
-            return httpx.post(
+            return HTTP.post(
                 server.url + "/v1/events",
                 json={"payload": json.dumps({"n": n % 100}), "meta": META},
                 headers=server.headers(**{"Idempotency-Key": f"k{n % 100}"}),
@@ -68,7 +68,7 @@ def test_a_database_outage_is_a_503_not_a_500(postgres_url: str, tmp_path: Path)
                 (dbname,),
             )
             try:
-                response = httpx.post(
+                response = HTTP.post(
                     server.url + "/v1/events",
                     json={"payload": "{}", "meta": META},
                     headers=server.headers(),
@@ -81,7 +81,7 @@ def test_a_database_outage_is_a_503_not_a_500(postgres_url: str, tmp_path: Path)
                 assert health.status_code == 503 and health.json()["ok"] is False
             finally:
                 admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
-        ok = httpx.post(
+        ok = HTTP.post(
             server.url + "/v1/events",
             json={"payload": "{}", "meta": META},
             headers=server.headers(),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.live import LiveServer
+from tests.live import HTTP, LiveServer
 
 META = {"type": "info", "event_name": "multi.worker", "service": "s"}
 
@@ -19,7 +19,7 @@ def test_two_worker_processes_share_one_log(tmp_path: Path) -> None:
     try:
 
         def send(n: int) -> httpx.Response:
-            return httpx.post(
+            return HTTP.post(
                 server.url + "/v1/events",
                 json={"payload": json.dumps({"n": n % 150}), "meta": META},
                 headers=server.headers(**{"Idempotency-Key": f"k{n % 150}"}),
