@@ -86,15 +86,16 @@ CREATE TABLE checkpoints (
 ) WITHOUT ROWID;
 
 -- Entries are appended at the end of their tenant's log, never anywhere else.
+-- (ORDER BY … DESC LIMIT 1, not MAX(): SQLite would scan the tenant's whole index for MAX.)
 CREATE TRIGGER entries_contiguous BEFORE INSERT ON entries
 WHEN NEW.idx != COALESCE(
-    (SELECT MAX(idx) + 1 FROM entries WHERE tenant_id = NEW.tenant_id), 0)
+    (SELECT idx + 1 FROM entries WHERE tenant_id = NEW.tenant_id ORDER BY idx DESC LIMIT 1), 0)
 BEGIN SELECT RAISE(ABORT, 'entries must be appended in index order'); END;
 
 -- A checkpoint never shrinks the tree it describes.
 CREATE TRIGGER checkpoints_grow BEFORE INSERT ON checkpoints
 WHEN NEW.size < COALESCE(
-    (SELECT MAX(size) FROM checkpoints WHERE tenant_id = NEW.tenant_id), 0)
+    (SELECT size FROM checkpoints WHERE tenant_id = NEW.tenant_id ORDER BY size DESC LIMIT 1), 0)
 BEGIN SELECT RAISE(ABORT, 'checkpoints must not shrink the tree'); END;
 """
     + "".join(_APPEND_ONLY.format(table=t) for t in ("entries", "nodes", "checkpoints")),

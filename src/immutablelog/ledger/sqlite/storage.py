@@ -98,9 +98,10 @@ class _Transaction:
     def lock_tenant(self, tenant_id: int) -> int:
         # BEGIN IMMEDIATE already holds the database's write lock.
         row = self._conn.execute(
-            "SELECT MAX(size) FROM checkpoints WHERE tenant_id = ?", (tenant_id,)
+            "SELECT size FROM checkpoints WHERE tenant_id = ? ORDER BY size DESC LIMIT 1",
+            (tenant_id,),
         ).fetchone()
-        return int(row[0] or 0)
+        return int(row[0]) if row else 0
 
     def create_tenant(self, name: str, now: str) -> Tenant:
         try:
@@ -121,11 +122,15 @@ class _Transaction:
         found: dict[str, StoredEntry] = {}
         for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
+            # INDEXED BY: on its own the planner prefers the time index, scanning the window.
             for key, idx, eid, received, data in self._conn.execute(
                 f"SELECT idempotency_key, idx, id, received_at, entry FROM entries "
-                f"WHERE tenant_id = ? AND idempotency_key IN ({marks}) AND received_at >= ?",
-                (tenant_id, *chunk, received_since),
+                f"INDEXED BY entries_by_idempotency_key "
+                f"WHERE tenant_id = ? AND idempotency_key IN ({marks})",
+                (tenant_id, *chunk),
             ):
+                if received < received_since:
+                    continue
                 if key not in found or found[key].index < idx:
                     found[key] = StoredEntry(idx, eid, received, bytes(data))
         return found
