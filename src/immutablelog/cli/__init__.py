@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from immutablelog import __version__
+from immutablelog.cli.demo import demo
 from immutablelog.cli.export import export
 from immutablelog.cli.keys import keys
 from immutablelog.cli.serve import serve
@@ -26,5 +27,6 @@ main.add_command(verify)
 main.add_command(prove)
 main.add_command(export)
 main.add_command(tail)
+main.add_command(demo)
 
 __all__ = ["main"]

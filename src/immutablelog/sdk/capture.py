@@ -1,0 +1,483 @@
+"""Capture: what a request (or a custom event) becomes as an audit event.
+
+Capture is split in two halves so the request thread does almost nothing:
+
+* In the request thread, a framework integration copies a handful of raw values into a
+  :class:`RequestCapture` (a tuple: cheap to build, immutable, safe to hand to another thread)
+  and enqueues it. No JSON, no redaction, no formatting happens there.
+* In the background worker, :class:`EventBuilder` turns the capture into the seed's payload and
+  meta schema: client IP through the trusted proxies, redaction, messages, severity, the 12 KB
+  clamp, serialization. The result is a :class:`~immutablelog.sdk.events.WireEvent`.
+
+Nothing here imports a web framework, so WSGI, ASGI, Django or FastAPI integrations can be thin
+layers that fill the same captures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from json.encoder import c_make_encoder  # type: ignore[attr-defined]
+from json.encoder import encode_basestring as _escape
+from typing import Any, Final, NamedTuple
+from urllib.parse import parse_qsl
+
+from immutablelog.sdk.events import (
+    EVENT_KINDS,
+    MAX_PAYLOAD_BYTES,
+    RETRYABLE_STATUSES,
+    SEED_BODY_TEXT_LIMIT,
+    WireEvent,
+    clamp_payload,
+    http_message,
+    severity_from,
+    severity_level,
+)
+from immutablelog.sdk.redaction import FILTERED, Redactor, Scrubber
+
+logger = logging.getLogger("immutablelog.sdk")
+
+#: Longest client-supplied ``X-Request-Id`` that is accepted.
+MAX_REQUEST_ID_LENGTH: Final = 128
+
+# Letters, digits and the punctuation real request-id schemes use (UUIDs, ULIDs, base64, AWS
+# trace ids, "host:pid/seq"). No spaces, quotes, control characters or CR/LF, so an accepted id
+# can be echoed in a response header and stored without escaping surprises.
+_SAFE_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:+=@/-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+
+
+def accept_request_id(candidate: str | None) -> str | None:
+    """Return ``candidate`` if it is a safe request id (≤ 128 safe characters), else ``None``.
+
+    The seed echoed any ``X-Request-Id`` into the log and the response header, whatever its
+    length or characters. A rejected id is replaced by a generated one by the caller.
+    """
+    if candidate and _SAFE_REQUEST_ID.fullmatch(candidate):
+        return candidate
+    return None
+
+
+def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_proxies: int) -> str:
+    """The client's address, trusting ``X-Forwarded-For`` only through ``trusted_proxies`` hops.
+
+    Same rule as Werkzeug's ``ProxyFix(x_for=trusted_proxies)``: each trusted proxy appends the
+    address it received the request from, so the client is the ``trusted_proxies``-th value
+    from the *right*. Values further left were written by the client and can be forged. With
+    too few values, or no trusted proxies (the default), the socket peer address is used.
+    """
+    if trusted_proxies > 0 and forwarded_for:
+        hops = [hop.strip() for hop in forwarded_for.split(",")]
+        if len(hops) >= trusted_proxies and hops[-trusted_proxies]:
+            return hops[-trusted_proxies]
+    return remote_addr or "unknown"
+
+
+def first_query_values(query_string: str) -> dict[str, str]:
+    """Parse a raw WSGI ``QUERY_STRING`` like Werkzeug's ``request.args``, first value per key.
+
+    WSGI hands the query string over as bytes decoded with Latin-1; re-encoding restores the
+    bytes so percent-escapes and raw UTF-8 decode the way Flask decodes them.
+    """
+    try:
+        text = query_string.encode("latin-1").decode("utf-8", errors="replace")
+    except UnicodeEncodeError:
+        text = query_string
+    values: dict[str, str] = {}
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        values.setdefault(key, value)
+    return values
+
+
+class RequestCapture(NamedTuple):
+    """Raw facts about one finished HTTP request, copied in the request thread.
+
+    ``event_id`` is a fresh UUID4 taken at capture time: the event's payload ``id`` and its
+    idempotency key, so every event has its own identity from the moment it exists, independent
+    of anything the client sent.
+    """
+
+    event_id: str
+    timestamp: float
+    latency_seconds: float | None
+    method: str
+    path: str
+    query_string: str
+    status_code: int | None
+    exc_type: str | None
+    exc_message: str | None
+    remote_addr: str | None
+    forwarded_for: str | None
+    user_agent: str | None
+    event_name: str | None
+    actor: Any
+    request_id: str
+    body: bytes | None
+    content_type: str | None
+    headers: tuple[tuple[str, str], ...] | None
+
+
+class RequestInfo(NamedTuple):
+    """The request a custom event was recorded in, if any (for context and correlation)."""
+
+    request_id: str
+    method: str
+    path: str
+    remote_addr: str | None
+    forwarded_for: str | None
+    user_agent: str | None
+
+
+class CustomCapture(NamedTuple):
+    """A custom event (``record()``, a log record): its fields as the caller gave them."""
+
+    event_id: str
+    timestamp: float
+    event_name: str
+    kind: str
+    message: str | None
+    data: dict[str, Any]
+    actor: Any
+    request: RequestInfo | None
+    request_id: str | None = None
+
+
+Capture = RequestCapture | CustomCapture
+
+
+def validate_kind(kind: str) -> str:
+    """Reject an unknown event kind in the caller's thread, where the mistake can be fixed."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"kind must be one of {sorted(EVENT_KINDS)}, not {kind!r}")
+    return kind
+
+
+_iso_second: tuple[float, str] = (-1.0, "")
+
+
+def _iso(timestamp: float) -> str:
+    """``datetime.fromtimestamp(timestamp, UTC).isoformat()``, the seed's timestamp format.
+
+    The date-and-time part is cached per second (formatting it dominates the cost), the
+    microseconds are rounded exactly as ``datetime`` rounds them (half to even).
+    """
+    global _iso_second
+    fraction, whole = math.modf(timestamp)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole += 1.0
+        micros -= 1_000_000
+    elif micros < 0:
+        whole -= 1.0
+        micros += 1_000_000
+    cached_whole, prefix = _iso_second  # one tuple: safe if two threads race here
+    if cached_whole != whole:
+        prefix = datetime.fromtimestamp(whole, UTC).isoformat()[:-6]
+        _iso_second = (whole, prefix)
+    if micros:
+        return f"{prefix}.{micros:06d}+00:00"
+    return f"{prefix}+00:00"
+
+
+# The C encoder json.dumps(ensure_ascii=False, default=str) ends up using, built once.
+_encode_json: Final = c_make_encoder(None, str, _escape, None, ": ", ", ", False, False, True)
+
+
+def _json(value: Any) -> str:
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return str(value)
+    return "".join(_encode_json(value, 0))
+
+
+def _request_text(
+    event_id: str,
+    kind: str,
+    message: str,
+    timestamp: str,
+    ip: str,
+    user_agent: str,
+    actor: Any,
+    request_id: str,
+    method: str,
+    path: str,
+    query: dict[str, str] | None,
+    headers: dict[str, str] | None,
+    latency_ms: int | None,
+    status: int | None,
+    block: dict[str, Any] | None,
+) -> str:
+    """The request event's payload JSON, exactly as ``json.dumps(..., ensure_ascii=False)``
+    writes the dict that :meth:`EventBuilder._build_request` would otherwise build."""
+    actor_part = f', "actor": {_json(actor)}' if actor is not None else ""
+    headers_part = f', "headers": {_json(headers)}' if headers else ""
+    block_part = f', "{kind}": {_json(block)}' if block is not None else ""
+    return (
+        f'{{"id": {_escape(event_id)}, "kind": "{kind}", "message": {_escape(message)}, '
+        f'"timestamp": "{timestamp}", '
+        f'"context": {{"ip": {_escape(ip)}, "user_agent": {_escape(user_agent)}{actor_part}}}, '
+        f'"request": {{"request_id": {_escape(request_id)}, "method": {_escape(method)}, '
+        f'"path": {_escape(path)}, "query_params": {_json(query)}{headers_part}}}, '
+        f'"metrics": {{"latency_ms": {_json(latency_ms)}, "status_code": {_json(status)}}}, '
+        f'"severity": "{severity_level(kind)}"{block_part}}}'
+    )
+
+
+class EventBuilder:
+    """Turns captures into wire events (in the worker thread, off the request path).
+
+    It holds everything that is constant for an integration: service name, environment,
+    redaction policy, how many proxies to trust, an optional custom scrubber.
+    """
+
+    def __init__(
+        self,
+        *,
+        service_name: str,
+        env: str,
+        redactor: Redactor | None = None,
+        trusted_proxies: int = 0,
+        scrubber: Scrubber | None = None,
+    ) -> None:
+        if trusted_proxies < 0:
+            raise ValueError("trusted_proxies must be >= 0")
+        self.service_name = service_name
+        self.env = env
+        self.redactor = redactor or Redactor()
+        self.trusted_proxies = trusted_proxies
+        self.scrubber = scrubber
+        self._scrubber_failed_logged = False
+        # Escaped once: every event's batch item repeats them.
+        self._service_json = _escape(service_name)
+        self._env_json = _escape(env)
+
+    def build(self, capture: Capture) -> WireEvent:
+        """Build the wire event for ``capture``; never raises.
+
+        A capture that cannot be turned into its full payload (a custom scrubber that raises, an
+        actor that cannot be serialized) still produces an event: an audit trail with a marked
+        gap is better than a silent hole.
+        """
+        try:
+            if isinstance(capture, RequestCapture):
+                return self._build_request(capture)
+            return self._build_custom(capture)
+        except Exception as exc:
+            logger.exception("ImmutableLog: could not build an event; recording a stub instead")
+            return self._build_stub(capture, exc)
+
+    # -- request events -------------------------------------------------------------------
+
+    def _build_request(self, cap: RequestCapture) -> WireEvent:
+        event_id = cap.event_id
+        status = cap.status_code
+        if status is None and cap.exc_type is not None:
+            status = 500
+        kind = severity_from(status, cap.exc_type)
+        redactor = self.redactor
+        method = cap.method
+        ip = client_ip(cap.remote_addr, cap.forwarded_for, self.trusted_proxies)
+        user_agent = cap.user_agent or "unknown"
+        actor = redactor.scrub(cap.actor) if cap.actor is not None else None
+        query = (
+            redactor.scrub_query(first_query_values(cap.query_string)) or None
+            if cap.query_string
+            else None
+        )
+        headers = (
+            {
+                name: (FILTERED if redactor.is_sensitive(name) else value)
+                for name, value in cap.headers
+            }
+            if cap.headers
+            else None
+        )
+        latency_ms = int(cap.latency_seconds * 1000) if cap.latency_seconds is not None else None
+        message = http_message(method, cap.path, status, cap.exc_type)
+        timestamp = _iso(cap.timestamp)
+        block: dict[str, Any] | None
+        if kind == "error":
+            block = self._error_block(cap, status)
+        elif kind == "success":
+            block = {"status_code": status, "result": "ok" if status == 200 else "processed"}
+        elif kind == "info":
+            block = {"status_code": status, "action": method.lower()}
+        else:
+            block = None
+        meta = {
+            "type": kind,
+            "event_name": cap.event_name or f"http.{method}.{cap.path}",
+            "service": self.service_name,
+            "request_id": cap.request_id,
+            "env": self.env,
+        }
+        if self.scrubber is None:
+            # Fast path: the seed's document written directly (about twice as fast as building
+            # and encoding the dict). The result is character for character what json.dumps
+            # makes of the dict below (tested), so either path stores the same bytes.
+            text = _request_text(
+                event_id, kind, message, timestamp, ip, user_agent, actor, cap.request_id,
+                method, cap.path, query, headers, latency_ms, status, block,
+            )  # fmt: skip
+            if len(text) * 4 <= MAX_PAYLOAD_BYTES or len(text.encode("utf-8")) <= MAX_PAYLOAD_BYTES:
+                if not text.isascii():
+                    text = text.encode("utf-8", errors="replace").decode("utf-8")
+                return WireEvent(event_id, text, meta, self._encode_item(event_id, text, meta))
+        context: dict[str, Any] = {"ip": ip, "user_agent": user_agent}
+        if actor is not None:
+            context["actor"] = actor
+        request: dict[str, Any] = {
+            "request_id": cap.request_id,
+            "method": method,
+            "path": cap.path,
+            "query_params": query,
+        }
+        if headers:
+            request["headers"] = headers
+        payload: dict[str, Any] = {
+            "id": event_id,
+            "kind": kind,
+            "message": message,
+            "timestamp": timestamp,
+            "context": context,
+            "request": request,
+            "metrics": {"latency_ms": latency_ms, "status_code": status},
+            "severity": severity_level(kind),
+        }
+        if block is not None:
+            payload[kind] = block
+        return WireEvent(event_id, clamp_payload(self._custom_scrub(payload)), meta)
+
+    def _encode_item(self, event_id: str, payload: str, meta: dict[str, str]) -> bytes:
+        """The batch item bytes, like ``WireEvent`` would encode them, with less work."""
+        return (
+            f'{{"payload":{_escape(payload)},"meta":{{"type":"{meta["type"]}",'
+            f'"event_name":{_escape(meta["event_name"])},"service":{self._service_json},'
+            f'"request_id":{_escape(meta["request_id"])},"env":{self._env_json}}},'
+            f'"idempotency_key":{_escape(event_id)}}}'
+        ).encode("utf-8", errors="replace")
+
+    def _error_block(self, cap: RequestCapture, status: int | None) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "status_code": status,
+            "retryable": status in RETRYABLE_STATUSES if status else False,
+        }
+        if cap.exc_type is not None:
+            error["exception"] = cap.exc_type
+            error["exception_message"] = cap.exc_message or ""
+        if cap.body:
+            stored = self.redactor.scrub_body(cap.body, cap.content_type)
+            if stored is not None:
+                # Hash what is stored, not the raw bytes: a hash of a small login body is
+                # enough to brute-force a weak password offline.
+                encoded = stored.encode("utf-8")
+                error["request_body_hash"] = hashlib.sha256(encoded).hexdigest()
+                if len(encoded) < SEED_BODY_TEXT_LIMIT:
+                    error["request_body"] = stored
+        return error
+
+    # -- custom events --------------------------------------------------------------------
+
+    def _build_custom(self, cap: CustomCapture) -> WireEvent:
+        redactor = self.redactor
+        payload: dict[str, Any] = {
+            "id": cap.event_id,
+            "kind": cap.kind,
+            "message": cap.message or cap.event_name,
+            "timestamp": _iso(cap.timestamp),
+        }
+        context: dict[str, Any] = {}
+        req = cap.request
+        if req is not None:
+            context["ip"] = client_ip(req.remote_addr, req.forwarded_for, self.trusted_proxies)
+            context["user_agent"] = req.user_agent or "unknown"
+        if cap.actor is not None:
+            context["actor"] = redactor.scrub(cap.actor)
+        if context:
+            payload["context"] = context
+        if req is not None:
+            payload["request"] = {
+                "request_id": req.request_id,
+                "method": req.method,
+                "path": req.path,
+            }
+        if cap.data:
+            payload["data"] = redactor.scrub(cap.data)
+        payload["severity"] = severity_level(cap.kind)
+        meta = {
+            "type": cap.kind,
+            "event_name": cap.event_name,
+            "service": self.service_name,
+            "request_id": req.request_id if req is not None else (cap.request_id or cap.event_id),
+            "env": self.env,
+        }
+        return WireEvent(cap.event_id, clamp_payload(self._custom_scrub(payload)), meta)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _custom_scrub(self, payload: dict[str, Any]) -> dict[str, Any]:
+        if self.scrubber is None:
+            return payload
+        try:
+            scrubbed = self.scrubber(payload)
+        except Exception:
+            if not self._scrubber_failed_logged:
+                self._scrubber_failed_logged = True
+                logger.exception(
+                    "ImmutableLog: the custom scrubber raised; storing the event without its "
+                    "query parameters, body, headers and data (logged once)"
+                )
+            return _strip_free_form(payload)
+        if not isinstance(scrubbed, Mapping):
+            logger.error("ImmutableLog: the custom scrubber must return the payload dict")
+            return _strip_free_form(payload)
+        return dict(scrubbed)
+
+    def _build_stub(self, capture: Capture, exc: BaseException) -> WireEvent:
+        if isinstance(capture, RequestCapture):
+            event_id = capture.event_id
+            event_name = capture.event_name or f"http.{capture.method}.{capture.path}"
+            request_id = capture.request_id
+        else:
+            event_id = capture.event_id
+            event_name = capture.event_name
+            request_id = (
+                capture.request.request_id if capture.request else (capture.request_id or event_id)
+            )
+        payload = {
+            "id": event_id,
+            "kind": "error",
+            "message": f"event could not be built: {type(exc).__name__}",
+            "timestamp": _iso(capture.timestamp),
+            "severity": "high",
+        }
+        meta = {
+            "type": "error",
+            "event_name": str(event_name),
+            "service": self.service_name,
+            "request_id": request_id,
+            "env": self.env,
+        }
+        return WireEvent(event_id, clamp_payload(payload), meta)
+
+
+def _strip_free_form(payload: dict[str, Any]) -> dict[str, Any]:
+    """Drop every field whose content a custom scrubber was responsible for vetting."""
+    stripped = dict(payload)
+    stripped.pop("data", None)
+    if isinstance(stripped.get("request"), dict):
+        request = dict(stripped["request"])
+        request.pop("headers", None)
+        if request.get("query_params"):
+            request["query_params"] = FILTERED
+        stripped["request"] = request
+    if isinstance(stripped.get("error"), dict):
+        error = dict(stripped["error"])
+        error.pop("request_body", None)
+        error.pop("request_body_hash", None)
+        stripped["error"] = error
+    return stripped

@@ -1,0 +1,233 @@
+"""The event as it travels on the wire, and the seed-compatible rules that shape it.
+
+Everything here is pure and framework-neutral. The functions that decide an event's kind,
+severity, message and size limit reproduce the seed extension's behaviour exactly, because
+existing ImmutableLog dashboards and queries rely on those values.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _escape
+from typing import Any, Final, Literal
+
+#: The event kinds the server accepts in ``meta.type``.
+EventKind = Literal["success", "info", "warning", "error"]
+EVENT_KINDS: Final[frozenset[str]] = frozenset({"success", "info", "warning", "error"})
+
+#: The seed's per-event payload limit: 12 KB of UTF-8 (the server enforces it too).
+MAX_PAYLOAD_BYTES: Final = 12_000
+
+#: The seed keeps a failed request's body text only when it is shorter than this.
+SEED_BODY_TEXT_LIMIT: Final = 2_000
+
+#: HTTP statuses the seed marks as ``retryable`` in an error event.
+RETRYABLE_STATUSES: Final[frozenset[int]] = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def severity_from(status_code: int | None, exc_type: str | None) -> EventKind:
+    """Map an HTTP outcome to an event kind, as the seed does.
+
+    Any exception makes an ``error``; otherwise 4xx/5xx are errors, 3xx ``info``, 2xx ``success``.
+    """
+    if exc_type is not None:
+        return "error"
+    if status_code is None:
+        return "info"
+    if status_code >= 400:
+        return "error"
+    if status_code >= 300:
+        return "info"
+    if status_code >= 200:
+        return "success"
+    return "info"
+
+
+def severity_level(kind: str) -> str:
+    """The seed's ``severity`` field: errors are high, warnings medium, everything else low."""
+    if kind == "error":
+        return "high"
+    if kind == "warning":
+        return "medium"
+    return "low"
+
+
+def http_message(method: str, path: str, status_code: int | None, exc_type: str | None) -> str:
+    """The seed's human-readable message for a request event (kept verbatim for dashboards)."""
+    if exc_type is not None:
+        return f"{method} {path} failed with exception: {exc_type}"
+    kind = severity_from(status_code, None)
+    if kind == "error":
+        return f"{method} {path} returned error {status_code}"
+    if kind == "success":
+        return f"{method} {path} completed successfully"
+    return f"{method} {path} processed"
+
+
+# One encoder for every payload (``json.dumps`` with options builds a new one per call).
+# ``default=str`` keeps a custom event whose data holds a datetime or Decimal deliverable instead
+# of failing in the worker thread, far away from the code that recorded it.
+_PAYLOAD_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
+def _dumps(payload: dict[str, Any]) -> str:
+    text = _PAYLOAD_ENCODER.encode(payload)
+    if not text.isascii():
+        # Lone surrogates (from undecodable bytes) cannot be sent as UTF-8: replace them, so the
+        # string we keep is exactly the text the server receives, stores and hashes.
+        text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
+
+
+def clamp_payload(payload: dict[str, Any]) -> str:
+    """Serialize ``payload`` within :data:`MAX_PAYLOAD_BYTES`, shedding detail as the seed does.
+
+    First the full document; if too large, without the bulky optional blocks (``error``, which
+    carries the request body, and a custom event's ``data``); if still too large, only the
+    identifying fields with the message cut to 500 characters. The result is the exact string
+    the server stores and hashes, so it is produced once and never re-serialized.
+    """
+    text = _dumps(payload)
+    if len(text) * 4 <= MAX_PAYLOAD_BYTES or len(text.encode("utf-8")) <= MAX_PAYLOAD_BYTES:
+        return text
+    slimmer = dict(payload)
+    for bulky in ("error", "request_body", "data"):
+        slimmer.pop(bulky, None)
+    text = _dumps(slimmer)
+    if len(text.encode("utf-8")) <= MAX_PAYLOAD_BYTES:
+        return text
+    return _dumps(
+        {
+            "id": payload.get("id"),
+            "kind": payload.get("kind"),
+            "message": (payload.get("message") or "event")[:500],
+            "timestamp": payload.get("timestamp"),
+        }
+    )
+
+
+def format_uuid4(raw: bytes) -> str:
+    """Format 16 random bytes as a canonical RFC 9562 version-4 UUID string."""
+    b = bytearray(raw)
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_uuid4() -> str:
+    """A fresh UUID4 string, about twice as cheap as ``str(uuid.uuid4())``."""
+    return format_uuid4(os.urandom(16))
+
+
+# The RFC 9562 variant bits (10xx) applied to a random hex digit.
+_VARIANT_DIGIT: Final = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
+def new_uuid4_batch(count: int) -> list[str]:
+    """``count`` fresh UUID4 strings from one ``os.urandom`` call (cheaper per id)."""
+    digits = os.urandom(16 * count).hex()
+    return [
+        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
+        for h in (digits[i : i + 32] for i in range(0, 32 * count, 32))
+    ]
+
+
+class UuidPool:
+    """Ready-made UUID4 strings, so a request thread gets an id in a ``deque.pop()``.
+
+    Formatting a UUID costs a few microseconds — a large share of the request-path budget — so
+    the delivery worker tops the pool up between batches, a few dozen at a time (never one long
+    burst that would hold the GIL), and request threads take from it; if it runs dry they make
+    one themselves. A forked child empties its copy at once: ids made in the parent could be
+    handed out by both processes.
+    """
+
+    LOW_WATER: Final = 256
+    HIGH_WATER: Final = 1024
+    CHUNK: Final = 16  # ≈ 50 µs of work: the longest the worker holds the GIL for this
+
+    def __init__(self) -> None:
+        self._ids: collections.deque[str] = collections.deque()
+
+    def take(self) -> str:
+        """A UUID4 no one else has been or will be given."""
+        ids = self._ids
+        if ids:
+            try:
+                return ids.pop()
+            except IndexError:  # another thread took the last one meanwhile
+                pass
+        return new_uuid4()
+
+    def top_up(self) -> None:
+        """Add one small chunk unless the pool is full (called by the worker)."""
+        if len(self._ids) < self.HIGH_WATER:
+            self._ids.extend(new_uuid4_batch(self.CHUNK))
+
+    def needs_top_up(self) -> bool:
+        return len(self._ids) < self.LOW_WATER
+
+    def forget(self) -> None:
+        """Drop every pre-made id (after ``fork()``, in the child)."""
+        self._ids = collections.deque()
+
+
+#: The process-wide pool used by the integrations.
+UUIDS: Final = UuidPool()
+os.register_at_fork(after_in_child=UUIDS.forget)
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    """One event ready for ``POST /v1/events/batch``: exactly the bytes that will be stored.
+
+    ``idempotency_key`` is the event's own UUID4 (also the payload's ``id``), so a redelivery
+    after a timeout, a retry or a replay from the spool is recognised by the server as the same
+    event, while two different events can never share a key. ``encoded`` is the batch item as
+    compact JSON, computed once: it is what the transport concatenates into a request body and
+    what the spool stores.
+    """
+
+    idempotency_key: str
+    payload: str
+    meta: dict[str, str]
+    encoded: bytes = field(default=b"", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.encoded:
+            object.__setattr__(self, "encoded", _encode_item(self))
+
+    def item(self) -> dict[str, Any]:
+        """The batch item object (DESIGN.md §1)."""
+        return {"payload": self.payload, "meta": self.meta, "idempotency_key": self.idempotency_key}
+
+    @classmethod
+    def decode(cls, data: bytes) -> WireEvent:
+        """Rebuild an event from its ``encoded`` bytes (spool replay, dead-letter tooling)."""
+        item = json.loads(data)
+        return cls(
+            idempotency_key=str(item["idempotency_key"]),
+            payload=str(item["payload"]),
+            meta={str(k): str(v) for k, v in dict(item["meta"]).items()},
+        )
+
+
+def _encode_item(event: WireEvent) -> bytes:
+    """Compact JSON of the batch item, assembled from C-escaped strings.
+
+    About five times cheaper than ``json.dumps`` of the item dict, which matters because this
+    runs once per event in the worker; the result is the same document.
+    """
+    try:
+        fields = ",".join([f"{_escape(k)}:{_escape(v)}" for k, v in event.meta.items()])
+        text = (
+            f'{{"payload":{_escape(event.payload)},"meta":{{{fields}}},'
+            f'"idempotency_key":{_escape(event.idempotency_key)}}}'
+        )
+    except TypeError:  # a non-string meta value: let the general encoder cope
+        text = json.dumps(event.item(), ensure_ascii=False, separators=(",", ":"), default=str)
+    return text.encode("utf-8", errors="replace")

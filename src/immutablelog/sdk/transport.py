@@ -1,0 +1,294 @@
+"""Transports: how a batch of events leaves the process.
+
+The delivery pipeline only knows the :class:`Transport` interface: ``send_batch(events)`` returns
+one :class:`ItemResult` per event, in order, or raises :class:`RetryableDeliveryError` (nothing
+is known to be stored; send the whole batch again later) or :class:`RejectedBatchError` (the
+request as a whole is refused and resending it cannot help).
+
+:class:`HttpTransport` speaks DESIGN.md §1 to an ImmutableLog server. An embedded transport that
+appends to a local ledger file will implement the same interface once the ledger API exists;
+:func:`embedded_transport` is the seam where it plugs in.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import encodings.idna  # noqa: F401  (see below)
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol, runtime_checkable
+
+# httpx imports httpcore (and with it h11) lazily, and the socket module imports the IDNA codec
+# on first use. Were that to happen in the worker thread while another thread forks (gunicorn
+# --preload forks right after the app, which may have recorded an event, is imported), the child
+# would inherit half-initialized modules and never be able to send. So they are imported here,
+# by whoever imports the SDK, and HttpTransport builds its client eagerly for the same reason.
+import h11  # noqa: F401
+import httpcore  # noqa: F401
+import httpx
+
+from immutablelog.sdk.events import WireEvent
+
+USER_AGENT: Final = "immutablelog-python/0.1"
+
+#: Longest ``Retry-After`` the transport will honour; a misconfigured server must not be able to
+#: park delivery for days.
+MAX_RETRY_AFTER_SECONDS: Final = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """The server's verdict on one event of a batch.
+
+    ``accepted`` covers both a fresh commit and a duplicate (already stored under the same
+    idempotency key): either way the event is in the ledger. A ``False`` is a permanent,
+    per-event rejection (``reason`` is the server's machine code).
+    """
+
+    accepted: bool
+    duplicate: bool = False
+    reason: str | None = None
+    message: str | None = None
+
+
+class DeliveryError(Exception):
+    """Base class for batch-level delivery failures."""
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class RetryableDeliveryError(DeliveryError):
+    """A transient failure (connection error, timeout, 5xx, 429): resend the whole batch.
+
+    ``retry_after`` is the server's ``Retry-After`` in seconds, when it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        reason: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, status=status, reason=reason)
+        self.retry_after = retry_after
+
+
+class RejectedBatchError(DeliveryError):
+    """The server refused the request as a whole with a permanent 4xx.
+
+    ``splittable`` says whether smaller batches might succeed (413: too large).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        reason: str | None = None,
+        splittable: bool = False,
+    ):
+        super().__init__(message, status=status, reason=reason)
+        self.splittable = splittable
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Where batches go. Called from the pipeline's single worker thread only."""
+
+    def send_batch(self, events: Sequence[WireEvent]) -> list[ItemResult]:
+        """Deliver ``events``; return one result per event, in order."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. The transport may be used again afterwards (reconnects)."""
+        ...
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+EndpointMode = Literal["auto", "batch", "single"]
+
+
+class HttpTransport:
+    """``POST {url}/v1/events/batch`` over one keep-alive ``httpx.Client``.
+
+    The client is created when the transport is, and re-created (never closed) in a forked
+    child: the child must not touch the parent's socket, and closing an inherited TLS connection
+    could send a close-notify on the parent's stream.
+
+    ``endpoint="auto"`` falls back to the seed's single-event ``POST /v1/events`` (with the
+    seed's headers) for the rest of the process when a server answers the batch endpoint with
+    404 or 405, so the SDK still works against servers that predate batching.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        endpoint: EndpointMode = "auto",
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not url:
+            raise ValueError("HttpTransport needs the server URL")
+        self.url = url.rstrip("/")
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Client-TZ": "UTC",
+            "X-Client-Offset-Minutes": "0",
+            **(extra_headers or {}),
+        }
+        self._mode: EndpointMode = endpoint
+        self._client: httpx.Client | None = None
+        self._client_pid = 0
+        self._http()  # eagerly, in the caller's thread: see the imports at the top
+
+    def _http(self) -> httpx.Client:
+        if self._client is None or self._client_pid != os.getpid():
+            self._client = httpx.Client(
+                timeout=self._timeout,
+                headers=self._headers,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                # A proxy picked up from the environment would silently reroute audit events.
+                trust_env=False,
+            )
+            self._client_pid = os.getpid()
+        return self._client
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self._client_pid == os.getpid():
+            client.close()
+
+    def send_batch(self, events: Sequence[WireEvent]) -> list[ItemResult]:
+        if self._mode == "single":
+            return [self._send_single(event) for event in events]
+        body = b'{"events":[' + b",".join(event.encoded for event in events) + b"]}"
+        response = self._post("/v1/events/batch", body, {})
+        if response.status_code in (404, 405) and self._mode == "auto":
+            self._mode = "single"
+            return [self._send_single(event) for event in events]
+        if response.status_code // 100 != 2:
+            raise _error_for(response)
+        try:
+            results = response.json()["results"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RetryableDeliveryError(
+                f"unreadable batch answer ({exc.__class__.__name__})", status=response.status_code
+            ) from exc
+        if not isinstance(results, list) or len(results) != len(events):
+            # Some events may be stored, some not: resending is safe (idempotency keys).
+            raise RetryableDeliveryError(
+                "batch answer does not list one result per event", status=response.status_code
+            )
+        return [_item_result(result) for result in results]
+
+    def _send_single(self, event: WireEvent) -> ItemResult:
+        body = json.dumps(
+            {"payload": event.payload, "meta": event.meta}, ensure_ascii=False
+        ).encode("utf-8")
+        headers = {
+            "Idempotency-Key": event.idempotency_key,
+            "Request-Id": event.meta.get("request_id", ""),
+        }
+        response = self._post("/v1/events", body, headers)
+        if response.status_code // 100 == 2:
+            data = _json_or_empty(response)
+            return ItemResult(accepted=True, duplicate=bool(data.get("duplicate", False)))
+        error = _error_for(response)
+        if isinstance(error, RetryableDeliveryError):
+            raise error
+        return ItemResult(accepted=False, reason=error.reason, message=str(error))
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        try:
+            return self._http().post(self.url + path, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            # Connection refused/reset, timeouts, protocol errors: nothing is known to be stored.
+            # The pooled connection may be broken, so start a fresh one next time.
+            self.close()
+            raise RetryableDeliveryError(f"{exc.__class__.__name__}: {exc}") from exc
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_for(response: httpx.Response) -> DeliveryError:
+    data = _json_or_empty(response)
+    status = response.status_code
+    reason = str(data.get("reason")) if data.get("reason") is not None else None
+    message = f"HTTP {status}: {data.get('message') or response.reason_phrase}"
+    if status >= 500 or status in (408, 425, 429):
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return RetryableDeliveryError(
+            message, status=status, reason=reason, retry_after=retry_after
+        )
+    return RejectedBatchError(message, status=status, reason=reason, splittable=status == 413)
+
+
+_ACCEPTED: Final = ItemResult(accepted=True)
+_DUPLICATE: Final = ItemResult(accepted=True, duplicate=True)
+
+
+def _item_result(result: Any) -> ItemResult:
+    if not isinstance(result, dict):
+        return ItemResult(accepted=False, reason="bad_result", message=repr(result)[:200])
+    if result.get("ok"):
+        # Shared instances: the worker settles hundreds of these per batch.
+        return _DUPLICATE if result.get("duplicate") else _ACCEPTED
+    return ItemResult(
+        accepted=False,
+        reason=str(result.get("reason") or "rejected"),
+        message=str(result.get("message") or ""),
+    )
+
+
+class EmbeddedModeUnavailable(RuntimeError):
+    """Raised when no server URL is configured and embedded mode cannot be used (yet)."""
+
+
+def embedded_transport(ledger_path: str | None = None) -> Transport:
+    """The seam for embedded mode: events appended straight into a local ledger file.
+
+    It will wrap the ledger package's append API (the same code the server uses) behind
+    :class:`Transport`. Until that API exists this raises :class:`EmbeddedModeUnavailable`, and
+    the integrations log that no destination is configured.
+    """
+    raise EmbeddedModeUnavailable(
+        "no ImmutableLog URL is configured and embedded mode (writing to a local ledger file) "
+        "is not available in this version; set IMMUTABLELOG_URL / IMTBL_URL"
+    )

@@ -1,0 +1,143 @@
+"""The seed-compatible rules (kind, severity, message, 12 KB clamp) and the wire encoding."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from immutablelog.sdk.events import (
+    MAX_PAYLOAD_BYTES,
+    UuidPool,
+    WireEvent,
+    clamp_payload,
+    format_uuid4,
+    http_message,
+    new_uuid4,
+    new_uuid4_batch,
+    severity_from,
+    severity_level,
+)
+from tests.fixtures import seed_middleware as seed
+
+
+@pytest.mark.parametrize("status", [None, 100, 200, 201, 204, 301, 304, 400, 404, 429, 500, 503])
+@pytest.mark.parametrize("exc", [None, ValueError("x")])
+def test_kind_and_severity_match_the_seed(status: int | None, exc: Exception | None) -> None:
+    exc_type = type(exc).__name__ if exc else None
+    assert severity_from(status, exc_type) == seed.severity_from(status, exc)
+    kind = severity_from(status, exc_type)
+    assert severity_level(kind) == seed.get_severity_level(kind, status)
+
+
+def test_warning_severity_is_medium_like_the_seed() -> None:
+    assert severity_level("warning") == seed.get_severity_level("warning", None) == "medium"
+
+
+@pytest.mark.parametrize(
+    ("status", "exc_type", "expected"),
+    [
+        (200, None, "GET /a completed successfully"),
+        (302, None, "GET /a processed"),
+        (404, None, "GET /a returned error 404"),
+        (500, "KeyError", "GET /a failed with exception: KeyError"),
+        (None, None, "GET /a processed"),
+    ],
+)
+def test_messages_are_the_seeds(status: int | None, exc_type: str | None, expected: str) -> None:
+    assert http_message("GET", "/a", status, exc_type) == expected
+
+
+def _payload(**extra: Any) -> dict[str, Any]:
+    return {
+        "id": "i",
+        "kind": "error",
+        "message": "m",
+        "timestamp": "t",
+        "context": {"ip": "1.2.3.4"},
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _payload(),
+        _payload(error={"request_body": "x" * 1_999}),
+        _payload(error={"request_body": "é" * 7_000}),  # over 12 KB only as UTF-8
+        _payload(context={"blob": "y" * 20_000}),  # still too big without the error block
+        _payload(message="z" * 20_000),
+    ],
+)
+def test_clamp_produces_what_the_seed_would_have_sent(payload: dict[str, Any]) -> None:
+    ours = clamp_payload(payload)
+    assert json.loads(ours) == json.loads(seed.clamp_payload(payload))
+    assert len(ours.encode()) <= MAX_PAYLOAD_BYTES
+
+
+def test_clamp_also_sheds_custom_event_data() -> None:
+    clamped = json.loads(clamp_payload(_payload(data={"rows": "r" * 20_000})))
+    assert "data" not in clamped
+    assert clamped["context"] == {"ip": "1.2.3.4"}
+
+
+@given(st.dictionaries(st.text(max_size=20), st.text(max_size=5_000), max_size=8))
+def test_clamp_is_always_within_the_limit_and_valid_json(extra: dict[str, str]) -> None:
+    text = clamp_payload(_payload(data=extra, error={"request_body": "b" * 3_000}))
+    assert len(text.encode("utf-8")) <= MAX_PAYLOAD_BYTES
+    json.loads(text)
+
+
+def test_lone_surrogates_are_replaced_so_the_payload_is_valid_utf8() -> None:
+    text = clamp_payload(_payload(message="bad \udcff byte"))
+    text.encode("utf-8")  # would raise for a lone surrogate
+    assert "bad" in json.loads(text)["message"]
+
+
+def test_uuid4_format() -> None:
+    for value in [new_uuid4() for _ in range(100)] + new_uuid4_batch(100):
+        parsed = uuid.UUID(value)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
+        format_uuid4(b"\xff" * 16),
+    )
+
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))
+
+
+@given(
+    key=st.uuids().map(str),
+    payload=_text,
+    meta=st.dictionaries(_text.filter(bool), _text, max_size=6),
+)
+def test_wire_encoding_is_the_json_of_the_item(
+    key: str, payload: str, meta: dict[str, str]
+) -> None:
+    event = WireEvent(key, payload, meta)
+    assert json.loads(event.encoded) == event.item()
+    assert WireEvent.decode(event.encoded) == event
+
+
+def test_wire_encoding_copes_with_non_string_meta() -> None:
+    event = WireEvent("k", "{}", {"type": "info", "count": 3})  # type: ignore[dict-item]
+    assert json.loads(event.encoded)["meta"] == {"type": "info", "count": 3}
+
+
+def test_the_id_pool_hands_out_each_id_once_and_forgets_them_in_a_fork() -> None:
+    pool = UuidPool()
+    assert uuid.UUID(pool.take()).version == 4  # empty: made on the spot
+    pool.top_up()
+    taken = [pool.take() for _ in range(UuidPool.CHUNK + 5)]
+    assert len(set(taken)) == len(taken)
+    for _ in range(UuidPool.LOW_WATER // UuidPool.CHUNK + 1):
+        pool.top_up()
+    assert not pool.needs_top_up()
+    pool.forget()
+    assert pool.needs_top_up(), "a forked child must not reuse ids its parent may hand out"
