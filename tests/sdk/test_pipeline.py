@@ -303,21 +303,6 @@ def test_a_transport_bug_is_retried_not_lost(sink: FakeLedger, make_client: Make
     assert sink.stored_keys() == ids and client.stats().retried == 1
 
 
-def test_without_a_destination_events_are_counted_as_dropped(
-    monkeypatch: pytest.MonkeyPatch, delivery: DeliveryOptions, caplog: pytest.LogCaptureFixture
-) -> None:
-    for var in ("IMTBL_URL", "IMMUTABLELOG_URL"):
-        monkeypatch.delenv(var, raising=False)
-    client = ImmutableLogClient(api_url="", delivery=delivery)
-    try:
-        client.record("x")
-        assert client.flush(5)
-        assert client.stats().dropped == 1
-        assert any("embedded mode" in r.getMessage() for r in caplog.records)
-    finally:
-        client.close(1)
-
-
 def test_record_rejects_unknown_kinds(make_client: MakeClient) -> None:
     with pytest.raises(ValueError, match="kind"):
         make_client().record("x", kind="fatal")

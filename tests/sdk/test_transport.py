@@ -12,11 +12,9 @@ import pytest
 from immutablelog.sdk.events import WireEvent, new_uuid4
 from immutablelog.sdk.transport import (
     MAX_RETRY_AFTER_SECONDS,
-    EmbeddedModeUnavailable,
     HttpTransport,
     RejectedBatchError,
     RetryableDeliveryError,
-    embedded_transport,
     parse_retry_after,
 )
 from tests.sdk.fake_ledger import FakeLedger, Fault
@@ -172,8 +170,3 @@ def test_parse_retry_after() -> None:
     now = time.time()
     date = format_datetime(datetime.fromtimestamp(now, UTC) + timedelta(seconds=30), usegmt=True)
     assert parse_retry_after(date, now=now) == pytest.approx(30, abs=1)
-
-
-def test_embedded_mode_is_a_documented_seam() -> None:
-    with pytest.raises(EmbeddedModeUnavailable):
-        embedded_transport()

@@ -58,8 +58,8 @@ def create_pipeline(
     options: DeliveryOptions,
     transport: Transport | None = None,
 ) -> DeliveryPipeline:
-    """Wire a builder to its destination: the given transport, HTTP if a URL is set, else the
-    embedded-mode seam (which, until the ledger API lands, means "no destination", logged)."""
+    """Wire a builder to its destination: the given transport, HTTP if a URL is set, else
+    embedded mode (a local ledger in ``$IMMUTABLELOG_DATA_DIR``)."""
     if transport is None:
         if url:
             transport = HttpTransport(

@@ -282,13 +282,17 @@ class EmbeddedModeUnavailable(RuntimeError):
 
 
 def embedded_transport(ledger_path: str | None = None) -> Transport:
-    """The seam for embedded mode: events appended straight into a local ledger file.
+    """Embedded mode: events appended straight into a local ledger (no server needed).
 
-    It will wrap the ledger package's append API (the same code the server uses) behind
-    :class:`Transport`. Until that API exists this raises :class:`EmbeddedModeUnavailable`, and
-    the integrations log that no destination is configured.
+    The data directory is ``ledger_path``, else ``$IMMUTABLELOG_DATA_DIR``, else
+    ``./immutablelog-data`` — the same default as ``immutablelog serve``, which can later
+    serve (and ``immutablelog verify`` check) exactly this log.
     """
-    raise EmbeddedModeUnavailable(
-        "no ImmutableLog URL is configured and embedded mode (writing to a local ledger file) "
-        "is not available in this version; set IMMUTABLELOG_URL / IMTBL_URL"
-    )
+    import os
+
+    try:
+        from immutablelog.sdk.embedded import LedgerTransport
+    except ImportError as exc:  # pragma: no cover - the ledger ships with the package
+        raise EmbeddedModeUnavailable(f"embedded mode needs the ledger package: {exc}") from exc
+    data_dir = ledger_path or os.environ.get("IMMUTABLELOG_DATA_DIR") or "immutablelog-data"
+    return LedgerTransport(data_dir)
