@@ -1,0 +1,678 @@
+"""Ingest throughput of the ledger server, next to the SQLite floor it is built on.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.ingest            # full run, a few minutes
+    .venv/bin/python -m benchmarks.ingest --quick    # smoke run, well under a minute
+
+Everything is measured in one run so that the ratios compare like with like on the same
+(noisy) machine, minutes apart rather than days:
+
+1. raw SQLite: ``executemany`` of entry-sized rows, 1000-row transactions, WAL +
+   ``synchronous=FULL`` (the durability the ledger promises), into a plain table, and into
+   the ledger's own schema (indexes, trigger, tree nodes, a checkpoint row) with no Python
+   work: the storage floor;
+2. the in-process ledger, while pre-filling the big log (validation + sequencing + hashing +
+   signing + SQLite, no HTTP);
+3. ``POST /v1/events/batch`` against a real ``immutablelog serve`` process, several clients
+   each keeping one 1000-event batch in flight, for each ``--workers`` count;
+4. ``POST /v1/events`` (one event per request, the seed extension's wire format) from 32
+   concurrent keep-alive connections;
+5. batch ingest again into a log pre-filled to ``--prefill`` entries, to check that the write path
+   does not slow down as the log grows (it should not: appends touch O(log n) tree nodes).
+
+Clients run in a separate process with pre-serialized requests (see ``benchmarks.common``).
+After every scenario the database is read back: stored entries must equal acknowledged events
+(and the latest signed checkpoint must cover them), otherwise the run exits non-zero.
+Targets are printed next to the numbers, never asserted: timings on a shared machine are
+evidence, not pass/fail criteria.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from itertools import islice
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from tests.live import LiveServer
+
+import immutablelog
+from benchmarks.common import (
+    LoadGenerator,
+    LoadResult,
+    LoadSpec,
+    Mode,
+    percentile,
+    process_tree_cpu,
+    seed_events,
+    stored_counts,
+    uuid4_from,
+)
+from immutablelog.checkpoint import Checkpoint, Signer, sign_checkpoint
+from immutablelog.entry import (
+    build_entry,
+    encode_entry,
+    new_entry_id,
+    timestamp,
+    validate_submission,
+)
+from immutablelog.ledger import DEFAULT_TENANT, Accepted, AppendResult, Ledger, LedgerConfig
+from immutablelog.ledger.sqlite import SQLiteStorage
+from immutablelog.merkle import CompactRange, leaf_hash
+
+BATCH_TARGET = 50_000  # events/s, POST /v1/events/batch
+SINGLE_TARGET = 3_000  # events/s, POST /v1/events with 32 clients
+QUOTED_RAW = 170_000  # rows/s, the raw SQLite figure quoted for this machine
+
+# Wide enough for the table when the output is a file or a pipe (rich defaults to 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 180)
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    scenario: str
+    unit: str  # "rows" or "events"
+    count: int
+    rate: float
+    workers: int | None = None
+    clients: int | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    server_cpu_us: float | None = None  # server CPU per event, all processes
+    client_cpu_pct: float | None = None  # load generator CPU, % of one core
+    target: float | None = None
+    acked: int | None = None
+    stored: int | None = None
+    ok: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+# -- raw SQLite ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _RawRows:
+    entries: list[tuple[object, ...]]
+    nodes: list[list[tuple[int, int, int, bytes]]]  # per transaction
+    checkpoints: list[tuple[int, int, bytes, str, str]]  # one per transaction
+
+
+def _raw_rows(count: int, batch: int, seed: int) -> _RawRows:
+    """Rows exactly like the ledger's: real entry bytes, leaf hashes and tree nodes."""
+    signer = Signer.generate("bench")
+    rng = CompactRange()
+    received = timestamp()
+    out = _RawRows([], [], [])
+    for index, event in enumerate(seed_events(count, seed)):
+        sub = validate_submission(event.payload, event.meta, event.idempotency_key)
+        entry_id = new_entry_id()
+        data = encode_entry(
+            build_entry(
+                sub, tenant=DEFAULT_TENANT, index=index, entry_id=entry_id, received_at=received
+            )
+        )
+        leaf = leaf_hash(data)
+        if index % batch == 0:
+            out.nodes.append([])
+        out.nodes[-1].extend((1, lvl, i, h) for (lvl, i), h in rng.append(leaf)[1:])
+        meta = sub.meta
+        out.entries.append(
+            (1, index, entry_id, received, meta["type"], meta["event_name"], meta["service"],
+             meta["env"], meta["request_id"], None, sub.idempotency_key, data, leaf)
+        )  # fmt: skip
+        if index % batch == batch - 1 or index == count - 1:
+            root = rng.root()
+            note = sign_checkpoint(signer, Checkpoint("bench/default", rng.size, root))
+            out.checkpoints.append((1, rng.size, root, note, received))
+    return out
+
+
+def _durable(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+_INSERT_ENTRY = (
+    "INSERT INTO {table} (tenant_id, idx, id, received_at, type, event_name, service, env, "
+    "request_id, actor, idempotency_key, entry, leaf) VALUES (" + ", ".join("?" * 13) + ")"
+)
+
+
+def bench_raw_sqlite(root: Path, rows: _RawRows, batch: int, *, ledger_schema: bool) -> Row:
+    """``executemany`` in ``batch``-row transactions; optionally the ledger's full schema.
+
+    The plain variant is the quoted baseline: a rowid table with the same columns and bytes,
+    no index. The ledger-schema variant adds what the ledger's storage must do per commit
+    (primary key, id and idempotency-key indexes, the contiguity trigger, tree nodes and a
+    checkpoint row) but none of its Python work: it is the floor for the server's write path.
+    """
+    path = root / ("raw-ledger-schema.db" if ledger_schema else "raw-plain.db")
+    if ledger_schema:
+        SQLiteStorage(path).initialize("bench")  # creates the real schema, then we bypass it
+        conn = _durable(path)
+        conn.execute("INSERT INTO tenants (id, name, created_at) VALUES (1, 'default', '')")
+        table = "entries"
+    else:
+        conn = _durable(path)
+        conn.execute(
+            "CREATE TABLE plain (tenant_id INTEGER, idx INTEGER, id TEXT, received_at TEXT, "
+            "type TEXT, event_name TEXT, service TEXT, env TEXT, request_id TEXT, actor TEXT, "
+            "idempotency_key TEXT, entry BLOB, leaf BLOB)"
+        )
+        table = "plain"
+    insert = _INSERT_ENTRY.format(table=table)
+    entries = rows.entries
+    started = time.perf_counter()
+    for number, start in enumerate(range(0, len(entries), batch)):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(insert, entries[start : start + batch])
+        if ledger_schema:
+            conn.executemany(
+                "INSERT INTO nodes (tenant_id, level, idx, hash) VALUES (?, ?, ?, ?)",
+                rows.nodes[number],
+            )
+            conn.execute(
+                "INSERT INTO checkpoints (tenant_id, size, root, note, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows.checkpoints[number],
+            )
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    (stored,) = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+    conn.close()
+    name = "SQLite, ledger schema + nodes + checkpoint" if ledger_schema else "SQLite, plain table"
+    return Row(
+        scenario=f"{name} (executemany, {batch}-row txns)",
+        unit="rows",
+        count=len(entries),
+        rate=len(entries) / elapsed,
+        acked=len(entries),
+        stored=int(stored),
+        ok=stored == len(entries),
+        target=None if ledger_schema else QUOTED_RAW,
+    )
+
+
+# -- pre-filling a big log ----------------------------------------------------------------------
+
+
+def prefill(data_dir: Path, count: int, seed: int, chunk: int = 10_000) -> Row:
+    """Append ``count`` events in-process, keeping one chunk committing while the next is
+    validated (the sequencer thread does SQLite work with the GIL released).
+
+    Payloads come from a pool of ``chunk`` pre-built events, each reused with a fresh
+    idempotency key, so the measured rate is the ledger's (validate + append), not the
+    event generator's. The keys are fresh, so the pre-fill opens the ledger with a zero
+    replay window: nothing to deduplicate, and the fill does not depend on how fast the
+    replay lookup is on a big log (the server scenarios measure that, with the default).
+    """
+    pool = list(seed_events(min(count, chunk), seed))
+    rng = random.Random(seed)
+    keys = (uuid4_from(rng) for _ in range(count))
+    started = time.perf_counter()
+    done = 0
+    with (
+        Ledger.open(LedgerConfig(data_dir=data_dir, idempotency_retention=timedelta(0))) as ledger,
+        Progress(
+            TextColumn("pre-filling the log"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>8,.0f} events/s"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress,
+    ):
+        task = progress.add_task("prefill", total=count, rate=0.0)
+        tenant = ledger.tenant(DEFAULT_TENANT)
+        in_flight: list[Future[list[AppendResult]]] = []
+
+        def settle(future: Future[list[AppendResult]]) -> None:
+            nonlocal done
+            results = future.result(300)
+            bad = [r for r in results if not isinstance(r, Accepted) or r.duplicate]
+            if bad:
+                raise RuntimeError(f"pre-fill: {len(bad)} events not appended: {bad[0]}")
+            done += len(results)
+            progress.update(task, completed=done, rate=done / (time.perf_counter() - started))
+
+        while subs := [
+            validate_submission(e.payload, e.meta, key)
+            for e, key in zip(pool, islice(keys, chunk), strict=False)
+        ]:
+            in_flight.append(ledger.submit(tenant, subs))
+            if len(in_flight) > 1:
+                settle(in_flight.pop(0))
+        for future in in_flight:
+            settle(future)
+        elapsed = time.perf_counter() - started
+        indexing = _catch_up_search_index(ledger)
+    # Fold the WAL into the database, as a restarted production server would find it.
+    conn = sqlite3.connect(data_dir / "ledger.db")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    notes = [f"pre-fill 0 → {count:,} entries"]
+    if indexing is not None:
+        notes.append(f"then {indexing:.0f} s to bring the search index up to date")
+    return Row(
+        scenario=f"in-process Ledger.submit, {chunk:,}-event chunks (pre-fill, no replay window)",
+        unit="events",
+        count=done,
+        rate=done / elapsed,
+        notes=notes,
+    )
+
+
+def _catch_up_search_index(ledger: Ledger) -> float | None:
+    """Index the pre-filled entries for full-text search before closing the ledger.
+
+    The sequencer indexes behind the writer only when its queue is empty, which a pipelined
+    pre-fill never lets happen, so the whole backlog would be indexed by ``Ledger.close()``;
+    that runs longer than the sequencer's 30 s stop timeout, after which ``close()`` closes
+    the SQLite connection under the still-running thread (a segfault; see BENCHMARKS.md).
+    A server started on the data directory should also find the index current, as in
+    production, rather than spend the measurement indexing a backlog. Returns the seconds
+    spent, or None if this storage has no search index.
+    """
+    index_search = getattr(ledger.storage, "index_search", None)
+    if not callable(index_search):
+        return None
+    started = time.perf_counter()
+    with console.status("bringing the search index up to date…"):
+        while index_search(50_000):
+            pass
+    return time.perf_counter() - started
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+class PySpy:
+    """``py-spy record`` on the server's processes during the timed phase (``--profile``)."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.out = out
+        self.process = subprocess.Popen(
+            [exe, "record", "--pid", str(pid), "--subprocesses", "--idle", "--threads",
+             "--rate", "200", "--format", "raw", "--output", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def bench_server(
+    root: Path,
+    slug: str,
+    label: str,
+    *,
+    mode: Mode,
+    workers: int,
+    clients: int,
+    events: int,
+    batch_size: int,
+    prefilled: int,
+    seed: int,
+    profile_dir: Path | None,
+) -> tuple[Row, Row | None]:
+    """One scenario on a fresh data directory and a fresh server process.
+
+    Returns the row and, when ``prefilled`` > 0, the pre-fill row.
+    """
+    data_dir = root / slug
+    server = LiveServer(data_dir, workers=workers)
+    prefill_row = prefill(data_dir, prefilled, seed + 1) if prefilled else None
+    # What is there before the load: the pre-fill, plus the log's own admin events (tenant and
+    # key creation are recorded in the log itself).
+    before = stored_counts(data_dir / "ledger.db").entries
+    per_request = batch_size if mode == "batch" else 1
+    requests = max(1, events // per_request)
+    spec = LoadSpec(
+        port=server.port,
+        auth={"Authorization": f"Bearer {server.ingest_key}"},
+        mode=mode,
+        requests=requests,
+        batch_size=batch_size,
+        concurrency=clients,
+        # Enough to open every connection and get past first-request costs (imports, caches).
+        warmup_requests=max(clients, requests // 20),
+        seed=seed,
+    )
+    server.start()
+    assert server.process is not None
+    pid = server.process.pid
+    generator = LoadGenerator(spec)
+    spy: PySpy | None = None
+    try:
+        with console.status(f"[bold]{slug}[/]: building requests, warming up…"):
+            generator.start()
+            generator.wait_measuring()
+        with console.status(f"[bold]{slug}[/]: measuring {requests * per_request:,} events…"):
+            cpu_before = process_tree_cpu(pid)
+            if profile_dir is not None:
+                spy = PySpy(pid, profile_dir / f"{slug}.txt")
+            result = generator.result()
+            cpu_after = process_tree_cpu(pid)
+    finally:
+        if spy is not None:
+            spy.stop()
+        generator.kill()
+        try:
+            code = server.stop()
+        except subprocess.TimeoutExpired:
+            server.kill()
+            code = -signal.SIGKILL
+    stored = stored_counts(data_dir / "ledger.db")
+    row = _server_row(label, mode, workers, clients, result, cpu_after - cpu_before)
+    row.acked, row.stored = result.acked, stored.entries - before
+    problems = _problems(result, stored.entries, stored.checkpoint_size, before, code)
+    row.ok = not problems
+    row.notes += problems
+    if prefilled:
+        row.notes.append(f"log at {prefilled:,} entries before the run")
+    if code not in (0, -signal.SIGTERM):
+        console.print(server.log()[-3000:])
+    return row, prefill_row
+
+
+def _server_row(
+    label: str, mode: Mode, workers: int, clients: int, result: LoadResult, server_cpu: float
+) -> Row:
+    single = mode == "single"
+    return Row(
+        scenario=label,
+        unit="events",
+        count=result.measured_events,
+        rate=result.rate,
+        workers=workers,
+        clients=clients,
+        p50_ms=percentile(result.latencies, 50) * 1000,
+        p99_ms=percentile(result.latencies, 99) * 1000,
+        server_cpu_us=server_cpu / result.measured_events * 1e6 if result.measured_events else None,
+        client_cpu_pct=100 * result.client_cpu / result.elapsed if result.elapsed else None,
+        target=SINGLE_TARGET if single else BATCH_TARGET,
+    )
+
+
+def _problems(
+    result: LoadResult, stored: int, checkpoint_size: int, before: int, exit_code: int
+) -> list[str]:
+    problems = []
+    bad_status = Counter({s: n for s, n in result.statuses.items() if s not in (200, 202)})
+    if bad_status:
+        problems.append(f"HTTP errors {dict(bad_status)}")
+    if result.rejected_items:
+        problems.append(f"{result.rejected_items} batch items rejected")
+    if result.transport_errors:
+        problems.append(f"{result.transport_errors} connections dropped")
+    if stored != before + result.acked:
+        problems.append(f"LOST/EXTRA EVENTS: stored {stored - before:,} ≠ acked {result.acked:,}")
+    if checkpoint_size != stored:
+        problems.append(f"latest checkpoint covers {checkpoint_size:,} of {stored:,} entries")
+    if exit_code not in (0, -signal.SIGTERM):  # uvicorn re-raises SIGTERM after shutting down
+        problems.append(f"server exited with {exit_code}")
+    return problems
+
+
+# -- reporting ----------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str = ",.0f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def results_table(rows: Sequence[Row]) -> Table:
+    table = Table(title="Ingest throughput", title_justify="left")
+    for column in ("scenario", "workers", "clients", "count", "rate/s", "target/s"):
+        table.add_column(column, justify="left" if column == "scenario" else "right")
+    for column in ("p50 ms", "p99 ms", "server CPU µs/event", "client CPU %", "stored = acked"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            row.scenario,
+            _fmt(row.workers, "d"),
+            _fmt(row.clients, "d"),
+            f"{row.count:,}",
+            f"[bold]{row.rate:,.0f}[/]",
+            _fmt(row.target),
+            _fmt(row.p50_ms, ".1f"),
+            _fmt(row.p99_ms, ".1f"),
+            _fmt(row.server_cpu_us),
+            _fmt(row.client_cpu_pct),
+            "—" if row.acked is None else ("[green]yes[/]" if row.ok else "[red]NO[/]"),
+        )
+    return table
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    head = (
+        "| scenario | workers | clients | count | rate/s | target/s | p50 ms | p99 ms "
+        "| server CPU µs/event | client CPU % | stored = acked |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        stored = "—" if r.acked is None else (f"{r.stored:,} = {r.acked:,}" if r.ok else "**NO**")
+        lines.append(
+            f"| {r.scenario} | {_fmt(r.workers, 'd')} | {_fmt(r.clients, 'd')} | {r.count:,} "
+            f"| **{r.rate:,.0f}** | {_fmt(r.target)} | {_fmt(r.p50_ms, '.1f')} "
+            f"| {_fmt(r.p99_ms, '.1f')} | {_fmt(r.server_cpu_us)} | {_fmt(r.client_cpu_pct)} "
+            f"| {stored} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(rows: dict[str, Row], workers: Sequence[int], prefilled: int) -> list[tuple[str, float]]:
+    """The comparisons the benchmark exists for, computed from this run's rows only."""
+    out: list[tuple[str, float]] = []
+    raw, floor = rows.get("raw-plain"), rows.get("raw-ledger")
+    batch = {w: rows[f"batch-w{w}"] for w in workers if f"batch-w{w}" in rows}
+    for w, row in batch.items():
+        if raw:
+            out.append((f"batch (workers={w}) / raw SQLite plain table", row.rate / raw.rate))
+        if floor:
+            out.append((f"batch (workers={w}) / SQLite ledger-schema floor", row.rate / floor.rate))
+        out.append((f"batch (workers={w}) / target {BATCH_TARGET:,}", row.rate / BATCH_TARGET))
+    if raw and floor:
+        out.append(("SQLite ledger-schema floor / raw plain table", floor.rate / raw.rate))
+    if len(batch) > 1:
+        first = batch[workers[0]]
+        for w in workers[1:]:
+            out.append((f"batch workers={w} / workers={workers[0]}", batch[w].rate / first.rate))
+    grown = rows.get("batch-big")
+    if grown and workers[0] in batch:
+        label = f"batch at a {prefilled:,}-entry log / at an empty log (workers={workers[0]})"
+        out.append((label, grown.rate / batch[workers[0]].rate))
+    single = rows.get("single")
+    if single:
+        out.append((f"single-event / target {SINGLE_TARGET:,}", single.rate / SINGLE_TARGET))
+    return out
+
+
+def machine() -> str:
+    try:
+        revision = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        revision = "unknown"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), load average {load}, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
+        f"{platform.system()} {platform.release()}, code at {revision}, "
+        f"immutablelog from {Path(immutablelog.__file__).parent}"
+    )
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.ingest", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument(
+        "--events", type=int, help="events per batch scenario on an empty log (default 50000)"
+    )
+    parser.add_argument(
+        "--growth-events", type=int, help="events for the big-log batch scenario (default 20000)"
+    )
+    parser.add_argument(
+        "--single-events", type=int, help="events for the single-event scenario (default 20000)"
+    )
+    parser.add_argument("--raw-rows", type=int, help="rows for the SQLite baselines (= --events)")
+    parser.add_argument("--prefill", type=int, help="entries in the big log (default 1000000)")
+    parser.add_argument("--clients", type=int, default=4, help="batch clients, one batch each")
+    parser.add_argument("--single-clients", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="comma-separated server worker counts for batch ingest (default 1,2); the first "
+        "is also used for the single-event and big-log scenarios",
+    )
+    parser.add_argument("--seed", type=int, default=20250314)
+    parser.add_argument("--tmp-dir", type=Path, help="where data directories go (default $TMPDIR)")
+    parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    parser.add_argument("--profile", type=Path, help="py-spy raw profiles of the server, here")
+    parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    parser.add_argument("--json", type=Path, help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.events = args.events or (10_000 if quick else 50_000)
+    args.growth_events = args.growth_events or (5_000 if quick else 20_000)
+    args.single_events = args.single_events or (3_000 if quick else 20_000)
+    args.raw_rows = args.raw_rows or args.events
+    args.prefill = args.prefill if args.prefill is not None else (50_000 if quick else 1_000_000)
+    args.workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = dt.datetime.now(dt.UTC)
+    wall = time.perf_counter()
+    console.print(f"[bold]immutablelog ingest benchmark[/] — {started:%Y-%m-%d %H:%M} UTC")
+    console.print(machine())
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="immutablelog-bench-", dir=args.tmp_dir))
+    rows: dict[str, Row] = {}
+
+    def record(key: str, row: Row | None) -> None:
+        if row is not None:
+            rows[key] = row
+            notes = f"  ({'; '.join(row.notes)})" if row.notes else ""
+            style = "" if row.ok else "[red]"
+            console.print(f"  {row.scenario}: [bold]{row.rate:,.0f}[/] {row.unit}/s{style}{notes}")
+
+    try:
+        with console.status(f"building {args.raw_rows:,} entry rows…"):
+            raw_rows = _raw_rows(args.raw_rows, args.batch_size, args.seed)
+        record("raw-plain", bench_raw_sqlite(root, raw_rows, args.batch_size, ledger_schema=False))
+        record("raw-ledger", bench_raw_sqlite(root, raw_rows, args.batch_size, ledger_schema=True))
+        del raw_rows
+        common = {
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "profile_dir": args.profile,
+        }
+        for w in args.workers:
+            row, _ = bench_server(
+                root, f"batch-w{w}", "POST /v1/events/batch, empty log", mode="batch",
+                workers=w, clients=args.clients, events=args.events, prefilled=0, **common,
+            )  # fmt: skip
+            record(f"batch-w{w}", row)
+        first = args.workers[0]
+        row, _ = bench_server(
+            root, "single", "POST /v1/events (1 event/request), empty log", mode="single",
+            workers=first, clients=args.single_clients, events=args.single_events,
+            prefilled=0, **common,
+        )  # fmt: skip
+        record("single", row)
+        if args.prefill:
+            row, fill = bench_server(
+                root, "batch-big", f"POST /v1/events/batch, log at {args.prefill:,}",
+                mode="batch", workers=first, clients=args.clients, events=args.growth_events,
+                prefilled=args.prefill, **common,
+            )  # fmt: skip
+            record("prefill", fill)
+            record("batch-big", row)
+    finally:
+        if args.keep:
+            console.print(f"data kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+    # From the storage floor up to the full HTTP path, then the big log and single events.
+    display = ["raw-plain", "raw-ledger", "prefill", *(f"batch-w{w}" for w in args.workers)]
+    order = [rows[k] for k in [*display, "batch-big", "single"] if k in rows]
+    console.print()
+    console.print(results_table(order))
+    console.print()
+    for label, value in ratios(rows, args.workers, args.prefill):
+        console.print(f"  {label:<62} [bold]{value:6.2f}×[/]")
+    failed = [r for r in order if not r.ok]
+    console.print()
+    for r in order:
+        if r.acked is not None:
+            console.print(f"  {r.scenario}: stored {r.stored:,}, acknowledged {r.acked:,}")
+    if args.markdown:
+        console.print()
+        print(markdown_table(order))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "started": started.isoformat(),
+                    "machine": machine(),
+                    "argv": sys.argv,
+                    "rows": [asdict(r) for r in order],
+                    "ratios": dict(ratios(rows, args.workers, args.prefill)),
+                },
+                indent=2,
+            )
+        )
+    if failed:
+        console.print(f"[red bold]FAILED[/]: {len(failed)} scenario(s) lost events or errored")
+        for r in failed:
+            console.print(f"  {r.scenario}: {'; '.join(r.notes)}")
+        return 1
+    console.print("[green]every acknowledged event is stored[/]")
+    console.print(f"finished in {time.perf_counter() - wall:.0f} s; {machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
