@@ -7,10 +7,12 @@ so ``immutablelog serve --data-dir`` on the same directory later serves exactly 
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import immutablelog.ledger.sqlite  # noqa: F401  (imported here, never in the worker thread)
 from immutablelog.entry import EntryError, Submission, validate_submission
 from immutablelog.ledger import (
     DEFAULT_TENANT,
@@ -37,9 +39,15 @@ class LedgerTransport:
         self._ledger: Ledger | None = None
         self._tenant: Tenant | None = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def _open(self) -> tuple[Ledger, Tenant]:
         with self._lock:
+            if self._pid != os.getpid():
+                # A forked child (gunicorn --preload) must not touch the parent's SQLite
+                # connections or writer thread: forget them (not close) and open its own.
+                self._ledger = self._tenant = None
+                self._pid = os.getpid()
             if self._ledger is None or self._tenant is None:
                 ledger = Ledger.open(self._config)
                 try:

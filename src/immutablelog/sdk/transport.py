@@ -5,9 +5,9 @@ one :class:`ItemResult` per event, in order, or raises :class:`RetryableDelivery
 is known to be stored; send the whole batch again later) or :class:`RejectedBatchError` (the
 request as a whole is refused and resending it cannot help).
 
-:class:`HttpTransport` speaks DESIGN.md §1 to an ImmutableLog server. An embedded transport that
-appends to a local ledger file will implement the same interface once the ledger API exists;
-:func:`embedded_transport` is the seam where it plugs in.
+:class:`HttpTransport` speaks DESIGN.md §1 to an ImmutableLog server;
+:class:`~immutablelog.sdk.embedded.LedgerTransport`, returned by :func:`embedded_transport` when
+no URL is configured, appends to a local ledger with the server's own ledger code.
 """
 
 from __future__ import annotations
@@ -278,7 +278,7 @@ def _item_result(result: Any) -> ItemResult:
 
 
 class EmbeddedModeUnavailable(RuntimeError):
-    """Raised when no server URL is configured and embedded mode cannot be used (yet)."""
+    """Raised when no server URL is configured and embedded mode cannot be used."""
 
 
 def embedded_transport(ledger_path: str | None = None) -> Transport:
@@ -288,8 +288,6 @@ def embedded_transport(ledger_path: str | None = None) -> Transport:
     ``./immutablelog-data`` — the same default as ``immutablelog serve``, which can later
     serve (and ``immutablelog verify`` check) exactly this log.
     """
-    import os
-
     try:
         from immutablelog.sdk.embedded import LedgerTransport
     except ImportError as exc:  # pragma: no cover - the ledger ships with the package
