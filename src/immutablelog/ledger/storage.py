@@ -130,6 +130,35 @@ class EventQuery:
     limit: int = 100
 
 
+_MAX_CHAR = "\U0010ffff"
+
+
+def event_filters(tenant_id: int, query: EventQuery, mark: str) -> tuple[list[str], list[object]]:
+    """The WHERE terms of an event query that every backend shares, with ``mark`` as the
+    parameter placeholder; a backend adds its own full-text term, order and limit."""
+    where = [f"tenant_id = {mark}"]
+    params: list[object] = [tenant_id]
+    for column in ("service", "env", "type", "event_name", "request_id", "actor"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            params.append(value)
+    if query.event_name_prefix:
+        # A range, not LIKE: no escaping, and it uses the (tenant_id, event_name) index.
+        where.append(f"event_name >= {mark} AND event_name < {mark}")
+        params += (query.event_name_prefix, query.event_name_prefix + _MAX_CHAR)
+    if query.since is not None:
+        where.append(f"received_at >= {mark}")
+        params.append(query.since)
+    if query.until is not None:
+        where.append(f"received_at < {mark}")
+        params.append(query.until)
+    if query.after_index is not None:
+        where.append(f"idx < {mark}" if query.descending else f"idx > {mark}")
+        params.append(query.after_index)
+    return where, params
+
+
 class WriteTransaction(Protocol):
     """One atomic, durable write. Committed when the context exits without an exception."""
 

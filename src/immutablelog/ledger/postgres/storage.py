@@ -43,6 +43,7 @@ from immutablelog.ledger.storage import (
     StoredCheckpoint,
     StoredEntry,
     Tenant,
+    event_filters,
 )
 from immutablelog.merkle import NodeID
 
@@ -55,7 +56,6 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
     errors.ReadOnlySqlTransaction,  # connected to a standby after a failover
 )
 # The largest code point: the upper bound of an event-name prefix range.
-_MAX_CHAR = "\U0010ffff"
 # Rows per keyset page when streaming entries (each at most ~14 KB).
 _PAGE_ROWS = 500
 # A session that sits in an open transaction this long is killed by the server, so a
@@ -145,26 +145,7 @@ def _select_nodes(fetch: _Fetch, tenant_id: int, ids: Sequence[NodeID]) -> list[
 
 def _event_query(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
     """The SQL for :meth:`PostgresStorage.query`: the SQLite backend's, filter for filter."""
-    where = ["tenant_id = %s"]
-    params: list[object] = [tenant_id]
-    for column in ("service", "env", "type", "event_name", "request_id", "actor"):
-        value = getattr(query, column)
-        if value is not None:
-            where.append(f"{column} = %s")
-            params.append(value)
-    if query.event_name_prefix:
-        # A range, not LIKE: no escaping, and it uses the (tenant_id, event_name) index.
-        where.append("event_name >= %s AND event_name < %s")
-        params += (query.event_name_prefix, query.event_name_prefix + _MAX_CHAR)
-    if query.since is not None:
-        where.append("received_at >= %s")
-        params.append(query.since)
-    if query.until is not None:
-        where.append("received_at < %s")
-        params.append(query.until)
-    if query.after_index is not None:
-        where.append("idx < %s" if query.descending else "idx > %s")
-        params.append(query.after_index)
+    where, params = event_filters(tenant_id, query, "%s")
     words = query.text.split() if query.text else []
     if words:
         # Every word must occur; a word that the tokenizer splits (alice@example.com) must

@@ -28,6 +28,7 @@ from immutablelog.ledger.storage import (
     StoredCheckpoint,
     StoredEntry,
     Tenant,
+    event_filters,
 )
 from immutablelog.merkle import NodeID
 
@@ -455,7 +456,6 @@ class SQLiteStorage:
 
 
 _SEARCH_PROGRESS = "search_indexed_rowid"
-_MAX_CHAR = "\U0010ffff"
 
 
 def _fts_phrase(text: str) -> str:
@@ -465,25 +465,7 @@ def _fts_phrase(text: str) -> str:
 
 
 def _query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
-    where = ["tenant_id = ?"]
-    params: list[object] = [tenant_id]
-    for column in ("service", "env", "type", "event_name", "request_id", "actor"):
-        value = getattr(query, column)
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if query.event_name_prefix:
-        where.append("event_name >= ? AND event_name < ?")
-        params += (query.event_name_prefix, query.event_name_prefix + _MAX_CHAR)
-    if query.since is not None:
-        where.append("received_at >= ?")
-        params.append(query.since)
-    if query.until is not None:
-        where.append("received_at < ?")
-        params.append(query.until)
-    if query.after_index is not None:
-        where.append("idx < ?" if query.descending else "idx > ?")
-        params.append(query.after_index)
+    where, params = event_filters(tenant_id, query, "?")
     if query.text and query.text.split():
         where.append("rowid IN (SELECT rowid FROM entries_search WHERE entries_search MATCH ?)")
         params.append(_fts_phrase(query.text))
