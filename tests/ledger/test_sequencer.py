@@ -165,3 +165,15 @@ def test_idempotency_keys_expire_after_the_retention_window(tmp_path: Any) -> No
         again = short.append(tenant, [sub(1, "k")])[0]
     assert isinstance(first, Accepted) and isinstance(again, Accepted)
     assert (again.index, again.duplicate) == (first.index + 1, False)
+
+
+def test_stop_reports_a_writer_still_inside_a_commit(gated: Any) -> None:
+    ledger, gate, _ = gated
+    tenant = ledger.tenant("default")
+    gate.release.clear()
+    pending = ledger.submit(tenant, [sub(1)])
+    assert gate.entered.wait(10)
+    assert ledger._sequencer.stop(timeout=0.1) is False  # so close() keeps its connections
+    gate.release.set()
+    assert isinstance(pending.result(10)[0], Accepted)
+    assert ledger._sequencer.stop(timeout=10) is True

@@ -8,6 +8,7 @@ layers over it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +39,8 @@ from immutablelog.ledger.storage import (
     Tenant,
 )
 from immutablelog.merkle import EMPTY_ROOT, consistency_nodes, inclusion_nodes
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_LOG_NAME = "immutablelog"
 DEFAULT_TENANT = "default"
@@ -135,8 +138,12 @@ class Ledger:
         self._sequencer.start()
 
     def close(self) -> None:
-        self._sequencer.stop()
-        self.storage.close()
+        if self._sequencer.stop():
+            self.storage.close()
+        else:
+            # Closing connections under a live writer would crash it mid-commit; the process
+            # is exiting anyway, and the transaction either commits or rolls back on its own.
+            logger.warning("the ledger writer is still busy; leaving its connections open")
 
     def __enter__(self) -> Ledger:
         return self

@@ -163,17 +163,21 @@ class Sequencer:
         )
         self._thread.start()
 
-    def stop(self, timeout: float | None = 30.0) -> None:
-        """Commit everything already submitted, then stop. Later submissions are refused."""
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Commit everything already submitted, then stop. Later submissions are refused.
+
+        Returns whether the writer thread has ended (it may still be inside a commit).
+        """
         with self._state_lock:
-            if self._closed:
-                return
-            self._closed = True
             thread = self._thread
+            if self._closed:
+                return thread is None or not thread.is_alive()
+            self._closed = True
         self._queue.put(_STOP)
         if thread is not None:
             thread.join(timeout)
         self._fail_pending(LedgerClosed("the ledger is shutting down"))
+        return thread is None or not thread.is_alive()
 
     def submit(
         self, tenant: Tenant, submissions: Sequence[Submission]
@@ -222,7 +226,9 @@ class Sequencer:
             if group:
                 self._commit_group(group)
             if stopping or time.monotonic() >= next_maintenance:
-                self._maintain()
+                # On the way out only record key use: the search index is derived data that
+                # the next start catches up on, and a large backlog would delay shutdown.
+                self._maintain(index=not stopping)
                 next_maintenance = time.monotonic() + self._maintenance_interval
 
     def _fail_pending(self, error: BaseException) -> None:
@@ -234,7 +240,7 @@ class Sequencer:
             if isinstance(item, _Request) and not item.future.done():
                 item.future.set_exception(error)
 
-    def _maintain(self) -> None:
+    def _maintain(self, *, index: bool = True) -> None:
         with self._key_uses_lock:
             uses, self._key_uses = self._key_uses, {}
         try:
@@ -243,7 +249,8 @@ class Sequencer:
             _log_failure("recording API key use", exc)
             with self._key_uses_lock:
                 self._key_uses = {**uses, **self._key_uses}
-        self._index_search()
+        if index:
+            self._index_search()
 
     def _index_search(self) -> None:
         """Bring the full-text index up to date in slices, once per maintenance tick.
