@@ -170,10 +170,10 @@ class Sequencer:
         """
         with self._state_lock:
             thread = self._thread
-            if self._closed:
-                return thread is None or not thread.is_alive()
+            already = self._closed
             self._closed = True
-        self._queue.put(_STOP)
+        if not already:
+            self._queue.put(_STOP)
         if thread is not None:
             thread.join(timeout)
         self._fail_pending(LedgerClosed("the ledger is shutting down"))
