@@ -176,8 +176,10 @@ class Sequencer:
             self._queue.put(_STOP)
         if thread is not None:
             thread.join(timeout)
+            if thread.is_alive():
+                return False  # still committing; it will reach the stop marker itself
         self._fail_pending(LedgerClosed("the ledger is shutting down"))
-        return thread is None or not thread.is_alive()
+        return True
 
     def submit(
         self, tenant: Tenant, submissions: Sequence[Submission]

@@ -58,8 +58,8 @@ CREATE INDEX entries_by_idempotency_key ON entries (tenant_id, idempotency_key);
 -- Query filters (GET /v1/events); low-cardinality type and env are filtered while scanning.
 CREATE INDEX entries_by_event_name ON entries (tenant_id, event_name, idx);
 CREATE INDEX entries_by_service ON entries (tenant_id, service, idx);
-CREATE INDEX entries_by_request_id ON entries (tenant_id, request_id) WHERE request_id IS NOT NULL;
-CREATE INDEX entries_by_actor ON entries (tenant_id, actor, idx) WHERE actor IS NOT NULL;
+CREATE INDEX entries_by_request_id ON entries (tenant_id, request_id, idx);
+CREATE INDEX entries_by_actor ON entries (tenant_id, actor, idx);
 CREATE INDEX entries_by_time ON entries (tenant_id, received_at);
 
 -- Full-text search over payloads. Derived data, filled behind the writer by

@@ -65,25 +65,25 @@ def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
 
 
 def _select_nodes(conn: sqlite3.Connection, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
+    """O(log n) point reads: one ``IN`` list per tree level, each an index range on the key.
+
+    (An ``OR`` of ``(level, idx)`` pairs would make SQLite scan every node of the tenant.)
+    """
     found: dict[NodeID, bytes] = {}
-    leaves = [idx for level, idx in ids if level == 0]
-    interior = [node for node in ids if node[0] > 0]
-    for leaf_chunk in _chunks(leaves):
-        marks = ",".join("?" * len(leaf_chunk))
-        for idx, digest in conn.execute(
-            f"SELECT idx, leaf FROM entries WHERE tenant_id = ? AND idx IN ({marks})",
-            (tenant_id, *leaf_chunk),
-        ):
-            found[(0, idx)] = bytes(digest)
-    for chunk in _chunks(interior):
-        where = " OR ".join("(level = ? AND idx = ?)" for _ in chunk)
-        params: list[int] = [tenant_id]
-        for node_level, node_idx in chunk:
-            params += (node_level, node_idx)
-        for level, idx, digest in conn.execute(
-            f"SELECT level, idx, hash FROM nodes WHERE tenant_id = ? AND ({where})", params
-        ):
-            found[(level, idx)] = bytes(digest)
+    by_level: dict[int, list[int]] = {}
+    for level, idx in ids:
+        by_level.setdefault(level, []).append(idx)
+    for level, indexes in by_level.items():
+        for chunk in _chunks(indexes):
+            marks = ",".join("?" * len(chunk))
+            sql = (
+                f"SELECT idx, leaf FROM entries WHERE tenant_id = ? AND idx IN ({marks})"
+                if level == 0
+                else f"SELECT idx, hash FROM nodes WHERE tenant_id = ? AND level = {level:d} "
+                f"AND idx IN ({marks})"
+            )
+            for idx, digest in conn.execute(sql, (tenant_id, *chunk)):
+                found[(level, idx)] = bytes(digest)
     try:
         return [found[node] for node in ids]
     except KeyError as missing:
