@@ -466,14 +466,24 @@ def _fts_phrase(text: str) -> str:
 
 def _query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
     where, params = event_filters(tenant_id, query, "?")
-    if query.text and query.text.split():
-        where.append("rowid IN (SELECT rowid FROM entries_search WHERE entries_search MATCH ?)")
-        params.append(_fts_phrase(query.text))
     order = "DESC" if query.descending else "ASC"
-    sql = (
-        f"SELECT idx, id, received_at, entry FROM entries WHERE {' AND '.join(where)} "
-        f"ORDER BY idx {order} LIMIT ?"
-    )
+    if query.text and query.text.split():
+        # Let the full-text index drive, newest match first, and stop at the limit: the
+        # entries' rowids grow in index order within a tenant (append-only, contiguous), so
+        # ordering by the search rowid is ordering by idx. (An ``IN (SELECT … MATCH …)``
+        # would collect every match of a common word before taking the newest few.)
+        sql = (
+            "SELECT idx, id, received_at, entry FROM entries_search AS s "
+            "JOIN entries ON entries.rowid = s.rowid "
+            f"WHERE entries_search MATCH ? AND {' AND '.join(where)} "
+            f"ORDER BY s.rowid {order} LIMIT ?"
+        )
+        params.insert(0, _fts_phrase(query.text))
+    else:
+        sql = (
+            f"SELECT idx, id, received_at, entry FROM entries WHERE {' AND '.join(where)} "
+            f"ORDER BY idx {order} LIMIT ?"
+        )
     params.append(query.limit)
     return sql, params
 
