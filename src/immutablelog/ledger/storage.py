@@ -80,6 +80,42 @@ class NewEntry:
     idempotency_key: str
     leaf: bytes
 
+    def row(self, tenant_id: int) -> tuple[object, ...]:
+        """The values for :data:`ENTRY_COLUMNS`, in that order."""
+        return (
+            tenant_id,
+            self.index,
+            self.id,
+            self.received_at,
+            self.type,
+            self.event_name,
+            self.service,
+            self.env,
+            self.request_id,
+            self.actor,
+            self.idempotency_key,
+            self.data,
+            self.leaf,
+        )
+
+
+#: The columns of an entry row, in the order of :meth:`NewEntry.row`.
+ENTRY_COLUMNS = (
+    "tenant_id",
+    "idx",
+    "id",
+    "received_at",
+    "type",
+    "event_name",
+    "service",
+    "env",
+    "request_id",
+    "actor",
+    "idempotency_key",
+    "entry",
+    "leaf",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRow:

@@ -34,6 +34,7 @@ from immutablelog.ledger.postgres.schema import (
 )
 from immutablelog.ledger.storage import (
     DERIVED_COLUMNS,
+    ENTRY_COLUMNS,
     AlreadyExists,
     ApiKey,
     AuditRow,
@@ -65,21 +66,6 @@ _IDLE_IN_TRANSACTION = "60s"
 _KEY_COLUMNS = (
     "k.id, k.tenant_id, t.name, k.prefix, k.scopes, k.label, k.created_at, k.revoked_at, "
     "k.last_used_at, k.key_hash"
-)
-_ENTRY_COLUMNS = (
-    "tenant_id",
-    "idx",
-    "id",
-    "received_at",
-    "type",
-    "event_name",
-    "service",
-    "env",
-    "request_id",
-    "actor",
-    "idempotency_key",
-    "entry",
-    "leaf",
 )
 _ENTRY_TYPES = ["int8", "int8", *["text"] * 9, "bytea", "bytea"]
 
@@ -239,28 +225,12 @@ class _Transaction:
         with (
             self._conn.cursor() as cur,
             cur.copy(
-                f"COPY entries ({', '.join(_ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+                f"COPY entries ({', '.join(ENTRY_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
             ) as copy,
         ):
             copy.set_types(_ENTRY_TYPES)
             for r in rows:
-                copy.write_row(
-                    (
-                        tenant_id,
-                        r.index,
-                        r.id,
-                        r.received_at,
-                        r.type,
-                        r.event_name,
-                        r.service,
-                        r.env,
-                        r.request_id,
-                        r.actor,
-                        r.idempotency_key,
-                        r.data,
-                        r.leaf,
-                    )
-                )
+                copy.write_row(r.row(tenant_id))
 
     def insert_nodes(self, tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
         if not nodes:

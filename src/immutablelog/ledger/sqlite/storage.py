@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from immutablelog.ledger.storage import (
     DERIVED_COLUMNS,
+    ENTRY_COLUMNS,
     AlreadyExists,
     ApiKey,
     AuditRow,
@@ -137,28 +138,10 @@ class _Transaction:
         return found
 
     def insert_entries(self, tenant_id: int, rows: Sequence[NewEntry]) -> None:
+        marks = ", ".join("?" * len(ENTRY_COLUMNS))
         self._conn.executemany(
-            "INSERT INTO entries (tenant_id, idx, id, received_at, type, event_name, service, "
-            "env, request_id, actor, idempotency_key, entry, leaf) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    tenant_id,
-                    r.index,
-                    r.id,
-                    r.received_at,
-                    r.type,
-                    r.event_name,
-                    r.service,
-                    r.env,
-                    r.request_id,
-                    r.actor,
-                    r.idempotency_key,
-                    r.data,
-                    r.leaf,
-                )
-                for r in rows
-            ],
+            f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) VALUES ({marks})",
+            [r.row(tenant_id) for r in rows],
         )
 
     def insert_nodes(self, tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
