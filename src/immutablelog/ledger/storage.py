@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from immutablelog.merkle import NodeID
 
@@ -45,6 +45,29 @@ class ApiKey:
     revoked_at: str | None
     last_used_at: str | None
     key_hash: bytes
+
+
+#: The SELECT list (over ``api_keys k JOIN tenants t``) that :func:`api_key_from_row` reads.
+API_KEY_COLUMNS = (
+    "k.id, k.tenant_id, t.name, k.prefix, k.scopes, k.label, k.created_at, k.revoked_at, "
+    "k.last_used_at, k.key_hash"
+)
+
+
+def api_key_from_row(row: Sequence[Any]) -> ApiKey:
+    (kid, tenant_id, tenant, prefix, scopes, label, created, revoked, used, key_hash) = row
+    return ApiKey(
+        id=int(kid),
+        tenant_id=int(tenant_id),
+        tenant=str(tenant),
+        prefix=str(prefix),
+        scopes=frozenset(str(scopes).split(",")),
+        label=None if label is None else str(label),
+        created_at=str(created),
+        revoked_at=None if revoked is None else str(revoked),
+        last_used_at=None if used is None else str(used),
+        key_hash=bytes(key_hash),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from immutablelog.ledger.postgres.schema import (
     SEARCH_LOCK_ID,
 )
 from immutablelog.ledger.storage import (
+    API_KEY_COLUMNS,
     DERIVED_COLUMNS,
     ENTRY_COLUMNS,
     AlreadyExists,
@@ -44,6 +45,7 @@ from immutablelog.ledger.storage import (
     StoredCheckpoint,
     StoredEntry,
     Tenant,
+    api_key_from_row,
     event_filters,
 )
 from immutablelog.merkle import NodeID
@@ -63,27 +65,7 @@ _PAGE_ROWS = 500
 # stopped or hung process cannot hold a tenant's write lock for ever.
 _IDLE_IN_TRANSACTION = "60s"
 
-_KEY_COLUMNS = (
-    "k.id, k.tenant_id, t.name, k.prefix, k.scopes, k.label, k.created_at, k.revoked_at, "
-    "k.last_used_at, k.key_hash"
-)
 _ENTRY_TYPES = ["int8", "int8", *["text"] * 9, "bytea", "bytea"]
-
-
-def _api_key(row: Sequence[Any]) -> ApiKey:
-    (kid, tenant_id, tenant, prefix, scopes, label, created, revoked, used, key_hash) = row
-    return ApiKey(
-        id=int(kid),
-        tenant_id=int(tenant_id),
-        tenant=str(tenant),
-        prefix=str(prefix),
-        scopes=frozenset(str(scopes).split(",")),
-        label=label,
-        created_at=created,
-        revoked_at=revoked,
-        last_used_at=used,
-        key_hash=bytes(key_hash),
-    )
 
 
 def _checkpoint(row: Sequence[Any]) -> StoredCheckpoint:
@@ -453,36 +435,37 @@ class PostgresStorage:
                 "WITH k AS (INSERT INTO api_keys "
                 "(tenant_id, key_hash, prefix, scopes, label, created_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s) RETURNING *) "
-                f"SELECT {_KEY_COLUMNS} FROM k JOIN tenants t ON t.id = k.tenant_id",
+                f"SELECT {API_KEY_COLUMNS} FROM k JOIN tenants t ON t.id = k.tenant_id",
                 (tenant_id, key_hash, prefix, ",".join(sorted(scopes)), label, now),
             ).fetchone()
         assert row is not None  # the foreign key guarantees the join
-        return _api_key(row)
+        return api_key_from_row(row)
 
     def find_api_key(self, key_hash: bytes) -> ApiKey | None:
         rows = self._query(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
+            f"SELECT {API_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
             "WHERE k.key_hash = %s",
             (key_hash,),
         )
-        return _api_key(rows[0]) if rows else None
+        return api_key_from_row(rows[0]) if rows else None
 
     def list_api_keys(self, tenant_id: int | None = None) -> list[ApiKey]:
-        query = f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+        query = f"SELECT {API_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
         params: tuple[object, ...] = ()
         if tenant_id is not None:
             query += " WHERE k.tenant_id = %s"
             params = (tenant_id,)
-        return [_api_key(row) for row in self._query(query + " ORDER BY k.id", params)]
+        return [api_key_from_row(row) for row in self._query(query + " ORDER BY k.id", params)]
 
     def revoke_api_key(self, prefix: str, now: str) -> ApiKey | None:
         # One statement, safe to retry: a key already revoked keeps its first revocation time.
         rows = self._query(
             "UPDATE api_keys k SET revoked_at = COALESCE(k.revoked_at, %s) "
-            f"FROM tenants t WHERE t.id = k.tenant_id AND k.prefix = %s RETURNING {_KEY_COLUMNS}",
+            "FROM tenants t WHERE t.id = k.tenant_id AND k.prefix = %s "
+            f"RETURNING {API_KEY_COLUMNS}",
             (now, prefix),
         )
-        return _api_key(rows[0]) if rows else None
+        return api_key_from_row(rows[0]) if rows else None
 
     def touch_api_keys(self, last_used: Mapping[int, str]) -> None:
         if last_used:

@@ -14,10 +14,11 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from immutablelog.ledger.storage import (
+    API_KEY_COLUMNS,
     DERIVED_COLUMNS,
     ENTRY_COLUMNS,
     AlreadyExists,
@@ -29,6 +30,7 @@ from immutablelog.ledger.storage import (
     StoredCheckpoint,
     StoredEntry,
     Tenant,
+    api_key_from_row,
     event_filters,
 )
 from immutablelog.merkle import NodeID
@@ -37,27 +39,6 @@ T = TypeVar("T")
 _BUSY_TIMEOUT_MS = 30_000
 # SQLite caps bound parameters per statement (32766 since 3.32); stay well below.
 _CHUNK = 500
-
-_KEY_COLUMNS = (
-    "k.id, k.tenant_id, t.name, k.prefix, k.scopes, k.label, k.created_at, k.revoked_at, "
-    "k.last_used_at, k.key_hash"
-)
-
-
-def _api_key(row: Any) -> ApiKey:
-    (kid, tenant_id, tenant, prefix, scopes, label, created, revoked, used, key_hash) = row
-    return ApiKey(
-        id=int(kid),
-        tenant_id=int(tenant_id),
-        tenant=str(tenant),
-        prefix=str(prefix),
-        scopes=frozenset(str(scopes).split(",")),
-        label=None if label is None else str(label),
-        created_at=str(created),
-        revoked_at=None if revoked is None else str(revoked),
-        last_used_at=None if used is None else str(used),
-        key_hash=bytes(key_hash),
-    )
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -308,22 +289,22 @@ class SQLiteStorage:
 
     def _key_where(self, where: str, *params: object) -> ApiKey | None:
         row = self._conn.execute(
-            f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
+            f"SELECT {API_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id "
             f"WHERE {where}",
             params,
         ).fetchone()
-        return _api_key(row) if row else None
+        return api_key_from_row(row) if row else None
 
     def find_api_key(self, key_hash: bytes) -> ApiKey | None:
         return self._key_where("k.key_hash = ?", key_hash)
 
     def list_api_keys(self, tenant_id: int | None = None) -> list[ApiKey]:
-        sql = f"SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+        sql = f"SELECT {API_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
         params: tuple[object, ...] = ()
         if tenant_id is not None:
             sql += " WHERE k.tenant_id = ?"
             params = (tenant_id,)
-        return [_api_key(row) for row in self._conn.execute(sql + " ORDER BY k.id", params)]
+        return [api_key_from_row(row) for row in self._conn.execute(sql + " ORDER BY k.id", params)]
 
     def revoke_api_key(self, prefix: str, now: str) -> ApiKey | None:
         with self.write() as tx:
