@@ -6,7 +6,6 @@ from immutablelog.ledger.ledger import (
     Ledger,
     LedgerConfig,
     LedgerError,
-    data_dir_from_env,
 )
 from immutablelog.ledger.sequencer import Accepted, AppendResult, LedgerClosed, Rejected
 from immutablelog.ledger.storage import ApiKey, Storage, StorageError, Tenant
@@ -25,5 +24,4 @@ __all__ = [
     "Storage",
     "StorageError",
     "Tenant",
-    "data_dir_from_env",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -306,7 +305,3 @@ class Ledger:
 
     def verifier_key(self) -> str:
         return self.signer.verifier_key()
-
-
-def data_dir_from_env() -> Path:
-    return Path(os.environ.get("IMMUTABLELOG_DATA_DIR") or "immutablelog-data")
