@@ -177,3 +177,34 @@ def test_stop_reports_a_writer_still_inside_a_commit(gated: Any) -> None:
     gate.release.set()
     assert isinstance(pending.result(10)[0], Accepted)
     assert ledger._sequencer.stop(timeout=10) is True
+
+
+def test_prefix_queries_agree_inside_and_beyond_the_newest_window(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from immutablelog.ledger.sqlite import storage as sqlite_storage
+    from immutablelog.ledger.storage import EventQuery
+
+    monkeypatch.setattr(sqlite_storage, "_PREFIX_WINDOW", 3)
+    tenant = ledger.tenant("default")
+    names = ["auth.login", "page.view", "auth.logout", *["page.view"] * 6, "auth.login"]
+    subs = [
+        validate_submission("{}", {**META, "event_name": n}, f"p{i}") for i, n in enumerate(names)
+    ]
+    ledger.append(tenant, subs)
+    for descending in (True, False):
+        seen: list[str] = []
+        after = None
+        while True:  # page by two: the first pages come from the window, later ones do not
+            page = ledger.query(
+                tenant,
+                EventQuery(
+                    event_name_prefix="auth.", limit=2, descending=descending, after_index=after
+                ),
+            )
+            seen += [json.loads(e.data)["event_name"] for e in page]
+            if len(page) < 2:
+                break
+            after = page[-1].index
+        expected = ["auth.login", "auth.logout", "auth.login"]
+        assert seen == (expected[::-1] if descending else expected)

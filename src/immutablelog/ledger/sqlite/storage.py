@@ -378,11 +378,45 @@ class SQLiteStorage:
         return int(row[0])
 
     def query(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
-        sql, params = _query_sql(tenant_id, query)
+        if query.event_name_prefix and not query.text:
+            # A prefix range must be sorted by idx before the limit applies, which is slow
+            # when the prefix is common. Common prefixes fill a page from the newest rows,
+            # so first walk a bounded window in idx order; rare ones fall through to the
+            # index range, whose sort is then small.
+            page = self._query_window(tenant_id, query)
+            if len(page) == query.limit:
+                return page
+        return self._run_query(*_query_sql(tenant_id, query))
+
+    def _run_query(self, sql: str, params: Sequence[object]) -> list[StoredEntry]:
         return [
             StoredEntry(idx, eid, received, bytes(data))
             for idx, eid, received, data in self._conn.execute(sql, params)
         ]
+
+    def _query_window(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
+        where, params = event_filters(tenant_id, query, "?")
+        if query.descending:
+            if query.after_index is not None:
+                top = query.after_index
+            else:
+                row = self._conn.execute(
+                    "SELECT idx + 1 FROM entries WHERE tenant_id = ? ORDER BY idx DESC LIMIT 1",
+                    (tenant_id,),
+                ).fetchone()
+                top = int(row[0]) if row else 0
+            where.append("idx >= ?")
+            params.append(top - _PREFIX_WINDOW)
+        else:
+            where.append("idx <= ?")
+            params.append((query.after_index or -1) + _PREFIX_WINDOW)
+        order = "DESC" if query.descending else "ASC"
+        return self._run_query(
+            "SELECT idx, id, received_at, entry FROM entries "
+            f"INDEXED BY sqlite_autoindex_entries_1 WHERE {' AND '.join(where)} "
+            f"ORDER BY idx {order} LIMIT ?",
+            [*params, query.limit],
+        )
 
     def index_search(self, limit: int) -> int:
         with self.write() as tx:
@@ -420,6 +454,8 @@ class SQLiteStorage:
 
 
 _SEARCH_PROGRESS = "search_indexed_rowid"
+#: How many of the newest rows a prefix query walks before it uses the event_name index.
+_PREFIX_WINDOW = 20_000
 
 
 def _fts_phrase(text: str) -> str:
