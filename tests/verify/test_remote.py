@@ -181,6 +181,29 @@ def test_prove_checks_one_event_locally(server: LiveServer) -> None:
     assert code == 0 and "TRUST ON FIRST USE" in err
 
 
+def test_prove_by_event_id(server: LiveServer) -> None:
+    stored = orjson.loads(server.raw_entries()[5])
+    args = ("--url", server.url, "--key", server.read_key, "--log-key", server.verifier_key)
+    code, body = cli_json("prove", stored["id"], *args)
+    assert code == 0 and body["status"] == "intact"
+    assert body["event"]["id"] == stored["id"] and body["event"]["index"] == 5
+    code, body = cli_json("prove", "01a2b3c4-0000-7000-8000-000000000000", *args)
+    assert code == 2 and body["error"]["reason"] == "not_found"
+
+
+def test_prove_refuses_an_entry_that_is_not_the_event_asked_for(server: LiveServer) -> None:
+    wanted = orjson.loads(server.raw_entries()[5])["id"]
+
+    class Misdirecting(LogClient):
+        def locate_event(self, event_id: str) -> int:
+            return 6  # a lying server points at another event
+
+    with Misdirecting(server.url, server.read_key) as client:
+        report = prove_event(client, None, pinned_key=server.verifier_key, event_id=wanted)
+    assert report.status == Status.TAMPERED
+    assert report.findings[0].kind == FindingKind.ALTERED_ENTRY
+
+
 def _rewriting(server: LiveServer, rewrite: Callable[[dict[str, object]], None]) -> LogClient:
     """A client whose server answers pages rewritten in flight (a man in the middle)."""
 

@@ -172,10 +172,10 @@ def verify(
 
 
 @click.command()
-@click.argument("event_index", type=click.IntRange(min=0))
+@click.argument("event")
 @_remote_options
 def prove(
-    event_index: int,
+    event: str,
     as_json: bool,
     url: str | None,
     key: str | None,
@@ -185,14 +185,21 @@ def prove(
     timeout: float,
     retries: int,
 ) -> None:
-    """Prove that the event at EVENT_INDEX is in the signed log, checking everything locally.
+    """Prove that EVENT (an event id, or a log index) is in the signed log, checking
+    everything locally.
 
     Exit 0 proven, 1 tampered, 2 could not check.
     """
     if not url or not key:
         raise click.UsageError("give --url and --key (a read-scope API key)")
+    index = int(event) if event.isdigit() else None
     with LogClient(url, key, timeout=timeout, retries=retries) as client:
         report = prove_event(
-            client, event_index, pinned_key=log_key, state_path=state_file, tenant=tenant
+            client,
+            index,
+            pinned_key=log_key,
+            state_path=state_file,
+            tenant=tenant,
+            event_id=None if index is not None else event,
         )
     _finish(report, as_json)

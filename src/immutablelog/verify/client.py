@@ -15,6 +15,7 @@ import contextlib
 import random
 import time
 from typing import Any, Final
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -79,6 +80,15 @@ class LogClient:
     def entries_page(self, start: int, end: int) -> bytes:
         """``GET /v1/entries``: the raw page body (checked by ``checks.check_page``)."""
         return self._get("/v1/entries", {"start": str(start), "end": str(end)}).content
+
+    def locate_event(self, event_id: str) -> int:
+        """Where the server says event ``event_id`` is. Only a hint: ``prove`` then checks
+        that the entry at that index, hashed locally, carries this id."""
+        body = self._json(f"/v1/events/{quote(event_id, safe='')}", {})
+        index = body.get("index")
+        if type(index) is not int or index < 0:
+            raise CouldNotCheck("malformed_answer", f"GET /v1/events/{event_id} gave no index")
+        return index
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         body = self._json("/v1/proofs/inclusion", {"index": str(index), "size": str(size)})

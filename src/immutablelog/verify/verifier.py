@@ -582,17 +582,23 @@ def _probe_beyond(
 
 def prove_event(
     client: LogClient,
-    index: int,
+    index: int | None,
     *,
     pinned_key: str | None = None,
     state_path: Path | None = None,
     tenant: str | None = None,
+    event_id: str | None = None,
 ) -> Report:
-    """Prove locally that event ``index`` is in the signed log: its bytes, hashed here, and an
-    inclusion proof checked here against a checkpoint whose signature is checked here."""
+    """Prove locally that event ``index`` (or the event ``event_id``) is in the signed log: its
+    bytes, hashed here, and an inclusion proof checked here against a checkpoint whose
+    signature is checked here."""
     started = time.monotonic()
     report = Report("prove", client.url, state_file=str(state_path) if state_path else None)
     try:
+        if index is None:
+            if event_id is None:
+                raise CouldNotCheck("usage", "name an event by index or by id")
+            index = client.locate_event(event_id)
         state = load_state(state_path) if state_path is not None else None
         verifier = choose_key(client, report, pinned_key, state)
         checkpoint, tenant_name = fetch_checkpoint(client, report, verifier, tenant, state)
@@ -603,6 +609,17 @@ def prove_event(
                 "not_found", f"index {index} is not in the log (tree size {checkpoint.size})"
             )
         _prove(client, report, checkpoint, tenant_name, index)
+        found = report.event.get("id") if report.event else None
+        if event_id is not None and found is not None and found != event_id:
+            report.add(
+                Finding(
+                    FindingKind.ALTERED_ENTRY,
+                    f"the server places event {event_id} at index {index}, "
+                    f"but the entry there is {found}",
+                    index,
+                    entry_id=found,
+                )
+            )
     except _Stop:
         pass
     except CouldNotCheck as exc:
