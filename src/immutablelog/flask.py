@@ -34,11 +34,11 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication
 
 from immutablelog.sdk.capture import (
-    CustomCapture,
     EventBuilder,
     RequestCapture,
     RequestInfo,
     accept_request_id,
+    custom_capture,
     validate_kind,
 )
 from immutablelog.sdk.client import API_KEY_ENV_VARS, URL_ENV_VARS, create_pipeline, from_env
@@ -516,22 +516,18 @@ class ImmutableLogAudit:
                     actor = self._load_actor()
         if actor is not None and type(actor) not in _PLAIN_ACTOR_TYPES:
             actor = _plain_actor(actor)
-        event_id = UUIDS.take()
-        assert binding.pipeline is not None
-        binding.pipeline.submit(
-            CustomCapture(
-                event_id=event_id,
-                timestamp=time.time(),
-                event_name=event_name,
-                kind=kind,
-                message=message,
-                data=data,
-                actor=actor,
-                request=info,
-                request_id=request_id,
-            )
+        capture = custom_capture(
+            event_name,
+            kind,
+            message=message,
+            data=data,
+            actor=actor,
+            request=info,
+            request_id=request_id,
         )
-        return event_id
+        assert binding.pipeline is not None
+        binding.pipeline.submit(capture)
+        return capture.event_id
 
     def _load_actor(self) -> Any:
         assert self.actor_loader is not None

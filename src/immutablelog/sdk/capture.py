@@ -19,6 +19,7 @@ import hashlib
 import logging
 import math
 import re
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from json.encoder import c_make_encoder  # type: ignore[attr-defined]
@@ -31,6 +32,7 @@ from immutablelog.sdk.events import (
     MAX_PAYLOAD_BYTES,
     RETRYABLE_STATUSES,
     SEED_BODY_TEXT_LIMIT,
+    UUIDS,
     WireEvent,
     clamp_payload,
     http_message,
@@ -153,6 +155,31 @@ def validate_kind(kind: str) -> str:
     if kind not in EVENT_KINDS:
         raise ValueError(f"kind must be one of {sorted(EVENT_KINDS)}, not {kind!r}")
     return kind
+
+
+def custom_capture(
+    event_name: str,
+    kind: str,
+    *,
+    message: str | None,
+    data: dict[str, Any],
+    actor: Any,
+    request: RequestInfo | None,
+    request_id: str | None,
+) -> CustomCapture:
+    """A ``record()`` call as a capture, its id and time taken in the caller's thread (which
+    has already checked ``kind`` with :func:`validate_kind`)."""
+    return CustomCapture(
+        event_id=UUIDS.take(),
+        timestamp=time.time(),
+        event_name=event_name,
+        kind=kind,
+        message=message,
+        data=data,
+        actor=actor,
+        request=request,
+        request_id=request_id,
+    )
 
 
 _iso_second: tuple[float, str] = (-1.0, "")

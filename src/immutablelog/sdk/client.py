@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-from immutablelog.sdk.capture import CustomCapture, EventBuilder, validate_kind
-from immutablelog.sdk.events import new_uuid4
+from immutablelog.sdk.capture import EventBuilder, custom_capture, validate_kind
 from immutablelog.sdk.pipeline import (
     DeliveryOptions,
     DeliveryPipeline,
@@ -149,21 +147,17 @@ class ImmutableLogClient:
         (default: the event's own id). Returns immediately; delivery happens in the background.
         """
         validate_kind(kind)
-        event_id = new_uuid4()
-        self.pipeline.submit(
-            CustomCapture(
-                event_id=event_id,
-                timestamp=time.time(),
-                event_name=event_name,
-                kind=kind,
-                message=message,
-                data=data,
-                actor=actor,
-                request=None,
-                request_id=request_id,
-            )
+        capture = custom_capture(
+            event_name,
+            kind,
+            message=message,
+            data=data,
+            actor=actor,
+            request=None,
+            request_id=request_id,
         )
-        return event_id
+        self.pipeline.submit(capture)
+        return capture.event_id
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until the events recorded so far are delivered; False on timeout."""
