@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -208,3 +209,17 @@ def test_prefix_queries_agree_inside_and_beyond_the_newest_window(
             after = page[-1].index
         expected = ["auth.login", "auth.logout", "auth.login"]
         assert seen == (expected[::-1] if descending else expected)
+
+
+def test_key_use_is_recorded_in_the_background(ledger: Ledger) -> None:
+    import time
+
+    secret, record = ledger.create_api_key("default", frozenset({"ingest"}))
+    assert record.last_used_at is None
+    before = time.time()
+    assert ledger.authenticate(secret) is not None
+    ledger._sequencer._maintain(index=False)  # what the writer does once a second
+    (used,) = [k for k in ledger.api_keys("default") if k.id == record.id]
+    assert used.last_used_at is not None
+    stamped = datetime.fromisoformat(used.last_used_at).timestamp()
+    assert before - 1 <= stamped <= time.time() + 1

@@ -142,7 +142,7 @@ class Sequencer:
         self._maintenance_interval = maintenance_interval
         self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
         self._frontiers: dict[int, CompactRange] = {}
-        self._key_uses: dict[int, str] = {}
+        self._key_uses: dict[int, float] = {}  # key id -> time.time() of its last use
         self._key_uses_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -194,9 +194,10 @@ class Sequencer:
         return request.future
 
     def record_key_use(self, key_id: int) -> None:
-        """Remember that a key was used; written in the background, not per request."""
+        """Remember that a key was used; formatted and written in the background, not per
+        request."""
         with self._key_uses_lock:
-            self._key_uses[key_id] = timestamp()
+            self._key_uses[key_id] = time.time()
 
     # the loop ----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -246,7 +247,12 @@ class Sequencer:
         with self._key_uses_lock:
             uses, self._key_uses = self._key_uses, {}
         try:
-            self._storage.touch_api_keys(uses)
+            self._storage.touch_api_keys(
+                {
+                    key_id: timestamp(datetime.fromtimestamp(when, UTC))
+                    for key_id, when in uses.items()
+                }
+            )
         except Exception as exc:  # the writer thread must outlive any failure
             _log_failure("recording API key use", exc)
             with self._key_uses_lock:
