@@ -8,7 +8,7 @@ from typing import Final
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from immutablelog.ledger import Ledger, LedgerError
+from immutablelog.ledger import Ledger, LedgerError, Tenant
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
 
@@ -25,6 +25,13 @@ def int_param(request: Request, name: str, default: int | None = None) -> int:
     if not raw.isdigit() or len(raw) > 19:
         raise ApiError(400, "invalid_parameter", f"{name} must be a non-negative integer")
     return int(raw)
+
+
+def _size_param(request: Request, name: str, ledger: Ledger, tenant: Tenant) -> int:
+    """A tree size from the query, else the latest (read only when it is not given)."""
+    if name in request.query_params:
+        return int_param(request, name)
+    return ledger.checkpoint(tenant).size
 
 
 def ledger_error(exc: LedgerError) -> ApiError:
@@ -59,7 +66,7 @@ async def get_inclusion_proof(request: Request) -> Response:
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
     index = int_param(request, "index")
-    size = int_param(request, "size", ledger.checkpoint(tenant).size)
+    size = _size_param(request, "size", ledger, tenant)
     try:
         proof = ledger.inclusion_proof(tenant, index, size)
     except LedgerError as exc:
@@ -71,7 +78,7 @@ async def get_consistency_proof(request: Request) -> Response:
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
     first = int_param(request, "first")
-    second = int_param(request, "second", ledger.checkpoint(tenant).size)
+    second = _size_param(request, "second", ledger, tenant)
     try:
         proof = ledger.consistency_proof(tenant, first, second)
     except LedgerError as exc:
