@@ -192,10 +192,7 @@ def wait_for_search_index(db: Path, timeout: float = 900.0) -> float:
         ) as progress:
             task = progress.add_task("fts", total=top)
             while time.perf_counter() - started < timeout:
-                row = conn.execute(
-                    "SELECT value FROM meta WHERE key = 'search_indexed_rowid'"
-                ).fetchone()
-                done = int(row[0]) if row else 0
+                done = _search_progress(db)
                 progress.update(task, completed=done)
                 if done >= top:
                     break
@@ -203,6 +200,21 @@ def wait_for_search_index(db: Path, timeout: float = 900.0) -> float:
     finally:
         conn.close()
     return time.perf_counter() - started
+
+
+def _search_progress(db: Path) -> int:
+    """The last rowid the full-text index covers (it lives in a file beside the ledger)."""
+    search = db.with_name(db.stem + "-search.db")
+    if not search.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{search}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'indexed_rowid'").fetchone()
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    finally:
+        conn.close()
+    return int(row[0]) if row else 0
 
 
 # -- timing -------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ TRIGGERS = (
     "nodes_no_delete",
     "checkpoints_no_update",
     "checkpoints_no_delete",
-    "entries_contiguous",
+    "checkpoints_cover_entries",
     "checkpoints_grow",
 )
 EVENTS = 40

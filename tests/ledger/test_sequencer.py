@@ -218,7 +218,7 @@ def test_key_use_is_recorded_in_the_background(ledger: Ledger) -> None:
     assert record.last_used_at is None
     before = time.time()
     assert ledger.authenticate(secret) is not None
-    ledger._sequencer._maintain(index=False)  # what the writer does once a second
+    ledger._sequencer._maintain()  # what the writer does once a second
     (used,) = [k for k in ledger.api_keys("default") if k.id == record.id]
     assert used.last_used_at is not None
     stamped = datetime.fromisoformat(used.last_used_at).timestamp()

@@ -225,7 +225,7 @@ def make_key(storage: Storage, tenant_id: int, name: str, scopes: set[str] | Non
 
 def test_initialize_is_idempotent_and_keeps_the_first_log_name(storage: Storage) -> None:
     assert storage.initialize("another.name") == LOG_NAME
-    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [("1",)]
+    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
 
 
 def test_concurrent_initialize_of_a_fresh_store(
@@ -285,6 +285,7 @@ def test_write_rolls_back_on_exception(storage: Storage) -> None:
     tenant_id = new_tenant(storage)
     with pytest.raises(RuntimeError), storage.write() as tx:
         tx.create_tenant("ghost", NOW)
+        tx.insert_entries(tenant_id, [entry_row(i, f"k{i}") for i in range(5)])
         tx.insert_checkpoint(tenant_id, 5, b"\x01" * 32, "never", NOW)
         raise RuntimeError("abort")
     assert storage.get_tenant("ghost") is None
@@ -331,6 +332,21 @@ def test_revoke_api_key(storage: Storage) -> None:
     assert again is not None and again.revoked_at == LATER  # the first revocation stands
     assert storage.find_api_key(key.key_hash) == revoked
     assert storage.revoke_api_key("iml_live_unknown", LATER) is None
+
+
+def test_api_keys_version_moves_on_revocation_not_on_use(storage: Storage) -> None:
+    tenant = new_tenant(storage)
+    start = storage.api_keys_version()
+    key = make_key(storage, tenant, "one")
+    storage.touch_api_keys({key.id: LATER})
+    assert storage.api_keys_version() == start  # use is not a change callers must see
+    storage.revoke_api_key(key.prefix, LATER)
+    after_revoke = storage.api_keys_version()
+    assert after_revoke != start
+    other = make_key(storage, tenant, "two")
+    # By hand, bypassing the code: the database itself moves the version.
+    raw_sql(storage, f"UPDATE api_keys SET scopes = 'ingest,read' WHERE id = {other.id}")
+    assert storage.api_keys_version() not in (start, after_revoke)
 
 
 def test_touch_api_keys(storage: Storage) -> None:
@@ -595,21 +611,37 @@ def test_append_only_tables_refuse_changes(storage: Storage) -> None:
     assert len(storage.nodes(tenant_id, [(0, 0), (0, 1), (0, 2), (1, 0)])) == 4
 
 
-def test_entries_must_be_appended_in_order(storage: Storage) -> None:
-    for existing, index in [(0, 1), (3, 2), (3, 4), (3, 7)]:
+def test_a_checkpoint_covers_only_a_gap_free_log(storage: Storage) -> None:
+    for existing, index in [(0, 1), (3, 4), (3, 7)]:
         tenant_id = new_tenant(storage, f"t{existing}-{index}")
         append(storage, tenant_id, existing)
         with pytest.raises(INTEGRITY), storage.write() as tx:
             tx.insert_entries(tenant_id, [entry_row(index)])
-        with pytest.raises(INTEGRITY):  # nor behind the backend's back
-            raw_sql(
-                storage,
-                "INSERT INTO entries (tenant_id, idx, id, received_at, type, event_name, "
-                f"service, idempotency_key, entry, leaf) VALUES ({tenant_id}, {index}, 'raw', "
-                f"'now', 'info', 'e', 's', 'raw', {blob(storage, b'{}')}, "
-                f"{blob(storage, leaf_hash(b'{}'))})",
-            )
+            tx.insert_checkpoint(tenant_id, index + 1, b"\x01" * 32, "gap", LATER)
         assert [e.index for e in storage.entries(tenant_id, 0, 100)] == list(range(existing))
+        # Nor behind the backend's back: a row slipped in with no checkpoint is one that the
+        # next checkpoint refuses to cover, however it claims the tree grew.
+        raw_sql(
+            storage,
+            "INSERT INTO entries (tenant_id, idx, id, received_at, type, event_name, "
+            f"service, idempotency_key, entry, leaf) VALUES ({tenant_id}, {index}, "
+            f"'raw-{tenant_id}', 'now', 'info', 'e', 's', 'raw', {blob(storage, b'{}')}, "
+            f"{blob(storage, leaf_hash(b'{}'))})",
+        )
+        for claimed in (existing, existing + 1, index + 1):
+            with pytest.raises(INTEGRITY):
+                raw_sql(
+                    storage,
+                    "INSERT INTO checkpoints (tenant_id, size, root, note, created_at) VALUES "
+                    f"({tenant_id}, {claimed}, {blob(storage, b'r')}, 'n', 'now')",
+                )
+
+
+def test_an_entry_cannot_take_an_existing_place(storage: Storage) -> None:
+    tenant_id = new_tenant(storage)
+    append(storage, tenant_id, 3)
+    with pytest.raises(INTEGRITY), storage.write() as tx:
+        tx.insert_entries(tenant_id, [entry_row(2, "again")])
 
 
 def test_a_batch_with_a_gap_is_refused_whole(storage: Storage) -> None:
@@ -617,6 +649,7 @@ def test_a_batch_with_a_gap_is_refused_whole(storage: Storage) -> None:
     rows = [entry_row(i, f"k{i}") for i in (0, 1, 2, 4)]
     with pytest.raises(INTEGRITY), storage.write() as tx:
         tx.insert_entries(tenant_id, rows)
+        tx.insert_checkpoint(tenant_id, 5, b"\x01" * 32, "gap", LATER)
     assert list(storage.entries(tenant_id, 0, 10)) == []
 
 
@@ -786,8 +819,9 @@ def test_commit_after_a_swallowed_error_is_refused(storage: Storage) -> None:
     if _is_sqlite(storage):
         pytest.skip("SQLite lets a transaction go on after a failed statement")
     tenant_id = new_tenant(storage)
+    append(storage, tenant_id, 1)
     with pytest.raises(StorageError), storage.write() as tx:
         tx.create_tenant("lost", NOW)
         with pytest.raises(INTEGRITY):
-            tx.insert_entries(tenant_id, [entry_row(5)])
+            tx.insert_entries(tenant_id, [entry_row(0, "again")])  # that place is taken
     assert storage.get_tenant("lost") is None

@@ -26,6 +26,7 @@ from immutablelog.checkpoint import (
 )
 from immutablelog.entry import Submission, timestamp, validate_submission
 from immutablelog.ledger import keys
+from immutablelog.ledger.indexer import SearchIndexer
 from immutablelog.ledger.integrity import IntegrityReport, check_log
 from immutablelog.ledger.sequencer import AppendResult, CommitStats, Sequencer
 from immutablelog.ledger.storage import (
@@ -45,6 +46,8 @@ DEFAULT_LOG_NAME = "immutablelog"
 DEFAULT_TENANT = "default"
 #: The ``service`` of events the log records about itself.
 ADMIN_SERVICE = "immutablelog"
+#: Authenticated keys kept in memory per ledger (the cache is simply emptied when full).
+_LIVE_KEYS_CACHED = 10_000
 _TENANT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 CommitListener = Callable[[CommitStats], None]
@@ -113,6 +116,9 @@ class Ledger:
                 f"the signing key is named {signer.name!r} but this log is {self.log_name!r}",
             )
         self._commit_listeners: list[CommitListener] = []
+        self._indexer = SearchIndexer(storage)
+        self._live_keys: dict[bytes, ApiKey] = {}
+        self._keys_version = -1
         self._sequencer = Sequencer(
             storage,
             signer,
@@ -133,11 +139,14 @@ class Ledger:
         return cls(storage, signer, config)
 
     def start(self) -> None:
-        """Start the writer now (a server does, so search indexing runs before any write)."""
+        """Start the writer and the search indexer now (a server does, so that the search
+        index catches up before the first write)."""
         self._sequencer.start()
+        self._indexer.start()
 
     def close(self) -> None:
-        if self._sequencer.stop():
+        stopped = self._sequencer.stop()
+        if self._indexer.stop() and stopped:
             self.storage.close()
         else:
             # Closing connections under a live writer would crash it mid-commit; the process
@@ -154,6 +163,9 @@ class Ledger:
         self._commit_listeners.append(listener)
 
     def _committed(self, stats: CommitStats) -> None:
+        if stats.events:
+            self._indexer.start()  # a no-op once started
+            self._indexer.wake()
         for listener in self._commit_listeners:
             listener(stats)
 
@@ -220,11 +232,23 @@ class Ledger:
         if not keys.well_formed(presented):
             return None
         digest = keys.hash_api_key(presented)
-        record = self.storage.find_api_key(digest)
-        if record is None or record.revoked_at is not None:
-            return None
-        if not keys.same_hash(record.key_hash, digest):
-            return None
+        # Live keys are cached; the cache is dropped whenever the stored keys version moves
+        # (every revocation bumps it, by trigger). Read the version first: a key revoked
+        # after that read is then cached under a version that is already stale.
+        version = self.storage.api_keys_version()
+        if version != self._keys_version:
+            self._live_keys = {}
+            self._keys_version = version
+        record = self._live_keys.get(digest)
+        if record is None:
+            record = self.storage.find_api_key(digest)
+            if record is None or record.revoked_at is not None:
+                return None
+            if not keys.same_hash(record.key_hash, digest):
+                return None
+            if len(self._live_keys) >= _LIVE_KEYS_CACHED:
+                self._live_keys = {}
+            self._live_keys[digest] = record
         self._sequencer.record_key_use(record.id)
         return record
 

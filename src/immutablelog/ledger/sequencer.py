@@ -90,7 +90,6 @@ class _Request:
 
 
 _STOP = object()
-_SEARCH_SLICE = 20_000
 
 
 def _replayable(stored: StoredEntry) -> tuple[bytes, Accepted]:
@@ -229,9 +228,7 @@ class Sequencer:
             if group:
                 self._commit_group(group)
             if stopping or time.monotonic() >= next_maintenance:
-                # On the way out only record key use: the search index is derived data that
-                # the next start catches up on, and a large backlog would delay shutdown.
-                self._maintain(index=not stopping)
+                self._maintain()
                 next_maintenance = time.monotonic() + self._maintenance_interval
 
     def _fail_pending(self, error: BaseException) -> None:
@@ -243,7 +240,7 @@ class Sequencer:
             if isinstance(item, _Request) and not item.future.done():
                 item.future.set_exception(error)
 
-    def _maintain(self, *, index: bool = True) -> None:
+    def _maintain(self) -> None:
         with self._key_uses_lock:
             uses, self._key_uses = self._key_uses, {}
         try:
@@ -257,22 +254,6 @@ class Sequencer:
             _log_failure("recording API key use", exc)
             with self._key_uses_lock:
                 self._key_uses = {**uses, **self._key_uses}
-        if index:
-            self._index_search()
-
-    def _index_search(self) -> None:
-        """Bring the full-text index up to date in slices, once per maintenance tick.
-
-        Not after every commit: that would double the fsyncs of small commits. Under load it
-        indexes one slice a tick (more than the ledger can ingest in a second), and catches
-        up completely whenever no write is waiting.
-        """
-        try:
-            while self._storage.index_search(_SEARCH_SLICE) == _SEARCH_SLICE:
-                if not self._queue.empty():
-                    return
-        except Exception as exc:
-            _log_failure("search indexing", exc)
 
     def _commit_group(self, group: list[_Request]) -> None:
         started = time.perf_counter()
@@ -298,19 +279,22 @@ class Sequencer:
                 request.future.set_exception(exc)
             return
         self._frontiers.update(frontiers)
+        if self._on_commit is not None:
+            # Before the answers: whoever sees a 2xx also sees it counted.
+            sizes = {reqs[0].tenant.name: frontiers[tid].size for tid, reqs in by_tenant.items()}
+            stats = CommitStats(
+                sum(new_events.values()),
+                duplicates,
+                time.perf_counter() - started,
+                sizes,
+                new_events,
+            )
+            try:
+                self._on_commit(stats)
+            except Exception:  # a listener's bug must not withhold committed answers
+                logger.exception("a commit listener failed")
         for request in group:
             request.future.set_result(outcomes[id(request)])
-        if self._on_commit is not None:
-            sizes = {reqs[0].tenant.name: frontiers[tid].size for tid, reqs in by_tenant.items()}
-            self._on_commit(
-                CommitStats(
-                    sum(new_events.values()),
-                    duplicates,
-                    time.perf_counter() - started,
-                    sizes,
-                    new_events,
-                )
-            )
 
     def _frontier(self, tx: WriteTransaction, tenant_id: int, size: int) -> CompactRange:
         cached = self._frontiers.get(tenant_id)

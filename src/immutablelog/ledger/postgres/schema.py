@@ -8,8 +8,9 @@ where SQLite has FTS5 (unicode61). Words are split the same way and all must mat
 SQLite also folds diacritics ("cafe" finds "café"); PostgreSQL, without ``unaccent``, does not.
 
 Append-only is enforced by the database itself, not only by the code above it: entries,
-nodes and checkpoints refuse UPDATE, DELETE and TRUNCATE, an entry can only be inserted at
-the end of its tenant's log, and a checkpoint can never shrink the tree. The trigger
+nodes and checkpoints refuse UPDATE, DELETE and TRUNCATE, a checkpoint covers exactly a
+gap-free run of entries (checked once per commit, since version 2), and a checkpoint can never
+shrink the tree. The trigger
 functions name their tables schema-qualified (``{schema}`` is filled in at migration time),
 so a session with another ``search_path`` cannot point them at a different table.
 Violations raise SQLSTATE 23000 (an ``IntegrityError``, as SQLite's triggers do).
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # Arbitrary constants: the advisory lock every process takes while it checks or migrates the
 # schema, so several processes starting at once do not race on CREATE TABLE; and the one
@@ -179,4 +180,48 @@ CREATE TRIGGER checkpoints_grow BEFORE INSERT ON {schema}.checkpoints
     FOR EACH ROW EXECUTE FUNCTION {schema}.immutablelog_checkpoints_grow();
 """
     + "".join(_APPEND_ONLY.format(table=t) for t in ("entries", "nodes", "checkpoints")),
+    2: """
+-- Servers cache authenticated keys and drop the cache whenever this number moves, so a
+-- revocation (by any process or host, even by hand in SQL) takes effect on the next request.
+INSERT INTO {schema}.meta (key, value) VALUES ('api_keys_version', '0')
+    ON CONFLICT (key) DO NOTHING;
+CREATE FUNCTION {schema}.immutablelog_api_keys_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE {schema}.meta SET value = (value::bigint + 1)::text WHERE key = 'api_keys_version';
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER api_keys_changed
+    AFTER UPDATE OF tenant_id, key_hash, scopes, revoked_at OR DELETE ON {schema}.api_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.immutablelog_api_keys_changed();
+
+-- Contiguity is checked once per commit, when its checkpoint is inserted, instead of by a
+-- trigger per entry (as in SQLite: a row trigger is a large share of every append). The
+-- entries a checkpoint covers are exactly those appended since the previous checkpoint plus
+-- those it covered, with no gap and nothing beyond.
+DROP TRIGGER entries_contiguous ON {schema}.entries;
+DROP FUNCTION {schema}.immutablelog_entries_contiguous();
+CREATE FUNCTION {schema}.immutablelog_checkpoints_cover_entries() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    previous bigint := COALESCE((
+        SELECT c.size FROM {schema}.checkpoints c WHERE c.tenant_id = NEW.tenant_id
+        ORDER BY c.size DESC LIMIT 1), 0);
+BEGIN
+    IF EXISTS (SELECT 1 FROM {schema}.entries e
+               WHERE e.tenant_id = NEW.tenant_id AND e.idx >= NEW.size)
+        OR NEW.size - previous <> (SELECT count(*) FROM {schema}.entries e
+                                   WHERE e.tenant_id = NEW.tenant_id AND e.idx >= previous)
+    THEN
+        RAISE EXCEPTION 'a checkpoint must cover exactly the entries appended before it '
+            '(tenant %, size %)', NEW.tenant_id, NEW.size
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER checkpoints_cover_entries BEFORE INSERT ON {schema}.checkpoints
+    FOR EACH ROW EXECUTE FUNCTION {schema}.immutablelog_checkpoints_cover_entries();
+""",
 }

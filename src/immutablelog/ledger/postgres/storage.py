@@ -449,6 +449,10 @@ class PostgresStorage:
         )
         return api_key_from_row(rows[0]) if rows else None
 
+    def api_keys_version(self) -> int:
+        rows = self._query("SELECT value FROM meta WHERE key = 'api_keys_version'")
+        return int(rows[0][0]) if rows else 0
+
     def list_api_keys(self, tenant_id: int | None = None) -> list[ApiKey]:
         query = f"SELECT {API_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
         params: tuple[object, ...] = ()

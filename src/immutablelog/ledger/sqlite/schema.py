@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _APPEND_ONLY = """
 CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
@@ -62,8 +62,7 @@ CREATE INDEX entries_by_request_id ON entries (tenant_id, request_id, idx);
 CREATE INDEX entries_by_actor ON entries (tenant_id, actor, idx);
 CREATE INDEX entries_by_time ON entries (tenant_id, received_at);
 
--- Full-text search over payloads. Derived data, filled behind the writer by
--- the search indexer (meta key 'search_indexed_rowid'), so ingest never waits for it.
+-- Full-text search over payloads (moved to its own file by version 2).
 CREATE VIRTUAL TABLE entries_search USING fts5 (payload, content = '', tokenize = 'unicode61');
 
 -- Interior perfect-subtree hashes (level >= 1): (level, idx) covers leaves
@@ -99,4 +98,35 @@ WHEN NEW.size < COALESCE(
 BEGIN SELECT RAISE(ABORT, 'checkpoints must not shrink the tree'); END;
 """
     + "".join(_APPEND_ONLY.format(table=t) for t in ("entries", "nodes", "checkpoints")),
+    2: """
+-- Servers cache authenticated keys and drop the cache whenever this number moves, so a
+-- revocation (by any process, even by hand in SQL) takes effect on the next request.
+INSERT INTO meta (key, value) VALUES ('api_keys_version', '0') ON CONFLICT (key) DO NOTHING;
+CREATE TRIGGER api_keys_changed AFTER UPDATE OF tenant_id, key_hash, scopes, revoked_at
+ON api_keys
+BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'api_keys_version'; END;
+CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys
+BEGIN UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'api_keys_version'; END;
+
+-- Contiguity is checked once per commit, when its checkpoint is inserted, instead of per
+-- entry: any INSERT trigger on entries costs SQLite about a third of every append. What
+-- holds is the same for everything a checkpoint covers: the entries below its size are
+-- exactly those appended since the previous checkpoint plus those it covered, with no gap
+-- and nothing beyond. (A row slipped in without a checkpoint is covered by no signature,
+-- and the next checkpoint refuses to cover it.)
+DROP TRIGGER entries_contiguous;
+CREATE TRIGGER checkpoints_cover_entries BEFORE INSERT ON checkpoints
+WHEN EXISTS (SELECT 1 FROM entries WHERE tenant_id = NEW.tenant_id AND idx >= NEW.size)
+    OR NEW.size - COALESCE((SELECT size FROM checkpoints WHERE tenant_id = NEW.tenant_id
+                            ORDER BY size DESC LIMIT 1), 0)
+    != (SELECT COUNT(*) FROM entries WHERE tenant_id = NEW.tenant_id
+        AND idx >= COALESCE((SELECT size FROM checkpoints WHERE tenant_id = NEW.tenant_id
+                             ORDER BY size DESC LIMIT 1), 0))
+BEGIN SELECT RAISE(ABORT, 'a checkpoint must cover exactly the entries appended before it'); END;
+
+-- The full-text index moves to its own file (see SearchIndex): filling it then never
+-- takes the ledger's write lock, so it runs beside the writer instead of inside it.
+DROP TABLE entries_search;
+DELETE FROM meta WHERE key = 'search_indexed_rowid';
+""",
 }

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -147,6 +147,10 @@ class SQLiteStorage:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._lock_path = self.path.with_name(self.path.name + ".writer-lock")
+        #: The full-text index: derived data in a file of its own, so that filling it takes
+        #: that file's write lock, never the ledger's (deleting it only costs a rebuild).
+        self.search_path = self.path.with_name(self.path.stem + "-search.db")
+        self._search_lock_path = self.search_path.with_name(self.search_path.name + ".writer-lock")
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -177,6 +181,27 @@ class SQLiteStorage:
                 self._all.append(conn)
         return conn
 
+    @property
+    def _search_conn(self) -> sqlite3.Connection:
+        """This thread's connection to the ledger with the search file attached as ``search``.
+
+        Separate from :attr:`_conn`: ``BEGIN IMMEDIATE`` locks every attached file, so the
+        ledger's writer must never have the search file attached.
+        """
+        conn: sqlite3.Connection | None = getattr(self._local, "search_conn", None)
+        if conn is None:
+            conn = self._connect()
+            with self._file_lock(self._search_lock_path):
+                conn.execute("ATTACH DATABASE ? AS search", (str(self.search_path),))
+                conn.execute("PRAGMA search.journal_mode = WAL")
+                conn.executescript(_SEARCH_SCHEMA)
+            # Derived data: a commit lost to power loss is simply indexed again.
+            conn.execute("PRAGMA search.synchronous = NORMAL")
+            self._local.search_conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
     def close(self) -> None:
         with self._lock:
             conns, self._all = self._all, []
@@ -184,15 +209,19 @@ class SQLiteStorage:
             conn.close()
         self._local = threading.local()
 
-    @contextmanager
-    def _writer_lock(self) -> Iterator[None]:
+    def _writer_lock(self) -> AbstractContextManager[None]:
         """Queue writers of every process on a file lock before SQLite's own lock.
 
         SQLite's busy handler polls with sleeps of up to 100 ms, so processes contending for
         the write lock would wait far longer than a commit takes; a blocking ``flock`` wakes
         the next writer the moment the lock is released (and is released if a process dies).
         """
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._file_lock(self._lock_path)
+
+    @staticmethod
+    @contextmanager
+    def _file_lock(path: Path) -> Iterator[None]:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -298,6 +327,10 @@ class SQLiteStorage:
     def find_api_key(self, key_hash: bytes) -> ApiKey | None:
         return self._key_where("k.key_hash = ?", key_hash)
 
+    def api_keys_version(self) -> int:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'api_keys_version'").fetchone()
+        return int(row[0]) if row else 0
+
     def list_api_keys(self, tenant_id: int | None = None) -> list[ApiKey]:
         sql = f"SELECT {API_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
         params: tuple[object, ...] = ()
@@ -386,12 +419,16 @@ class SQLiteStorage:
             page = self._query_window(tenant_id, query)
             if len(page) == query.limit:
                 return page
-        return self._run_query(*_query_sql(tenant_id, query))
+        text = bool(query.text and query.text.split())
+        return self._run_query(*_query_sql(tenant_id, query), text=text)
 
-    def _run_query(self, sql: str, params: Sequence[object]) -> list[StoredEntry]:
+    def _run_query(
+        self, sql: str, params: Sequence[object], *, text: bool = False
+    ) -> list[StoredEntry]:
+        conn = self._search_conn if text else self._conn
         return [
             StoredEntry(idx, eid, received, bytes(data))
-            for idx, eid, received, data in self._conn.execute(sql, params)
+            for idx, eid, received, data in conn.execute(sql, params)
         ]
 
     def _query_window(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
@@ -419,31 +456,52 @@ class SQLiteStorage:
         )
 
     def index_search(self, limit: int) -> int:
-        with self.write() as tx:
-            conn = tx._conn
-            row = conn.execute(
-                "SELECT value FROM meta WHERE key = ?", (_SEARCH_PROGRESS,)
-            ).fetchone()
-            done = int(row[0]) if row else 0
-            top = conn.execute(
-                "SELECT MAX(rowid) FROM (SELECT rowid FROM entries WHERE rowid > ? "
-                "ORDER BY rowid LIMIT ?)",
-                (done, limit),
-            ).fetchone()[0]
-            if top is None:
-                return 0
-            cur = conn.execute(
-                "INSERT INTO entries_search (rowid, payload) "
-                "SELECT rowid, json_extract(entry, '$.payload') FROM entries "
-                "WHERE rowid > ? AND rowid <= ?",
-                (done, top),
-            )
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (_SEARCH_PROGRESS, str(top)),
-            )
-            return cur.rowcount
+        conn = self._search_conn
+        # A deferred BEGIN: reading the ledger takes a snapshot, writing takes only the
+        # search file's lock, so the ledger's writer is never held up.
+        with self._file_lock(self._search_lock_path):
+            conn.execute("BEGIN")
+            try:
+                indexed = self._index_slice(conn, limit)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return indexed
+
+    @staticmethod
+    def _index_slice(conn: sqlite3.Connection, limit: int) -> int:
+        meta = dict(conn.execute("SELECT key, value FROM search.meta").fetchall())
+        done = int(meta.get("indexed_rowid", 0))
+        if done:
+            row = conn.execute("SELECT id FROM main.entries WHERE rowid = ?", (done,)).fetchone()
+            if row is None or row[0] != meta.get("indexed_id"):
+                # The ledger file was replaced (by an older copy, say): start afresh rather
+                # than let old words point at the rowids of other entries.
+                conn.execute(
+                    "INSERT INTO search.entries_search (entries_search) VALUES ('delete-all')"
+                )
+                done = 0
+        # The last entry of this slice: the limit-th after the progress mark, else the newest.
+        last_of_slice = "SELECT rowid, id FROM main.entries WHERE rowid > ? ORDER BY rowid "
+        top = (
+            conn.execute(last_of_slice + "LIMIT 1 OFFSET ?", (done, limit - 1)).fetchone()
+            or conn.execute(last_of_slice + "DESC LIMIT 1", (done,)).fetchone()
+        )
+        if top is None:
+            return 0
+        cur = conn.execute(
+            "INSERT INTO search.entries_search (rowid, payload) "
+            "SELECT rowid, json_extract(entry, '$.payload') FROM main.entries "
+            "WHERE rowid > ? AND rowid <= ?",
+            (done, top[0]),
+        )
+        conn.executemany(
+            "INSERT INTO search.meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [("indexed_rowid", str(top[0])), ("indexed_id", top[1])],
+        )
+        return cur.rowcount
 
     def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None:
         row = self._conn.execute(
@@ -453,7 +511,11 @@ class SQLiteStorage:
         return StoredEntry(row[0], row[1], row[2], bytes(row[3])) if row else None
 
 
-_SEARCH_PROGRESS = "search_indexed_rowid"
+_SEARCH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS search.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS search.entries_search
+    USING fts5 (payload, content = '', tokenize = 'unicode61');
+"""
 #: How many of the newest rows a prefix query walks before it uses the event_name index.
 _PREFIX_WINDOW = 20_000
 
@@ -473,8 +535,8 @@ def _query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
         # ordering by the search rowid is ordering by idx. (An ``IN (SELECT … MATCH …)``
         # would collect every match of a common word before taking the newest few.)
         sql = (
-            "SELECT idx, id, received_at, entry FROM entries_search AS s "
-            "JOIN entries ON entries.rowid = s.rowid "
+            "SELECT idx, id, received_at, entry FROM search.entries_search AS s "
+            "JOIN main.entries AS entries ON entries.rowid = s.rowid "
             f"WHERE entries_search MATCH ? AND {' AND '.join(where)} "
             f"ORDER BY s.rowid {order} LIMIT ?"
         )

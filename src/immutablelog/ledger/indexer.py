@@ -1,0 +1,74 @@
+"""Full-text indexing behind the writer, on a thread of its own.
+
+The search index is derived data: ingest never waits for it, and queries with ``q`` see an
+event a moment after its 2xx. Filling it takes no lock the writer needs (SQLite keeps the
+index in its own file; PostgreSQL lets one process at a time fill it), so on a multi-core
+machine it runs beside the writer instead of taking turns with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from immutablelog.ledger.storage import Storage, StorageError
+
+logger = logging.getLogger(__name__)
+
+#: Entries indexed per transaction: small enough that stopping never waits long.
+_SLICE = 5_000
+
+
+class SearchIndexer:
+    """Keeps ``storage``'s search index up to date. Start once, stop once."""
+
+    def __init__(self, storage: Storage, *, interval: float = 0.5) -> None:
+        self._storage = storage
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._stopping.is_set():
+                self._thread = threading.Thread(
+                    target=self._run, name="immutablelog-search-indexer", daemon=True
+                )
+                self._thread.start()
+
+    def wake(self) -> None:
+        """New entries were committed: index them soon rather than at the next interval."""
+        self._wake.set()
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stop after the current slice; the backlog is indexed by the next start.
+
+        Returns whether the thread has ended.
+        """
+        with self._lock:
+            self._stopping.set()
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._catch_up()
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            # Let a few commits gather, so each index transaction is not one entry.
+            self._stopping.wait(min(0.05, self._interval))
+
+    def _catch_up(self) -> None:
+        try:
+            while not self._stopping.is_set() and self._storage.index_search(_SLICE) == _SLICE:
+                pass
+        except StorageError as exc:
+            logger.warning("search indexing failed; will retry: %s", exc)
+        except Exception:  # the indexer must outlive any failure
+            logger.exception("search indexing failed; will retry")

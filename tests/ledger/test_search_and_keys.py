@@ -1,0 +1,179 @@
+"""The ledger's caches and derived data: live API keys in memory, the search index in its
+own file (SQLite), and the schema upgrade that moved it there."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from immutablelog.entry import validate_submission
+from immutablelog.ledger import Ledger, LedgerConfig
+from immutablelog.ledger.sqlite import storage as sqlite_storage
+from immutablelog.ledger.sqlite.storage import SQLiteStorage
+from immutablelog.ledger.storage import EventQuery, Storage
+
+META = {"type": "info", "event_name": "e", "service": "s"}
+
+
+def event(n: int, word: str) -> Any:
+    return validate_submission(json.dumps({"n": n, "note": word}), META, f"key-{word}-{n}")
+
+
+def search(ledger: Ledger, text: str, wait: float = 10.0) -> list[int]:
+    """Indexes of matches, waiting up to ``wait`` s for the background indexer to find any."""
+    deadline = time.monotonic() + wait
+    tenant = ledger.tenant("default")
+    while True:
+        found = [e.index for e in ledger.query(tenant, EventQuery(text=text))]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+class CountingStorage:
+    """The real storage, counting how often keys are looked up."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self.lookups = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def find_api_key(self, key_hash: bytes) -> Any:
+        self.lookups += 1
+        return self._storage.find_api_key(key_hash)
+
+
+# --- API keys ----------------------------------------------------------------------------
+
+
+def test_a_live_key_is_looked_up_once(ledger: Ledger) -> None:
+    secret, _ = ledger.create_api_key("default", frozenset({"ingest"}))
+    counting = CountingStorage(ledger.storage)
+    ledger.storage = counting  # type: ignore[assignment]
+    for _ in range(5):
+        assert ledger.authenticate(secret) is not None
+    assert counting.lookups == 1
+    assert ledger.authenticate(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert counting.lookups == 2  # unknown keys are never cached
+
+
+def test_revocation_by_another_process_is_seen_on_the_next_request(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    secret, record = ledger.create_api_key("default", frozenset({"ingest"}))
+    assert ledger.authenticate(secret) is not None  # now cached
+    # A second ledger on the same data directory stands for the CLI in another process.
+    with Ledger.open(ledger.config) as other:
+        other.revoke_api_key(record.prefix)
+    assert ledger.authenticate(secret) is None
+
+
+def test_revocation_by_hand_in_sql_is_seen_too(ledger: Ledger) -> None:
+    secret, record = ledger.create_api_key("default", frozenset({"ingest"}))
+    keep, _ = ledger.create_api_key("default", frozenset({"ingest"}))
+    assert ledger.authenticate(secret) is not None
+    assert ledger.authenticate(keep) is not None
+    assert isinstance(ledger.storage, SQLiteStorage)
+    with closing(sqlite3.connect(ledger.storage.path)) as conn, conn:
+        conn.execute(
+            "UPDATE api_keys SET revoked_at = '2030-01-01T00:00:00.000000Z' WHERE id = ?",
+            (record.id,),
+        )
+    assert ledger.authenticate(secret) is None
+    assert ledger.authenticate(keep) is not None
+
+
+# --- the search index --------------------------------------------------------------------
+
+
+def test_the_indexer_fills_the_search_index_beside_the_writer(ledger: Ledger) -> None:
+    tenant = ledger.tenant("default")
+    ledger.append(tenant, [event(n, "zebra" if n % 2 else "okapi") for n in range(10)])
+    okapi = search(ledger, "okapi")
+    assert len(okapi) == 5
+    matched = [e for e in ledger.entries(tenant, 0, 20) if e.index in okapi]
+    assert all("okapi" in json.loads(e.data)["payload"] for e in matched)
+    assert isinstance(ledger.storage, SQLiteStorage)
+    assert ledger.storage.search_path.exists()
+    # The ledger file itself holds no search index.
+    with closing(sqlite3.connect(ledger.storage.path)) as conn, conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert not any(name.startswith("entries_search") for name in names)
+
+
+def test_a_deleted_search_file_is_rebuilt(tmp_path: Path) -> None:
+    config = LedgerConfig(data_dir=tmp_path / "d")
+    with Ledger.open(config) as ledger:
+        ledger.create_tenant("default")
+        ledger.append(ledger.tenant("default"), [event(1, "narwhal")])
+        assert len(search(ledger, "narwhal")) == 1
+        assert isinstance(ledger.storage, SQLiteStorage)
+        search_file = ledger.storage.search_path
+    for leftover in search_file.parent.glob(search_file.name + "*"):
+        leftover.unlink()
+    with Ledger.open(config) as ledger:
+        ledger.start()
+        assert len(search(ledger, "narwhal")) == 1
+
+
+def test_an_older_copy_of_the_ledger_does_not_inherit_newer_words(tmp_path: Path) -> None:
+    config = LedgerConfig(data_dir=tmp_path / "d")
+    backup = tmp_path / "backup.db"
+    with Ledger.open(config) as ledger:
+        ledger.create_tenant("default")
+        assert isinstance(ledger.storage, SQLiteStorage)
+        db = ledger.storage.path
+        with closing(sqlite3.connect(db)) as conn, closing(sqlite3.connect(backup)) as copy:
+            conn.backup(copy)
+        ledger.append(ledger.tenant("default"), [event(n, "quokka") for n in range(3)])
+        assert len(search(ledger, "quokka")) == 3
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    shutil.copy(backup, db)  # restored from before the quokkas
+    with Ledger.open(config) as ledger:
+        ledger.start()
+        ledger.append(ledger.tenant("default"), [event(n, "wombat") for n in range(3)])
+        assert len(search(ledger, "wombat")) == 3
+        assert search(ledger, "quokka", wait=1.0) == []
+
+
+def test_a_version_1_ledger_is_upgraded_and_its_payloads_searchable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = LedgerConfig(data_dir=tmp_path / "d")
+    with monkeypatch.context() as old_release:
+        old_release.setattr(sqlite_storage, "SCHEMA_VERSION", 1)
+        with Ledger.open(config) as ledger:
+            ledger.create_tenant("default")
+            ledger.append(ledger.tenant("default"), [event(n, "axolotl") for n in range(4)])
+            assert isinstance(ledger.storage, SQLiteStorage)
+            db, search_file = ledger.storage.path, ledger.storage.search_path
+    for leftover in search_file.parent.glob(search_file.name + "*"):
+        leftover.unlink()
+    with closing(sqlite3.connect(db)) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"entries_search", "entries_contiguous"} <= names  # what version 1 had
+    with Ledger.open(config) as ledger:
+        ledger.start()
+        assert len(search(ledger, "axolotl")) == 4
+        secret, record = ledger.create_api_key("default", frozenset({"read"}))
+        assert ledger.authenticate(secret) is not None
+        ledger.revoke_api_key(record.prefix)
+        assert ledger.authenticate(secret) is None
+        ledger.append(ledger.tenant("default"), [event(9, "later")])
+        assert ledger.check_integrity(ledger.tenant("default")).valid
+    with closing(sqlite3.connect(db)) as conn:
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert version == ("2",)
+    assert "entries_search" not in names and "entries_contiguous" not in names
+    assert {"api_keys_changed", "checkpoints_cover_entries"} <= names
