@@ -167,8 +167,9 @@ def bench_raw_sqlite(root: Path, rows: _RawRows, batch: int, *, ledger_schema: b
 
     The plain variant is the quoted baseline: a rowid table with the same columns and bytes,
     no index. The ledger-schema variant adds what the ledger's storage must do per commit
-    (primary key, id and idempotency-key indexes, the contiguity trigger, tree nodes and a
-    checkpoint row) but none of its Python work: it is the floor for the server's write path.
+    (primary key, the indexes kept on the write path, tree nodes and a checkpoint row whose
+    trigger checks contiguity) but none of its Python work: it is the floor for the server's
+    write path. (The search file the indexer fills beside it is not part of the floor.)
     """
     path = root / ("raw-ledger-schema.db" if ledger_schema else "raw-plain.db")
     if ledger_schema:

@@ -136,3 +136,16 @@ def test_entry_ids_are_uuid7_ordered_by_time() -> None:
         assert str(parsed) == value
         assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
     assert first < second
+
+
+def test_a_batch_of_entry_ids_is_distinct_uuid7_of_one_millisecond() -> None:
+    import uuid
+
+    from immutablelog.entry import new_entry_ids
+
+    ids = new_entry_ids(500)
+    assert len(set(ids)) == 500
+    parsed = [uuid.UUID(value) for value in ids]
+    assert all(p.version == 7 and p.variant == uuid.RFC_4122 for p in parsed)
+    assert len({p.int >> 80 for p in parsed}) == 1  # one timestamp
+    assert new_entry_ids(0) == []

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from immutablelog.entry import validate_submission
-from immutablelog.ledger import Ledger, LedgerConfig
+from immutablelog.ledger import Accepted, KeyRevoked, Ledger, LedgerConfig
 from immutablelog.ledger.sqlite import storage as sqlite_storage
 from immutablelog.ledger.sqlite.storage import SQLiteStorage
 from immutablelog.ledger.storage import EventQuery, Storage
@@ -177,3 +177,43 @@ def test_a_version_1_ledger_is_upgraded_and_its_payloads_searchable(
     assert version == ("2",)
     assert "entries_search" not in names and "entries_contiguous" not in names
     assert {"api_keys_changed", "checkpoints_cover_entries"} <= names
+
+
+def test_an_ingest_key_revoked_after_authentication_is_refused_at_commit(
+    ledger: Ledger,
+) -> None:
+    secret, record = ledger.create_api_key("default", frozenset({"ingest"}))
+    other_secret, _ = ledger.create_api_key("default", frozenset({"ingest"}))
+    key = ledger.authenticate(secret, checked_at_commit=True)
+    other = ledger.authenticate(other_secret, checked_at_commit=True)
+    assert key is not None and other is not None
+    tenant = ledger.tenant("default")
+    with Ledger.open(ledger.config) as elsewhere:  # the CLI, in another process
+        elsewhere.revoke_api_key(record.prefix)
+    size = ledger.checkpoint(tenant).size
+    # The cache still holds the key, so authentication alone would pass ...
+    assert ledger.authenticate(secret, checked_at_commit=True) == key
+    refused = ledger.submit(tenant, [event(1, "late")], key)
+    kept = ledger.submit(tenant, [event(2, "fine")], other)
+    with pytest.raises(KeyRevoked):
+        refused.result(10)
+    (accepted,) = kept.result(10)
+    # ... but the commit refused its event and wrote nothing of it.
+    assert isinstance(accepted, Accepted) and accepted.index == size
+    assert ledger.checkpoint(tenant).size == size + 1
+    assert ledger.authenticate(secret, checked_at_commit=True) is None  # cache forgotten
+
+
+def test_a_key_that_lost_the_ingest_scope_is_refused_at_commit(ledger: Ledger) -> None:
+    secret, record = ledger.create_api_key("default", frozenset({"ingest", "read"}))
+    key = ledger.authenticate(secret, checked_at_commit=True)
+    assert key is not None
+    assert isinstance(ledger.storage, SQLiteStorage)
+    with closing(sqlite3.connect(ledger.storage.path)) as conn, conn:
+        conn.execute("UPDATE api_keys SET scopes = 'read' WHERE id = ?", (record.id,))
+    tenant = ledger.tenant("default")
+    (written,) = ledger.append(tenant, [event(1, "x")])  # no key given: nothing to check
+    assert isinstance(written, Accepted)
+    with pytest.raises(KeyRevoked):
+        ledger.submit(tenant, [event(2, "y")], key).result(10)
+    assert ledger.checkpoint(tenant).size == written.index + 1

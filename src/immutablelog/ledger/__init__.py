@@ -7,7 +7,13 @@ from immutablelog.ledger.ledger import (
     LedgerConfig,
     LedgerError,
 )
-from immutablelog.ledger.sequencer import Accepted, AppendResult, LedgerClosed, Rejected
+from immutablelog.ledger.sequencer import (
+    Accepted,
+    AppendResult,
+    KeyRevoked,
+    LedgerClosed,
+    Rejected,
+)
 from immutablelog.ledger.storage import ApiKey, Storage, StorageError, Tenant
 
 __all__ = [
@@ -16,6 +22,7 @@ __all__ = [
     "Accepted",
     "ApiKey",
     "AppendResult",
+    "KeyRevoked",
     "Ledger",
     "LedgerClosed",
     "LedgerConfig",

@@ -126,6 +126,7 @@ class Ledger:
             max_batch_events=self.config.max_batch_events,
             idempotency_retention=self.config.idempotency_retention,
             on_commit=self._committed,
+            on_key_refused=self._forget_keys,
         )
 
     @classmethod
@@ -168,6 +169,11 @@ class Ledger:
             self._indexer.wake()
         for listener in self._commit_listeners:
             listener(stats)
+
+    def _forget_keys(self, key_id: int) -> None:
+        """A commit found this cached key revoked: authenticate from the database again."""
+        self._live_keys = {}
+        self._keys_version = -1
 
     # tenants ---------------------------------------------------------------------------
     def origin(self, tenant: Tenant) -> str:
@@ -227,18 +233,24 @@ class Ledger:
         self.record_admin_event(tenant, "immutablelog.key.revoked", {"key": prefix}).result()
         return revoked
 
-    def authenticate(self, presented: str) -> ApiKey | None:
-        """The live key behind a presented secret, or None (unknown, malformed or revoked)."""
+    def authenticate(self, presented: str, *, checked_at_commit: bool = False) -> ApiKey | None:
+        """The live key behind a presented secret, or None (unknown, malformed or revoked).
+
+        Live keys are cached. The cache is dropped whenever the stored keys version moves
+        (every revocation bumps it, by trigger), which costs one small read per call; with
+        ``checked_at_commit`` even that is skipped, because the caller passes the key to
+        :meth:`submit`, whose commit re-checks it exactly.
+        """
         if not keys.well_formed(presented):
             return None
         digest = keys.hash_api_key(presented)
-        # Live keys are cached; the cache is dropped whenever the stored keys version moves
-        # (every revocation bumps it, by trigger). Read the version first: a key revoked
-        # after that read is then cached under a version that is already stale.
-        version = self.storage.api_keys_version()
-        if version != self._keys_version:
-            self._live_keys = {}
-            self._keys_version = version
+        if not checked_at_commit:
+            # Read the version first: a key revoked after that read is then cached under a
+            # version that is already stale.
+            version = self.storage.api_keys_version()
+            if version != self._keys_version:
+                self._live_keys = {}
+                self._keys_version = version
         record = self._live_keys.get(digest)
         if record is None:
             record = self.storage.find_api_key(digest)
@@ -254,10 +266,14 @@ class Ledger:
 
     # writing ---------------------------------------------------------------------------
     def submit(
-        self, tenant: Tenant, submissions: Sequence[Submission]
+        self, tenant: Tenant, submissions: Sequence[Submission], key: ApiKey | None = None
     ) -> Future[list[AppendResult]]:
-        """Queue submissions for the next group commit; the future resolves once durable."""
-        return self._sequencer.submit(tenant, submissions)
+        """Queue submissions for the next group commit; the future resolves once durable.
+
+        With ``key``, the commit refuses them (:class:`KeyRevoked`) if that key can no longer
+        ingest by then.
+        """
+        return self._sequencer.submit(tenant, submissions, None if key is None else key.id)
 
     def append(
         self, tenant: Tenant, submissions: Sequence[Submission], timeout: float | None = 60.0

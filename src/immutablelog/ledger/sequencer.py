@@ -30,7 +30,7 @@ from immutablelog.entry import (
     decode_entry,
     encode_entry,
     fingerprint_of,
-    new_entry_id,
+    new_entry_ids,
     payload_hash,
     timestamp,
 )
@@ -49,6 +49,11 @@ logger = logging.getLogger(__name__)
 
 class LedgerClosed(RuntimeError):
     """The sequencer is stopping or stopped; nothing more is accepted."""
+
+
+class KeyRevoked(RuntimeError):
+    """The API key a request was authenticated with was revoked (or lost its ``ingest``
+    scope) before the request could be committed; nothing of it was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,7 @@ class CommitStats:
 class _Request:
     tenant: Tenant
     submissions: Sequence[Submission]
+    key_id: int | None = None  # the ingest key it came with, re-checked at commit
     future: Future[list[AppendResult]] = field(default_factory=Future)
 
 
@@ -130,6 +136,7 @@ class Sequencer:
         max_batch_events: int = 10_000,
         idempotency_retention: timedelta = timedelta(hours=24),
         on_commit: Callable[[CommitStats], None] | None = None,
+        on_key_refused: Callable[[int], None] | None = None,
         maintenance_interval: float = 1.0,
     ) -> None:
         self._storage = storage
@@ -138,6 +145,7 @@ class Sequencer:
         self._max_batch = max_batch_events
         self._retention = idempotency_retention
         self._on_commit = on_commit
+        self._on_key_refused = on_key_refused
         self._maintenance_interval = maintenance_interval
         self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
         self._frontiers: dict[int, CompactRange] = {}
@@ -181,9 +189,11 @@ class Sequencer:
         return True
 
     def submit(
-        self, tenant: Tenant, submissions: Sequence[Submission]
+        self, tenant: Tenant, submissions: Sequence[Submission], key_id: int | None = None
     ) -> Future[list[AppendResult]]:
-        request = _Request(tenant, submissions)
+        """Queue for the next group commit. With ``key_id``, the commit first checks that
+        this key may still ingest (else the future fails with :class:`KeyRevoked`)."""
+        request = _Request(tenant, submissions, key_id)
         with self._state_lock:
             if self._closed:
                 raise LedgerClosed("the ledger is shutting down")
@@ -264,8 +274,10 @@ class Sequencer:
         frontiers: dict[int, CompactRange] = {}
         new_events: dict[str, int] = {}
         duplicates = 0
+        refused: list[_Request] = []
         try:
             with self._storage.write() as tx:
+                refused = self._refuse_revoked_keys(tx, group, by_tenant)
                 for tenant_id, requests in by_tenant.items():
                     rng, n_new, n_dup = self._append_tenant(tx, requests, outcomes)
                     frontiers[tenant_id] = rng
@@ -278,6 +290,8 @@ class Sequencer:
             for request in group:
                 request.future.set_exception(exc)
             return
+        for request in refused:
+            request.future.set_exception(KeyRevoked("the API key was revoked"))
         self._frontiers.update(frontiers)
         if self._on_commit is not None:
             # Before the answers: whoever sees a 2xx also sees it counted.
@@ -294,7 +308,31 @@ class Sequencer:
             except Exception:  # a listener's bug must not withhold committed answers
                 logger.exception("a commit listener failed")
         for request in group:
-            request.future.set_result(outcomes[id(request)])
+            if id(request) in outcomes:
+                request.future.set_result(outcomes[id(request)])
+
+    def _refuse_revoked_keys(
+        self,
+        tx: WriteTransaction,
+        group: list[_Request],
+        by_tenant: dict[int, list[_Request]],
+    ) -> list[_Request]:
+        """Take out of this commit the requests whose key was revoked since it was
+        authenticated (the server authenticates from a cache; this is the exact check, one
+        indexed read per commit inside its transaction)."""
+        key_ids = {r.key_id for r in group if r.key_id is not None}
+        if not key_ids:
+            return []
+        live = tx.live_keys(key_ids, "ingest")
+        refused = [r for r in group if r.key_id is not None and r.key_id not in live]
+        for request in refused:
+            by_tenant[request.tenant.id].remove(request)
+            if not by_tenant[request.tenant.id]:
+                del by_tenant[request.tenant.id]
+        if refused and self._on_key_refused is not None:
+            for key_id in key_ids - live:
+                self._on_key_refused(key_id)
+        return refused
 
     def _frontier(self, tx: WriteTransaction, tenant_id: int, size: int) -> CompactRange:
         cached = self._frontiers.get(tenant_id)
@@ -317,6 +355,7 @@ class Sequencer:
         known = tx.find_by_idempotency_key(tenant.id, keys, timestamp(now - self._retention))
         seen = {key: _replayable(stored) for key, stored in known.items()}
         received_at = timestamp(now)
+        fresh_ids = iter(new_entry_ids(sum(len(r.submissions) for r in requests)))
         rows: list[NewEntry] = []
         nodes: list[tuple[tuple[int, int], bytes]] = []
         n_dup = 0
@@ -338,7 +377,7 @@ class Sequencer:
                         results.append(replace(accepted, duplicate=True))
                     continue
                 index = rng.size
-                entry_id = new_entry_id()
+                entry_id = next(fresh_ids)
                 entry = build_entry(
                     sub,
                     tenant=tenant.name,

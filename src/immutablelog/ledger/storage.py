@@ -8,7 +8,7 @@ backend cannot get them wrong and a new backend needs no change anywhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -192,30 +192,38 @@ class EventQuery:
 _MAX_CHAR = "\U0010ffff"
 
 
-def event_filters(tenant_id: int, query: EventQuery, mark: str) -> tuple[list[str], list[object]]:
+def event_filters(
+    tenant_id: int, query: EventQuery, mark: str, table: str = ""
+) -> tuple[list[str], list[object]]:
     """The WHERE terms of an event query that every backend shares, with ``mark`` as the
-    parameter placeholder; a backend adds its own full-text term, order and limit."""
-    where = [f"tenant_id = {mark}"]
+    parameter placeholder and ``table`` (``"e."``, say) qualifying the columns; a backend
+    adds its own full-text term, order and limit."""
+    where = [f"{table}tenant_id = {mark}"]
     params: list[object] = [tenant_id]
     for column in ("service", "env", "type", "event_name", "request_id", "actor"):
         value = getattr(query, column)
         if value is not None:
-            where.append(f"{column} = {mark}")
+            where.append(f"{table}{column} = {mark}")
             params.append(value)
     if query.event_name_prefix:
-        # A range, not LIKE: no escaping, and it uses the (tenant_id, event_name) index.
-        where.append(f"event_name >= {mark} AND event_name < {mark}")
-        params += (query.event_name_prefix, query.event_name_prefix + _MAX_CHAR)
+        where.append(f"{table}event_name >= {mark} AND {table}event_name < {mark}")
+        params += prefix_range(query.event_name_prefix)
     if query.since is not None:
-        where.append(f"received_at >= {mark}")
+        where.append(f"{table}received_at >= {mark}")
         params.append(query.since)
     if query.until is not None:
-        where.append(f"received_at < {mark}")
+        where.append(f"{table}received_at < {mark}")
         params.append(query.until)
     if query.after_index is not None:
-        where.append(f"idx < {mark}" if query.descending else f"idx > {mark}")
+        where.append(f"{table}idx < {mark}" if query.descending else f"{table}idx > {mark}")
         params.append(query.after_index)
     return where, params
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """Bounds of the strings starting with ``prefix``: a range, not LIKE, so that no
+    character needs escaping and an index on the column serves it."""
+    return prefix, prefix + _MAX_CHAR
 
 
 class WriteTransaction(Protocol):
@@ -235,6 +243,10 @@ class WriteTransaction(Protocol):
         self, tenant_id: int, keys: Sequence[str], received_since: str
     ) -> dict[str, StoredEntry]:
         """For each key, the newest entry carrying it received at or after ``received_since``."""
+        ...
+
+    def live_keys(self, key_ids: Collection[int], scope: str) -> set[int]:
+        """Those of ``key_ids`` that are unrevoked and hold ``scope``, as of this transaction."""
         ...
 
     def insert_entries(self, tenant_id: int, rows: Sequence[NewEntry]) -> None: ...

@@ -17,8 +17,15 @@ from immutablelog.entry import (
     Submission,
     validate_submission,
 )
-from immutablelog.ledger import Accepted, AppendResult, Ledger, LedgerClosed, Rejected
-from immutablelog.server.auth import require_key
+from immutablelog.ledger import (
+    Accepted,
+    AppendResult,
+    KeyRevoked,
+    Ledger,
+    LedgerClosed,
+    Rejected,
+)
+from immutablelog.server.auth import CHALLENGE, require_key
 from immutablelog.server.errors import ApiError, JSONResponse, error_body
 
 MAX_EVENT_BODY_BYTES: Final = 128 * 1024
@@ -119,10 +126,14 @@ def _result_body(result: AppendResult) -> dict[str, Any]:
 async def _commit(
     ledger: Ledger, request: Request, submissions: list[Submission]
 ) -> list[AppendResult]:
-    _, tenant = request.state.auth
+    key, tenant = request.state.auth
     try:
-        future = ledger.submit(tenant, submissions)
+        future = ledger.submit(tenant, submissions, key)
         return await asyncio.wrap_future(future)
+    except KeyRevoked:
+        raise ApiError(
+            401, "invalid_api_key", "the API key is unknown or revoked", headers=CHALLENGE
+        ) from None
     except LedgerClosed:
         raise ApiError(
             503, "shutting_down", "the server is shutting down; retry", headers=_RETRY_AFTER

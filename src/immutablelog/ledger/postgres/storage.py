@@ -16,7 +16,7 @@ with 503; constraint violations surface as psycopg's ``IntegrityError``, as SQLi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -185,6 +185,15 @@ class _Transaction:
 
     def nodes(self, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
         return _select_nodes(self._fetch, tenant_id, ids)
+
+    def live_keys(self, key_ids: Collection[int], scope: str) -> set[int]:
+        if not key_ids:
+            return set()
+        rows = self._conn.execute(
+            "SELECT id, scopes FROM api_keys WHERE id = ANY(%s::int8[]) AND revoked_at IS NULL",
+            (list(key_ids),),
+        )
+        return {int(kid) for kid, scopes in rows if scope in str(scopes).split(",")}
 
     def find_by_idempotency_key(
         self, tenant_id: int, keys: Sequence[str], received_since: str

@@ -124,8 +124,13 @@ WHEN EXISTS (SELECT 1 FROM entries WHERE tenant_id = NEW.tenant_id AND idx >= NE
                              ORDER BY size DESC LIMIT 1), 0))
 BEGIN SELECT RAISE(ABORT, 'a checkpoint must cover exactly the entries appended before it'); END;
 
--- The full-text index moves to its own file (see SearchIndex): filling it then never
--- takes the ledger's write lock, so it runs beside the writer instead of inside it.
+-- The full-text index, and the lookups by event name, request id and actor (random keys,
+-- the costliest indexes to keep on every append, and the ones that slowed appends as the
+-- log grew), move to a derived file of their own: filling it never takes the ledger's
+-- write lock, so it runs beside the writer instead of inside it (see SQLiteStorage).
+DROP INDEX entries_by_event_name;
+DROP INDEX entries_by_request_id;
+DROP INDEX entries_by_actor;
 DROP TABLE entries_search;
 DELETE FROM meta WHERE key = 'search_indexed_rowid';
 """,

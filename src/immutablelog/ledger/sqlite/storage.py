@@ -11,7 +11,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -32,6 +32,7 @@ from immutablelog.ledger.storage import (
     Tenant,
     api_key_from_row,
     event_filters,
+    prefix_range,
 )
 from immutablelog.merkle import NodeID
 
@@ -117,6 +118,17 @@ class _Transaction:
                 if key not in found or found[key].index < idx:
                     found[key] = StoredEntry(idx, eid, received, bytes(data))
         return found
+
+    def live_keys(self, key_ids: Collection[int], scope: str) -> set[int]:
+        ids = list(key_ids)
+        if not ids:
+            return set()
+        rows = self._conn.execute(
+            f"SELECT id, scopes FROM api_keys WHERE id IN ({','.join('?' * len(ids))}) "
+            "AND revoked_at IS NULL",
+            ids,
+        )
+        return {int(kid) for kid, scopes in rows if scope in scopes.split(",")}
 
     def insert_entries(self, tenant_id: int, rows: Sequence[NewEntry]) -> None:
         marks = ", ".join("?" * len(ENTRY_COLUMNS))
@@ -419,17 +431,45 @@ class SQLiteStorage:
             page = self._query_window(tenant_id, query)
             if len(page) == query.limit:
                 return page
-        text = bool(query.text and query.text.split())
-        return self._run_query(*_query_sql(tenant_id, query), text=text)
+        if query.text and query.text.split():
+            return self._run_query(*_text_query_sql(tenant_id, query), conn=self._search_conn)
+        if _lookup_driver(query) is not None:
+            return self._query_lookup(tenant_id, query)
+        return self._run_query(*_query_sql(tenant_id, query))
 
     def _run_query(
-        self, sql: str, params: Sequence[object], *, text: bool = False
+        self, sql: str, params: Sequence[object], conn: sqlite3.Connection | None = None
     ) -> list[StoredEntry]:
-        conn = self._search_conn if text else self._conn
         return [
             StoredEntry(idx, eid, received, bytes(data))
-            for idx, eid, received, data in conn.execute(sql, params)
+            for idx, eid, received, data in (conn or self._conn).execute(sql, params)
         ]
+
+    def _query_lookup(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
+        """Filters by event name, request id or actor: the search file's lookup table for
+        entries it covers, plus a scan of the few newest entries it does not cover yet."""
+        conn = self._search_conn
+        conn.execute("BEGIN")  # one snapshot for the progress mark and both parts
+        try:
+            row = conn.execute(
+                "SELECT value FROM search.meta WHERE key = 'indexed_rowid'"
+            ).fetchone()
+            covered = int(row[0]) if row else 0
+            # Within a tenant rowids grow with idx, so every uncovered entry comes after
+            # every covered one.
+            tail = _tail_sql(tenant_id, query, covered)
+            looked_up = _lookup_sql(tenant_id, query, covered)
+            if query.descending:
+                page = self._run_query(*tail(query.limit), conn=conn)
+                if len(page) < query.limit:
+                    page += self._run_query(*looked_up(query.limit - len(page)), conn=conn)
+            else:
+                page = self._run_query(*looked_up(query.limit), conn=conn)
+                if len(page) < query.limit:
+                    page += self._run_query(*tail(query.limit - len(page)), conn=conn)
+            return page
+        finally:
+            conn.execute("COMMIT")
 
     def _query_window(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
         where, params = event_filters(tenant_id, query, "?")
@@ -481,6 +521,7 @@ class SQLiteStorage:
                 conn.execute(
                     "INSERT INTO search.entries_search (entries_search) VALUES ('delete-all')"
                 )
+                conn.execute("DELETE FROM search.lookup")
                 done = 0
         # The last entry of this slice: the limit-th after the progress mark, else the newest.
         last_of_slice = "SELECT rowid, id FROM main.entries WHERE rowid > ? ORDER BY rowid "
@@ -493,6 +534,12 @@ class SQLiteStorage:
         cur = conn.execute(
             "INSERT INTO search.entries_search (rowid, payload) "
             "SELECT rowid, json_extract(entry, '$.payload') FROM main.entries "
+            "WHERE rowid > ? AND rowid <= ?",
+            (done, top[0]),
+        )
+        conn.execute(
+            "INSERT INTO search.lookup (entry_rowid, tenant_id, event_name, request_id, actor) "
+            "SELECT rowid, tenant_id, event_name, request_id, actor FROM main.entries "
             "WHERE rowid > ? AND rowid <= ?",
             (done, top[0]),
         )
@@ -511,11 +558,25 @@ class SQLiteStorage:
         return StoredEntry(row[0], row[1], row[2], bytes(row[3])) if row else None
 
 
+#: The derived file: full-text index and lookups by random-valued columns, keyed by the
+#: entries' rowids; 'indexed_rowid' (and that entry's id) marks how far it covers the ledger.
 _SEARCH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS search.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS search.entries_search
     USING fts5 (payload, content = '', tokenize = 'unicode61');
+CREATE TABLE IF NOT EXISTS search.lookup (
+    entry_rowid INTEGER PRIMARY KEY,
+    tenant_id INTEGER NOT NULL,
+    event_name TEXT NOT NULL,
+    request_id TEXT,
+    actor TEXT
+);
+CREATE INDEX IF NOT EXISTS search.lookup_by_event_name ON lookup (tenant_id, event_name);
+CREATE INDEX IF NOT EXISTS search.lookup_by_request_id ON lookup (tenant_id, request_id);
+CREATE INDEX IF NOT EXISTS search.lookup_by_actor ON lookup (tenant_id, actor);
 """
+#: The most selective lookup first: it drives the walk, the others filter.
+_LOOKUP_DRIVERS = ("request_id", "actor", "event_name", "event_name_prefix")
 #: How many of the newest rows a prefix query walks before it uses the event_name index.
 _PREFIX_WINDOW = 20_000
 
@@ -529,25 +590,81 @@ def _fts_phrase(text: str) -> str:
 def _query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
     where, params = event_filters(tenant_id, query, "?")
     order = "DESC" if query.descending else "ASC"
-    if query.text and query.text.split():
-        # Let the full-text index drive, newest match first, and stop at the limit: the
-        # entries' rowids grow in index order within a tenant (append-only, contiguous), so
-        # ordering by the search rowid is ordering by idx. (An ``IN (SELECT … MATCH …)``
-        # would collect every match of a common word before taking the newest few.)
-        sql = (
-            "SELECT idx, id, received_at, entry FROM search.entries_search AS s "
-            "JOIN main.entries AS entries ON entries.rowid = s.rowid "
-            f"WHERE entries_search MATCH ? AND {' AND '.join(where)} "
-            f"ORDER BY s.rowid {order} LIMIT ?"
-        )
-        params.insert(0, _fts_phrase(query.text))
+    sql = (
+        f"SELECT idx, id, received_at, entry FROM entries WHERE {' AND '.join(where)} "
+        f"ORDER BY idx {order} LIMIT ?"
+    )
+    return sql, [*params, query.limit]
+
+
+def _text_query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
+    """Let the full-text index drive, newest match first, and stop at the limit: the
+    entries' rowids grow in index order within a tenant (append-only, contiguous), so
+    ordering by the search rowid is ordering by idx. (An ``IN (SELECT … MATCH …)`` would
+    collect every match of a common word before taking the newest few.)"""
+    assert query.text
+    where, params = event_filters(tenant_id, query, "?", "e.")
+    order = "DESC" if query.descending else "ASC"
+    sql = (
+        "SELECT e.idx, e.id, e.received_at, e.entry FROM search.entries_search AS s "
+        "JOIN main.entries AS e ON e.rowid = s.rowid "
+        f"WHERE entries_search MATCH ? AND {' AND '.join(where)} "
+        f"ORDER BY s.rowid {order} LIMIT ?"
+    )
+    return sql, [_fts_phrase(query.text), *params, query.limit]
+
+
+def _lookup_driver(query: EventQuery) -> str | None:
+    return next((name for name in _LOOKUP_DRIVERS if getattr(query, name)), None)
+
+
+_Sql = Callable[[int], tuple[str, list[object]]]
+
+
+def _tail_sql(tenant_id: int, query: EventQuery, covered: int) -> _Sql:
+    """The matching entries that the lookup table does not cover yet (rowid > covered)."""
+    where, params = event_filters(tenant_id, query, "?", "e.")
+    order = "DESC" if query.descending else "ASC"
+    # NOT INDEXED: walk the rowid range, never a whole tenant's index.
+    sql = (
+        "SELECT e.idx, e.id, e.received_at, e.entry FROM main.entries AS e NOT INDEXED "
+        f"WHERE e.rowid > ? AND {' AND '.join(where)} ORDER BY e.idx {order} LIMIT ?"
+    )
+    return lambda limit: (sql, [covered, *params, limit])
+
+
+def _lookup_sql(tenant_id: int, query: EventQuery, covered: int) -> _Sql:
+    """The matching entries the lookup table covers, walked in rowid (= idx) order on the
+    most selective lookup index; every filter is checked again on the entry itself."""
+    driver = _lookup_driver(query)
+    assert driver is not None
+    where = ["l.tenant_id = ?", "l.entry_rowid <= ?"]
+    params: list[object] = [tenant_id, covered]
+    if driver == "event_name_prefix":
+        assert query.event_name_prefix is not None
+        where.append("l.event_name >= ? AND l.event_name < ?")
+        params += prefix_range(query.event_name_prefix)
+        index = "lookup_by_event_name"
     else:
-        sql = (
-            f"SELECT idx, id, received_at, entry FROM entries WHERE {' AND '.join(where)} "
-            f"ORDER BY idx {order} LIMIT ?"
+        where.append(f"l.{driver} = ?")
+        params.append(getattr(query, driver))
+        index = f"lookup_by_{driver}"
+    if query.after_index is not None:
+        # The cursor as a rowid bound, so that a later page starts where the last one ended.
+        bound = "9223372036854775807" if query.descending else "-1"
+        where.append(
+            f"l.entry_rowid {'<' if query.descending else '>'} COALESCE((SELECT rowid FROM "
+            f"main.entries WHERE tenant_id = ? AND idx = ?), {bound})"
         )
-    params.append(query.limit)
-    return sql, params
+        params += (tenant_id, query.after_index)
+    filters, filter_params = event_filters(tenant_id, query, "?", "e.")
+    order = "DESC" if query.descending else "ASC"
+    sql = (
+        f"SELECT e.idx, e.id, e.received_at, e.entry FROM search.lookup AS l INDEXED BY {index} "
+        "JOIN main.entries AS e ON e.rowid = l.entry_rowid "
+        f"WHERE {' AND '.join(where + filters)} ORDER BY l.entry_rowid {order} LIMIT ?"
+    )
+    return lambda limit: (sql, [*params, *filter_params, limit])
 
 
 def _split_sql(script: str) -> list[str]:
