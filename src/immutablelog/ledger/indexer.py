@@ -16,7 +16,7 @@ from immutablelog.ledger.storage import Storage, StorageError
 logger = logging.getLogger(__name__)
 
 #: Entries indexed per transaction: small enough that stopping never waits long.
-_SLICE = 5_000
+_SLICE = 10_000
 
 
 class SearchIndexer:

@@ -38,6 +38,7 @@ from immutablelog.merkle import NodeID
 
 T = TypeVar("T")
 _BUSY_TIMEOUT_MS = 30_000
+_CACHE_KIB = -65536  # negative: KiB, so 64 MiB of page cache per connection and file
 # SQLite caps bound parameters per statement (32766 since 3.32); stay well below.
 _CHUNK = 500
 
@@ -180,7 +181,7 @@ class SQLiteStorage:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute(f"PRAGMA cache_size = {_CACHE_KIB}")
         return conn
 
     @property
@@ -209,6 +210,7 @@ class SQLiteStorage:
                 conn.executescript(_SEARCH_SCHEMA)
             # Derived data: a commit lost to power loss is simply indexed again.
             conn.execute("PRAGMA search.synchronous = NORMAL")
+            conn.execute(f"PRAGMA search.cache_size = {_CACHE_KIB}")  # per file, not inherited
             self._local.search_conn = conn
             with self._lock:
                 self._all.append(conn)
