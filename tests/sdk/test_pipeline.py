@@ -73,6 +73,40 @@ def test_batches_respect_the_configured_bounds(
     assert sum(sizes) == 30 and max(sizes) <= 7
 
 
+def test_events_gather_into_one_batch_and_flush_does_not_wait_for_the_interval(
+    sink: FakeLedger, make_client: MakeClient, delivery: DeliveryOptions
+) -> None:
+    client = make_client(delivery=replace(delivery, batch_interval=3600))
+    ids = record_many(client, 5)
+    assert client.flush(10), "flush must not wait out the batch interval"
+    assert sink.stored_keys() == ids
+    assert len(sink.requests) == 1, "events recorded together travel in one request"
+
+
+def test_a_full_batch_is_sent_without_waiting_for_the_interval(
+    sink: FakeLedger, make_client: MakeClient, delivery: DeliveryOptions
+) -> None:
+    client = make_client(delivery=replace(delivery, batch_interval=3600, max_batch_events=4))
+    ids = record_many(client, 4)
+    assert sink.wait_for(lambda: len(sink.stored) == 4)
+    assert sink.stored_keys() == ids
+
+
+def test_close_delivers_gathering_events_at_once(
+    sink: FakeLedger, make_client: MakeClient, delivery: DeliveryOptions
+) -> None:
+    client = make_client(delivery=replace(delivery, batch_interval=3600))
+    ids = record_many(client, 3)
+    assert client.close(10)
+    assert sink.stored_keys() == ids
+    assert client.stats().backlog == 0
+
+
+def test_batch_interval_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="batch_interval"):
+        DeliveryOptions(batch_interval=-1)
+
+
 # -- transient failures -----------------------------------------------------------------------
 
 
