@@ -123,6 +123,18 @@ def test_reconnects_after_the_server_restarts(sink: FakeLedger, transport: HttpT
     assert transport.send_batch([event()])[0].accepted
 
 
+def test_a_keep_alive_connection_the_server_dropped_is_replaced_without_an_error(
+    sink: FakeLedger, transport: HttpTransport
+) -> None:
+    transport.send_batch([event()])
+    sink.stop()  # cuts the kept-alive connection ...
+    sink.start()  # ... and listens again on the same port
+    second = event()
+    assert transport.send_batch([second])[0].accepted
+    assert sink.stored_keys()[-1] == second.idempotency_key
+    assert len(sink.connections_seen) == 2
+
+
 def test_falls_back_to_the_single_event_endpoint(
     sink: FakeLedger, transport: HttpTransport
 ) -> None:

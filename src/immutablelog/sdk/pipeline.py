@@ -62,7 +62,7 @@ from immutablelog.sdk.transport import (
 
 logger = logging.getLogger("immutablelog.sdk")
 
-#: Name prefix of the worker threads (also how their log records are recognised).
+#: Name prefix of the worker threads.
 WORKER_THREAD_PREFIX: Final = "immutablelog-delivery"
 
 #: How long an idle worker sleeps before looking for spool files left by crashed siblings.
@@ -811,23 +811,6 @@ def _close_all_at_exit() -> None:
         except Exception:
             logger.exception("ImmutableLog: error while draining events at exit")
 
-
-class _QuietDeliveryFilter(logging.Filter):
-    """Drops httpx's per-request INFO lines when they come from a delivery worker.
-
-    One "HTTP Request: POST …" line per batch is noise in the application's logs, and if those
-    logs are themselves shipped as events (the logging handler) it would be a feedback loop.
-    Warnings and errors, and the application's own httpx traffic, are left alone.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO or not (record.threadName or "").startswith(
-            WORKER_THREAD_PREFIX
-        )
-
-
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).addFilter(_QuietDeliveryFilter())
 
 os.register_at_fork(
     before=_before_fork,
