@@ -13,9 +13,9 @@ Path of an event (DESIGN.md §4)::
                                                           dead-letter JSONL file
 
 * The request thread only appends a tuple to a ``collections.deque`` (atomic under the GIL); it
-  wakes the worker only for the first capture of a batch and for a full one. If the queue is
-  full the capture is dropped — counted and logged, never waited for: an audit logger must not
-  take the application down with it.
+  wakes the worker only when the worker sleeps with nothing queued, and for a full batch. If the
+  queue is full the capture is dropped — counted and logged, never waited for: an audit logger
+  must not take the application down with it.
 * The worker lets captures gather for ``batch_interval`` (unless a full batch is waiting, or
   someone flushes or closes) and then builds and sends them in one go. Every time the worker
   takes the GIL back from a busy request thread, one request waits for it (up to the 5 ms
@@ -262,6 +262,8 @@ class DeliveryPipeline:
         # flush()/close() (the worker does not let them wait for a batch to fill).
         self._gathering_since: float | None = None
         self._hurry = 0
+        # True while the worker sleeps with nothing queued: only then does a capture wake it.
+        self._sleeping = False
         # Retry schedule: exponential part (reset by flush) and the server's Retry-After floor.
         self._attempt = 0
         self._next_attempt_at = 0.0
@@ -292,10 +294,9 @@ class DeliveryPipeline:
         captures.append(capture)
         if self._worker is None:
             self._ensure_worker()
-        # Only the first capture of a batch (which starts the gathering timer) and the one that
-        # fills a batch wake the worker; Event.set() for every capture would cost ~1 µs each.
+        # Every wake-up makes a busy request thread hand the GIL over; Event.set() costs ~1 µs.
         waiting = len(captures)
-        if waiting == 1 or waiting == self._max_batch:
+        if waiting == self._max_batch or (waiting == 1 and self._sleeping):
             self._wakeup.set()
         return True
 
@@ -446,7 +447,7 @@ class DeliveryPipeline:
             self._discard_without_transport()
             if self._stop:
                 return False
-            self._wakeup.wait()
+            self._sleep(None)
             return True
         if self._gather():
             return True
@@ -457,8 +458,7 @@ class DeliveryPipeline:
         if self.backlog.count():
             now = time.monotonic()
             if now < self._next_attempt_at:
-                if not self._captures:
-                    self._wakeup.wait(self._next_attempt_at - now)
+                self._sleep(self._next_attempt_at - now)
                 return True
             self._send_from_backlog()
             return True
@@ -471,10 +471,18 @@ class DeliveryPipeline:
             # Idle: fill the id pool in small steps, stopping as soon as work arrives.
             while UUIDS.needs_top_up() and not self._captures:
                 UUIDS.top_up()
-            self._wakeup.wait(ORPHAN_SCAN_INTERVAL)
-            if not self._wakeup.is_set():
+            if not self._sleep(ORPHAN_SCAN_INTERVAL):
                 self._maybe_adopt_orphans()
         return True
+
+    def _sleep(self, timeout: float | None) -> bool:
+        """Wait until woken (True) or ``timeout``, unless captures are already waiting."""
+        self._sleeping = True
+        try:
+            # Checked after raising the flag: a capture queued before it did not wake us.
+            return bool(self._captures) or self._wakeup.wait(timeout)
+        finally:
+            self._sleeping = False
 
     def _gather(self) -> bool:
         """Wait while a batch fills up; True if it waited (the caller then starts over)."""
