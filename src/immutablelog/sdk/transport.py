@@ -24,6 +24,7 @@ import encodings.idna  # noqa: F401
 import http.client
 import json
 import os
+import socket
 import ssl
 import time
 import urllib.parse
@@ -162,12 +163,13 @@ def _tls_context() -> ssl.SSLContext:
 
 
 class HttpTransport:
-    """``POST {url}/v1/events/batch`` over one keep-alive connection (``http.client``).
+    """``POST {url}/v1/events/batch`` over one keep-alive HTTP/1.1 connection.
 
-    The standard library's client rather than a richer one: the worker shares the GIL with the
-    application, and every batch costs a fraction of the Python work (and fewer hand-overs of
-    the GIL) this way. No proxy from the environment is used: it would silently reroute audit
-    events.
+    Deliberately lean: the worker shares the GIL with the application, and each time it takes
+    the GIL back from a busy thread (after every blocking call) that thread waits. So a request
+    is one pre-built head plus the body in a single write, and the answer is parsed by the
+    standard library's ``http.client.HTTPResponse``. No proxy from the environment is used: it
+    would silently reroute audit events.
 
     The connection is re-created (never closed) in a forked child: the child must not touch the
     parent's socket, and closing an inherited TLS connection could disturb the parent's stream.
@@ -193,13 +195,14 @@ class HttpTransport:
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the server URL must be http(s)://host[:port][/path], not {url!r}")
-        self._host = parts.hostname
-        self._port = parts.port
-        self._path = parts.path
         self._tls = _tls_context() if parts.scheme == "https" else None
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._tls else 80)
+        self._path = urllib.parse.quote(parts.path, safe="/%:@!$&'()*+,;=-._~")
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._headers = {
+        headers = {
+            "Host": _host_header(self._host, parts.port),
             "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
@@ -207,33 +210,32 @@ class HttpTransport:
             "X-Client-Offset-Minutes": "0",
             **(extra_headers or {}),
         }
+        self._head = _header_lines(headers)
         self._mode: EndpointMode = endpoint
-        self._conn: http.client.HTTPConnection | None = None
-        self._conn_pid = 0
+        self._sock: socket.socket | None = None
+        self._sock_pid = 0
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _socket(self) -> tuple[socket.socket, bool]:
         """The connection, opened if needed, and whether it was already open (reused)."""
-        conn = self._conn
-        if conn is None or self._conn_pid != os.getpid():
+        sock = self._sock
+        if sock is not None and self._sock_pid == os.getpid():
+            return sock, True
+        sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:
-                conn = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self._connect_timeout, context=self._tls
-                )
-            else:
-                conn = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self._connect_timeout
-                )
-            self._conn, self._conn_pid = conn, os.getpid()
-        reused = conn.sock is not None
-        if not reused:
-            conn.connect()  # under the connect timeout; then every read under the read timeout
-            conn.sock.settimeout(self._read_timeout)
-        return conn, reused
+                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
+            sock.settimeout(self._read_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock, self._sock_pid = sock, os.getpid()
+        return sock, False
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and self._conn_pid == os.getpid():
-            conn.close()
+        sock, self._sock = self._sock, None
+        if sock is not None and self._sock_pid == os.getpid():
+            sock.close()
 
     def send_batch(self, events: Sequence[WireEvent]) -> list[ItemResult]:
         if self._mode == "single":
@@ -276,30 +278,61 @@ class HttpTransport:
         return ItemResult(accepted=False, reason=error.reason, message=str(error))
 
     def _post(self, path: str, body: bytes, headers: dict[str, str]) -> _Answer:
-        headers = {**self._headers, **headers} if headers else self._headers
+        request = b"".join(
+            [
+                f"POST {self._path}{path} HTTP/1.1\r\n".encode("ascii"),
+                self._head,
+                _header_lines(headers) if headers else b"",
+                b"Content-Length: %d\r\n\r\n" % len(body),
+                body,
+            ]
+        )
         try:
             try:
-                return self._exchange(path, body, headers)
+                return self._exchange(request)
             except _StaleConnection:
                 self.close()
-                return self._exchange(path, body, headers)
+                return self._exchange(request)
         except (OSError, http.client.HTTPException) as exc:
             # Connection refused/reset, timeouts, TLS and protocol errors: nothing is known to be
             # stored. The connection may be broken, so start a fresh one next time.
             self.close()
             raise RetryableDeliveryError(f"{exc.__class__.__name__}: {exc}") from exc
 
-    def _exchange(self, path: str, body: bytes, headers: dict[str, str]) -> _Answer:
-        conn, reused = self._connection()
+    def _exchange(self, request: bytes) -> _Answer:
+        sock, reused = self._socket()
         try:
-            conn.request("POST", self._path + path, body=body, headers=headers)
-            response = conn.getresponse()
+            sock.sendall(request)
+            response = http.client.HTTPResponse(sock, method="POST")
+            response.begin()
         except _STALE_CONNECTION as exc:
             if reused:
                 raise _StaleConnection from exc
             raise
         data = response.read()
+        if response.will_close:
+            self.close()
         return _Answer(response.status, response.reason, response.headers, data)
+
+
+def _host_header(host: str, port: int | None) -> str:
+    try:
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        host = host.encode("idna").decode("ascii")
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    """Header lines; CR and LF in a value (which would end the header) become spaces, and
+    characters Latin-1 cannot carry become ``?``."""
+    lines = []
+    for name, value in headers.items():
+        value = str(value).replace("\r", " ").replace("\n", " ")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1", errors="replace")
 
 
 def _json_or_empty(answer: _Answer) -> dict[str, Any]:
