@@ -56,6 +56,12 @@ if str(ROOT) not in sys.path:
 
 ALL_VARIANTS = ("bare", "seed", "ours", "sentry", "otel")
 
+# The app processes import the SDK of this checkout, whatever an installed (editable) copy
+# points at, and keep the caller's PYTHONPATH behind it.
+WORKER_PYTHONPATH = os.pathsep.join(
+    [str(ROOT / "src"), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
+
 
 # -- the instrumented app (runs in a worker process) ------------------------------------------
 
@@ -336,7 +342,7 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                     check=False,
-                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                    env={**os.environ, "PYTHONPATH": WORKER_PYTHONPATH},
                 )
                 if out.returncode != 0:
                     raise SystemExit(f"{variant} failed:\n{out.stderr}")
