@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from immutablelog.sdk import DeliveryOptions, ImmutableLogClient, WireEvent
+from immutablelog.sdk.capture import custom_capture
 from immutablelog.sdk.log_handler import ImmutableLogHandler
 from immutablelog.sdk.pipeline import DeliveryPipeline
 from immutablelog.sdk.transport import HttpTransport, ItemResult, RetryableDeliveryError
@@ -100,6 +101,24 @@ def test_close_delivers_gathering_events_at_once(
     assert client.close(10)
     assert sink.stored_keys() == ids
     assert client.stats().backlog == 0
+
+
+def test_a_sleeping_worker_is_woken_even_when_captures_race_in(
+    sink: FakeLedger, make_client: MakeClient, delivery: DeliveryOptions
+) -> None:
+    client = make_client(delivery=replace(delivery, batch_interval=0))
+    client.record("first")
+    assert client.flush(10)
+    pipeline = client.pipeline
+    assert wait_until(lambda: pipeline._sleeping)
+    # Another thread appended but has not yet looked at the queue's length: the capture
+    # submitted now is the second one queued, and must still wake the worker.
+    racing = custom_capture(
+        "racing", "info", message=None, data={}, actor=None, request=None, request_id=None
+    )
+    pipeline._captures.append(racing)
+    client.record("second")
+    assert sink.wait_for(lambda: len(sink.stored) == 3), "delivered without a flush"
 
 
 def test_batch_interval_must_not_be_negative() -> None:

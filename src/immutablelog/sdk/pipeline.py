@@ -295,8 +295,9 @@ class DeliveryPipeline:
         if self._worker is None:
             self._ensure_worker()
         # Every wake-up makes a busy request thread hand the GIL over; Event.set() costs ~1 µs.
-        waiting = len(captures)
-        if waiting == self._max_batch or (waiting == 1 and self._sleeping):
+        # While the worker sleeps every capture sets it (not only the first: with two threads
+        # appending at once neither may see a length of 1), until the worker is awake.
+        if self._sleeping or len(captures) == self._max_batch:
             self._wakeup.set()
         return True
 

@@ -171,8 +171,8 @@ class HttpTransport:
     standard library's ``http.client.HTTPResponse``. No proxy from the environment is used: it
     would silently reroute audit events.
 
-    The connection is re-created (never closed) in a forked child: the child must not touch the
-    parent's socket, and closing an inherited TLS connection could disturb the parent's stream.
+    A forked child opens its own connection and never uses or shuts down the parent's: that would
+    disturb the parent's stream.
 
     ``endpoint="auto"`` falls back to the seed's single-event ``POST /v1/events`` (with the
     seed's headers) for the rest of the process when a server answers the batch endpoint with
