@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
 from immutablelog.sdk.capture import (
     EventBuilder,
-    RequestCapture,
     RequestInfo,
     accept_request_id,
     custom_capture,
@@ -258,7 +257,7 @@ class _AppBinding:
                 )
             assert self.pipeline is not None
             self.pipeline.submit(
-                RequestCapture(
+                (  # a RequestCapture as a plain tuple (see there why)
                     UUIDS.take(),
                     time.time(),
                     latency,

@@ -353,3 +353,15 @@ def test_timestamps_are_formatted_like_datetime(timestamp: float) -> None:
     assert _iso(timestamp) == datetime.fromtimestamp(timestamp, UTC).isoformat()
     whole = float(int(timestamp))
     assert _iso(whole) == datetime.fromtimestamp(whole, UTC).isoformat()
+
+
+def test_a_plain_tuple_builds_the_same_event_as_the_named_capture() -> None:
+    builder = EventBuilder(service_name="svc", env="prod")
+    cap = capture(query_string="a=1", status_code=404, body=b'{"password": "p"}')
+    assert builder.build(tuple(cap)) == builder.build(cap)
+
+
+def test_a_malformed_tuple_still_yields_an_event() -> None:
+    event = EventBuilder(service_name="svc", env="prod").build(("too", "short"))
+    assert event.meta["event_name"] == "capture.malformed" and event.meta["type"] == "error"
+    assert json.loads(event.payload)["id"] == event.idempotency_key

@@ -139,5 +139,7 @@ def test_the_id_pool_hands_out_each_id_once_and_forgets_them_in_a_fork() -> None
     for _ in range(UuidPool.LOW_WATER // UuidPool.CHUNK + 1):
         pool.top_up()
     assert not pool.needs_top_up()
+    pool.top_up(10 * UuidPool.HIGH_WATER)
+    assert len(pool._ids) == UuidPool.HIGH_WATER, "the pool never grows beyond its high water"
     pool.forget()
     assert pool.needs_top_up(), "a forked child must not reuse ids its parent may hand out"

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from immutablelog.sdk import DeliveryOptions, ImmutableLogClient, WireEvent
+from immutablelog.sdk.capture import custom_capture
 from immutablelog.sdk.log_handler import ImmutableLogHandler
 from immutablelog.sdk.pipeline import DeliveryPipeline
 from immutablelog.sdk.transport import HttpTransport, ItemResult, RetryableDeliveryError
@@ -71,6 +72,58 @@ def test_batches_respect_the_configured_bounds(
     assert client.flush(10)
     sizes = [len(json.loads(body)["events"]) for _, _, body in sink.requests]
     assert sum(sizes) == 30 and max(sizes) <= 7
+
+
+def test_events_gather_into_one_batch_and_flush_does_not_wait_for_the_interval(
+    sink: FakeLedger, make_client: MakeClient, delivery: DeliveryOptions
+) -> None:
+    client = make_client(delivery=replace(delivery, batch_interval=3600))
+    ids = record_many(client, 5)
+    assert client.flush(10), "flush must not wait out the batch interval"
+    assert sink.stored_keys() == ids
+    assert len(sink.requests) == 1, "events recorded together travel in one request"
+
+
+def test_a_full_batch_is_sent_without_waiting_for_the_interval(
+    sink: FakeLedger, make_client: MakeClient, delivery: DeliveryOptions
+) -> None:
+    client = make_client(delivery=replace(delivery, batch_interval=3600, max_batch_events=4))
+    ids = record_many(client, 4)
+    assert sink.wait_for(lambda: len(sink.stored) == 4)
+    assert sink.stored_keys() == ids
+
+
+def test_close_delivers_gathering_events_at_once(
+    sink: FakeLedger, make_client: MakeClient, delivery: DeliveryOptions
+) -> None:
+    client = make_client(delivery=replace(delivery, batch_interval=3600))
+    ids = record_many(client, 3)
+    assert client.close(10)
+    assert sink.stored_keys() == ids
+    assert client.stats().backlog == 0
+
+
+def test_a_sleeping_worker_is_woken_even_when_captures_race_in(
+    sink: FakeLedger, make_client: MakeClient, delivery: DeliveryOptions
+) -> None:
+    client = make_client(delivery=replace(delivery, batch_interval=0))
+    client.record("first")
+    assert client.flush(10)
+    pipeline = client.pipeline
+    assert wait_until(lambda: pipeline._sleeping)
+    # Another thread appended but has not yet looked at the queue's length: the capture
+    # submitted now is the second one queued, and must still wake the worker.
+    racing = custom_capture(
+        "racing", "info", message=None, data={}, actor=None, request=None, request_id=None
+    )
+    pipeline._captures.append(racing)
+    client.record("second")
+    assert sink.wait_for(lambda: len(sink.stored) == 3), "delivered without a flush"
+
+
+def test_batch_interval_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="batch_interval"):
+        DeliveryOptions(batch_interval=-1)
 
 
 # -- transient failures -----------------------------------------------------------------------

@@ -123,6 +123,37 @@ def test_reconnects_after_the_server_restarts(sink: FakeLedger, transport: HttpT
     assert transport.send_batch([event()])[0].accepted
 
 
+def test_a_keep_alive_connection_the_server_dropped_is_replaced_without_an_error(
+    sink: FakeLedger, transport: HttpTransport
+) -> None:
+    transport.send_batch([event()])
+    sink.stop()  # cuts the kept-alive connection ...
+    sink.start()  # ... and listens again on the same port
+    second = event()
+    assert transport.send_batch([second])[0].accepted
+    assert sink.stored_keys()[-1] == second.idempotency_key
+    assert len(sink.connections_seen) == 2
+
+
+def test_a_header_value_cannot_inject_headers(sink: FakeLedger) -> None:
+    client = HttpTransport(sink.url, "k", endpoint="single")
+    tricky = event()
+    tricky.meta["request_id"] = "r-1\r\nX-Injected: yes"
+    try:
+        assert client.send_batch([tricky])[0].accepted
+    finally:
+        client.close()
+    _, headers, _ = sink.requests[0]
+    assert "X-Injected" not in headers
+    assert headers["Request-Id"] == "r-1  X-Injected: yes"
+
+
+def test_urls_it_cannot_speak_to_are_refused_at_once() -> None:
+    for url in ("ftp://example.com", "http://", "example.com:8080"):
+        with pytest.raises(ValueError):
+            HttpTransport(url, "k")
+
+
 def test_falls_back_to_the_single_event_endpoint(
     sink: FakeLedger, transport: HttpTransport
 ) -> None:

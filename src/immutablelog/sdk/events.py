@@ -140,15 +140,15 @@ class UuidPool:
     """Ready-made UUID4 strings, so a request thread gets an id in a ``deque.pop()``.
 
     Formatting a UUID costs a few microseconds — a large share of the request-path budget — so
-    the delivery worker tops the pool up between batches, a few dozen at a time (never one long
-    burst that would hold the GIL), and request threads take from it; if it runs dry they make
+    the delivery worker tops the pool up while it builds a batch (it holds the GIL then anyway)
+    and in small chunks when idle, and request threads take from it; if it runs dry they make
     one themselves. A forked child empties its copy at once: ids made in the parent could be
     handed out by both processes.
     """
 
-    LOW_WATER: Final = 256
-    HIGH_WATER: Final = 1024
-    CHUNK: Final = 16  # ≈ 50 µs of work: the longest the worker holds the GIL for this
+    LOW_WATER: Final = 512
+    HIGH_WATER: Final = 2048  # two ids per request: ~0.25 s of a busy process's requests
+    CHUNK: Final = 16  # ≈ 50 µs of work: the longest an idle worker holds the GIL for this
 
     def __init__(self) -> None:
         self._ids: collections.deque[str] = collections.deque()
@@ -163,10 +163,11 @@ class UuidPool:
                 pass
         return new_uuid4()
 
-    def top_up(self) -> None:
-        """Add one small chunk unless the pool is full (called by the worker)."""
-        if len(self._ids) < self.HIGH_WATER:
-            self._ids.extend(new_uuid4_batch(self.CHUNK))
+    def top_up(self, count: int = CHUNK) -> None:
+        """Add up to ``count`` ids, never beyond :attr:`HIGH_WATER` (called by the worker)."""
+        missing = min(count, self.HIGH_WATER - len(self._ids))
+        if missing > 0:
+            self._ids.extend(new_uuid4_batch(missing))
 
     def needs_top_up(self) -> bool:
         return len(self._ids) < self.LOW_WATER

@@ -17,8 +17,8 @@ import logging
 import threading
 from typing import Any, Final, Protocol
 
-#: Records from these loggers are never shipped: the SDK's own diagnostics and the HTTP library
-#: it sends with would otherwise feed back into the pipeline (a log line per delivery, forever).
+#: Records from these loggers are never shipped: the SDK's own diagnostics would feed back into
+#: the pipeline (a log line per delivery, forever); httpx's per-request lines are noise.
 IGNORED_LOGGER_PREFIXES: Final = ("immutablelog", "httpx", "httpcore")
 
 

@@ -12,23 +12,25 @@ no URL is configured, appends to a local ledger with the server's own ledger cod
 
 from __future__ import annotations
 
+import email.message
 import email.utils
-import encodings.idna  # noqa: F401  (see below)
+
+# The socket module imports the IDNA codec on first use. Were that to happen in the worker
+# thread while another thread forks (gunicorn --preload forks right after the app, which may have
+# recorded an event, is imported), the child would inherit a half-initialized module and never
+# be able to send. So it is imported here, by whoever imports the SDK, and HttpTransport builds
+# its TLS context eagerly for the same reason.
+import encodings.idna  # noqa: F401
+import http.client
 import json
 import os
+import socket
+import ssl
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Protocol, runtime_checkable
-
-# httpx imports httpcore (and with it h11) lazily, and the socket module imports the IDNA codec
-# on first use. Were that to happen in the worker thread while another thread forks (gunicorn
-# --preload forks right after the app, which may have recorded an event, is imported), the child
-# would inherit half-initialized modules and never be able to send. So they are imported here,
-# by whoever imports the SDK, and HttpTransport builds its client eagerly for the same reason.
-import h11  # noqa: F401
-import httpcore  # noqa: F401
-import httpx
+from typing import Any, Final, Literal, NamedTuple, Protocol, runtime_checkable
 
 from immutablelog.sdk.events import WireEvent
 
@@ -133,12 +135,44 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 EndpointMode = Literal["auto", "batch", "single"]
 
 
-class HttpTransport:
-    """``POST {url}/v1/events/batch`` over one keep-alive ``httpx.Client``.
+class _Answer(NamedTuple):
+    """An HTTP response, read in full."""
 
-    The client is created when the transport is, and re-created (never closed) in a forked
-    child: the child must not touch the parent's socket, and closing an inherited TLS connection
-    could send a close-notify on the parent's stream.
+    status: int
+    reason: str
+    headers: email.message.Message
+    body: bytes
+
+
+# How a reused keep-alive connection fails when the server has closed it meanwhile.
+_STALE_CONNECTION: Final = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class _StaleConnection(Exception):
+    """A reused connection failed: retried once on a fresh one (resending is safe: the server
+    deduplicates by idempotency key)."""
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Certificate checks against certifi's CA bundle when installed, else the system's."""
+    try:
+        import certifi
+    except ImportError:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+class HttpTransport:
+    """``POST {url}/v1/events/batch`` over one keep-alive HTTP/1.1 connection.
+
+    Deliberately lean: the worker shares the GIL with the application, and each time it takes
+    the GIL back from a busy thread (after every blocking call) that thread waits. So a request
+    is one pre-built head plus the body in a single write, and the answer is parsed by the
+    standard library's ``http.client.HTTPResponse``. No proxy from the environment is used: it
+    would silently reroute audit events.
+
+    A forked child opens its own connection and never uses or shuts down the parent's: that would
+    disturb the parent's stream.
 
     ``endpoint="auto"`` falls back to the seed's single-event ``POST /v1/events`` (with the
     seed's headers) for the rest of the process when a server answers the batch endpoint with
@@ -158,8 +192,17 @@ class HttpTransport:
         if not url:
             raise ValueError("HttpTransport needs the server URL")
         self.url = url.rstrip("/")
-        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
-        self._headers = {
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the server URL must be http(s)://host[:port][/path], not {url!r}")
+        self._tls = _tls_context() if parts.scheme == "https" else None
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._tls else 80)
+        self._path = urllib.parse.quote(parts.path, safe="/%:@!$&'()*+,;=-._~")
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        headers = {
+            "Host": _host_header(self._host, parts.port),
             "Authorization": f"Bearer {api_key}",
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
@@ -167,48 +210,53 @@ class HttpTransport:
             "X-Client-Offset-Minutes": "0",
             **(extra_headers or {}),
         }
+        self._head = _header_lines(headers)
         self._mode: EndpointMode = endpoint
-        self._client: httpx.Client | None = None
-        self._client_pid = 0
-        self._http()  # eagerly, in the caller's thread: see the imports at the top
+        self._sock: socket.socket | None = None
+        self._sock_pid = 0
 
-    def _http(self) -> httpx.Client:
-        if self._client is None or self._client_pid != os.getpid():
-            self._client = httpx.Client(
-                timeout=self._timeout,
-                headers=self._headers,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                # A proxy picked up from the environment would silently reroute audit events.
-                trust_env=False,
-            )
-            self._client_pid = os.getpid()
-        return self._client
+    def _socket(self) -> tuple[socket.socket, bool]:
+        """The connection, opened if needed, and whether it was already open (reused)."""
+        sock = self._sock
+        if sock is not None and self._sock_pid == os.getpid():
+            return sock, True
+        sock = socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
+            sock.settimeout(self._read_timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock, self._sock_pid = sock, os.getpid()
+        return sock, False
 
     def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and self._client_pid == os.getpid():
-            client.close()
+        sock, self._sock = self._sock, None
+        if sock is not None and self._sock_pid == os.getpid():
+            sock.close()
 
     def send_batch(self, events: Sequence[WireEvent]) -> list[ItemResult]:
         if self._mode == "single":
             return [self._send_single(event) for event in events]
-        body = b'{"events":[' + b",".join(event.encoded for event in events) + b"]}"
-        response = self._post("/v1/events/batch", body, {})
-        if response.status_code in (404, 405) and self._mode == "auto":
+        body = b'{"events":[' + b",".join([event.encoded for event in events]) + b"]}"
+        answer = self._post("/v1/events/batch", body, {})
+        if answer.status in (404, 405) and self._mode == "auto":
             self._mode = "single"
             return [self._send_single(event) for event in events]
-        if response.status_code // 100 != 2:
-            raise _error_for(response)
+        if answer.status // 100 != 2:
+            raise _error_for(answer)
         try:
-            results = response.json()["results"]
+            results = json.loads(answer.body)["results"]
         except (ValueError, KeyError, TypeError) as exc:
             raise RetryableDeliveryError(
-                f"unreadable batch answer ({exc.__class__.__name__})", status=response.status_code
+                f"unreadable batch answer ({exc.__class__.__name__})", status=answer.status
             ) from exc
         if not isinstance(results, list) or len(results) != len(events):
             # Some events may be stored, some not: resending is safe (idempotency keys).
             raise RetryableDeliveryError(
-                "batch answer does not list one result per event", status=response.status_code
+                "batch answer does not list one result per event", status=answer.status
             )
         return [_item_result(result) for result in results]
 
@@ -220,40 +268,88 @@ class HttpTransport:
             "Idempotency-Key": event.idempotency_key,
             "Request-Id": event.meta.get("request_id", ""),
         }
-        response = self._post("/v1/events", body, headers)
-        if response.status_code // 100 == 2:
-            data = _json_or_empty(response)
+        answer = self._post("/v1/events", body, headers)
+        if answer.status // 100 == 2:
+            data = _json_or_empty(answer)
             return ItemResult(accepted=True, duplicate=bool(data.get("duplicate", False)))
-        error = _error_for(response)
+        error = _error_for(answer)
         if isinstance(error, RetryableDeliveryError):
             raise error
         return ItemResult(accepted=False, reason=error.reason, message=str(error))
 
-    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> _Answer:
+        request = b"".join(
+            [
+                f"POST {self._path}{path} HTTP/1.1\r\n".encode("ascii"),
+                self._head,
+                _header_lines(headers) if headers else b"",
+                b"Content-Length: %d\r\n\r\n" % len(body),
+                body,
+            ]
+        )
         try:
-            return self._http().post(self.url + path, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            # Connection refused/reset, timeouts, protocol errors: nothing is known to be stored.
-            # The pooled connection may be broken, so start a fresh one next time.
+            try:
+                return self._exchange(request)
+            except _StaleConnection:
+                self.close()
+                return self._exchange(request)
+        except (OSError, http.client.HTTPException) as exc:
+            # Connection refused/reset, timeouts, TLS and protocol errors: nothing is known to be
+            # stored. The connection may be broken, so start a fresh one next time.
             self.close()
             raise RetryableDeliveryError(f"{exc.__class__.__name__}: {exc}") from exc
 
+    def _exchange(self, request: bytes) -> _Answer:
+        sock, reused = self._socket()
+        try:
+            sock.sendall(request)
+            response = http.client.HTTPResponse(sock, method="POST")
+            response.begin()
+        except _STALE_CONNECTION as exc:
+            if reused:
+                raise _StaleConnection from exc
+            raise
+        data = response.read()
+        if response.will_close:
+            self.close()
+        return _Answer(response.status, response.reason, response.headers, data)
 
-def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+
+def _host_header(host: str, port: int | None) -> str:
     try:
-        data = response.json()
+        host.encode("ascii")
+    except UnicodeEncodeError:
+        host = host.encode("idna").decode("ascii")
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    """Header lines; CR and LF in a value (which would end the header) become spaces, and
+    characters Latin-1 cannot carry become ``?``."""
+    lines = []
+    for name, value in headers.items():
+        value = str(value).replace("\r", " ").replace("\n", " ")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1", errors="replace")
+
+
+def _json_or_empty(answer: _Answer) -> dict[str, Any]:
+    try:
+        data = json.loads(answer.body)
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _error_for(response: httpx.Response) -> DeliveryError:
-    data = _json_or_empty(response)
-    status = response.status_code
+def _error_for(answer: _Answer) -> DeliveryError:
+    data = _json_or_empty(answer)
+    status = answer.status
     reason = str(data.get("reason")) if data.get("reason") is not None else None
-    message = f"HTTP {status}: {data.get('message') or response.reason_phrase}"
+    message = f"HTTP {status}: {data.get('message') or answer.reason}"
     if status >= 500 or status in (408, 425, 429):
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         return RetryableDeliveryError(
             message, status=status, reason=reason, retry_after=retry_after
         )
