@@ -106,6 +106,17 @@ def test_fingerprint_tells_bodies_apart_but_not_keys() -> None:
     assert a.fingerprint != validate_submission("{}", {**META, "env": "x"}, "k1").fingerprint
 
 
+@pytest.mark.parametrize("payload", ["{}", '{"name": "Zoë", "n": 1}', '"text"'])
+def test_a_stored_entry_gives_back_its_submissions_fingerprint(payload: str) -> None:
+    from immutablelog.entry import build_entry, decode_entry, encode_entry, fingerprint_of
+
+    sub = validate_submission(payload, {**META, "actor": "a", "flag": True}, "key")
+    entry = build_entry(sub, tenant="t", index=3, entry_id="id", received_at="now")
+    assert fingerprint_of(decode_entry(encode_entry(entry))) == sub.fingerprint
+    other = validate_submission(payload + " ", {**META, "actor": "a", "flag": True}, "key")
+    assert fingerprint_of(entry) != other.fingerprint
+
+
 @pytest.mark.parametrize(
     "data",
     [
