@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -13,7 +14,15 @@ from immutablelog.checkpoint import Signer
 from immutablelog.verify import FindingKind, LogClient, Status, load_state, prove_event
 from immutablelog.verify import verify_remote as verify_log
 from tests.live import LiveServer, free_port
-from tests.verify.helpers import CountingTransport, cli_json, client, ingest, run_cli
+from tests.verify.helpers import (
+    CountingTransport,
+    binary_response,
+    cli_json,
+    client,
+    decode_records,
+    ingest,
+    run_cli,
+)
 
 OTHER_KEY = Signer.generate("immutablelog").verifier_key()
 
@@ -205,16 +214,23 @@ def test_prove_refuses_an_entry_that_is_not_the_event_asked_for(server: LiveServ
 
 
 def _rewriting(server: LiveServer, rewrite: Callable[[dict[str, object]], None]) -> LogClient:
-    """A client whose server answers pages rewritten in flight (a man in the middle)."""
+    """A client whose server answers pages rewritten in flight (a man in the middle).
+
+    ``rewrite`` edits the page as ``{"entries": [{"index": i, "entry": text}, ...]}``.
+    """
 
     class Rewriting(httpx.HTTPTransport):
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             response = super().handle_request(request)
             if request.url.path != "/v1/entries" or response.status_code != 200:
                 return response
-            body = orjson.loads(response.read())
+            items = decode_records(response.read())
+            body: dict[str, object] = {
+                "entries": [{"index": i, "entry": d.decode()} for i, d in items]
+            }
             rewrite(body)
-            return httpx.Response(200, content=orjson.dumps(body))
+            entries: list[dict[str, Any]] = body["entries"]  # type: ignore[assignment]
+            return binary_response([(e["index"], e["entry"].encode()) for e in entries])
 
     return LogClient(server.url, server.read_key, transport=Rewriting())
 

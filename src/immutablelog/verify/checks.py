@@ -31,7 +31,13 @@ from typing import Any
 
 import orjson
 
-from immutablelog.entry import ENTRY_VERSION, REQUIRED_META, EntryError, decode_entry
+from immutablelog.entry import (
+    ENTRY_RECORD,
+    ENTRY_VERSION,
+    REQUIRED_META,
+    EntryError,
+    decode_entry,
+)
 from immutablelog.verify.tree import leaf_hashes, subtree_roots
 
 _FIELDS: tuple[str, ...] = ("v", "index", "tenant", "id", "received_at", "idempotency_key")
@@ -94,26 +100,41 @@ class ChunkResult:
 
 
 def check_page(raw: bytes, start: int, end: int, tenant: str, content: bool = True) -> ChunkResult:
-    """Check a ``GET /v1/entries?start=&end=`` answer body.
+    """Check a binary ``GET /v1/entries?start=&end=`` answer body (see :func:`parse_page`).
 
     ``content=False`` hashes without checking what the entries say: for entries a previous run
     already checked, whose bytes the rebuilt root will prove unchanged.
     """
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MalformedAnswer("the entries page is not JSON") from None
-    items = body.get("entries") if isinstance(body, dict) else None
-    if not isinstance(items, list):
-        raise MalformedAnswer("the entries page has no 'entries' list")
-    try:
-        positions = [item["index"] for item in items]
-        texts: list[str | None] = [item["entry"] for item in items]
-    except (TypeError, KeyError):
-        raise MalformedAnswer("each item of an entries page needs 'index' and 'entry'") from None
-    if items and (set(map(type, positions)) != _INT or set(map(type, texts)) != _STR):
-        raise MalformedAnswer("entries page items need an integer index and a string entry")
-    return check_entries(positions, texts, start, end, tenant, content)
+    positions, datas = parse_page(raw)
+    return check_entries(positions, datas, start, end, tenant, content)
+
+
+def parse_page(raw: bytes) -> tuple[list[int], list[bytes | None]]:
+    """Split a page into the indexes the server claims and the entry bytes.
+
+    Records are ``ENTRY_RECORD`` (index, length) then that many bytes. A page whose framing
+    does not add up cannot be attributed to positions at all: it is a malformed answer.
+    """
+    positions: list[int] = []
+    datas: list[bytes | None] = []
+    unpack = ENTRY_RECORD.unpack_from
+    head = ENTRY_RECORD.size
+    total = len(raw)
+    offset = 0
+    while offset < total:
+        if offset + head > total:
+            raise MalformedAnswer(f"the entries page ends inside a record header at byte {offset}")
+        index, length = unpack(raw, offset)
+        offset += head
+        stop = offset + length
+        if stop > total:
+            raise MalformedAnswer(
+                f"the record for index {index} claims {length} bytes, but the page ends first"
+            )
+        positions.append(index)
+        datas.append(raw[offset:stop])
+        offset = stop
+    return positions, datas
 
 
 def check_lines(block: bytes, start: int, tenant: str) -> ChunkResult:
@@ -126,7 +147,7 @@ def check_lines(block: bytes, start: int, tenant: str) -> ChunkResult:
     if fast is not None:
         positions_fast, texts_fast = fast
         first = positions_fast[0] if positions_fast else start
-        return check_entries(positions_fast, texts_fast, first, None, tenant)
+        return check_entries(positions_fast, _utf8(texts_fast), first, None, tenant)
     lines = block.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
@@ -158,7 +179,7 @@ def check_lines(block: bytes, start: int, tenant: str) -> ChunkResult:
     # start from the index the block's first line claims, so the gap is found once, here.
     if texts and texts[0] is not None:
         start = positions[0]
-    result = check_entries(positions, texts, start, None, tenant)
+    result = check_entries(positions, _utf8(texts), start, None, tenant)
     if not bad:
         return result
     return ChunkResult(
@@ -202,9 +223,16 @@ def _lines_as_array(block: bytes) -> tuple[list[int], list[str | None]] | None:
     return positions, texts
 
 
+def _utf8(texts: Sequence[str | None]) -> list[bytes | None]:
+    try:
+        return [text.encode("utf-8") if text is not None else None for text in texts]
+    except UnicodeEncodeError:
+        raise MalformedAnswer("an entry is not valid Unicode text") from None
+
+
 def check_entries(
     positions: Sequence[int],
-    texts: Sequence[str | None],
+    datas: Sequence[bytes | None],
     start: int,
     end: int | None,
     tenant: str,
@@ -212,14 +240,9 @@ def check_entries(
 ) -> ChunkResult:
     """Check entries claimed to sit at ``positions``; the chunk was asked for ``[start, end)``.
 
-    ``texts[i]`` is ``None`` for an item that could not be read at all.
+    ``datas[i]`` is ``None`` for an item that could not be read at all.
     """
-    count = len(texts)
-    try:
-        datas = [text.encode("utf-8") if text is not None else None for text in texts]
-    except UnicodeEncodeError:
-        raise MalformedAnswer("an entry is not valid Unicode text") from None
-
+    count = len(datas)
     contiguous = count
     if list(positions) != list(range(start, start + count)) or None in datas:
         contiguous = next(

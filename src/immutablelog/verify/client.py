@@ -21,6 +21,7 @@ import httpx
 import orjson
 
 from immutablelog import __version__
+from immutablelog.entry import ENTRIES_MEDIA_TYPE
 from immutablelog.verify.report import CouldNotCheck
 
 _RETRY_STATUS: Final = frozenset({429, 502, 503, 504})
@@ -78,8 +79,22 @@ class LogClient:
         return self._get("/v1/checkpoint", params).text
 
     def entries_page(self, start: int, end: int) -> bytes:
-        """``GET /v1/entries``: the raw page body (checked by ``checks.check_page``)."""
-        return self._get("/v1/entries", {"start": str(start), "end": str(end)}).content
+        """``GET /v1/entries`` as binary records: the raw body (parsed by ``checks.parse_page``).
+
+        The server may answer fewer entries than asked (its page and byte caps).
+        """
+        response = self._get(
+            "/v1/entries",
+            {"start": str(start), "end": str(end)},
+            {"Accept": ENTRIES_MEDIA_TYPE},
+        )
+        media = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != ENTRIES_MEDIA_TYPE:
+            raise CouldNotCheck(
+                "malformed_answer",
+                f"GET /v1/entries answered {media or 'no content type'}, not {ENTRIES_MEDIA_TYPE}",
+            )
+        return response.content
 
     def locate_event(self, event_id: str) -> int:
         """Where the server says event ``event_id`` is. Only a hint: ``prove`` then checks
@@ -117,11 +132,13 @@ class LogClient:
             raise CouldNotCheck("malformed_answer", f"GET {path} did not answer a JSON object")
         return body
 
-    def _get(self, path: str, params: dict[str, str]) -> httpx.Response:
+    def _get(
+        self, path: str, params: dict[str, str], headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         attempt = 0
         while True:
             try:
-                response = self._http.get(path, params=params)
+                response = self._http.get(path, params=params, headers=headers)
             except httpx.TransportError as exc:
                 if attempt >= self.retries:
                     raise CouldNotCheck(
