@@ -58,6 +58,11 @@ BAD_ENTRY_3 = {
     "not json": b"{not json",
     "array": b"[1,2,3]",
     "duplicate key": mutate(GOOD[3], b'"v":1', b'"v":1,"v":1'),
+    "float extra": mutate(GOOD[3], b'"service":"s"', b'"score":1.5,"service":"s"'),
+    "list extra": mutate(GOOD[3], b'"service":"s"', b'"service":"s","tags":[1]'),
+    "object extra": mutate(GOOD[3], b'"service":"s"', b'"service":"s","tags":{"a":1}'),
+    "index as bool": mutate(GOOD[3], b'"index":3', b'"index":true'),
+    "tenant as number": mutate(GOOD[3], b'"tenant":"default"', b'"tenant":7'),
 }
 
 
@@ -78,6 +83,16 @@ def test_each_non_canonical_entry_is_named(name: str) -> None:
     kinds = [(a.kind, a.position) for a in result.anomalies]
     assert kinds == [("non_canonical_entry", 3)]
     assert result.contiguous == 8  # still hashed: the root decides whether it was signed so
+
+
+def test_page_of_several_fast_path_slices() -> None:
+    many = [entry(i) for i in range(2500)]
+    clean = check_page(page(many), 0, 2500, TENANT)
+    assert clean.anomalies == () and clean.last_id == "id-2499"
+    many[2222] = mutate(many[2222], b'"index":2222', b'"index": 2222')
+    result = check_page(page(many), 0, 2500, TENANT)
+    assert [(a.kind, a.position) for a in result.anomalies] == [("non_canonical_entry", 2222)]
+    assert result.leaves[2222 * 32 : 2223 * 32] == leaf_hash(many[2222])
 
 
 def test_fast_path_agrees_with_decode_entry_on_valid_extras() -> None:
