@@ -14,6 +14,7 @@ import binascii
 import contextlib
 import random
 import time
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -26,6 +27,17 @@ from immutablelog.verify.report import CouldNotCheck
 
 _RETRY_STATUS: Final = frozenset({429, 502, 503, 504})
 _MAX_RETRY_AFTER: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """What a worker process needs to open its own client to the same log."""
+
+    url: str
+    read_key: str
+    timeout: float
+    retries: int
+    backoff: float
 
 
 class LogClient:
@@ -44,6 +56,12 @@ class LogClient:
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+        # A custom transport (a test's, a proxy's) lives in this process only.
+        self.settings = (
+            ClientSettings(self.url, read_key, timeout, retries, backoff)
+            if transport is None
+            else None
+        )
         self._http = httpx.Client(
             base_url=self.url,
             headers={
@@ -53,6 +71,16 @@ class LogClient:
             timeout=timeout,
             transport=transport,
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ClientSettings) -> LogClient:
+        return cls(
+            settings.url,
+            settings.read_key,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            backoff=settings.backoff,
         )
 
     def close(self) -> None:
