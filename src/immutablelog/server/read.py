@@ -138,9 +138,8 @@ def _entry_records(ledger: Ledger, tenant: Tenant, start: int, end: int) -> byte
     parts: list[bytes] = []
     pack = ENTRY_RECORD.pack
     size = 0
-    for e in ledger.entries(tenant, start, end):
-        data = e.data
-        parts.append(pack(e.index, len(data)))
+    for index, data in ledger.entry_bytes(tenant, start, end):
+        parts.append(pack(index, len(data)))
         parts.append(data)
         size += len(data)
         if size >= MAX_BINARY_PAGE_BYTES:
