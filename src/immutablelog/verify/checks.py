@@ -302,11 +302,19 @@ def check_entries(
             expected += 1
     covered_to = max(covered_to, expected)
 
-    present = [(p, d) for p, d in zip(positions, datas, strict=True) if d is not None]
-    last_id, content_ok = _fast_content_check(present, tenant) if content else (None, True)
+    present_at = list(positions)
+    present: list[bytes] = datas  # type: ignore[assignment]  # unless a None is filtered out
+    if None in datas:
+        present_at = [p for p, d in zip(positions, datas, strict=True) if d is not None]
+        present = [d for d in datas if d is not None]
+    last_id, content_ok = (
+        _fast_content_check(present_at, present, tenant) if content else (None, True)
+    )
     index_runs: tuple[IndexRun, ...] = ()
     if not content_ok:
-        slow_anomalies, runs, last_id = _slow_content_check(present, tenant)
+        slow_anomalies, runs, last_id = _slow_content_check(
+            list(zip(present_at, present, strict=True)), tenant
+        )
         anomalies.extend(slow_anomalies)
         index_runs = tuple(runs)
     anomalies.sort(key=lambda a: a.position)
@@ -323,7 +331,9 @@ def check_entries(
     )
 
 
-def _fast_content_check(entries: list[tuple[int, bytes]], tenant: str) -> tuple[str | None, bool]:
+def _fast_content_check(
+    positions: list[int], datas: list[bytes], tenant: str
+) -> tuple[str | None, bool]:
     """Whole-page check; ``(id of the last entry, True)`` if every entry passes.
 
     Done in slices: a slice's parsed dicts stay in the CPU cache, and the cyclic garbage
@@ -332,17 +342,17 @@ def _fast_content_check(entries: list[tuple[int, bytes]], tenant: str) -> tuple[
     """
     last_id: str | None = None
     with _gc_paused():
-        for first in range(0, len(entries), _SLICE):
-            last_id = _fast_slice(entries[first : first + _SLICE], tenant)
+        for first in range(0, len(datas), _SLICE):
+            last_id = _fast_slice(
+                positions[first : first + _SLICE], datas[first : first + _SLICE], tenant
+            )
             if last_id is None:
                 return None, False
     return last_id, True
 
 
-def _fast_slice(entries: list[tuple[int, bytes]], tenant: str) -> str | None:
-    """The id of the last entry if every entry of ``entries`` passes, else ``None``."""
-    positions = [p for p, _ in entries]
-    datas = [d for _, d in entries]
+def _fast_slice(positions: list[int], datas: list[bytes], tenant: str) -> str | None:
+    """The id of the last entry if every entry of ``datas`` passes, else ``None``."""
     try:
         dicts = list(map(orjson.loads, datas))
         versions = list(map(_get_v, dicts))
