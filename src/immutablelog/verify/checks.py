@@ -8,18 +8,19 @@ Each entry is hashed (RFC 6962 leaf), and its bytes must be exactly what
 ``immutablelog.entry.decode_entry`` accepts — the canonical (RFC 8785) encoding of a valid
 entry — with its ``index`` equal to its position and its ``tenant`` equal to the log's.
 Checking that one entry at a time through ``decode_entry`` costs about four times the leaf hash,
-so the common case takes a page-wide fast path: parse each entry, pull the required fields
-with one ``itemgetter`` call, check whole columns at once, and compare the canonical encoding
-of the parsed page against the page's own bytes in a single ``orjson.dumps``. Only a page that
-fails the fast path is re-checked entry by entry through ``decode_entry``, which is also what
-names the culprit. The fast path accepts exactly what the slow path accepts;
-tests/verify/test_checks.py holds it to that.
+so the common case takes a fast path, slice by slice of the page: parse each entry, check
+the required fields column by column and every value's type at once, and compare the
+canonical encoding of the parsed slice against the slice's own bytes in a single
+``orjson.dumps``. Only a page that fails the fast path is re-checked entry by entry through
+``decode_entry``, which is also what names the culprit. The fast path accepts exactly what the
+slow path accepts; tests/verify/test_checks.py holds it to that.
 
-Why one comparison of the joined page is enough: each entry was parsed on its own, so each is a
-complete JSON object; if ``"[" + ",".join(canonical(e_i)) + "]"`` equals
+Why one comparison of the joined slice is enough: each entry was parsed on its own, so each is
+a complete JSON object; if ``"[" + ",".join(canonical(e_i)) + "]"`` equals
 ``"[" + ",".join(bytes_i) + "]"`` and some ``bytes_i`` differed from its canonical form, one of
 the two would be a proper prefix of the other followed by a comma — impossible for complete
-objects. So the page matches iff every entry does.
+objects. So the slice matches iff every entry does. (Parsing the joined bytes as one array
+instead would not do: entries can be crafted whose bytes regroup into other elements.)
 """
 
 from __future__ import annotations
