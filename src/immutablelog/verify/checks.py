@@ -127,23 +127,23 @@ def parse_page(raw: bytes) -> tuple[list[int], list[bytes | None]]:
     """
     positions: list[int] = []
     datas: list[bytes | None] = []
+    add_position, add_data = positions.append, datas.append  # the loop runs once per entry
     unpack = ENTRY_RECORD.unpack_from
     head = ENTRY_RECORD.size
-    total = len(raw)
+    last_header = len(raw) - head
     offset = 0
-    while offset < total:
-        if offset + head > total:
-            raise MalformedAnswer(f"the entries page ends inside a record header at byte {offset}")
+    while offset <= last_header:
         index, length = unpack(raw, offset)
         offset += head
-        stop = offset + length
-        if stop > total:
-            raise MalformedAnswer(
-                f"the record for index {index} claims {length} bytes, but the page ends first"
-            )
-        positions.append(index)
-        datas.append(raw[offset:stop])
-        offset = stop
+        add_position(index)
+        add_data(raw[offset : offset + length])
+        offset += length
+    if offset != len(raw):
+        if offset < len(raw):
+            raise MalformedAnswer(f"the entries page ends inside a record header at byte {offset}")
+        raise MalformedAnswer(
+            f"the record for index {positions[-1]} claims {length} bytes, but the page ends first"
+        )
     return positions, datas
 
 
