@@ -132,7 +132,11 @@ def test_one_changed_payload_byte_is_pinpointed(server: LiveServer, tmp_path: Pa
         )
 
     tamper(server, attack)
-    for extra in (["--state", state, "--full"], ["--state", tmp_path / "fresh.json"]):
+    for extra in (
+        ["--state", state, "--full"],
+        ["--state", tmp_path / "fresh.json"],
+        ["--state", tmp_path / "parallel.json", "--workers", "2"],  # workers fetch pages
+    ):
         code, body = verify(server, *extra)
         assert code == 1, body
         assert kinds_at(body) == [("altered_entry", victim)]
@@ -145,9 +149,10 @@ def test_deleted_entry_is_pinpointed(server: LiveServer, tmp_path: Path) -> None
         conn.execute("DELETE FROM entries WHERE tenant_id = ? AND idx = 23", (tenant_id,))
 
     tamper(server, attack)
-    code, body = verify(server, "--state", tmp_path / "s.json")
-    assert code == 1
-    assert kinds_at(body) == [("missing_entry", 23)]
+    for workers in ("1", "2"):
+        code, body = verify(server, "--state", tmp_path / "s.json", "--workers", workers)
+        assert code == 1
+        assert kinds_at(body) == [("missing_entry", 23)]
 
 
 def test_deleted_and_renumbered_entry_is_pinpointed(server: LiveServer, tmp_path: Path) -> None:

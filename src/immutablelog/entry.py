@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ MAX_EXTRA_VALUE_CHARS: Final = 1024
 MAX_EXTRA_META_FIELDS: Final = 32
 MAX_SAFE_INT: Final = 2**53 - 1
 EVENT_TYPES: Final = frozenset({"success", "info", "warning", "error"})
+
+#: ``GET /v1/entries`` answers this media type, when asked for it, with one record per entry:
+#: the entry's index (8 bytes) and byte length (4 bytes), big-endian, then the entry bytes.
+#: Server and verifier read the framing from here so they cannot drift apart.
+ENTRIES_MEDIA_TYPE: Final = "application/octet-stream"
+ENTRY_RECORD: Final = struct.Struct(">QI")
 
 #: Meta fields every entry carries, in addition to the server-assigned ones.
 REQUIRED_META: Final = ("type", "event_name", "service")

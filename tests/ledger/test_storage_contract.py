@@ -384,6 +384,9 @@ def test_entries_read_back_per_tenant(storage: Storage) -> None:
         (r.index, r.id, r.received_at, r.data) for r in rows
     ]
     assert [e.index for e in storage.entries(acme, 2, 5)] == [2, 3, 4]
+    assert list(storage.entry_bytes(acme, 0, 100)) == [(e.index, e.data) for e in stored]
+    assert [i for i, _ in storage.entry_bytes(acme, 2, 5)] == [2, 3, 4]
+    assert list(storage.entry_bytes(beta, 5, 5)) == []
     assert list(storage.entries(acme, 5, 5)) == []
     assert [e.data for e in storage.entries(beta, 0, 10)] == [r.data for r in beta_rows]
     assert storage.entry_by_id(acme, rows[4].id) == stored[4]
@@ -398,6 +401,9 @@ def test_entries_stream_in_order_across_pages(storage: Storage) -> None:
     assert next(stream).index == 0  # lazy: a generator, not a list
     assert [e.index for e in stream] == list(range(1, 1300))
     assert [e.data for e in storage.entries(tenant_id, 499, 1001)] == [
+        r.data for r in rows[499:1001]
+    ]
+    assert [d for _, d in storage.entry_bytes(tenant_id, 499, 1001)] == [
         r.data for r in rows[499:1001]
     ]
 

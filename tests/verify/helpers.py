@@ -12,6 +12,7 @@ import orjson
 from click.testing import CliRunner
 
 from immutablelog.cli import main
+from immutablelog.entry import ENTRIES_MEDIA_TYPE, ENTRY_RECORD
 from immutablelog.verify import LogClient
 from tests.live import LiveServer
 
@@ -54,8 +55,32 @@ class CountingTransport(httpx.HTTPTransport):
         self.paths.append(request.url.path)
         if request.url.path == "/v1/entries" and response.status_code == 200:
             response.read()
-            self.entries_served += len(orjson.loads(response.content)["entries"])
+            self.entries_served += len(decode_records(response.content))
         return response
+
+
+def encode_records(items: list[tuple[int, bytes]]) -> bytes:
+    """A binary ``GET /v1/entries`` body holding ``(index, entry bytes)`` records."""
+    return b"".join(ENTRY_RECORD.pack(i, len(d)) + d for i, d in items)
+
+
+def decode_records(body: bytes) -> list[tuple[int, bytes]]:
+    """The records of a well-formed binary ``GET /v1/entries`` body."""
+    out: list[tuple[int, bytes]] = []
+    offset = 0
+    while offset < len(body):
+        index, length = ENTRY_RECORD.unpack_from(body, offset)
+        offset += ENTRY_RECORD.size
+        out.append((index, body[offset : offset + length]))
+        offset += length
+    assert offset == len(body)
+    return out
+
+
+def binary_response(items: list[tuple[int, bytes]]) -> httpx.Response:
+    return httpx.Response(
+        200, content=encode_records(items), headers={"Content-Type": ENTRIES_MEDIA_TYPE}
+    )
 
 
 def run_cli(*args: str | Path) -> tuple[int, str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from immutablelog.entry import build_entry, encode_entry, validate_submission
+from immutablelog.entry import ENTRY_RECORD, build_entry, encode_entry, validate_submission
 from immutablelog.merkle import leaf_hash
 from immutablelog.verify.checks import (
     MalformedAnswer,
@@ -14,6 +14,7 @@ from immutablelog.verify.checks import (
     check_lines,
     check_page,
 )
+from tests.verify.helpers import encode_records
 
 TENANT = "default"
 
@@ -36,12 +37,7 @@ def entry(index: int, tenant: str = TENANT, **meta: object) -> bytes:
 
 
 def page(datas: list[bytes], start: int = 0) -> bytes:
-    return orjson.dumps(
-        {
-            "start": start,
-            "entries": [{"index": start + i, "entry": d.decode()} for i, d in enumerate(datas)],
-        }
-    )
+    return encode_records([(start + i, d) for i, d in enumerate(datas)])
 
 
 def mutate(data: bytes, old: bytes, new: bytes) -> bytes:
@@ -62,6 +58,11 @@ BAD_ENTRY_3 = {
     "not json": b"{not json",
     "array": b"[1,2,3]",
     "duplicate key": mutate(GOOD[3], b'"v":1', b'"v":1,"v":1'),
+    "float extra": mutate(GOOD[3], b'"service":"s"', b'"score":1.5,"service":"s"'),
+    "list extra": mutate(GOOD[3], b'"service":"s"', b'"service":"s","tags":[1]'),
+    "object extra": mutate(GOOD[3], b'"service":"s"', b'"service":"s","tags":{"a":1}'),
+    "index as bool": mutate(GOOD[3], b'"index":3', b'"index":true'),
+    "tenant as number": mutate(GOOD[3], b'"tenant":"default"', b'"tenant":7'),
 }
 
 
@@ -84,6 +85,16 @@ def test_each_non_canonical_entry_is_named(name: str) -> None:
     assert result.contiguous == 8  # still hashed: the root decides whether it was signed so
 
 
+def test_page_of_several_fast_path_slices() -> None:
+    many = [entry(i) for i in range(2500)]
+    clean = check_page(page(many), 0, 2500, TENANT)
+    assert clean.anomalies == () and clean.last_id == "id-2499"
+    many[2222] = mutate(many[2222], b'"index":2222', b'"index": 2222')
+    result = check_page(page(many), 0, 2500, TENANT)
+    assert [(a.kind, a.position) for a in result.anomalies] == [("non_canonical_entry", 2222)]
+    assert result.leaves[2222 * 32 : 2223 * 32] == leaf_hash(many[2222])
+
+
 def test_fast_path_agrees_with_decode_entry_on_valid_extras() -> None:
     datas = [entry(0, env="prod", request_id="r", trace_id="t", actor=None, retries=3)]
     assert _entry_problem(datas[0]) is None
@@ -100,9 +111,9 @@ def test_wrong_tenant_and_wrong_index_are_named() -> None:
 
 
 def test_gaps_and_duplicates_in_positions() -> None:
-    texts: list[str | None] = [d.decode() for d in GOOD]
+    datas: list[bytes | None] = list(GOOD)
     positions = [0, 1, 2, 4, 5, 5, 6, 7]
-    result = check_entries(positions, texts, 0, 8, TENANT)
+    result = check_entries(positions, datas, 0, 8, TENANT)
     assert result.contiguous == 3
     assert [(a.kind, a.position, a.end) for a in result.anomalies if a.kind != "wrong_index"][
         :2
@@ -114,19 +125,64 @@ def test_short_page_is_a_prefix_not_a_gap() -> None:
     assert result.anomalies == () and result.covered_to == 4
 
 
+RECORD_0 = page(GOOD[:1])
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        b"nope",
-        b"[]",
-        b'{"entries": 5}',
-        b'{"entries": [{"index": 0}]}',
-        b'{"entries": [{"index": "0", "entry": "{}"}]}',
+        b"nope",  # shorter than a record header
+        RECORD_0[:-1],  # truncated inside the entry
+        RECORD_0 + RECORD_0[:5],  # truncated inside the next header
+        ENTRY_RECORD.pack(0, len(GOOD[0]) + 1) + GOOD[0],  # length past the end
+        ENTRY_RECORD.pack(0, 2**32 - 1) + GOOD[0],
     ],
 )
 def test_malformed_pages_are_errors_not_findings(body: bytes) -> None:
     with pytest.raises(MalformedAnswer):
         check_page(body, 0, 1, TENANT)
+
+
+def test_empty_page_is_no_entries() -> None:
+    result = check_page(b"", 0, 8, TENANT)
+    assert result.received == 0 and result.covered_to == 0 and result.anomalies == ()
+
+
+def test_short_length_prefix_leaves_a_non_canonical_entry() -> None:
+    # The length says one byte less, and the next header takes up the stray byte and more:
+    # the framing breaks there, so the page is refused as a whole.
+    body = ENTRY_RECORD.pack(0, len(GOOD[0]) - 1) + GOOD[0] + page(GOOD[1:3], 1)
+    with pytest.raises(MalformedAnswer):
+        check_page(body, 0, 3, TENANT)
+    # A length that still frames the page (two entries fused into one record) is evidence.
+    fused = ENTRY_RECORD.pack(0, len(GOOD[0]) + len(GOOD[1])) + GOOD[0] + GOOD[1]
+    result = check_page(fused + page(GOOD[2:4], 2), 0, 4, TENANT)
+    assert [(a.kind, a.position) for a in result.anomalies] == [
+        ("non_canonical_entry", 0),
+        ("missing_entry", 1),
+    ]
+
+
+def test_non_utf8_entry_bytes_are_non_canonical() -> None:
+    bad = GOOD[3].replace(b'"service":"s"', b'"service":"' + bytes([0xFF]) + b'"')
+    result = check_page(page([*GOOD[:3], bad, *GOOD[4:]]), 0, 8, TENANT)
+    assert [(a.kind, a.position) for a in result.anomalies] == [("non_canonical_entry", 3)]
+
+
+def test_server_lying_about_indexes() -> None:
+    # Records claiming other positions than asked for: outside the range, repeated, skipped.
+    items = [(0, GOOD[0]), (1, GOOD[1]), (1, GOOD[1]), (3, GOOD[3]), (9, GOOD[4])]
+    result = check_page(encode_records(items), 0, 5, TENANT)
+    assert result.contiguous == 2
+    assert [(a.kind, a.position) for a in result.anomalies] == [
+        ("extra_entry", 1),
+        ("missing_entry", 2),
+        ("extra_entry", 9),
+    ]
+    # A page answered from another start than asked: every record is out of place.
+    shifted = check_page(page(GOOD[2:4], 2), 0, 2, TENANT)
+    assert shifted.contiguous == 0
+    assert [a.kind for a in shifted.anomalies] == ["extra_entry", "extra_entry"]
 
 
 def test_bundle_lines_with_a_damaged_and_a_missing_line() -> None:

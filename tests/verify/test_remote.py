@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
 from immutablelog.checkpoint import Signer
-from immutablelog.verify import FindingKind, LogClient, Status, load_state, prove_event
+from immutablelog.verify import (
+    CouldNotCheck,
+    FindingKind,
+    LogClient,
+    Status,
+    load_state,
+    prove_event,
+)
 from immutablelog.verify import verify_remote as verify_log
 from tests.live import LiveServer, free_port
-from tests.verify.helpers import CountingTransport, cli_json, client, ingest, run_cli
+from tests.verify.helpers import (
+    CountingTransport,
+    binary_response,
+    cli_json,
+    client,
+    decode_records,
+    ingest,
+    run_cli,
+)
 
 OTHER_KEY = Signer.generate("immutablelog").verifier_key()
 
@@ -205,16 +222,23 @@ def test_prove_refuses_an_entry_that_is_not_the_event_asked_for(server: LiveServ
 
 
 def _rewriting(server: LiveServer, rewrite: Callable[[dict[str, object]], None]) -> LogClient:
-    """A client whose server answers pages rewritten in flight (a man in the middle)."""
+    """A client whose server answers pages rewritten in flight (a man in the middle).
+
+    ``rewrite`` edits the page as ``{"entries": [{"index": i, "entry": text}, ...]}``.
+    """
 
     class Rewriting(httpx.HTTPTransport):
         def handle_request(self, request: httpx.Request) -> httpx.Response:
             response = super().handle_request(request)
             if request.url.path != "/v1/entries" or response.status_code != 200:
                 return response
-            body = orjson.loads(response.read())
+            items = decode_records(response.read())
+            body: dict[str, object] = {
+                "entries": [{"index": i, "entry": d.decode()} for i, d in items]
+            }
             rewrite(body)
-            return httpx.Response(200, content=orjson.dumps(body))
+            entries: list[dict[str, Any]] = body["entries"]  # type: ignore[assignment]
+            return binary_response([(e["index"], e["entry"].encode()) for e in entries])
 
     return LogClient(server.url, server.read_key, transport=Rewriting())
 
@@ -267,3 +291,18 @@ def test_parallel_workers_check_a_larger_log(live_server: LiveServer, tmp_path: 
     assert report.status is Status.INTACT, report.to_json()
     assert report.entries_checked == report.tree_size and report.tree_size > 2600
     assert report.root_hash == live_server.checkpoint().root_hash
+
+
+def test_could_not_check_crosses_the_worker_process_boundary() -> None:
+    # Workers fetch their own pages, so a network or auth failure is raised there.
+    error = pickle.loads(pickle.dumps(CouldNotCheck("auth", "GET /v1/entries answered 401")))
+    assert (error.reason, error.message) == ("auth", "GET /v1/entries answered 401")
+
+
+def test_a_client_with_its_own_transport_is_not_shipped_to_workers(server: LiveServer) -> None:
+    transport = CountingTransport()
+    with LogClient(server.url, server.read_key, transport=transport) as counted:
+        assert counted.settings is None
+        report = verify_log(counted, state_path=None, pinned_key=server.verifier_key, workers=2)
+    assert report.status is Status.INTACT, report.to_json()
+    assert transport.entries_served == report.tree_size  # all fetched here, through it

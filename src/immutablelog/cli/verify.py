@@ -125,7 +125,10 @@ def _remote_options(func: click.decorators.FC) -> click.decorators.FC:
     "--full", is_flag=True, help="Re-download and re-check every entry, not only new ones."
 )
 @click.option(
-    "--workers", default=0, show_default=True, help="Checking processes (0: one per core)."
+    "--workers",
+    default=0,
+    show_default=True,
+    help="Processes that fetch and check pages (0: one per core).",
 )
 def verify(
     as_json: bool,

@@ -318,6 +318,9 @@ class Ledger:
     def entries(self, tenant: Tenant, start: int, end: int) -> Iterator[StoredEntry]:
         return self.storage.entries(tenant.id, start, end)
 
+    def entry_bytes(self, tenant: Tenant, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        return self.storage.entry_bytes(tenant.id, start, end)
+
     def entry(self, tenant: Tenant, entry_id: str) -> StoredEntry:
         found = self.storage.entry_by_id(tenant.id, entry_id)
         if found is None:

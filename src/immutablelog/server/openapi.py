@@ -272,7 +272,12 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/entries": {
                 "get": {
-                    "summary": "Raw entry bytes by index range (at most 1000)",
+                    "summary": "Raw entry bytes by index range",
+                    "description": (
+                        "At most 1000 entries as JSON. With `Accept: application/octet-stream`, "
+                        "at most 16384 entries (fewer past 16 MiB) as records: index (8 bytes) "
+                        "and length (4 bytes), big-endian, then the entry bytes."
+                    ),
                     **_READ,
                     "parameters": [
                         _int_query("start", "First index"),
@@ -280,7 +285,17 @@ def openapi_document() -> dict[str, Any]:
                         _TENANT_QUERY,
                     ],
                     "responses": {
-                        "200": _json({"$ref": "#/components/schemas/Entries"}, "Entries"),
+                        "200": {
+                            "description": "Entries",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Entries"}
+                                },
+                                "application/octet-stream": {
+                                    "schema": {"type": "string", "format": "binary"}
+                                },
+                            },
+                        },
                         **_errors(400, 401, 403),
                     },
                 }

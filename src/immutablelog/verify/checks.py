@@ -8,38 +8,54 @@ Each entry is hashed (RFC 6962 leaf), and its bytes must be exactly what
 ``immutablelog.entry.decode_entry`` accepts — the canonical (RFC 8785) encoding of a valid
 entry — with its ``index`` equal to its position and its ``tenant`` equal to the log's.
 Checking that one entry at a time through ``decode_entry`` costs about four times the leaf hash,
-so the common case takes a page-wide fast path: parse each entry, pull the required fields
-with one ``itemgetter`` call, check whole columns at once, and compare the canonical encoding
-of the parsed page against the page's own bytes in a single ``orjson.dumps``. Only a page that
-fails the fast path is re-checked entry by entry through ``decode_entry``, which is also what
-names the culprit. The fast path accepts exactly what the slow path accepts;
-tests/verify/test_checks.py holds it to that.
+so the common case takes a fast path, slice by slice of the page: parse each entry, check
+the required fields column by column and every value's type at once, and compare the
+canonical encoding of the parsed slice against the slice's own bytes in a single
+``orjson.dumps``. Only a page that fails the fast path is re-checked entry by entry through
+``decode_entry``, which is also what names the culprit. The fast path accepts exactly what the
+slow path accepts; tests/verify/test_checks.py holds it to that.
 
-Why one comparison of the joined page is enough: each entry was parsed on its own, so each is a
-complete JSON object; if ``"[" + ",".join(canonical(e_i)) + "]"`` equals
+Why one comparison of the joined slice is enough: each entry was parsed on its own, so each is
+a complete JSON object; if ``"[" + ",".join(canonical(e_i)) + "]"`` equals
 ``"[" + ",".join(bytes_i) + "]"`` and some ``bytes_i`` differed from its canonical form, one of
 the two would be a proper prefix of the other followed by a comma — impossible for complete
-objects. So the page matches iff every entry does.
+objects. So the slice matches iff every entry does. (Parsing the joined bytes as one array
+instead would not do: entries can be crafted whose bytes regroup into other elements.)
 """
 
 from __future__ import annotations
 
+import gc
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import orjson
 
-from immutablelog.entry import ENTRY_VERSION, REQUIRED_META, EntryError, decode_entry
+from immutablelog.entry import (
+    ENTRY_RECORD,
+    ENTRY_VERSION,
+    REQUIRED_META,
+    EntryError,
+    decode_entry,
+)
 from immutablelog.verify.tree import leaf_hashes, subtree_roots
 
-_FIELDS: tuple[str, ...] = ("v", "index", "tenant", "id", "received_at", "idempotency_key")
-_FIELDS += ("payload", *(name for name in REQUIRED_META if name not in _FIELDS))
-_get_fields = operator.itemgetter(*_FIELDS)
-_V, _INDEX, _TENANT = 0, 1, 2  # the other columns, from _TENANT on, must be strings
+#: Fields every entry holds as a string; ``tenant`` first, ``id`` second (read by position).
+_TEXT_FIELDS: tuple[str, ...] = ("tenant", "id", "received_at", "idempotency_key", "payload")
+_TEXT_FIELDS += tuple(name for name in REQUIRED_META if name not in _TEXT_FIELDS)
+_GET_TEXTS = tuple(operator.itemgetter(name) for name in _TEXT_FIELDS)
+_get_v = operator.itemgetter("v")
+_get_index = operator.itemgetter("index")
 _INT = frozenset({int})
 _STR = frozenset({str})
+#: What decode_entry lets an entry's values be.
+_VALUE_TYPES = frozenset({str, int, bool, type(None)})
+#: Entries checked together on the fast path: small enough to stay in the CPU cache.
+_SLICE = 1024
 
 
 class MalformedAnswer(Exception):
@@ -94,26 +110,41 @@ class ChunkResult:
 
 
 def check_page(raw: bytes, start: int, end: int, tenant: str, content: bool = True) -> ChunkResult:
-    """Check a ``GET /v1/entries?start=&end=`` answer body.
+    """Check a binary ``GET /v1/entries?start=&end=`` answer body (see :func:`parse_page`).
 
     ``content=False`` hashes without checking what the entries say: for entries a previous run
     already checked, whose bytes the rebuilt root will prove unchanged.
     """
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MalformedAnswer("the entries page is not JSON") from None
-    items = body.get("entries") if isinstance(body, dict) else None
-    if not isinstance(items, list):
-        raise MalformedAnswer("the entries page has no 'entries' list")
-    try:
-        positions = [item["index"] for item in items]
-        texts: list[str | None] = [item["entry"] for item in items]
-    except (TypeError, KeyError):
-        raise MalformedAnswer("each item of an entries page needs 'index' and 'entry'") from None
-    if items and (set(map(type, positions)) != _INT or set(map(type, texts)) != _STR):
-        raise MalformedAnswer("entries page items need an integer index and a string entry")
-    return check_entries(positions, texts, start, end, tenant, content)
+    positions, datas = parse_page(raw)
+    return check_entries(positions, datas, start, end, tenant, content)
+
+
+def parse_page(raw: bytes) -> tuple[list[int], list[bytes | None]]:
+    """Split a page into the indexes the server claims and the entry bytes.
+
+    Records are ``ENTRY_RECORD`` (index, length) then that many bytes. A page whose framing
+    does not add up cannot be attributed to positions at all: it is a malformed answer.
+    """
+    positions: list[int] = []
+    datas: list[bytes | None] = []
+    add_position, add_data = positions.append, datas.append  # the loop runs once per entry
+    unpack = ENTRY_RECORD.unpack_from
+    head = ENTRY_RECORD.size
+    last_header = len(raw) - head
+    offset = 0
+    while offset <= last_header:
+        index, length = unpack(raw, offset)
+        offset += head
+        add_position(index)
+        add_data(raw[offset : offset + length])
+        offset += length
+    if offset != len(raw):
+        if offset < len(raw):
+            raise MalformedAnswer(f"the entries page ends inside a record header at byte {offset}")
+        raise MalformedAnswer(
+            f"the record for index {positions[-1]} claims {length} bytes, but the page ends first"
+        )
+    return positions, datas
 
 
 def check_lines(block: bytes, start: int, tenant: str) -> ChunkResult:
@@ -126,7 +157,7 @@ def check_lines(block: bytes, start: int, tenant: str) -> ChunkResult:
     if fast is not None:
         positions_fast, texts_fast = fast
         first = positions_fast[0] if positions_fast else start
-        return check_entries(positions_fast, texts_fast, first, None, tenant)
+        return check_entries(positions_fast, _utf8(texts_fast), first, None, tenant)
     lines = block.split(b"\n")
     if lines and not lines[-1]:
         lines.pop()
@@ -158,7 +189,7 @@ def check_lines(block: bytes, start: int, tenant: str) -> ChunkResult:
     # start from the index the block's first line claims, so the gap is found once, here.
     if texts and texts[0] is not None:
         start = positions[0]
-    result = check_entries(positions, texts, start, None, tenant)
+    result = check_entries(positions, _utf8(texts), start, None, tenant)
     if not bad:
         return result
     return ChunkResult(
@@ -202,9 +233,16 @@ def _lines_as_array(block: bytes) -> tuple[list[int], list[str | None]] | None:
     return positions, texts
 
 
+def _utf8(texts: Sequence[str | None]) -> list[bytes | None]:
+    try:
+        return [text.encode("utf-8") if text is not None else None for text in texts]
+    except UnicodeEncodeError:
+        raise MalformedAnswer("an entry is not valid Unicode text") from None
+
+
 def check_entries(
     positions: Sequence[int],
-    texts: Sequence[str | None],
+    datas: Sequence[bytes | None],
     start: int,
     end: int | None,
     tenant: str,
@@ -212,14 +250,9 @@ def check_entries(
 ) -> ChunkResult:
     """Check entries claimed to sit at ``positions``; the chunk was asked for ``[start, end)``.
 
-    ``texts[i]`` is ``None`` for an item that could not be read at all.
+    ``datas[i]`` is ``None`` for an item that could not be read at all.
     """
-    count = len(texts)
-    try:
-        datas = [text.encode("utf-8") if text is not None else None for text in texts]
-    except UnicodeEncodeError:
-        raise MalformedAnswer("an entry is not valid Unicode text") from None
-
+    count = len(datas)
     contiguous = count
     if list(positions) != list(range(start, start + count)) or None in datas:
         contiguous = next(
@@ -270,11 +303,19 @@ def check_entries(
             expected += 1
     covered_to = max(covered_to, expected)
 
-    present = [(p, d) for p, d in zip(positions, datas, strict=True) if d is not None]
-    last_id, content_ok = _fast_content_check(present, tenant) if content else (None, True)
+    present_at = list(positions)
+    present: list[bytes] = datas  # type: ignore[assignment]  # unless a None is filtered out
+    if None in datas:
+        present_at = [p for p, d in zip(positions, datas, strict=True) if d is not None]
+        present = [d for d in datas if d is not None]
+    last_id, content_ok = (
+        _fast_content_check(present_at, present, tenant) if content else (None, True)
+    )
     index_runs: tuple[IndexRun, ...] = ()
     if not content_ok:
-        slow_anomalies, runs, last_id = _slow_content_check(present, tenant)
+        slow_anomalies, runs, last_id = _slow_content_check(
+            list(zip(present_at, present, strict=True)), tenant
+        )
         anomalies.extend(slow_anomalies)
         index_runs = tuple(runs)
     anomalies.sort(key=lambda a: a.position)
@@ -291,31 +332,62 @@ def check_entries(
     )
 
 
-def _fast_content_check(entries: list[tuple[int, bytes]], tenant: str) -> tuple[str | None, bool]:
-    """Whole-page check; ``(id of the last entry, True)`` if every entry passes."""
-    if not entries:
-        return None, True
-    count = len(entries)
-    datas = [data for _, data in entries]
+def _fast_content_check(
+    positions: list[int], datas: list[bytes], tenant: str
+) -> tuple[str | None, bool]:
+    """Whole-page check; ``(id of the last entry, True)`` if every entry passes.
+
+    Done in slices: a slice's parsed dicts stay in the CPU cache, and the cyclic garbage
+    collector, which would otherwise walk every dict of a big page many times over, is paused
+    (parsed JSON holds no cycles).
+    """
+    last_id: str | None = None
+    with _gc_paused():
+        for first in range(0, len(datas), _SLICE):
+            last_id = _fast_slice(
+                positions[first : first + _SLICE], datas[first : first + _SLICE], tenant
+            )
+            if last_id is None:
+                return None, False
+    return last_id, True
+
+
+def _fast_slice(positions: list[int], datas: list[bytes], tenant: str) -> str | None:
+    """The id of the last entry if every entry of ``datas`` passes, else ``None``."""
     try:
         dicts = list(map(orjson.loads, datas))
-        rows = list(map(_get_fields, dicts))
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None, False
-    columns: list[tuple[Any, ...]] = list(zip(*rows, strict=True))
-    if set(map(type, columns[_V])) != _INT or columns[_V].count(ENTRY_VERSION) != count:
-        return None, False
-    if set(map(type, columns[_INDEX])) != _INT or list(columns[_INDEX]) != [p for p, _ in entries]:
-        return None, False
-    if any(set(map(type, column)) != _STR for column in columns[_TENANT:]):
-        return None, False
-    if columns[_TENANT].count(tenant) != count:
-        return None, False
-    joined = b"[" + b",".join(datas) + b"]"
-    if orjson.dumps(dicts, option=orjson.OPT_SORT_KEYS) != joined:
-        return None, False
-    last_id: str = rows[-1][_FIELDS.index("id")]
-    return last_id, True
+        versions = list(map(_get_v, dicts))
+        indexes = list(map(_get_index, dicts))
+        texts = [list(map(get, dicts)) for get in _GET_TEXTS]
+    except (orjson.JSONDecodeError, KeyError, TypeError):  # TypeError: not an object
+        return None
+    count = len(dicts)
+    # Types first: True == 1, so an equality alone would let "v": true through.
+    if set(map(type, versions)) != _INT or versions.count(ENTRY_VERSION) != count:
+        return None
+    if set(map(type, indexes)) != _INT or indexes != positions:
+        return None
+    if any(set(map(type, column)) != _STR for column in texts):
+        return None
+    if texts[0].count(tenant) != count:
+        return None
+    if not _VALUE_TYPES.issuperset(map(type, chain.from_iterable(map(dict.values, dicts)))):
+        return None
+    if orjson.dumps(dicts, option=orjson.OPT_SORT_KEYS) != b"[" + b",".join(datas) + b"]":
+        return None
+    last_id: str = texts[1][-1]
+    return last_id
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _slow_content_check(

@@ -14,6 +14,7 @@ import binascii
 import contextlib
 import random
 import time
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -21,10 +22,22 @@ import httpx
 import orjson
 
 from immutablelog import __version__
+from immutablelog.entry import ENTRIES_MEDIA_TYPE
 from immutablelog.verify.report import CouldNotCheck
 
 _RETRY_STATUS: Final = frozenset({429, 502, 503, 504})
 _MAX_RETRY_AFTER: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """What a worker process needs to open its own client to the same log."""
+
+    url: str
+    read_key: str
+    timeout: float
+    retries: int
+    backoff: float
 
 
 class LogClient:
@@ -43,6 +56,12 @@ class LogClient:
         self.url = url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+        # A custom transport (a test's, a proxy's) lives in this process only.
+        self.settings = (
+            ClientSettings(self.url, read_key, timeout, retries, backoff)
+            if transport is None
+            else None
+        )
         self._http = httpx.Client(
             base_url=self.url,
             headers={
@@ -52,6 +71,16 @@ class LogClient:
             timeout=timeout,
             transport=transport,
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: ClientSettings) -> LogClient:
+        return cls(
+            settings.url,
+            settings.read_key,
+            timeout=settings.timeout,
+            retries=settings.retries,
+            backoff=settings.backoff,
         )
 
     def close(self) -> None:
@@ -78,8 +107,22 @@ class LogClient:
         return self._get("/v1/checkpoint", params).text
 
     def entries_page(self, start: int, end: int) -> bytes:
-        """``GET /v1/entries``: the raw page body (checked by ``checks.check_page``)."""
-        return self._get("/v1/entries", {"start": str(start), "end": str(end)}).content
+        """``GET /v1/entries`` as binary records: the raw body (parsed by ``checks.parse_page``).
+
+        The server may answer fewer entries than asked (its page and byte caps).
+        """
+        response = self._get(
+            "/v1/entries",
+            {"start": str(start), "end": str(end)},
+            {"Accept": ENTRIES_MEDIA_TYPE},
+        )
+        media = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != ENTRIES_MEDIA_TYPE:
+            raise CouldNotCheck(
+                "malformed_answer",
+                f"GET /v1/entries answered {media or 'no content type'}, not {ENTRIES_MEDIA_TYPE}",
+            )
+        return response.content
 
     def locate_event(self, event_id: str) -> int:
         """Where the server says event ``event_id`` is. Only a hint: ``prove`` then checks
@@ -117,11 +160,13 @@ class LogClient:
             raise CouldNotCheck("malformed_answer", f"GET {path} did not answer a JSON object")
         return body
 
-    def _get(self, path: str, params: dict[str, str]) -> httpx.Response:
+    def _get(
+        self, path: str, params: dict[str, str], headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         attempt = 0
         while True:
             try:
-                response = self._http.get(path, params=params)
+                response = self._http.get(path, params=params, headers=headers)
             except httpx.TransportError as exc:
                 if attempt >= self.retries:
                     raise CouldNotCheck(

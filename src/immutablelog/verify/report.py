@@ -80,6 +80,10 @@ class CouldNotCheck(Exception):
         self.reason = reason
         self.message = message
 
+    def __reduce__(self) -> tuple[type[CouldNotCheck], tuple[str, str]]:
+        # Raised in worker processes too: pickle both arguments, not just the message.
+        return CouldNotCheck, (self.reason, self.message)
+
 
 @dataclass
 class Report:

@@ -15,14 +15,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import orjson
-
 from immutablelog.checkpoint import Checkpoint, NoteError, Verifier
 from immutablelog.entry import decode_entry
 from immutablelog.merkle import EMPTY_ROOT, ProofError, node_hash, verify_consistency
 from immutablelog.merkle import verify_inclusion as merkle_verify_inclusion
-from immutablelog.verify.checks import ChunkResult, MalformedAnswer, check_page
-from immutablelog.verify.client import LogClient
+from immutablelog.verify.checks import ChunkResult, MalformedAnswer, check_page, parse_page
+from immutablelog.verify.client import ClientSettings, LogClient
 from immutablelog.verify.engine import (
     ChunkRunner,
     NoProgress,
@@ -36,8 +34,9 @@ from immutablelog.verify.report import CouldNotCheck, Finding, FindingKind, Repo
 from immutablelog.verify.state import VerifierState, load_state, now, save_state
 from immutablelog.verify.tree import Frontier
 
-#: The server answers at most 1000 entries a call; asking for fewer would only add requests.
-PAGE_SIZE = 1000
+#: The server answers at most 16384 binary entries a call; a power of two keeps each page one
+#: aligned subtree.
+PAGE_SIZE = 16384
 #: How many altered entries to pinpoint through proofs before stopping (each costs ~2 log n
 #: proof requests); more are summarized by the root mismatch.
 LOCATE_LIMIT = 5
@@ -342,9 +341,11 @@ def _download(
 ) -> None:
     """Fetch ``[start, size)`` page by page and apply the checked pages in order.
 
-    Two pipelines: fetch threads only wait on the network (several pages in flight), and
-    checks run in worker processes (several pages each) or, without workers, right here in
-    this thread — checking in the fetch threads would only make them fight over the GIL.
+    With worker processes, each worker fetches the pages it checks (over its own client), so
+    the page bytes never travel through this process. Without workers (or with a client bound
+    to a custom transport), fetch threads only wait on the network (several pages in flight),
+    and checks run right here — checking in the fetch threads would only make them fight over
+    the GIL.
     """
 
     def check(raw: bytes, first: int, end: int) -> Future[ChunkResult]:
@@ -352,13 +353,38 @@ def _download(
         # root matches, their bytes are those same bytes, so hashing them is enough.
         return runner.submit(check_page, raw, first, end, tenant, end > content_from)
 
+    settings = client.settings if runner.parallel else None
+
+    def fetch_and_check(first: int, end: int) -> Future[ChunkResult]:
+        if settings is not None:
+            # Workers fetch their own pages: page bytes never cross a process boundary.
+            return runner.submit(
+                fetch_and_check_page, settings, first, end, tenant, end > content_from
+            )
+        return check(client.entries_page(first, end), first, end)
+
+    checking: deque[tuple[int, int, Future[ChunkResult]]] = deque()
+    check_depth = 2 * runner.workers if runner.parallel else 1
+
     def checked_now(first: int, end: int) -> ChunkResult:
-        return _checked(check(client.entries_page(first, end), first, end))
+        return _checked(fetch_and_check(first, end))
+
+    def apply_oldest() -> None:
+        first, end, future = checking.popleft()
+        _apply_page(rebuild, _checked(future), first, end, checked_now, progress)
+
+    if settings is not None:
+        for first in range(start, size, PAGE_SIZE):
+            end = min(first + PAGE_SIZE, size)
+            checking.append((first, end, fetch_and_check(first, end)))
+            while len(checking) >= check_depth:
+                apply_oldest()
+        while checking:
+            apply_oldest()
+        return
 
     pages = iter(range(start, size, PAGE_SIZE))
     fetching: deque[tuple[int, int, Future[bytes]]] = deque()
-    checking: deque[tuple[int, int, Future[ChunkResult]]] = deque()
-    check_depth = 2 * runner.workers if runner.parallel else 1
     fetch_depth = max(1, concurrency) + check_depth
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="fetch") as pool:
 
@@ -369,10 +395,6 @@ def _download(
                     return
                 end = min(first + PAGE_SIZE, size)
                 fetching.append((first, end, pool.submit(client.entries_page, first, end)))
-
-        def apply_oldest() -> None:
-            first, end, future = checking.popleft()
-            _apply_page(rebuild, _checked(future), first, end, checked_now, progress)
 
         refill()
         try:
@@ -387,6 +409,20 @@ def _download(
         finally:
             for _, _, pending in fetching:
                 pending.cancel()
+
+
+#: Each worker process's own client, by the settings it was opened with.
+_worker_clients: dict[ClientSettings, LogClient] = {}
+
+
+def fetch_and_check_page(
+    settings: ClientSettings, first: int, end: int, tenant: str, content: bool
+) -> ChunkResult:
+    """In a worker process: fetch ``[first, end)`` over the worker's own client, and check it."""
+    client = _worker_clients.get(settings)
+    if client is None:
+        client = _worker_clients[settings] = LogClient.from_settings(settings)
+    return check_page(client.entries_page(first, end), first, end, tenant, content)
 
 
 def _checked(future: Future[ChunkResult]) -> ChunkResult:
@@ -634,7 +670,7 @@ def _prove(
     try:
         raw = client.entries_page(index, index + 1)
         page = check_page(raw, index, index + 1, tenant)
-        text = orjson.loads(raw)["entries"][0]["entry"] if page.contiguous == 1 else None
+        data = parse_page(raw)[1][0] if page.contiguous == 1 else None
     except MalformedAnswer as exc:
         raise CouldNotCheck("malformed_answer", f"GET /v1/entries: {exc}") from None
     report.entries_checked = page.received
@@ -657,11 +693,10 @@ def _prove(
                 entry_id=run.first_id,
             )
         )
-    if text is None:
+    if data is None:
         if not report.findings_total:
             report.add(Finding(FindingKind.MISSING_ENTRY, f"no entry at index {index}", index))
         return
-    data = text.encode("utf-8")
     leaf = page.leaves
     proof = client.inclusion_proof(index, checkpoint.size)
     try:

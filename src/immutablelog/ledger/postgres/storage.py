@@ -533,6 +533,10 @@ class PostgresStorage:
         for row in self._pages("idx, id, received_at, entry", tenant_id, start, end):
             yield _entry(row)
 
+    def entry_bytes(self, tenant_id: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        for idx, data in self._pages("idx, entry", tenant_id, start, end):
+            yield int(idx), bytes(data)
+
     def audit_rows(self, tenant_id: int, start: int, end: int) -> Iterator[AuditRow]:
         columns = f"idx, entry, leaf, {', '.join(DERIVED_COLUMNS)}"
         for idx, data, leaf, *derived in self._pages(columns, tenant_id, start, end):

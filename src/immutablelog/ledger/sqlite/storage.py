@@ -398,6 +398,13 @@ class SQLiteStorage:
         for idx, eid, received, data in cur:
             yield StoredEntry(idx, eid, received, bytes(data))
 
+    def entry_bytes(self, tenant_id: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        return self._conn.execute(  # BLOBs come back as bytes: the rows are the answer
+            "SELECT idx, entry FROM entries "
+            "WHERE tenant_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (tenant_id, start, end),
+        )
+
     def audit_rows(self, tenant_id: int, start: int, end: int) -> Iterator[AuditRow]:
         cur = self._conn.execute(
             f"SELECT idx, entry, leaf, {', '.join(DERIVED_COLUMNS)} FROM entries "
