@@ -217,3 +217,23 @@ def test_a_key_that_lost_the_ingest_scope_is_refused_at_commit(ledger: Ledger) -
     with pytest.raises(KeyRevoked):
         ledger.submit(tenant, [event(2, "y")], key).result(10)
     assert ledger.checkpoint(tenant).size == written.index + 1
+
+
+def test_a_search_file_of_an_older_layout_is_rebuilt(tmp_path: Path) -> None:
+    config = LedgerConfig(data_dir=tmp_path / "d")
+    with Ledger.open(config) as ledger:
+        ledger.create_tenant("default")
+        ledger.append(ledger.tenant("default"), [event(n, "pangolin") for n in range(2)])
+        assert len(search(ledger, "pangolin")) == 2
+        assert isinstance(ledger.storage, SQLiteStorage)
+        search_file = ledger.storage.search_path
+    with closing(sqlite3.connect(search_file)) as conn, conn:  # an earlier layout
+        conn.execute("DROP TABLE entries_search")
+        conn.execute("CREATE VIRTUAL TABLE entries_search USING fts5 (payload, content = '')")
+        conn.execute("DELETE FROM meta WHERE key = 'layout'")
+    with Ledger.open(config) as ledger:
+        ledger.start()
+        assert len(search(ledger, "pangolin")) == 2
+        tenant = ledger.tenant("default")
+        found = ledger.query(tenant, EventQuery(text="pangolin", service="s", type="info"))
+        assert len(found) == 2

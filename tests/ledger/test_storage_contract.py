@@ -597,6 +597,19 @@ def test_full_text_search(storage: Storage) -> None:
     assert search("late login") == [6]
 
 
+def test_full_text_search_with_filters_matches_values_exactly(storage: Storage) -> None:
+    acme = new_tenant(storage)
+    services = ["api-gw", "API-GW", "---", "api", "gw api"]
+    append_events(
+        storage, acme, [({"service": name}, '{"msg": "needle"}', NOW) for name in services]
+    )
+    storage.index_search(100)
+    for index, name in enumerate(services):
+        found = storage.query(acme, EventQuery(text="needle", service=name))
+        assert [e.index for e in found] == [index], name
+    assert storage.query(acme, EventQuery(text="needle", service="gw")) == []
+
+
 # --- append-only, enforced by the database itself ----------------------------------------
 
 

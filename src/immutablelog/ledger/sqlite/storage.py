@@ -207,7 +207,7 @@ class SQLiteStorage:
             with self._file_lock(self._search_lock_path):
                 conn.execute("ATTACH DATABASE ? AS search", (str(self.search_path),))
                 conn.execute("PRAGMA search.journal_mode = WAL")
-                conn.executescript(_SEARCH_SCHEMA)
+                _create_search_file(conn)
             # Derived data: a commit lost to power loss is simply indexed again.
             conn.execute("PRAGMA search.synchronous = NORMAL")
             conn.execute(f"PRAGMA search.cache_size = {_CACHE_KIB}")  # per file, not inherited
@@ -541,8 +541,9 @@ class SQLiteStorage:
         if top is None:
             return 0
         cur = conn.execute(
-            "INSERT INTO search.entries_search (rowid, payload) "
-            "SELECT rowid, json_extract(entry, '$.payload') FROM main.entries "
+            "INSERT INTO search.entries_search (rowid, payload, service, type, env) "
+            "SELECT rowid, json_extract(entry, '$.payload'), service, type, env "
+            "FROM main.entries "
             "WHERE rowid > ? AND rowid <= ?",
             (done, top[0]),
         )
@@ -569,10 +570,15 @@ class SQLiteStorage:
 
 #: The derived file: full-text index and lookups by random-valued columns, keyed by the
 #: entries' rowids; 'indexed_rowid' (and that entry's id) marks how far it covers the ledger.
+#: Bump when the search file's tables change: an older file is then dropped and rebuilt.
+_SEARCH_LAYOUT = "2"
+#: Filters that the full-text index also answers, so that a search with them intersects
+#: posting lists instead of joining every match of a common word.
+_FTS_FILTERS = ("service", "type", "env")
 _SEARCH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS search.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS search.entries_search
-    USING fts5 (payload, content = '', tokenize = 'unicode61');
+    USING fts5 (payload, service, type, env, content = '', tokenize = 'unicode61');
 CREATE TABLE IF NOT EXISTS search.lookup (
     entry_rowid INTEGER PRIMARY KEY,
     tenant_id INTEGER NOT NULL,
@@ -590,10 +596,42 @@ _LOOKUP_DRIVERS = ("request_id", "actor", "event_name", "event_name_prefix")
 _PREFIX_WINDOW = 20_000
 
 
+def _create_search_file(conn: sqlite3.Connection) -> None:
+    """Create the search file's tables, rebuilding them if an older layout is found."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS search.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) "
+        "WITHOUT ROWID"
+    )
+    row = conn.execute("SELECT value FROM search.meta WHERE key = 'layout'").fetchone()
+    if row is None or row[0] != _SEARCH_LAYOUT:
+        conn.executescript(
+            "DROP TABLE IF EXISTS search.entries_search; DROP TABLE IF EXISTS search.lookup; "
+            "DELETE FROM search.meta;"
+        )
+    conn.executescript(_SEARCH_SCHEMA)
+    conn.execute(
+        "INSERT INTO search.meta (key, value) VALUES ('layout', ?) ON CONFLICT DO NOTHING",
+        (_SEARCH_LAYOUT,),
+    )
+
+
 def _fts_phrase(text: str) -> str:
     """Each word as a quoted FTS5 string: all must occur, and no input is FTS syntax."""
     words = text.split()
     return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def _fts_match(query: EventQuery) -> str:
+    """The MATCH expression: the words in the payload, and each of the filters the index
+    also holds as a phrase in its own column (checked exactly on the entry afterwards)."""
+    assert query.text
+    terms = [f"payload : ({_fts_phrase(query.text)})"]
+    for column in _FTS_FILTERS:
+        value = getattr(query, column)
+        # A value with no letter or digit has no words to match: the exact check alone.
+        if value and any(ch.isalnum() for ch in value):
+            terms.append(f'{column} : "{value.replace(chr(34), chr(34) * 2)}"')
+    return " AND ".join(terms)
 
 
 def _query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
@@ -620,7 +658,7 @@ def _text_query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object
         f"WHERE entries_search MATCH ? AND {' AND '.join(where)} "
         f"ORDER BY s.rowid {order} LIMIT ?"
     )
-    return sql, [_fts_phrase(query.text), *params, query.limit]
+    return sql, [_fts_match(query), *params, query.limit]
 
 
 def _lookup_driver(query: EventQuery) -> str | None:
