@@ -165,8 +165,9 @@ class Ledger:
 
     def _committed(self, stats: CommitStats) -> None:
         if stats.events:
+            # Not woken per commit: indexing half a second of commits at once costs less
+            # per entry than indexing each small commit on its own.
             self._indexer.start()  # a no-op once started
-            self._indexer.wake()
         for listener in self._commit_listeners:
             listener(stats)
 

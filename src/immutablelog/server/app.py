@@ -17,11 +17,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from immutablelog import __version__
 from immutablelog.ledger import Ledger, LedgerConfig, StorageError
@@ -48,27 +46,6 @@ async def metrics(request: Request) -> Response:
 
 async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
-
-
-class _RejectCounter:
-    """Counts error answers by reason, whatever produced them."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_counting(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] >= 400:
-                state = scope.get("state", {})
-                reason = state.get("reject_reason") or str(message["status"])
-                scope["app"].state.metrics.rejected.labels(reason).inc()
-            await send(message)
-
-        await self.app(scope, receive, send_counting)
 
 
 ROUTES = [
@@ -104,7 +81,6 @@ def create_app(ledger: Ledger | LedgerConfig | None = None) -> Starlette:
     the_ledger.start()
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(_RejectCounter)],
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
             HTTPException: errors.handle_http_exception,

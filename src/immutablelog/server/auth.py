@@ -31,7 +31,7 @@ def require_key(ledger: Ledger, request: Request, scope: str) -> tuple[ApiKey, T
         )
     if scope not in key.scopes:
         raise ApiError(403, "insufficient_scope", f"this API key lacks the '{scope}' scope")
-    asked = request.query_params.get("tenant")
+    asked = request.query_params.get("tenant") if request.scope.get("query_string") else None
     if asked is not None and asked != key.tenant:
         raise ApiError(403, "wrong_tenant", "this API key belongs to another tenant")
     return key, Tenant(key.tenant_id, key.tenant, "")

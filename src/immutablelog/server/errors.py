@@ -69,9 +69,17 @@ def error_response(error: ApiError) -> JSONResponse:
     )
 
 
+def _count_rejection(request: Request, reason: str) -> None:
+    """Every error answer passes through one of these handlers: count it here by reason
+    (rather than in a middleware wrapping every request's send)."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.rejected.labels(reason).inc()
+
+
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    request.state.reject_reason = exc.reason
+    _count_rejection(request, exc.reason)
     return error_response(exc)
 
 
@@ -81,7 +89,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else reason
     if exc.status_code == 404:
         message = f"no such endpoint: {request.method} {request.url.path}"
-    request.state.reject_reason = reason
+    _count_rejection(request, reason)
     return JSONResponse(
         error_body(reason, message), status_code=exc.status_code, headers=exc.headers
     )
@@ -90,7 +98,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 async def handle_storage_error(request: Request, exc: Exception) -> Response:
     """The database cannot be reached or cannot commit: the client should retry, not give up."""
     logger.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
-    request.state.reject_reason = "ledger_unavailable"
+    _count_rejection(request, "ledger_unavailable")
     return JSONResponse(
         error_body("ledger_unavailable", "the ledger's database is unavailable; retry"),
         status_code=503,
@@ -100,6 +108,7 @@ async def handle_storage_error(request: Request, exc: Exception) -> Response:
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    _count_rejection(request, "internal_error")
     return JSONResponse(
         error_body("internal_error", "the server failed to handle this request"),
         status_code=500,
