@@ -17,7 +17,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar
 
 from immutablelog.merkle import node_hash
-from immutablelog.verify.checks import ChunkResult, IndexRun
+from immutablelog.verify.checks import Anomaly, ChunkResult, IndexRun
 from immutablelog.verify.report import CouldNotCheck, Finding, FindingKind, Report
 from immutablelog.verify.tree import Frontier, range_root
 
@@ -29,6 +29,13 @@ _MAX_EXPLAINED = 10_000
 
 #: Below this many entries, starting worker processes costs more than it saves.
 PARALLEL_MIN_ENTRIES = 50_000
+
+
+def finding_of(anomaly: Anomaly) -> Finding:
+    """The report's finding for an anomaly a page check found."""
+    return Finding(
+        FindingKind(anomaly.kind), anomaly.message, anomaly.position, anomaly.end, anomaly.entry_id
+    )
 
 
 class Progress(Protocol):
@@ -180,15 +187,7 @@ class Rebuild:
             self.broken_at = result.start
         self.report.entries_checked += result.received
         for anomaly in result.anomalies:
-            self._add(
-                Finding(
-                    FindingKind(anomaly.kind),
-                    anomaly.message,
-                    anomaly.position,
-                    anomaly.end,
-                    anomaly.entry_id,
-                )
-            )
+            self._add(finding_of(anomaly))
         for run in result.index_runs:
             self._merge_run(run)
         usable = max(0, min(result.contiguous, self.limit - result.start))

@@ -28,6 +28,7 @@ from immutablelog.verify.engine import (
     Rebuild,
     UnknownSubtree,
     auto_workers,
+    finding_of,
     result_of,
 )
 from immutablelog.verify.report import CouldNotCheck, Finding, FindingKind, Report
@@ -675,15 +676,7 @@ def _prove(
         raise CouldNotCheck("malformed_answer", f"GET /v1/entries: {exc}") from None
     report.entries_checked = page.received
     for anomaly in page.anomalies:
-        report.add(
-            Finding(
-                FindingKind(anomaly.kind),
-                anomaly.message,
-                anomaly.position,
-                anomaly.end,
-                anomaly.entry_id,
-            )
-        )
+        report.add(finding_of(anomaly))
     for run in page.index_runs:
         report.add(
             Finding(
