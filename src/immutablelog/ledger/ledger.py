@@ -126,7 +126,7 @@ class Ledger:
             max_batch_events=self.config.max_batch_events,
             idempotency_retention=self.config.idempotency_retention,
             on_commit=self._committed,
-            on_key_refused=self._forget_keys,
+            on_key_refused=self._forget_key,
         )
 
     @classmethod
@@ -171,10 +171,9 @@ class Ledger:
         for listener in self._commit_listeners:
             listener(stats)
 
-    def _forget_keys(self, key_id: int) -> None:
-        """A commit found this cached key revoked: authenticate from the database again."""
-        self._live_keys = {}
-        self._keys_version = -1
+    def _forget_key(self, key_id: int) -> None:
+        """A commit found this cached key revoked: its next use reads the database again."""
+        self._live_keys = {d: k for d, k in self._live_keys.items() if k.id != key_id}
 
     # tenants ---------------------------------------------------------------------------
     def origin(self, tenant: Tenant) -> str:

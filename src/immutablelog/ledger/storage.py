@@ -54,6 +54,11 @@ API_KEY_COLUMNS = (
 )
 
 
+def stored_scopes(text: object) -> frozenset[str]:
+    """The scopes of a key as stored: comma-separated, sorted when written."""
+    return frozenset(str(text).split(","))
+
+
 def api_key_from_row(row: Sequence[Any]) -> ApiKey:
     (kid, tenant_id, tenant, prefix, scopes, label, created, revoked, used, key_hash) = row
     return ApiKey(
@@ -61,7 +66,7 @@ def api_key_from_row(row: Sequence[Any]) -> ApiKey:
         tenant_id=int(tenant_id),
         tenant=str(tenant),
         prefix=str(prefix),
-        scopes=frozenset(str(scopes).split(",")),
+        scopes=stored_scopes(scopes),
         label=None if label is None else str(label),
         created_at=str(created),
         revoked_at=None if revoked is None else str(revoked),

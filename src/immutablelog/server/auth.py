@@ -7,7 +7,12 @@ from starlette.requests import Request
 from immutablelog.ledger import ApiKey, Ledger, Tenant
 from immutablelog.server.errors import ApiError
 
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="immutablelog"'}
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="immutablelog"'}
+
+
+def invalid_api_key() -> ApiError:
+    """The answer to a key that is unknown or revoked, found so here or at commit."""
+    return ApiError(401, "invalid_api_key", "the API key is unknown or revoked", headers=_CHALLENGE)
 
 
 def require_key(ledger: Ledger, request: Request, scope: str) -> tuple[ApiKey, Tenant]:
@@ -15,20 +20,18 @@ def require_key(ledger: Ledger, request: Request, scope: str) -> tuple[ApiKey, T
     header = request.headers.get("authorization")
     if not header:
         raise ApiError(
-            401, "unauthorized", "missing Authorization: Bearer <api key>", headers=CHALLENGE
+            401, "unauthorized", "missing Authorization: Bearer <api key>", headers=_CHALLENGE
         )
     method, _, presented = header.partition(" ")
     if method.lower() != "bearer" or not presented.strip():
         raise ApiError(
-            401, "unauthorized", "Authorization must be 'Bearer <api key>'", headers=CHALLENGE
+            401, "unauthorized", "Authorization must be 'Bearer <api key>'", headers=_CHALLENGE
         )
     # Ingest keys are re-checked exactly when their events commit (Ledger.submit), so
     # their authentication may come from the cache alone, with no database read.
     key = ledger.authenticate(presented.strip(), checked_at_commit=scope == "ingest")
     if key is None:
-        raise ApiError(
-            401, "invalid_api_key", "the API key is unknown or revoked", headers=CHALLENGE
-        )
+        raise invalid_api_key()
     if scope not in key.scopes:
         raise ApiError(403, "insufficient_scope", f"this API key lacks the '{scope}' scope")
     asked = request.query_params.get("tenant") if request.scope.get("query_string") else None

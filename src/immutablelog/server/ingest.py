@@ -25,7 +25,7 @@ from immutablelog.ledger import (
     LedgerClosed,
     Rejected,
 )
-from immutablelog.server.auth import CHALLENGE, require_key
+from immutablelog.server.auth import invalid_api_key, require_key
 from immutablelog.server.errors import ApiError, JSONResponse, error_body
 
 MAX_EVENT_BODY_BYTES: Final = 128 * 1024
@@ -131,9 +131,7 @@ async def _commit(
         future = ledger.submit(tenant, submissions, key)
         return await asyncio.wrap_future(future)
     except KeyRevoked:
-        raise ApiError(
-            401, "invalid_api_key", "the API key is unknown or revoked", headers=CHALLENGE
-        ) from None
+        raise invalid_api_key() from None
     except LedgerClosed:
         raise ApiError(
             503, "shutting_down", "the server is shutting down; retry", headers=_RETRY_AFTER

@@ -47,6 +47,7 @@ from immutablelog.ledger.storage import (
     Tenant,
     api_key_from_row,
     event_filters,
+    stored_scopes,
 )
 from immutablelog.merkle import NodeID
 
@@ -193,7 +194,7 @@ class _Transaction:
             "SELECT id, scopes FROM api_keys WHERE id = ANY(%s::int8[]) AND revoked_at IS NULL",
             (list(key_ids),),
         )
-        return {int(kid) for kid, scopes in rows if scope in str(scopes).split(",")}
+        return {int(kid) for kid, scopes in rows if scope in stored_scopes(scopes)}
 
     def find_by_idempotency_key(
         self, tenant_id: int, keys: Sequence[str], received_since: str

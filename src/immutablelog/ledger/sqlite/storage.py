@@ -33,6 +33,7 @@ from immutablelog.ledger.storage import (
     api_key_from_row,
     event_filters,
     prefix_range,
+    stored_scopes,
 )
 from immutablelog.merkle import NodeID
 
@@ -148,7 +149,7 @@ class _Transaction:
             "AND revoked_at IS NULL",
             ids,
         )
-        return {int(kid) for kid, scopes in rows if scope in scopes.split(",")}
+        return {int(kid) for kid, scopes in rows if scope in stored_scopes(scopes)}
 
     def insert_entries(self, tenant_id: int, rows: Sequence[NewEntry]) -> None:
         _insert_rows(
@@ -516,7 +517,7 @@ class SQLiteStorage:
         else:
             where.append("idx <= ?")
             params.append((query.after_index or -1) + _PREFIX_WINDOW)
-        order = "DESC" if query.descending else "ASC"
+        order = _direction(query)
         return self._run_query(
             "SELECT idx, id, received_at, entry FROM entries "
             f"INDEXED BY sqlite_autoindex_entries_1 WHERE {' AND '.join(where)} "
@@ -588,15 +589,15 @@ class SQLiteStorage:
         return StoredEntry(row[0], row[1], row[2], bytes(row[3])) if row else None
 
 
-#: The derived file: full-text index and lookups by random-valued columns, keyed by the
-#: entries' rowids; 'indexed_rowid' (and that entry's id) marks how far it covers the ledger.
 #: Bump when the search file's tables change: an older file is then dropped and rebuilt.
 _SEARCH_LAYOUT = "2"
 #: Filters that the full-text index also answers, so that a search with them intersects
 #: posting lists instead of joining every match of a common word.
 _FTS_FILTERS = ("service", "type", "env")
+#: The derived file's tables (beside ``search.meta``): the full-text index and lookups by
+#: random-valued columns, keyed by the entries' rowids; meta 'indexed_rowid' (and that
+#: entry's id, 'indexed_id') marks how far they cover the ledger.
 _SEARCH_SCHEMA = """
-CREATE TABLE IF NOT EXISTS search.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE VIRTUAL TABLE IF NOT EXISTS search.entries_search
     USING fts5 (payload, service, type, env, content = '', tokenize = 'unicode61');
 CREATE TABLE IF NOT EXISTS search.lookup (
@@ -656,7 +657,7 @@ def _fts_match(query: EventQuery) -> str:
 
 def _query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
     where, params = event_filters(tenant_id, query, "?")
-    order = "DESC" if query.descending else "ASC"
+    order = _direction(query)
     sql = (
         f"SELECT idx, id, received_at, entry FROM entries WHERE {' AND '.join(where)} "
         f"ORDER BY idx {order} LIMIT ?"
@@ -671,7 +672,7 @@ def _text_query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object
     collect every match of a common word before taking the newest few.)"""
     assert query.text
     where, params = event_filters(tenant_id, query, "?", "e.")
-    order = "DESC" if query.descending else "ASC"
+    order = _direction(query)
     sql = (
         "SELECT e.idx, e.id, e.received_at, e.entry FROM search.entries_search AS s "
         "JOIN main.entries AS e ON e.rowid = s.rowid "
@@ -679,6 +680,10 @@ def _text_query_sql(tenant_id: int, query: EventQuery) -> tuple[str, list[object
         f"ORDER BY s.rowid {order} LIMIT ?"
     )
     return sql, [_fts_match(query), *params, query.limit]
+
+
+def _direction(query: EventQuery) -> str:
+    return "DESC" if query.descending else "ASC"
 
 
 def _lookup_driver(query: EventQuery) -> str | None:
@@ -691,7 +696,7 @@ _Sql = Callable[[int], tuple[str, list[object]]]
 def _tail_sql(tenant_id: int, query: EventQuery, covered: int) -> _Sql:
     """The matching entries that the lookup table does not cover yet (rowid > covered)."""
     where, params = event_filters(tenant_id, query, "?", "e.")
-    order = "DESC" if query.descending else "ASC"
+    order = _direction(query)
     # NOT INDEXED: walk the rowid range, never a whole tenant's index.
     sql = (
         "SELECT e.idx, e.id, e.received_at, e.entry FROM main.entries AS e NOT INDEXED "
@@ -725,7 +730,7 @@ def _lookup_sql(tenant_id: int, query: EventQuery, covered: int) -> _Sql:
         )
         params += (tenant_id, query.after_index)
     filters, filter_params = event_filters(tenant_id, query, "?", "e.")
-    order = "DESC" if query.descending else "ASC"
+    order = _direction(query)
     sql = (
         f"SELECT e.idx, e.id, e.received_at, e.entry FROM search.lookup AS l INDEXED BY {index} "
         "JOIN main.entries AS e ON e.rowid = l.entry_rowid "
