@@ -26,8 +26,9 @@ from immutablelog.checkpoint import Checkpoint, Signer
 from immutablelog.entry import build_entry, encode_entry, new_entry_id, timestamp
 from immutablelog.entry import validate_submission as submission_for
 from immutablelog.merkle import CompactRange, leaf_hash, root_from_leaves
+from immutablelog.verify import FindingKind, Status, verifier, verify_remote
 from tests.live import LiveServer
-from tests.verify.helpers import cli_json, ingest
+from tests.verify.helpers import cli_json, client, ingest
 
 TRIGGERS = (
     "entries_no_update",
@@ -142,6 +143,36 @@ def test_one_changed_payload_byte_is_pinpointed(server: LiveServer, tmp_path: Pa
         assert kinds_at(body) == [("altered_entry", victim)]
         assert body["findings"][0]["entry_id"] == victim_id
         assert body["state_saved"] is False
+
+
+def test_workers_checking_runs_of_pages_pinpoint_an_altered_entry(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tiny pages, so that each worker fetches a run of several while checking the previous.
+    monkeypatch.setattr(verifier, "PAGE_SIZE", 4)
+    with client(server) as remote:
+        report = verify_remote(remote, state_path=None, pinned_key=server.verifier_key, workers=2)
+    assert report.status is Status.INTACT, report.to_json()
+    assert report.entries_checked == report.tree_size > 8 * 4
+
+    victim = 29  # in the middle of a run: page 7, the second of its run of two
+
+    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
+        (data,) = conn.execute(
+            "SELECT entry FROM entries WHERE tenant_id = ? AND idx = ?", (tenant_id, victim)
+        ).fetchone()
+        changed = bytes(data).replace(b'\\"event ', b'\\"Event ', 1)
+        assert changed != data
+        conn.execute(
+            "UPDATE entries SET entry = ? WHERE tenant_id = ? AND idx = ?",
+            (changed, tenant_id, victim),
+        )
+
+    tamper(server, attack)
+    with client(server) as remote:
+        report = verify_remote(remote, state_path=None, pinned_key=server.verifier_key, workers=2)
+    assert report.exit_code == 1
+    assert [(f.kind, f.index) for f in report.findings] == [(FindingKind.ALTERED_ENTRY, victim)]
 
 
 def test_deleted_entry_is_pinpointed(server: LiveServer, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from immutablelog.checkpoint import Checkpoint, NoteError, Verifier
 from immutablelog.entry import decode_entry
@@ -46,6 +47,9 @@ TOFU_WARNING = (
     "TRUST ON FIRST USE: the log key was taken from the server itself ({key}); nothing vouches "
     "for it. Compare it with the key the log's operator published, then pin it with --log-key."
 )
+
+
+T = TypeVar("T")
 
 
 class _Stop(Exception):
@@ -350,39 +354,43 @@ def _download(
     """
 
     def check(raw: bytes, first: int, end: int) -> Future[ChunkResult]:
-        # Entries below the saved size passed these checks in an earlier run; if the rebuilt
-        # root matches, their bytes are those same bytes, so hashing them is enough.
+        # As in fetch_and_check_pages: entries a previous run checked only need hashing.
         return runner.submit(check_page, raw, first, end, tenant, end > content_from)
 
     settings = client.settings if runner.parallel else None
 
-    def fetch_and_check(first: int, end: int) -> Future[ChunkResult]:
+    def checked_now(first: int, end: int) -> ChunkResult:
         if settings is not None:
-            # Workers fetch their own pages: page bytes never cross a process boundary.
-            return runner.submit(
-                fetch_and_check_page, settings, first, end, tenant, end > content_from
+            pages = [(first, end)]
+            future = runner.submit(fetch_and_check_pages, settings, pages, tenant, content_from)
+            (page,) = _checked(future)
+            return page
+        return _checked(check(client.entries_page(first, end), first, end))
+
+    if settings is not None:
+        # Workers fetch the pages they check, a run of consecutive pages per task, fetching
+        # the next page while checking one: the server is never idle waiting for a worker to
+        # ask, and page bytes never cross a process boundary.
+        runs: deque[tuple[list[tuple[int, int]], Future[list[ChunkResult]]]] = deque()
+        per_run = _pages_per_run(size - start, runner.workers)
+        bounds = [(f, min(f + PAGE_SIZE, size)) for f in range(start, size, PAGE_SIZE)]
+        for i in range(0, len(bounds), per_run):
+            run = bounds[i : i + per_run]
+            runs.append(
+                (run, runner.submit(fetch_and_check_pages, settings, run, tenant, content_from))
             )
-        return check(client.entries_page(first, end), first, end)
+            while len(runs) > runner.workers:
+                _apply_run(rebuild, *runs.popleft(), checked_now, progress)
+        while runs:
+            _apply_run(rebuild, *runs.popleft(), checked_now, progress)
+        return
 
     checking: deque[tuple[int, int, Future[ChunkResult]]] = deque()
-    check_depth = 2 * runner.workers if runner.parallel else 1
-
-    def checked_now(first: int, end: int) -> ChunkResult:
-        return _checked(fetch_and_check(first, end))
+    check_depth = 1
 
     def apply_oldest() -> None:
         first, end, future = checking.popleft()
         _apply_page(rebuild, _checked(future), first, end, checked_now, progress)
-
-    if settings is not None:
-        for first in range(start, size, PAGE_SIZE):
-            end = min(first + PAGE_SIZE, size)
-            checking.append((first, end, fetch_and_check(first, end)))
-            while len(checking) >= check_depth:
-                apply_oldest()
-        while checking:
-            apply_oldest()
-        return
 
     pages = iter(range(start, size, PAGE_SIZE))
     fetching: deque[tuple[int, int, Future[bytes]]] = deque()
@@ -412,25 +420,59 @@ def _download(
                 pending.cancel()
 
 
-#: Each worker process's own client, by the settings it was opened with.
+#: Each worker process's own client, by the settings it was opened with, and its one
+#: prefetch thread.
 _worker_clients: dict[ClientSettings, LogClient] = {}
+_worker_prefetch: list[ThreadPoolExecutor] = []
 
 
-def fetch_and_check_page(
-    settings: ClientSettings, first: int, end: int, tenant: str, content: bool
-) -> ChunkResult:
-    """In a worker process: fetch ``[first, end)`` over the worker's own client, and check it."""
+def fetch_and_check_pages(
+    settings: ClientSettings, pages: list[tuple[int, int]], tenant: str, content_from: int
+) -> list[ChunkResult]:
+    """In a worker process: fetch and check consecutive pages over the worker's own client,
+    fetching each next page while checking the current one."""
     client = _worker_clients.get(settings)
     if client is None:
         client = _worker_clients[settings] = LogClient.from_settings(settings)
-    return check_page(client.entries_page(first, end), first, end, tenant, content)
+    if not _worker_prefetch:
+        _worker_prefetch.append(ThreadPoolExecutor(1, thread_name_prefix="prefetch"))
+    prefetch = _worker_prefetch[0]
+    results: list[ChunkResult] = []
+    upcoming = prefetch.submit(client.entries_page, *pages[0])
+    for i, (first, end) in enumerate(pages):
+        raw = upcoming.result()
+        if i + 1 < len(pages):
+            upcoming = prefetch.submit(client.entries_page, *pages[i + 1])
+        # Entries below the saved size passed these checks in an earlier run; if the rebuilt
+        # root matches, their bytes are those same bytes, so hashing them is enough.
+        results.append(check_page(raw, first, end, tenant, end > content_from))
+    return results
 
 
-def _checked(future: Future[ChunkResult]) -> ChunkResult:
+def _pages_per_run(entries: int, workers: int) -> int:
+    """Pages per worker task: long runs keep the prefetch going, enough runs keep every
+    worker busy to the end."""
+    pages = -(-entries // PAGE_SIZE)
+    return max(1, min(8, pages // (2 * workers)))
+
+
+def _checked(future: Future[T]) -> T:
     try:
         return result_of(future)
     except MalformedAnswer as exc:
         raise CouldNotCheck("malformed_answer", f"GET /v1/entries: {exc}") from None
+
+
+def _apply_run(
+    rebuild: Rebuild,
+    pages: list[tuple[int, int]],
+    future: Future[list[ChunkResult]],
+    checked: Callable[[int, int], ChunkResult],
+    progress: Progress,
+) -> None:
+    results: list[ChunkResult] = _checked(future)
+    for (first, end), result in zip(pages, results, strict=True):
+        _apply_page(rebuild, result, first, end, checked, progress)
 
 
 def _apply_page(
