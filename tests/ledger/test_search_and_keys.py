@@ -18,6 +18,7 @@ from immutablelog.ledger import Accepted, KeyRevoked, Ledger, LedgerConfig
 from immutablelog.ledger.sqlite import storage as sqlite_storage
 from immutablelog.ledger.sqlite.storage import SQLiteStorage
 from immutablelog.ledger.storage import EventQuery, Storage
+from immutablelog.ledger.upkeep import Upkeep
 
 META = {"type": "info", "event_name": "e", "service": "s"}
 
@@ -108,6 +109,44 @@ def test_the_indexer_fills_the_search_index_beside_the_writer(ledger: Ledger) ->
     with closing(sqlite3.connect(ledger.storage.path)) as conn, conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert not any(name.startswith("entries_search") for name in names)
+
+
+def bulky(n: int) -> Any:
+    return validate_submission(json.dumps({"n": n, "note": "x" * 300}), META, f"bulky-{n}")
+
+
+def _wal_pages(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size // 4096 if wal.exists() else 0
+
+
+def test_commits_leave_the_wal_to_the_upkeep_thread(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(ledger.storage, SQLiteStorage)
+    path = ledger.storage.path
+    rounds: list[None] = []
+    monkeypatch.setattr(Upkeep, "_checkpoint", lambda self: rounds.append(None))
+    tenant = ledger.tenant("default")
+    before = path.stat().st_size
+    for start in range(0, 5000, 500):
+        ledger.append(tenant, [bulky(n) for n in range(start, start + 500)])
+    # Past SQLite's default threshold (1000 pages), no commit copied the WAL into the file.
+    assert _wal_pages(path) > 1000
+    assert path.stat().st_size == before
+    ledger.storage.checkpoint_log()
+    assert path.stat().st_size > before + 1000 * 4096
+
+
+def test_the_upkeep_thread_checkpoints_the_wal(ledger: Ledger) -> None:
+    assert isinstance(ledger.storage, SQLiteStorage)
+    path = ledger.storage.path
+    before = path.stat().st_size
+    ledger.append(ledger.tenant("default"), [bulky(n) for n in range(500)])
+    deadline = time.monotonic() + 10
+    while path.stat().st_size == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.stat().st_size > before
 
 
 def test_a_deleted_search_file_is_rebuilt(tmp_path: Path) -> None:

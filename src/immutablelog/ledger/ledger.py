@@ -26,7 +26,6 @@ from immutablelog.checkpoint import (
 )
 from immutablelog.entry import Submission, timestamp, validate_submission
 from immutablelog.ledger import keys
-from immutablelog.ledger.indexer import SearchIndexer
 from immutablelog.ledger.integrity import IntegrityReport, check_log
 from immutablelog.ledger.sequencer import AppendResult, CommitStats, Sequencer
 from immutablelog.ledger.storage import (
@@ -38,6 +37,7 @@ from immutablelog.ledger.storage import (
     StoredEntry,
     Tenant,
 )
+from immutablelog.ledger.upkeep import Upkeep
 from immutablelog.merkle import EMPTY_ROOT, consistency_nodes, inclusion_nodes
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class Ledger:
                 f"the signing key is named {signer.name!r} but this log is {self.log_name!r}",
             )
         self._commit_listeners: list[CommitListener] = []
-        self._indexer = SearchIndexer(storage)
+        self._upkeep = Upkeep(storage)
         self._live_keys: dict[bytes, ApiKey] = {}
         self._keys_version = -1
         self._sequencer = Sequencer(
@@ -140,14 +140,14 @@ class Ledger:
         return cls(storage, signer, config)
 
     def start(self) -> None:
-        """Start the writer and the search indexer now (a server does, so that the search
+        """Start the writer and the upkeep thread now (a server does, so that the search
         index catches up before the first write)."""
         self._sequencer.start()
-        self._indexer.start()
+        self._upkeep.start()
 
     def close(self) -> None:
         stopped = self._sequencer.stop()
-        if self._indexer.stop() and stopped:
+        if self._upkeep.stop() and stopped:
             self.storage.close()
         else:
             # Closing connections under a live writer would crash it mid-commit; the process
@@ -167,7 +167,7 @@ class Ledger:
         if stats.events:
             # Not woken per commit: indexing half a second of commits at once costs less
             # per entry than indexing each small commit on its own.
-            self._indexer.start()  # a no-op once started
+            self._upkeep.start()  # a no-op once started
         for listener in self._commit_listeners:
             listener(stats)
 

@@ -339,3 +339,8 @@ class Storage(Protocol):
     def index_search(self, limit: int) -> int:
         """Add up to ``limit`` not-yet-indexed entries to the full-text index; return how many."""
         ...
+
+    def checkpoint_log(self) -> None:
+        """Copy committed changes from a write-ahead log into the database file, without
+        blocking the writer (SQLite); nothing where the database server does it (PostgreSQL)."""
+        ...

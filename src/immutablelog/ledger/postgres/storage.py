@@ -563,6 +563,9 @@ class PostgresStorage:
     def query(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
         return [_entry(row) for row in self._query(*_event_query(tenant_id, query))]
 
+    def checkpoint_log(self) -> None:
+        """PostgreSQL checkpoints its own WAL."""
+
     def index_search(self, limit: int) -> int:
         """Index up to ``limit`` entries, oldest first per tenant, tenants in id order.
 

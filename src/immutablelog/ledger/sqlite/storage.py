@@ -40,6 +40,11 @@ from immutablelog.merkle import NodeID
 T = TypeVar("T")
 _BUSY_TIMEOUT_MS = 30_000
 _CACHE_KIB = -65536  # negative: KiB, so 64 MiB of page cache per connection and file
+# The upkeep thread checkpoints the WAL twice a second (checkpoint_log); a commit does it
+# itself only past this many pages (64 MiB with 4 KiB pages: a stalled upkeep thread, or a
+# process without one), and the WAL file is cut back to this size after it is reset.
+_WAL_AUTOCHECKPOINT_PAGES = 16_384
+_WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 # SQLite caps bound parameters per statement (32766 since 3.32); stay well below.
 _CHUNK = 500
 
@@ -203,6 +208,8 @@ class SQLiteStorage:
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute(f"PRAGMA cache_size = {_CACHE_KIB}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
         return conn
 
     @property
@@ -538,6 +545,14 @@ class SQLiteStorage:
                 raise
             conn.execute("COMMIT")
         return indexed
+
+    def checkpoint_log(self) -> None:
+        # PASSIVE copies what no reader still needs and neither waits for nor blocks the
+        # writer; what it leaves is copied by the next round.
+        try:
+            self._conn.execute("PRAGMA main.wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"WAL checkpoint failed: {exc}") from exc
 
     @staticmethod
     def _index_slice(conn: sqlite3.Connection, limit: int) -> int:
