@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from immutablelog.entry import EVENT_TYPES, decode_entry, timestamp
 from immutablelog.ledger import Ledger, LedgerError, Tenant
-from immutablelog.ledger.storage import EventQuery, StoredEntry
+from immutablelog.ledger.storage import DERIVED_COLUMNS, EventQuery, StoredEntry
 from immutablelog.merkle import leaf_hash
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
@@ -28,20 +28,7 @@ MAX_PAGE: Final = 1000
 DEFAULT_PAGE: Final = 100
 EXPORT_PAGE: Final = 1000
 BUNDLE_FORMAT: Final = "immutablelog-bundle/1"
-CSV_COLUMNS: Final = (
-    "index",
-    "id",
-    "received_at",
-    "type",
-    "event_name",
-    "service",
-    "env",
-    "request_id",
-    "actor",
-    "idempotency_key",
-    "payload",
-    "leaf_hash",
-)
+CSV_COLUMNS: Final = ("index", *DERIVED_COLUMNS, "payload", "leaf_hash")
 _FILTERS: Final = (
     "service",
     "env",
