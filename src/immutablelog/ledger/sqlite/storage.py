@@ -79,19 +79,38 @@ def _select_nodes(conn: sqlite3.Connection, tenant_id: int, ids: Sequence[NodeID
 _ROWS_PER_INSERT = 1000
 
 
-def _insert_rows(conn: sqlite3.Connection, head: str, rows: Sequence[tuple[object, ...]]) -> None:
+def _insert_rows(conn: sqlite3.Connection, head: str, width: int, values: list[object]) -> None:
     """Multi-row ``INSERT … VALUES (…), (…)`` statements instead of ``executemany``.
 
     Every statement step releases the GIL and takes it back; with one step per row the
     writer waits for the GIL a thousand times per commit while the event loop parses the
     next requests. One step per slice of rows does the same work with one wait.
+    ``values`` holds the rows one after another, ``width`` values each: a flat list costs
+    the writer one append per value instead of a tuple per row.
     """
-    if not rows:
-        return
-    one = "(" + ",".join("?" * len(rows[0])) + ")"
-    for start in range(0, len(rows), _ROWS_PER_INSERT):
-        chunk = rows[start : start + _ROWS_PER_INSERT]
-        conn.execute(head + ",".join([one] * len(chunk)), [v for row in chunk for v in row])
+    one = "(" + ",".join("?" * width) + ")"
+    step = width * _ROWS_PER_INSERT
+    for start in range(0, len(values), step):
+        chunk = values[start : start + step]
+        conn.execute(head + ",".join([one] * (len(chunk) // width)), chunk)
+
+
+def _entry_values(tenant_id: int, rows: Sequence[NewEntry]) -> list[object]:
+    """The rows' :data:`ENTRY_COLUMNS` values, one row after another."""
+    values: list[object] = []
+    extend = values.extend
+    for row in rows:
+        extend(row.row(tenant_id))
+    return values
+
+
+def _node_values(tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> list[object]:
+    """``(tenant_id, level, idx, hash)`` of each node, one after another."""
+    values: list[object] = []
+    extend = values.extend
+    for (level, idx), digest in nodes:
+        extend((tenant_id, level, idx, digest))
+    return values
 
 
 class _Transaction:
@@ -155,14 +174,16 @@ class _Transaction:
         _insert_rows(
             self._conn,
             f"INSERT INTO entries ({', '.join(ENTRY_COLUMNS)}) VALUES ",
-            [r.row(tenant_id) for r in rows],
+            len(ENTRY_COLUMNS),
+            _entry_values(tenant_id, rows),
         )
 
     def insert_nodes(self, tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
         _insert_rows(
             self._conn,
             "INSERT INTO nodes (tenant_id, level, idx, hash) VALUES ",
-            [(tenant_id, level, idx, digest) for (level, idx), digest in nodes],
+            4,
+            _node_values(tenant_id, nodes),
         )
 
     def insert_checkpoint(
