@@ -159,4 +159,5 @@ def test_a_batch_of_entry_ids_is_distinct_uuid7_of_one_millisecond() -> None:
     parsed = [uuid.UUID(value) for value in ids]
     assert all(p.version == 7 and p.variant == uuid.RFC_4122 for p in parsed)
     assert len({p.int >> 80 for p in parsed}) == 1  # one timestamp
+    assert {value[19] for value in ids} == set("89ab")  # variant 10, then two random bits
     assert new_entry_ids(0) == []

@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -86,6 +87,30 @@ def test_same_key_within_one_group_is_stored_once(ledger: Ledger) -> None:
     assert second.entry_id == first.entry_id
     assert isinstance(third, Rejected) and third.reason == "idempotency_key_reused"
     assert ledger.checkpoint(tenant).size == base + 1
+
+
+def test_replays_and_repeats_across_the_requests_of_one_group(gated: Any) -> None:
+    ledger, gate, stats = gated
+    tenant = ledger.tenant("default")
+    stored_a, _ = ledger.append(tenant, [sub(0, "a"), sub(1, "b")])
+    gate.entered.clear()
+    gate.release.clear()
+    holder = ledger.submit(tenant, [sub(2)])  # keeps the writer busy while the group queues
+    assert gate.entered.wait(10)
+    first = ledger.submit(tenant, [sub(0, "a"), sub(5, "n1"), sub(9, "b")])
+    second = ledger.submit(tenant, [sub(5, "n1"), sub(6, "n2"), sub(7, "n1")])
+    gate.release.set()
+    size = holder.result(10)[0].index + 1  # type: ignore[union-attr]
+    replay_a, new_1, reused_b = first.result(10)
+    again_1, new_2, reused_1 = second.result(10)
+    assert replay_a == replace(stored_a, duplicate=True)  # the stored answer
+    assert isinstance(reused_b, Rejected) and reused_b.reason == "idempotency_key_reused"
+    assert isinstance(new_1, Accepted) and isinstance(new_2, Accepted)
+    assert (new_1.index, new_2.index) == (size, size + 1)  # no gap for the replays
+    assert not new_1.duplicate and again_1 == replace(new_1, duplicate=True)
+    assert isinstance(reused_1, Rejected) and reused_1.reason == "idempotency_key_reused"
+    assert (stats[-1].events, stats[-1].duplicates) == (2, 2)
+    assert ledger.checkpoint(tenant).size == size + 2
 
 
 def test_a_failed_commit_fails_its_requests_and_leaves_no_trace(gated: Any) -> None:

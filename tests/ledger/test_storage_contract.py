@@ -445,6 +445,20 @@ def test_find_by_idempotency_key(storage: Storage) -> None:
     assert {key: e.index for key, e in other.items()} == {"a": 0}
 
 
+def test_find_by_idempotency_key_in_a_long_list_with_repeats(storage: Storage) -> None:
+    # Longer than one lookup statement holds (SQLite: 8192 keys), with a key repeated
+    # within and across statements, and a found key beyond the first statement.
+    acme = new_tenant(storage)
+    append(storage, acme, 3, keys=["first", "mid", "last"])
+    absent = [f"absent-{i}" for i in range(9000)]
+    wanted = ["first", "first", *absent[:8500], "mid", "first", *absent[8500:], "last"]
+    with storage.write() as tx:
+        found = tx.find_by_idempotency_key(acme, wanted, NOW)
+        one = tx.find_by_idempotency_key(acme, ["last"], NOW)
+    assert {key: e.index for key, e in found.items()} == {"first": 0, "mid": 1, "last": 2}
+    assert {key: e.index for key, e in one.items()} == {"last": 2}
+
+
 def test_checkpoints(storage: Storage) -> None:
     tenant_id = new_tenant(storage)
     assert storage.checkpoint_at(tenant_id, 0) == storage.latest_checkpoint(tenant_id)

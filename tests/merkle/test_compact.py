@@ -125,6 +125,28 @@ def test_append_ids_follow_trailing_ones() -> None:
         assert ids == [(level, n >> level) for level in range(trailing_ones + 1)]
 
 
+@given(st.integers(0, 300), st.integers(0, 70))
+@settings(max_examples=60)
+def test_extend_reports_the_interior_nodes_of_the_appends(start: int, count: int) -> None:
+    # extend(leaves) is append per leaf, minus the leaves themselves.
+    leaves = BIG_TREE.leaves[start : start + count]
+    frontier = [BIG_TREE.mth(i << level, (i + 1) << level) for level, i in frontier_ids(start)]
+    one_by_one = CompactRange(start, frontier)
+    batched = one_by_one.copy()
+    expected = [node for leaf in leaves for node in one_by_one.append(leaf)[1:]]
+    assert batched.extend(leaves) == expected
+    assert batched == one_by_one
+    assert batched.root() == BIG_TREE.root(start + len(leaves))
+
+
+def test_extend_stops_at_a_non_hash() -> None:
+    good = BIG_TREE.leaves[0]
+    cr = CompactRange()
+    with pytest.raises(ValueError):
+        cr.extend([good, b"short", good])
+    assert cr == CompactRange(1, [good])  # what came before the bad leaf, consistently
+
+
 # --- Validation ------------------------------------------------------------------------------
 
 

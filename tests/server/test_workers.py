@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
+from immutablelog.server import app_from_env
 from tests.live import HTTP, LiveServer
 
 META = {"type": "info", "event_name": "multi.worker", "service": "s"}
@@ -40,3 +43,19 @@ def test_two_worker_processes_share_one_log(tmp_path: Path) -> None:
         assert "immutablelog_events_ingested_total" in metrics
     finally:
         server.kill()
+
+
+def test_the_worker_factory_tunes_the_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Process-wide, so only the factory a worker process runs does it (never create_app).
+    monkeypatch.setenv("IMMUTABLELOG_DATA_DIR", str(tmp_path / "data"))
+    before = gc.get_threshold()
+    try:
+        app = app_from_env()
+        assert gc.get_threshold() == (10_000, 20, 20)
+        assert gc.get_freeze_count() > 0
+        app.state.ledger.close()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -98,7 +98,16 @@ class _Request:
 _STOP = object()
 
 
-def _replayable(stored: StoredEntry) -> tuple[bytes, Accepted]:
+#: A key already taken: the fingerprint of the submission that took it, and its answer.
+_Prior = tuple[bytes, Accepted]
+
+#: The answer to a replay with a different body (frozen, so one instance serves all).
+_KEY_REUSED = Rejected(
+    "idempotency_key_reused", "this Idempotency-Key was already used for a different event"
+)
+
+
+def _replayable(stored: StoredEntry) -> _Prior:
     """The fingerprint of a stored entry's submission, and the answer it was given."""
     entry = decode_entry(stored.data)
     return fingerprint_of(entry), Accepted(
@@ -110,6 +119,15 @@ def _replayable(stored: StoredEntry) -> tuple[bytes, Accepted]:
         request_id=entry.get("request_id"),
         duplicate=True,
     )
+
+
+def _replay(prior: _Prior, sub: Submission) -> AppendResult:
+    """The answer to a submission whose key is taken: the original answer, marked as a
+    duplicate, if it is the same event; else a rejection."""
+    fingerprint, accepted = prior
+    if fingerprint != sub.fingerprint:
+        return _KEY_REUSED
+    return accepted if accepted.duplicate else replace(accepted, duplicate=True)
 
 
 def _text_or_none(value: Any) -> str | None:
@@ -350,77 +368,97 @@ class Sequencer:
         tenant = requests[0].tenant
         size = tx.lock_tenant(tenant.id)
         rng = self._frontier(tx, tenant.id, size)
-        keys = list({s.idempotency_key for r in requests for s in r.submissions})
         now = datetime.now(UTC)
-        known = tx.find_by_idempotency_key(tenant.id, keys, timestamp(now - self._retention))
-        seen = {key: _replayable(stored) for key, stored in known.items()}
+        seen = self._replays(tx, tenant.id, requests, now)
         received_at = timestamp(now)
-        fresh_ids = iter(new_entry_ids(sum(len(r.submissions) for r in requests)))
-        rows: list[NewEntry] = []
-        nodes: list[tuple[tuple[int, int], bytes]] = []
-        n_dup = 0
-        for request in requests:
-            results: list[AppendResult] = []
-            for sub in request.submissions:
-                prior = seen.get(sub.idempotency_key)
-                if prior is not None:
-                    fingerprint, accepted = prior
-                    if fingerprint != sub.fingerprint:
-                        results.append(
-                            Rejected(
-                                "idempotency_key_reused",
-                                "this Idempotency-Key was already used for a different event",
-                            )
-                        )
-                    else:
-                        n_dup += 1
-                        results.append(replace(accepted, duplicate=True))
-                    continue
-                index = rng.size
-                entry_id = next(fresh_ids)
-                entry = build_entry(
-                    sub,
-                    tenant=tenant.name,
-                    index=index,
-                    entry_id=entry_id,
-                    received_at=received_at,
-                )
-                data = encode_entry(entry)
-                leaf = leaf_hash(data)
-                nodes.extend(rng.append(leaf)[1:])  # [0] is the leaf, stored with its entry
-                meta = sub.meta
-                rows.append(
-                    NewEntry(
-                        index=index,
-                        id=entry_id,
-                        received_at=received_at,
-                        data=data,
-                        type=meta["type"],
-                        event_name=meta["event_name"],
-                        service=meta["service"],
-                        env=meta.get("env"),
-                        request_id=meta.get("request_id"),
-                        actor=_text_or_none(meta.get("actor")),
-                        idempotency_key=sub.idempotency_key,
-                        leaf=leaf,
-                    )
-                )
-                accepted = Accepted(
-                    index=index,
-                    entry_id=entry_id,
-                    received_at=received_at,
-                    leaf_hash=leaf,
-                    payload_hash=sub.payload_hash,
-                    request_id=meta.get("request_id"),
-                    duplicate=False,
-                )
-                seen[sub.idempotency_key] = (sub.fingerprint, accepted)
-                results.append(accepted)
-            outcomes[id(request)] = results
+        rows, n_dup = _place(requests, seen, outcomes, tenant.name, size, received_at)
         if rows:
+            nodes = rng.extend([row.leaf for row in rows])
             tx.insert_entries(tenant.id, rows)
             tx.insert_nodes(tenant.id, nodes)
             root = rng.root()
             note = sign_checkpoint(self._signer, Checkpoint(self.origin(tenant), rng.size, root))
             tx.insert_checkpoint(tenant.id, rng.size, root, note, received_at)
         return rng, len(rows), n_dup
+
+    def _replays(
+        self, tx: WriteTransaction, tenant_id: int, requests: list[_Request], now: datetime
+    ) -> dict[str, _Prior]:
+        """The stored entries, within the retention window, whose Idempotency-Keys these
+        requests carry: one lookup for the whole group."""
+        keys = list({s.idempotency_key for r in requests for s in r.submissions})
+        known = tx.find_by_idempotency_key(tenant_id, keys, timestamp(now - self._retention))
+        return {key: _replayable(stored) for key, stored in known.items()}
+
+
+def _place(
+    requests: list[_Request],
+    seen: dict[str, _Prior],
+    outcomes: dict[int, list[AppendResult]],
+    tenant: str,
+    size: int,
+    received_at: str,
+) -> tuple[list[NewEntry], int]:
+    """Give each new submission the next index of the tenant's log (from ``size`` on) and
+    build its row; answer each replay from ``seen``, which gains the new keys, so that a key
+    repeated within the group is a replay too. Fills ``outcomes`` (per request) and returns
+    the rows and the number of duplicates.
+
+    The one loop over every event on the single writer's thread: what does not depend on
+    the place (validation, hashes, fingerprints) was done by the request before it queued.
+    """
+    fresh_ids = iter(new_entry_ids(sum(len(r.submissions) for r in requests)))
+    rows: list[NewEntry] = []
+    add_row = rows.append
+    index = size
+    n_dup = 0
+    for request in requests:
+        results: list[AppendResult] = []
+        answer = results.append
+        for sub in request.submissions:
+            key = sub.idempotency_key
+            prior = seen.get(key)
+            if prior is not None:
+                result = _replay(prior, sub)
+                n_dup += isinstance(result, Accepted)
+                answer(result)
+                continue
+            entry_id = next(fresh_ids)
+            data = encode_entry(
+                build_entry(
+                    sub, tenant=tenant, index=index, entry_id=entry_id, received_at=received_at
+                )
+            )
+            leaf = leaf_hash(data)
+            meta = sub.meta
+            request_id = meta.get("request_id")
+            add_row(
+                NewEntry(
+                    index=index,
+                    id=entry_id,
+                    received_at=received_at,
+                    data=data,
+                    type=meta["type"],
+                    event_name=meta["event_name"],
+                    service=meta["service"],
+                    env=meta.get("env"),
+                    request_id=request_id,
+                    actor=_text_or_none(meta.get("actor")),
+                    idempotency_key=key,
+                    leaf=leaf,
+                )
+            )
+            accepted = Accepted(
+                index=index,
+                entry_id=entry_id,
+                received_at=received_at,
+                leaf_hash=leaf,
+                payload_hash=sub.payload_hash,
+                request_id=request_id,
+                duplicate=False,
+            )
+            seen[key] = (sub.fingerprint, accepted)
+            answer(accepted)
+            index += 1
+        outcomes[id(request)] = results
+    return rows, n_dup

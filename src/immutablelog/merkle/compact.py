@@ -81,20 +81,31 @@ class CompactRange:
         is a parent that just became a perfect subtree. Across all appends every perfect node
         of the tree is returned exactly once, so storing these is enough to serve any proof.
         """
-        _check_hash(leaf)
+        leaf_id = (0, self._size)
+        return [(leaf_id, leaf), *self.extend((leaf,))]
+
+    def extend(self, leaves: Iterable[bytes]) -> list[tuple[NodeID, bytes]]:
+        """Append leaf *hashes* in order and return the interior nodes (level >= 1) they
+        completed, in the order :meth:`append` reports them.
+
+        What a writer that stores leaves apart from interior nodes needs, without a list
+        and a tuple per leaf for the leaves it already has.
+        """
         hashes = self._hashes
-        index = self._size
-        level = 0
-        h = leaf
-        done = [((0, index), h)]
-        # Each trailing 1-bit of the old size is a left sibling waiting for this subtree.
-        while index & 1:
-            index >>= 1
-            level += 1
-            h = node_hash(hashes.pop(), h)
-            done.append(((level, index), h))
-        hashes.append(h)
-        self._size += 1
+        done: list[tuple[NodeID, bytes]] = []
+        for leaf in leaves:
+            _check_hash(leaf)
+            index = self._size
+            level = 0
+            h = leaf
+            # Each trailing 1-bit of the old size is a left sibling waiting for this subtree.
+            while index & 1:
+                index >>= 1
+                level += 1
+                h = node_hash(hashes.pop(), h)
+                done.append(((level, index), h))
+            hashes.append(h)
+            self._size += 1
         return done
 
     def root(self) -> bytes:
