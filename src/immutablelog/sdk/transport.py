@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, Protocol, runtime_checkable
 
+import orjson
+
 from immutablelog.sdk.events import WireEvent
 
 USER_AGENT: Final = "immutablelog-python/0.1"
@@ -248,7 +250,7 @@ class HttpTransport:
         if answer.status // 100 != 2:
             raise _error_for(answer)
         try:
-            results = json.loads(answer.body)["results"]
+            results = orjson.loads(answer.body)["results"]  # ~2x json's speed: once per event
         except (ValueError, KeyError, TypeError) as exc:
             raise RetryableDeliveryError(
                 f"unreadable batch answer ({exc.__class__.__name__})", status=answer.status
