@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -111,3 +113,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def spool_keys(spool_dir: Path) -> list[str]:
+    """Idempotency keys of every event waiting in the spool files of ``spool_dir``."""
+    keys: list[str] = []
+    for path in sorted(spool_dir.glob("spool-*.sqlite3")):
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute("SELECT item FROM spool ORDER BY seq").fetchall()
+        except sqlite3.OperationalError:
+            rows = []
+        finally:
+            conn.close()
+        keys += [json.loads(row[0])["idempotency_key"] for row in rows]
+    return keys

@@ -8,11 +8,9 @@ about what the server durably stored, read back from its database.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -28,7 +26,7 @@ from flask import Flask
 
 from immutablelog.flask import ImmutableLogAudit
 from immutablelog.sdk import DeliveryOptions, ImmutableLogClient
-from tests.sdk.conftest import wait_until
+from tests.sdk.conftest import spool_keys, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -55,20 +53,6 @@ def options(spool_dir: Path) -> DeliveryOptions:
 
 def count_by(entries: list[dict[str, Any]], field: str) -> collections.Counter[str]:
     return collections.Counter(str(e.get(field)) for e in entries)
-
-
-def spool_keys(spool_dir: Path) -> list[str]:
-    keys: list[str] = []
-    for path in sorted(spool_dir.glob("spool-*.sqlite3")):
-        conn = sqlite3.connect(path)
-        try:
-            rows = conn.execute("SELECT item FROM spool ORDER BY seq").fetchall()
-        except sqlite3.OperationalError:
-            rows = []
-        finally:
-            conn.close()
-        keys += [json.loads(row[0])["idempotency_key"] for row in rows]
-    return keys
 
 
 def test_outage_500_requests_each_stored_exactly_once(server: Any, tmp_path: Path) -> None:

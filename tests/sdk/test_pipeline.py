@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -27,7 +26,7 @@ from immutablelog.sdk.capture import custom_capture
 from immutablelog.sdk.log_handler import ImmutableLogHandler
 from immutablelog.sdk.pipeline import DeliveryPipeline
 from immutablelog.sdk.transport import HttpTransport, ItemResult, RetryableDeliveryError
-from tests.sdk.conftest import wait_until
+from tests.sdk.conftest import spool_keys, wait_until
 from tests.sdk.fake_ledger import FakeLedger, Fault
 
 MakeClient = Callable[..., ImmutableLogClient]
@@ -35,21 +34,6 @@ MakeClient = Callable[..., ImmutableLogClient]
 
 def record_many(client: ImmutableLogClient, count: int, name: str = "job.step") -> list[str]:
     return [client.record(name, n=i) for i in range(count)]
-
-
-def spool_keys(spool_dir: Path) -> list[str]:
-    """Idempotency keys of every event waiting in the spool files of ``spool_dir``."""
-    keys: list[str] = []
-    for path in sorted(spool_dir.glob("spool-*.sqlite3")):
-        conn = sqlite3.connect(path)
-        try:
-            rows = conn.execute("SELECT item FROM spool ORDER BY seq").fetchall()
-        except sqlite3.OperationalError:
-            rows = []
-        finally:
-            conn.close()
-        keys += [json.loads(row[0])["idempotency_key"] for row in rows]
-    return keys
 
 
 # -- the happy path ---------------------------------------------------------------------------
