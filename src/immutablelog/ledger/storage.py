@@ -131,36 +131,6 @@ class NewEntry:
         )
 
 
-#: The columns of an entry row, in the order of :meth:`NewEntry.row`.
-ENTRY_COLUMNS = (
-    "tenant_id",
-    "idx",
-    "id",
-    "received_at",
-    "type",
-    "event_name",
-    "service",
-    "env",
-    "request_id",
-    "actor",
-    "idempotency_key",
-    "entry",
-    "leaf",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    """Everything stored about one entry, for the integrity check to compare."""
-
-    index: int
-    id: str
-    received_at: str
-    data: bytes
-    leaf: bytes
-    columns: dict[str, str | None]
-
-
 #: Derived entry columns, each equal to the entry field of the same name.
 DERIVED_COLUMNS = (
     "id",
@@ -173,6 +143,22 @@ DERIVED_COLUMNS = (
     "actor",
     "idempotency_key",
 )
+
+
+#: The columns of an entry row, in the order of :meth:`NewEntry.row`.
+ENTRY_COLUMNS = ("tenant_id", "idx", *DERIVED_COLUMNS, "entry", "leaf")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """Everything stored about one entry, for the integrity check to compare."""
+
+    index: int
+    id: str
+    received_at: str
+    data: bytes
+    leaf: bytes
+    columns: dict[str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
