@@ -385,8 +385,9 @@ def _download(
             _apply_run(rebuild, *runs.popleft(), checked_now, progress)
         return
 
+    # Here worker processes (if any) only check: this process fetches, for them too.
     checking: deque[tuple[int, int, Future[ChunkResult]]] = deque()
-    check_depth = 1
+    check_depth = 2 * runner.workers if runner.parallel else 1
 
     def apply_oldest() -> None:
         first, end, future = checking.popleft()
