@@ -26,6 +26,8 @@ from typing import Any, Final
 
 import orjson
 
+from immutablelog._uuid import VARIANT_DIGIT
+
 ENTRY_VERSION: Final = 1
 MAX_PAYLOAD_BYTES: Final = 12 * 1024
 MAX_IDEMPOTENCY_KEY_CHARS: Final = 255
@@ -300,14 +302,10 @@ def new_entry_ids(count: int) -> list[str]:
     head = f"{millis[:8]}-{millis[8:]}-7"
     rand = os.urandom(10 * count).hex()
     return [
-        f"{head}{rand[i : i + 3]}-{_VARIANT_DIGIT[rand[i + 3]]}{rand[i + 4 : i + 7]}-"
+        f"{head}{rand[i : i + 3]}-{VARIANT_DIGIT[rand[i + 3]]}{rand[i + 4 : i + 7]}-"
         f"{rand[i + 7 : i + 19]}"
         for i in range(0, 20 * count, 20)
     ]
-
-
-#: A random hex digit's two low bits under the RFC 9562 variant bits ``10``.
-_VARIANT_DIGIT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def timestamp(moment: datetime | None = None) -> str:

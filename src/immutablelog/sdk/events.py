@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _escape
 from typing import Any, Final, Literal
 
+from immutablelog._uuid import VARIANT_DIGIT
+
 #: The event kinds the server accepts in ``meta.type``.
 EventKind = Literal["success", "info", "warning", "error"]
 EVENT_KINDS: Final[frozenset[str]] = frozenset({"success", "info", "warning", "error"})
@@ -123,15 +125,11 @@ def new_uuid4() -> str:
     return format_uuid4(os.urandom(16))
 
 
-# The RFC 9562 variant bits (10xx) applied to a random hex digit.
-_VARIANT_DIGIT: Final = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
-
-
 def new_uuid4_batch(count: int) -> list[str]:
     """``count`` fresh UUID4 strings from one ``os.urandom`` call (cheaper per id)."""
     digits = os.urandom(16 * count).hex()
     return [
-        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
+        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
         for h in (digits[i : i + 32] for i in range(0, 32 * count, 32))
     ]
 
