@@ -70,6 +70,27 @@ def _padded(keys: Sequence[str]) -> Sequence[str]:
     return [*keys, *[keys[0]] * (size - len(keys))]
 
 
+@contextmanager
+def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
+    """``begin``, then COMMIT, or ROLLBACK if the block raises; failures to start or to
+    commit are :class:`StorageError` (the caller holds whatever file lock guards it)."""
+    try:
+        conn.execute(begin)
+    except sqlite3.OperationalError as exc:
+        raise StorageError(f"cannot start a write: {exc}") from exc
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StorageError(f"commit failed: {exc}") from exc
+
+
 def _select_nodes(conn: sqlite3.Connection, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
     """O(log n) point reads: one ``IN`` list per tree level, each an index range on the key.
 
@@ -311,22 +332,8 @@ class SQLiteStorage:
     @contextmanager
     def write(self) -> Iterator[_Transaction]:
         conn = self._conn
-        with self._writer_lock():
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StorageError(f"cannot start a write: {exc}") from exc
-            try:
-                yield _Transaction(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise StorageError(f"commit failed: {exc}") from exc
+        with self._writer_lock(), _transaction(conn, "BEGIN IMMEDIATE"):
+            yield _Transaction(conn)
 
     # schema ----------------------------------------------------------------------------
     def initialize(self, log_name: str) -> str:
@@ -574,15 +581,8 @@ class SQLiteStorage:
         conn = self._search_conn
         # A deferred BEGIN: reading the ledger takes a snapshot, writing takes only the
         # search file's lock, so the ledger's writer is never held up.
-        with self._file_lock(self._search_lock_path):
-            conn.execute("BEGIN")
-            try:
-                indexed = self._index_slice(conn, limit)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        return indexed
+        with self._file_lock(self._search_lock_path), _transaction(conn, "BEGIN"):
+            return self._index_slice(conn, limit)
 
     def checkpoint_log(self) -> None:
         # PASSIVE copies what no reader still needs and neither waits for nor blocks the
