@@ -19,7 +19,7 @@ import resource
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -57,6 +57,39 @@ def uuid4_from(rng: random.Random) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def uuid7_from(rng: random.Random, millis: int) -> str:
+    """A version-7 UUID string of ``millis`` with random bits drawn from ``rng``."""
+    value = (millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | rng.getrandbits(12) << 64
+    value |= 0b10 << 62 | rng.getrandbits(62)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+#: How the generated events' ids (event id = idempotency key, and request id) are made:
+#: ``uuid7`` as the SDK makes them (time-ordered), ``uuid4`` as random as a client can make
+#: them (the seed extension's keys, ``event_name-request_id``, are as random as its ids).
+KeyStyle = Literal["uuid7", "uuid4"]
+
+#: Generated UUIDv7s advance one millisecond per this many events: the ids of a run look like
+#: those of an app sending ~25,000 events/s, starting when the events are generated.
+EVENTS_PER_MILLISECOND = 25
+
+
+def id_maker(rng: random.Random, style: KeyStyle) -> Callable[[], str]:
+    """A function returning the next id of ``style``, drawn from ``rng``."""
+    if style == "uuid4":
+        return lambda: uuid4_from(rng)
+    start = time.time_ns() // 1_000_000
+    made = 0
+
+    def next_uuid7() -> str:
+        nonlocal made
+        made += 1
+        return uuid7_from(rng, start + made // EVENTS_PER_MILLISECOND)
+
+    return next_uuid7
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One audit event as the seed Flask extension sends it: payload string, meta, key."""
@@ -82,7 +115,7 @@ def _seed_json(payload: dict[str, Any]) -> str:
     return text.replace('","', '", "').replace('":', '": ').replace(',"', ', "')
 
 
-def seed_event(rng: random.Random) -> Event:
+def seed_event(rng: random.Random, new_id: Callable[[], str]) -> Event:
     """An event shaped like the seed extension's ``_emit`` output (about 450-750 bytes).
 
     Mostly successful requests, some ``info`` (redirects) and a few errors, as a typical web
@@ -93,8 +126,8 @@ def seed_event(rng: random.Random) -> Event:
     roll = rng.random()
     status = 200 if roll < 0.80 else (302 if roll < 0.93 else (400, 404, 500)[_below(rng, 3)])
     kind = "success" if status < 300 else ("info" if status < 400 else "error")
-    request_id = uuid4_from(rng)
-    event_id = uuid4_from(rng)
+    request_id = new_id()
+    event_id = new_id()
     if kind == "success":
         message = f"{method} {path} completed successfully"
     elif kind == "info":
@@ -142,11 +175,13 @@ def seed_event(rng: random.Random) -> Event:
     return Event(_seed_json(payload), meta, event_id)
 
 
-def seed_events(count: int, seed: int) -> Iterator[Event]:
-    """``count`` distinct events (unique idempotency keys), reproducible from ``seed``."""
+def seed_events(count: int, seed: int, keys: KeyStyle = "uuid7") -> Iterator[Event]:
+    """``count`` distinct events (unique idempotency keys), reproducible from ``seed`` (but for
+    the time in UUIDv7 ids)."""
     rng = random.Random(seed)
+    new_id = id_maker(rng, keys)
     for number in range(count):
-        event = seed_event(rng)
+        event = seed_event(rng, new_id)
         if number == 0:
             reference = json.dumps(json.loads(event.payload), ensure_ascii=False)
             assert event.payload == reference, "_seed_json diverged from json.dumps"
@@ -202,6 +237,7 @@ class LoadSpec:
     concurrency: int
     warmup_requests: int
     seed: int
+    keys: KeyStyle = "uuid7"
 
 
 @dataclass
@@ -236,8 +272,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 def build_requests(spec: LoadSpec) -> list[bytes]:
     total = spec.requests + spec.warmup_requests
     if spec.mode == "single":
-        return [single_request(e, spec.auth) for e in seed_events(total, spec.seed)]
-    events = seed_events(total * spec.batch_size, spec.seed)
+        return [single_request(e, spec.auth) for e in seed_events(total, spec.seed, spec.keys)]
+    events = seed_events(total * spec.batch_size, spec.seed, spec.keys)
     return [
         batch_request([next(events) for _ in range(spec.batch_size)], spec.auth)
         for _ in range(total)

@@ -58,15 +58,16 @@ from tests.live import LiveServer
 
 import immutablelog
 from benchmarks.common import (
+    KeyStyle,
     LoadGenerator,
     LoadResult,
     LoadSpec,
     Mode,
+    id_maker,
     percentile,
     process_tree_cpu,
     seed_events,
     stored_counts,
-    uuid4_from,
 )
 from immutablelog.checkpoint import Checkpoint, Signer, sign_checkpoint
 from immutablelog.entry import (
@@ -232,8 +233,8 @@ def prefill(data_dir: Path, count: int, seed: int, chunk: int = 10_000) -> Row:
     replay lookup is on a big log (the server scenarios measure that, with the default).
     """
     pool = list(seed_events(min(count, chunk), seed))
-    rng = random.Random(seed)
-    keys = (uuid4_from(rng) for _ in range(count))
+    new_key = id_maker(random.Random(seed), "uuid7")  # a log the SDK filled
+    keys = (new_key() for _ in range(count))
     started = time.perf_counter()
     done = 0
     with (
@@ -345,14 +346,19 @@ def bench_server(
     prefilled: int,
     seed: int,
     profile_dir: Path | None,
+    keys: KeyStyle = "uuid7",
+    data_dir: Path | None = None,
 ) -> tuple[Row, Row | None]:
     """One scenario on a fresh data directory and a fresh server process.
 
-    Returns the row and, when ``prefilled`` > 0, the pre-fill row.
+    Returns the row and, when ``prefilled`` > 0, the pre-fill row. With ``data_dir``, the
+    scenario runs on that existing directory instead, which already holds ``prefilled``
+    entries.
     """
-    data_dir = root / slug
-    server = LiveServer(data_dir, workers=workers)
-    prefill_row = prefill(data_dir, prefilled, seed + 1) if prefilled else None
+    existing = data_dir is not None
+    data_dir = data_dir or root / slug
+    server = LiveServer(data_dir, workers=workers, create=not existing)
+    prefill_row = prefill(data_dir, prefilled, seed + 1) if prefilled and not existing else None
     # What is there before the load: the pre-fill, plus the log's own admin events (tenant and
     # key creation are recorded in the log itself).
     before = stored_counts(data_dir / "ledger.db").entries
@@ -368,6 +374,7 @@ def bench_server(
         # Enough to open every connection and get past first-request costs (imports, caches).
         warmup_requests=max(clients, requests // 20),
         seed=seed,
+        keys=keys,
     )
     server.start()
     assert server.process is not None
@@ -513,6 +520,10 @@ def ratios(rows: dict[str, Row], workers: Sequence[int], prefilled: int) -> list
     if grown and workers[0] in batch:
         label = f"batch at a {prefilled:,}-entry log / at an empty log (workers={workers[0]})"
         out.append((label, grown.rate / batch[workers[0]].rate))
+    random_keys = rows.get("batch-big-random")
+    if random_keys and workers[0] in batch:
+        label = f"batch at a {prefilled:,}-entry log, random keys / at an empty log"
+        out.append((label, random_keys.rate / batch[workers[0]].rate))
     single = rows.get("single")
     if single:
         out.append((f"single-event / target {SINGLE_TARGET:,}", single.rate / SINGLE_TARGET))
@@ -630,6 +641,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )  # fmt: skip
             record("prefill", fill)
             record("batch-big", row)
+            # The same big log, now from clients whose keys are random (the seed's extension,
+            # any client not using time-ordered ids): what the idempotency index costs then.
+            row, _ = bench_server(
+                root, "batch-big-random", f"POST /v1/events/batch, log at {args.prefill:,}, "
+                "random keys", mode="batch", workers=first, clients=args.clients,
+                events=args.growth_events, prefilled=args.prefill, keys="uuid4",
+                data_dir=root / "batch-big", **common,
+            )  # fmt: skip
+            record("batch-big-random", row)
     finally:
         if args.keep:
             console.print(f"data kept in {root}")
@@ -638,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # From the storage floor up to the full HTTP path, then the big log and single events.
     display = ["raw-plain", "raw-ledger", "prefill", *(f"batch-w{w}" for w in args.workers)]
-    order = [rows[k] for k in [*display, "batch-big", "single"] if k in rows]
+    order = [rows[k] for k in [*display, "batch-big", "batch-big-random", "single"] if k in rows]
     console.print()
     console.print(results_table(order))
     console.print()

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +24,7 @@ from typing import Any, Final
 
 import orjson
 
-from immutablelog._uuid import VARIANT_DIGIT
+from immutablelog._uuid import uuid7, uuid7_batch
 
 ENTRY_VERSION: Final = 1
 MAX_PAYLOAD_BYTES: Final = 12 * 1024
@@ -286,26 +284,12 @@ def payload_hash(entry: Mapping[str, Any]) -> str:
 
 def new_entry_id() -> str:
     """A UUIDv7 (RFC 9562): random, but ordered by time, so the id index grows at its end."""
-    return new_entry_ids(1)[0]
+    return uuid7()
 
 
 def new_entry_ids(count: int) -> list[str]:
-    """``count`` UUIDv7s of the current millisecond, with one read of the system's
-    randomness for all of them (a system call per id is a visible cost at batch rates).
-
-    Built from hex text rather than integer arithmetic (0.3 instead of 0.9 us per id on
-    the writer's thread): the timestamp and version digits are shared, and of each id's 20
-    random hex digits 3 fill ``rand_a``, 1 the variant digit (``10`` and two random bits)
-    and 15 the rest of ``rand_b``.
-    """
-    millis = f"{time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF:012x}"
-    head = f"{millis[:8]}-{millis[8:]}-7"
-    rand = os.urandom(10 * count).hex()
-    return [
-        f"{head}{rand[i : i + 3]}-{VARIANT_DIGIT[rand[i + 3]]}{rand[i + 4 : i + 7]}-"
-        f"{rand[i + 7 : i + 19]}"
-        for i in range(0, 20 * count, 20)
-    ]
+    """``count`` entry ids (UUIDv7s) of the current millisecond, made in one go."""
+    return uuid7_batch(count)
 
 
 def timestamp(moment: datetime | None = None) -> str:

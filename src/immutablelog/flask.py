@@ -9,7 +9,7 @@ background worker (:mod:`immutablelog.sdk.pipeline`).
 Two places touch a request:
 
 * A thin WSGI middleware around ``app.wsgi_app`` starts a monotonic clock; accepts the client's
-  ``X-Request-Id`` only if it is ≤ 128 safe characters, else takes a fresh UUID4; if the body is
+  ``X-Request-Id`` only if it is ≤ 128 safe characters, else takes a fresh UUIDv7; if the body is
   small (``Content-Length`` ≤ ``max_body_bytes``), wraps the WSGI input so the bytes the view
   reads are also kept — the view still streams and parses forms and files normally, and nothing
   is read on its behalf; and notes the status and sets ``X-Request-Id`` as the response starts.

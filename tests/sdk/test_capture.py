@@ -23,7 +23,7 @@ from immutablelog.sdk.capture import (
     client_ip,
     first_query_values,
 )
-from immutablelog.sdk.events import WireEvent
+from immutablelog.sdk.events import UUIDS, WireEvent
 from immutablelog.sdk.redaction import FILTERED
 
 REQUEST_ID = "req-123"
@@ -31,7 +31,7 @@ REQUEST_ID = "req-123"
 
 def capture(**overrides: Any) -> RequestCapture:
     fields: dict[str, Any] = {
-        "event_id": str(uuid.uuid4()),
+        "event_id": UUIDS.take(),  # where the integrations take event ids from
         "timestamp": 1_700_000_000.25,
         "latency_seconds": 0.0123,
         "method": "POST",
@@ -94,10 +94,10 @@ def test_success_event_has_the_seed_schema() -> None:
     }
 
 
-def test_the_event_id_is_the_idempotency_key_and_a_uuid4() -> None:
+def test_the_event_id_is_the_idempotency_key_and_a_uuid7() -> None:
     payload, event = build(capture())
     assert payload["id"] == event.idempotency_key
-    assert uuid.UUID(event.idempotency_key).version == 4
+    assert uuid.UUID(event.idempotency_key).version == 7
     assert event.idempotency_key != REQUEST_ID
 
 

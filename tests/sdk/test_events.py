@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from typing import Any
 
@@ -11,15 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from immutablelog._uuid import uuid7, uuid7_batch, uuid7_millis
 from immutablelog.sdk.events import (
     MAX_PAYLOAD_BYTES,
     UuidPool,
     WireEvent,
     clamp_payload,
-    format_uuid4,
     http_message,
-    new_uuid4,
-    new_uuid4_batch,
     severity_from,
     severity_level,
 )
@@ -99,14 +98,25 @@ def test_lone_surrogates_are_replaced_so_the_payload_is_valid_utf8() -> None:
     assert "bad" in json.loads(text)["message"]
 
 
-def test_uuid4_format() -> None:
-    for value in [new_uuid4() for _ in range(100)] + new_uuid4_batch(100):
+def test_uuid7_format_and_time() -> None:
+    before = time.time_ns() // 1_000_000
+    values = [uuid7() for _ in range(100)] + uuid7_batch(100)
+    after = time.time_ns() // 1_000_000
+    assert len(set(values)) == len(values)
+    for value in values:
         parsed = uuid.UUID(value)
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
-    assert re.fullmatch(
-        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}",
-        format_uuid4(b"\xff" * 16),
-    )
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122 and str(parsed) == value
+        assert before <= uuid7_millis(value) <= after
+        assert re.fullmatch(
+            r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", value
+        )
+
+
+def test_uuid7s_made_later_sort_later() -> None:
+    first = uuid7_batch(50)
+    time.sleep(0.002)
+    second = uuid7_batch(50)
+    assert max(first) < min(second), "index keys must grow with time"
 
 
 _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)))
@@ -132,7 +142,7 @@ def test_wire_encoding_copes_with_non_string_meta() -> None:
 
 def test_the_id_pool_hands_out_each_id_once_and_forgets_them_in_a_fork() -> None:
     pool = UuidPool()
-    assert uuid.UUID(pool.take()).version == 4  # empty: made on the spot
+    assert uuid.UUID(pool.take()).version == 7  # empty: made on the spot
     pool.top_up()
     taken = [pool.take() for _ in range(UuidPool.CHUNK + 5)]
     assert len(set(taken)) == len(taken)

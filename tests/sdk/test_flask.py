@@ -339,7 +339,7 @@ def test_an_unsafe_client_request_id_is_replaced(
     app, audit = app_and_audit
     response = app.test_client().get("/ok", headers={"X-Request-Id": bad_id})
     generated = response.headers["X-Request-Id"]
-    assert uuid.UUID(generated).version == 4
+    assert uuid.UUID(generated).version == 7
     (event,) = flushed(sink, audit)
     assert event["_meta"]["request_id"] == generated
     assert bad_id not in json.dumps(event)

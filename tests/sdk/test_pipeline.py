@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from immutablelog._uuid import uuid7_millis
 from immutablelog.sdk import DeliveryOptions, ImmutableLogClient, WireEvent
+from immutablelog.sdk import pipeline as pipeline_module
 from immutablelog.sdk.capture import custom_capture
+from immutablelog.sdk.events import UUIDS
 from immutablelog.sdk.log_handler import ImmutableLogHandler
 from immutablelog.sdk.pipeline import DeliveryPipeline
 from immutablelog.sdk.transport import HttpTransport, ItemResult, RetryableDeliveryError
@@ -103,6 +106,30 @@ def test_a_sleeping_worker_is_woken_even_when_captures_race_in(
     pipeline._captures.append(racing)
     client.record("second")
     assert sink.wait_for(lambda: len(sink.stored) == 3), "delivered without a flush"
+
+
+def test_ids_made_before_an_idle_spell_are_not_handed_out_after_it(
+    sink: FakeLedger,
+    make_client: MakeClient,
+    delivery: DeliveryOptions,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Event ids are UUIDv7s, which carry the time they were made: a pool filled long ago
+    would stamp new events with an old time (and put their keys far from the index's end)."""
+    monkeypatch.setattr(pipeline_module, "ORPHAN_SCAN_INTERVAL", 0.3)
+    client = make_client(delivery=replace(delivery, batch_interval=0))
+    client.record("before")
+    assert client.flush(10)
+    assert wait_until(lambda: not UUIDS.needs_top_up()), "the idle worker fills the pool"
+    filled = max(UUIDS._ids)
+    assert wait_until(lambda: not UUIDS._ids or min(UUIDS._ids) > filled, timeout=5)
+    time.sleep(0.01)
+    idle_end = time.time_ns() // 1_000_000
+    event_id = client.record("after")
+    assert uuid7_millis(event_id) > uuid7_millis(filled)
+    assert uuid7_millis(event_id) >= idle_end - 1000, "ids are renewed at least every interval"
+    assert client.flush(10)
+    assert sink.stored_keys()[-1] == event_id
 
 
 def test_batch_interval_must_not_be_negative() -> None:

@@ -225,7 +225,7 @@ def test_ours_replaces_an_unsafe_request_id(
     app, audit = our_app
     response = app.test_client().get("/ok", headers={"X-Request-Id": HOSTILE_ID})
     generated = response.headers["X-Request-Id"]
-    assert uuid.UUID(generated).version == 4
+    assert uuid.UUID(generated).version == 7
     assert audit.flush(10)
     assert sink.stored[0].meta["request_id"] == generated
     assert "onerror" not in sink.stored[0].payload

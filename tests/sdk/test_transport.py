@@ -9,7 +9,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from immutablelog.sdk.events import WireEvent, new_uuid4
+from immutablelog._uuid import uuid7
+from immutablelog.sdk.events import WireEvent
 from immutablelog.sdk.transport import (
     MAX_RETRY_AFTER_SECONDS,
     HttpTransport,
@@ -21,7 +22,7 @@ from tests.sdk.fake_ledger import FakeLedger, Fault
 
 
 def event(name: str = "thing.happened") -> WireEvent:
-    key = new_uuid4()
+    key = uuid7()
     meta = {"type": "info", "event_name": name, "service": "s", "request_id": key, "env": "test"}
     return WireEvent(key, json.dumps({"id": key, "kind": "info"}), meta)
 

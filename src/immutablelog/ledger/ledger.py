@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from immutablelog._uuid import uuid7
 from immutablelog.checkpoint import (
     Checkpoint,
     Signer,
@@ -343,7 +343,7 @@ class Ledger:
         """Append an event about the log itself (keys, tenants, exports) to its own log."""
         payload = json.dumps({"message": event_name, **details}, separators=(",", ":"))
         meta = {"type": "info", "event_name": event_name, "service": ADMIN_SERVICE}
-        submission = validate_submission(payload, meta, str(uuid.uuid4()))
+        submission = validate_submission(payload, meta, uuid7())
         return self.submit(tenant, [submission])
 
     def verifier_key(self) -> str:

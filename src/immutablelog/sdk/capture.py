@@ -97,7 +97,7 @@ def first_query_values(query_string: str) -> dict[str, str]:
 class RequestCapture(NamedTuple):
     """Raw facts about one finished HTTP request, copied in the request thread.
 
-    ``event_id`` is a fresh UUID4 taken at capture time: the event's payload ``id`` and its
+    ``event_id`` is a fresh UUIDv7 taken at capture time: the event's payload ``id`` and its
     idempotency key, so every event has its own identity from the moment it exists, independent
     of anything the client sent.
 

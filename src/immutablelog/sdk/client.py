@@ -140,7 +140,7 @@ class ImmutableLogClient:
         request_id: str | None = None,
         **data: Any,
     ) -> str:
-        """Queue a custom event and return its id (its UUID4 idempotency key).
+        """Queue a custom event and return its id (its UUIDv7 idempotency key).
 
         ``data`` lands in the payload's ``data`` object after redaction; ``actor`` (a string or
         a dict) in ``context.actor``; ``request_id`` correlates the event with a request or job

@@ -22,7 +22,7 @@ Path of an event (DESIGN.md §4)::
   switch interval); a few wake-ups per second, rather than one per handful of events, keep
   those waits on well under 1 % of requests and the per-batch HTTP cost negligible.
 * Delivery is at-least-once: an event leaves the pipeline only when the server acknowledged it
-  (or permanently rejected it, into the dead-letter file). Every event carries its own UUID4 as
+  (or permanently rejected it, into the dead-letter file). Every event carries its own UUIDv7 as
   idempotency key, so the server stores each one exactly once however often it is resent.
 * On a retryable failure (connection error, timeout, 5xx, 429) the batch and everything queued
   behind it move to the backlog, and from then on new events are appended behind them, so replay
@@ -473,6 +473,7 @@ class DeliveryPipeline:
             while UUIDS.needs_top_up() and not self._captures:
                 UUIDS.top_up()
             if not self._sleep(ORPHAN_SCAN_INTERVAL):
+                UUIDS.forget()  # made before a long idle spell, ids would carry a stale time
                 self._maybe_adopt_orphans()
         return True
 

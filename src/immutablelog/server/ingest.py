@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import Any, Final
 
 import orjson
 from starlette.requests import Request
 
+from immutablelog._uuid import uuid7
 from immutablelog.entry import (
     MAX_IDEMPOTENCY_KEY_CHARS,
     EntryError,
@@ -100,7 +100,7 @@ def _validate(item: Any, key: Any, extra: dict[str, Any], request_id: str | None
     if request_id and isinstance(meta, dict) and meta.get("request_id") is None:
         meta = {**meta, "request_id": request_id}
     # Without a key the event is simply not deduplicated: it gets a fresh one.
-    return validate_submission(item["payload"], meta, key or str(uuid.uuid4()), extra)
+    return validate_submission(item["payload"], meta, key or uuid7(), extra)
 
 
 def accepted_body(result: Accepted) -> dict[str, Any]:
