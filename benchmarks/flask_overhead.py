@@ -31,6 +31,10 @@ Method:
   name are counted. OpenTelemetry's spans go to a local OTLP sink that counts them. sentry-sdk in
   errors-only mode sends nothing for successful requests (expected: 0).
 
+Two controls split ours into parts (``--variants bare,ours,ours-capture,ours-offline``): the
+request path alone (``ours-capture``, whose events are built and sent only by the flush after
+the loop) and everything but the network (``ours-offline``).
+
 The optional variants need ``sentry-sdk``, ``opentelemetry-instrumentation-flask`` and
 ``opentelemetry-exporter-otlp-proto-http``; missing ones are skipped.
 """
@@ -56,6 +60,13 @@ if str(ROOT) not in sys.path:
 
 ALL_VARIANTS = ("bare", "seed", "ours", "sentry", "otel")
 
+#: Controls, run only when named in ``--variants``: how much of ours is the request path alone
+#: (``ours-capture``: events queue up during the loop and are built and sent only by the flush
+#: after it; a thread keeps the id pool filled as the worker would) and how much is the network
+#: (``ours-offline``: built and batched as usual, acknowledged by a transport with no socket).
+CONTROL_VARIANTS = ("ours-capture", "ours-offline")
+DELIVERING = ("seed", "ours", "ours-capture")
+
 # The app processes import the SDK of this checkout, whatever an installed (editable) copy
 # points at, and keep the caller's PYTHONPATH behind it.
 WORKER_PYTHONPATH = os.pathsep.join(
@@ -79,18 +90,8 @@ def build_app(variant: str, url: str, api_key: str, service: str, sink_port: int
         from tests.fixtures.seed_middleware import ImmutableLogAudit as SeedAudit
 
         SeedAudit(app, api_key=api_key, api_url=url, service_name=service)
-    elif variant == "ours":
-        from immutablelog.flask import ImmutableLogAudit
-        from immutablelog.sdk import DeliveryOptions
-
-        spool = tempfile.mkdtemp(prefix="bench-spool-")
-        ImmutableLogAudit(
-            app,
-            api_key=api_key,
-            api_url=url,
-            service_name=service,
-            delivery=DeliveryOptions(spool_dir=spool, max_queue=100_000),
-        )
+    elif variant in ("ours", *CONTROL_VARIANTS):
+        _instrument_ours(app, variant, url, api_key, service)
     elif variant == "sentry":
         import sentry_sdk
         from sentry_sdk.integrations.flask import FlaskIntegration
@@ -119,8 +120,56 @@ def build_app(variant: str, url: str, api_key: str, service: str, sink_port: int
     return app
 
 
+def _instrument_ours(app: Any, variant: str, url: str, api_key: str, service: str) -> None:
+    from immutablelog.flask import ImmutableLogAudit
+    from immutablelog.sdk import DeliveryOptions
+    from immutablelog.sdk.events import UUIDS
+    from immutablelog.sdk.transport import ItemResult, Transport
+
+    delivery = DeliveryOptions(spool_dir=tempfile.mkdtemp(prefix="bench-spool-"), max_queue=100_000)
+    transport: Transport | None = None
+    if variant == "ours-capture":
+        delivery = DeliveryOptions(
+            spool_dir=delivery.spool_dir,
+            max_queue=1_000_000,
+            max_batch_events=1_000_000,
+            batch_interval=3600,
+        )
+
+        def keep_ids_ready() -> None:
+            while True:
+                UUIDS.top_up(UUIDS.HIGH_WATER)
+                time.sleep(0.05)
+
+        threading.Thread(target=keep_ids_ready, daemon=True).start()
+    elif variant == "ours-offline":
+
+        class Acknowledging:
+            def send_batch(self, events: Any) -> list[ItemResult]:
+                b",".join([event.encoded for event in events])  # what the body would cost
+                return [ItemResult(True) for _ in events]
+
+            def close(self) -> None:
+                pass
+
+        transport = Acknowledging()
+    ImmutableLogAudit(
+        app,
+        api_key=api_key,
+        api_url=url,
+        service_name=service,
+        delivery=delivery,
+        transport=transport,
+    )
+
+
 def _cpu_wait_clock() -> Any:
-    """Seconds this thread has spent runnable but not running (Linux), else a constant 0."""
+    """Seconds this thread has spent runnable but not running (Linux), else a constant 0.
+
+    ``os.pread`` releases the GIL, so each request is framed by two releases, as it is in
+    production by the server's socket read and write (the test client has no socket): that is
+    where a real app's other threads, our delivery worker among them, get the GIL.
+    """
     try:
         fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
         os.pread(fd, 128, 0)
@@ -173,7 +222,7 @@ def run_worker(args: argparse.Namespace) -> None:
         "thread_cpu_us_per_request": thread_cpu / count * 1e6,
         "sent_requests": args.warmup + args.requests + count,
     }
-    if args.worker == "ours":
+    if args.worker in ("ours", *CONTROL_VARIANTS):
         audit = app.extensions["immutablelog"]
         result["flushed"] = audit.flush(120)
         result["stats"] = audit.stats().as_dict()
@@ -349,7 +398,7 @@ def main() -> None:
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 results[variant].append(result)
                 expected[variant] += result["sent_requests"]
-                if variant in ("seed", "ours"):
+                if variant in DELIVERING:
                     arrived[variant] += count_stored(server, url, service) or 0
                 elif variant == "otel":
                     arrived[variant] += sink.spans - spans_before
@@ -406,7 +455,7 @@ def report(
         p99 = statistics.median(r["p99_us"] for r in runs)
         rps = statistics.median(r["rps"] for r in runs)
         cpu = statistics.median(r["cpu_us_per_request"] for r in runs)
-        if variant in ("seed", "ours") and counted:
+        if variant in DELIVERING and counted:
             events = f"{arrived[variant]} / {expected[variant]}"
         elif variant == "otel":
             events = f"{arrived[variant]} / {expected[variant]} spans"
