@@ -52,15 +52,17 @@ _SERVICES = ("billing", "orders", "accounts")
 def uuid4_from(rng: random.Random) -> str:
     """A version-4 UUID string drawn from ``rng``, so a run's events are reproducible."""
     value = rng.getrandbits(128) & ~(0xF000 << 64) | (0x4000 << 64)
-    value = value & ~(0xC << 60) | (0x8 << 60)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return _uuid_text(value & ~(0xC << 60) | (0x8 << 60))
 
 
 def uuid7_from(rng: random.Random, millis: int) -> str:
     """A version-7 UUID string of ``millis`` with random bits drawn from ``rng``."""
     value = (millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | rng.getrandbits(12) << 64
-    value |= 0b10 << 62 | rng.getrandbits(62)
+    return _uuid_text(value | 0b10 << 62 | rng.getrandbits(62))
+
+
+def _uuid_text(value: int) -> str:
+    """The canonical 8-4-4-4-12 text of a 128-bit UUID value."""
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -129,11 +130,8 @@ def _instrument_ours(app: Any, variant: str, url: str, api_key: str, service: st
     delivery = DeliveryOptions(spool_dir=tempfile.mkdtemp(prefix="bench-spool-"), max_queue=100_000)
     transport: Transport | None = None
     if variant == "ours-capture":
-        delivery = DeliveryOptions(
-            spool_dir=delivery.spool_dir,
-            max_queue=1_000_000,
-            max_batch_events=1_000_000,
-            batch_interval=3600,
+        delivery = replace(
+            delivery, max_queue=1_000_000, max_batch_events=1_000_000, batch_interval=3600
         )
 
         def keep_ids_ready() -> None:
