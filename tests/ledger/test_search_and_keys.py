@@ -276,3 +276,23 @@ def test_a_search_file_of_an_older_layout_is_rebuilt(tmp_path: Path) -> None:
         tenant = ledger.tenant("default")
         found = ledger.query(tenant, EventQuery(text="pangolin", service="s", type="info"))
         assert len(found) == 2
+
+
+def test_the_search_index_is_created_with_its_merge_setting(tmp_path: Path) -> None:
+    config = LedgerConfig(data_dir=tmp_path / "d")
+    with Ledger.open(config) as ledger:
+        ledger.create_tenant("default")
+        ledger.append(ledger.tenant("default"), [event(0, "pangolin")])
+        assert len(search(ledger, "pangolin")) == 1
+        assert isinstance(ledger.storage, SQLiteStorage)
+        search_file = ledger.storage.search_path
+    with closing(sqlite3.connect(search_file)) as conn:
+        settings = dict(conn.execute("SELECT k, v FROM entries_search_config").fetchall())
+        # Opening again must not rebuild the index or reset what it holds.
+        layout = conn.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone()
+    assert settings["automerge"] == 16
+    with Ledger.open(config) as ledger:
+        ledger.start()
+        assert len(search(ledger, "pangolin")) == 1
+    with closing(sqlite3.connect(search_file)) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'layout'").fetchone() == layout
