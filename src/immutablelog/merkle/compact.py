@@ -12,7 +12,7 @@ subtree over leaves ``[index << level, (index + 1) << level)``.
 from collections.abc import Iterable, Sequence
 from typing import TypeAlias
 
-from .hashing import EMPTY_ROOT, HASH_SIZE, node_hash
+from .hashing import EMPTY_ROOT, HASH_SIZE, is_hash, node_hash
 
 NodeID: TypeAlias = tuple[int, int]
 """``(level, index)``: perfect subtree over leaves ``[index << level, (index + 1) << level)``."""
@@ -157,5 +157,5 @@ def _fold(frontier: list[bytes]) -> bytes:
 
 
 def _check_hash(h: bytes) -> None:
-    if not isinstance(h, bytes | bytearray) or len(h) != HASH_SIZE:
+    if not is_hash(h):
         raise ValueError(f"expected a {HASH_SIZE}-byte hash, got {h!r}")

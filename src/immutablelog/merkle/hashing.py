@@ -17,6 +17,12 @@ EMPTY_ROOT: bytes = sha256(b"").digest()
 """Root of the empty tree: MTH({}) = SHA-256() per RFC 6962 §2.1."""
 
 
+def is_hash(value: object) -> bool:
+    """Whether ``value`` is a hash of this tree: bytes of :data:`HASH_SIZE`."""
+    # A tuple, not ``bytes | bytearray``: that expression builds a new union object per call.
+    return isinstance(value, (bytes, bytearray)) and len(value) == HASH_SIZE
+
+
 def leaf_hash(entry: bytes) -> bytes:
     """Return SHA-256(0x00 || entry), the hash of a leaf holding ``entry``."""
     return sha256(b"\x00" + entry).digest()

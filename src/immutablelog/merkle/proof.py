@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .compact import NodeID, aligned_range_ids
-from .hashing import HASH_SIZE, node_hash
+from .hashing import HASH_SIZE, is_hash, node_hash
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ProofNodes:
         if len(hashes) != len(self.ids):
             raise ValueError(f"got {len(hashes)} hashes for {len(self.ids)} node ids")
         for node_id, h in zip(self.ids, hashes, strict=True):
-            if not isinstance(h, bytes | bytearray) or len(h) != HASH_SIZE:
+            if not is_hash(h):
                 raise ValueError(f"hash for node {node_id} is not {HASH_SIZE} bytes: {h!r}")
         begin, end = self.begin, self.end
         if end - begin < 2:

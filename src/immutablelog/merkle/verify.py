@@ -12,7 +12,7 @@ same shape (e.g. leaf 0 of 5..8 leaves). Always take sizes from a verified check
 
 from collections.abc import Sequence
 
-from .hashing import EMPTY_ROOT, HASH_SIZE, node_hash
+from .hashing import EMPTY_ROOT, HASH_SIZE, is_hash, node_hash
 
 
 class ProofError(Exception):
@@ -120,7 +120,7 @@ def _chain_border(seed: bytes, proof: Sequence[bytes]) -> bytes:
 
 
 def _check_hash(what: str, h: bytes) -> None:
-    if not isinstance(h, bytes | bytearray) or len(h) != HASH_SIZE:
+    if not is_hash(h):
         raise ProofError(f"{what} must be {HASH_SIZE} bytes, got {h!r}")
 
 
