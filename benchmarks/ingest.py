@@ -12,8 +12,10 @@ Everything is measured in one run so that the ratios compare like with like on t
    ``synchronous=FULL`` (the durability the ledger promises), into a plain table, and into
    the ledger's own schema (indexes, trigger, tree nodes, a checkpoint row) with no Python
    work: the storage floor;
-2. the in-process ledger, while pre-filling the big log (validation + sequencing + hashing +
-   signing + SQLite, no HTTP);
+2. the single writer alone: the in-process ledger fed pre-validated events in the groups the
+   server's batch clients make (sequencing + hashing + signing + SQLite; no HTTP, no
+   validation, no search indexing), the ceiling every server scenario sits under; and the
+   in-process ledger while pre-filling the big log (validation + the same, no HTTP);
 3. ``POST /v1/events/batch`` against a real ``immutablelog serve`` process, several clients
    each keeping one 1000-event batch in flight, for each ``--workers`` count;
 4. ``POST /v1/events`` (one event per request, the seed extension's wire format) from 32
@@ -42,6 +44,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -80,6 +83,7 @@ from immutablelog.entry import (
 from immutablelog.ledger import DEFAULT_TENANT, Accepted, AppendResult, Ledger, LedgerConfig
 from immutablelog.ledger.sqlite import SQLiteStorage
 from immutablelog.merkle import CompactRange, leaf_hash
+from immutablelog.server.app import tune_gc
 
 BATCH_TARGET = 50_000  # events/s, POST /v1/events/batch
 SINGLE_TARGET = 3_000  # events/s, POST /v1/events with 32 clients
@@ -286,6 +290,64 @@ def prefill(data_dir: Path, count: int, seed: int, chunk: int = 10_000) -> Row:
         rate=done / elapsed,
         notes=notes,
     )
+
+
+def bench_writer(root: Path, count: int, batch: int, clients: int, seed: int) -> Row:
+    """The sequencer on its own: ``clients`` requests of ``batch`` pre-validated events
+    queued at once, as the server's batch clients queue them, round after round.
+
+    Nothing else runs in the process (no HTTP, no validation, no search indexing: the
+    upkeep thread is not started), so this is the most the single writer commits. Also
+    reports the writer thread's own CPU per event.
+    """
+    subs = [
+        validate_submission(e.payload, e.meta, e.idempotency_key)
+        for e in seed_events(count + batch * clients, seed)
+    ]
+    round_size = batch * clients
+    tune_gc()  # as the server does
+    with Ledger.open(LedgerConfig(data_dir=root / "writer")) as ledger:
+        tenant = ledger.create_tenant(DEFAULT_TENANT)
+
+        def one_round(start: int) -> int:
+            futures = [
+                ledger.submit(tenant, subs[start + i * batch : start + (i + 1) * batch])
+                for i in range(clients)
+            ]
+            results = [r for f in futures for r in f.result(300)]
+            return sum(isinstance(r, Accepted) and not r.duplicate for r in results)
+
+        one_round(count)  # warm-up: the events after the measured ones
+        writer = next(t for t in threading.enumerate() if t.name == "immutablelog-sequencer")
+        cpu_before = thread_cpu(writer)
+        started = time.perf_counter()
+        acked = sum(one_round(start) for start in range(0, count - round_size + 1, round_size))
+        elapsed = time.perf_counter() - started
+        cpu = thread_cpu(writer) - cpu_before
+        stored = ledger.checkpoint(tenant).size - round_size - 1  # less warm-up, tenant event
+    return Row(
+        scenario=f"single writer alone (in-process, {clients} × {batch}-event requests queued, "
+        "pre-validated, no HTTP, no search indexing)",
+        unit="events",
+        count=acked,
+        rate=acked / elapsed,
+        server_cpu_us=cpu / acked * 1e6 if acked else None,
+        acked=acked,
+        stored=stored,
+        ok=stored == acked,
+        target=BATCH_TARGET,
+        notes=["CPU is the writer thread's alone"],
+    )
+
+
+def thread_cpu(thread: threading.Thread) -> float:
+    """CPU seconds used so far by one thread of this process (Linux; 0.0 elsewhere)."""
+    try:
+        stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _catch_up_search_index(ledger: Ledger) -> float | None:
@@ -512,6 +574,11 @@ def ratios(rows: dict[str, Row], workers: Sequence[int], prefilled: int) -> list
         out.append((f"batch (workers={w}) / target {BATCH_TARGET:,}", row.rate / BATCH_TARGET))
     if raw and floor:
         out.append(("SQLite ledger-schema floor / raw plain table", floor.rate / raw.rate))
+    writer = rows.get("writer")
+    if writer:
+        out.append((f"single writer alone / target {BATCH_TARGET:,}", writer.rate / BATCH_TARGET))
+        for w, row in batch.items():
+            out.append((f"batch (workers={w}) / single writer alone", row.rate / writer.rate))
     if len(batch) > 1:
         first = batch[workers[0]]
         for w in workers[1:]:
@@ -615,6 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record("raw-plain", bench_raw_sqlite(root, raw_rows, args.batch_size, ledger_schema=False))
         record("raw-ledger", bench_raw_sqlite(root, raw_rows, args.batch_size, ledger_schema=True))
         del raw_rows
+        record("writer", bench_writer(root, args.events, args.batch_size, args.clients, args.seed))
         common = {
             "batch_size": args.batch_size,
             "seed": args.seed,
@@ -657,7 +725,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     # From the storage floor up to the full HTTP path, then the big log and single events.
-    display = ["raw-plain", "raw-ledger", "prefill", *(f"batch-w{w}" for w in args.workers)]
+    display = [
+        "raw-plain",
+        "raw-ledger",
+        "writer",
+        "prefill",
+        *(f"batch-w{w}" for w in args.workers),
+    ]
     order = [rows[k] for k in [*display, "batch-big", "batch-big-random", "single"] if k in rows]
     console.print()
     console.print(results_table(order))
