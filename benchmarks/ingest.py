@@ -306,6 +306,7 @@ def bench_writer(root: Path, count: int, batch: int, clients: int, seed: int) ->
     ]
     round_size = batch * clients
     tune_gc()  # as the server does
+    os.sync()  # nothing left to write back from the SQLite scenarios
     with Ledger.open(LedgerConfig(data_dir=root / "writer")) as ledger:
         tenant = ledger.create_tenant(DEFAULT_TENANT)
 
@@ -430,6 +431,9 @@ def bench_server(
     """
     existing = data_dir is not None
     data_dir = data_dir or root / slug
+    # Start with nothing left to write back from earlier scenarios (hundreds of MB), so that
+    # their writeback does not slow this one's fsyncs.
+    os.sync()
     server = LiveServer(data_dir, workers=workers, create=not existing)
     prefill_row = prefill(data_dir, prefilled, seed + 1) if prefilled and not existing else None
     # What is there before the load: the pre-fill, plus the log's own admin events (tenant and
