@@ -161,39 +161,3 @@ def test_a_batch_of_entry_ids_is_distinct_uuid7_of_one_millisecond() -> None:
     assert len({p.int >> 80 for p in parsed}) == 1  # one timestamp
     assert {value[19] for value in ids} == set("89ab")  # variant 10, then two random bits
     assert new_entry_ids(0) == []
-
-
-# Text that looks like the marks the template is cut at, to be hidden in payloads and values.
-_LOOKALIKES = st.sampled_from(
-    [',"id":"', ',"index":', ',"received_at":"', '"id":""', ',"index":0', '\\",\\"id\\":\\"', "}"]
-)
-_tricky_text = st.lists(st.one_of(text, _LOOKALIKES), max_size=6).map("".join)
-# Keys that sort right next to the three the template leaves out.
-_near_key = st.sampled_from(["i", "ia", "ic", "idx", "ie", "in", "indexes", "r", "received"])
-
-
-@settings(max_examples=300)
-@given(
-    payload=_tricky_text,
-    extras=st.dictionaries(st.one_of(key, _near_key), st.one_of(value, _tricky_text), max_size=6),
-    tenant=st.from_regex(r"[a-z][a-z0-9_-]{0,20}", fullmatch=True),
-    index=st.integers(min_value=0, max_value=2**53 - 1),
-    request_id=st.one_of(st.none(), _tricky_text.filter(bool)),
-)
-def test_a_filled_template_is_the_encoded_entry(
-    payload: str, extras: dict[str, Any], tenant: str, index: int, request_id: str | None
-) -> None:
-    from immutablelog.entry import SERVER_FIELDS, entry_template, new_entry_id, timestamp
-
-    meta: dict[str, Any] = {**META, "request_id": request_id}
-    meta.update({k: v for k, v in extras.items() if k not in SERVER_FIELDS and k not in meta})
-    submission = validate_submission(json.dumps(payload), meta, "key-" + str(index))
-    entry_id, received_at = new_entry_id(), timestamp()
-    expected = encode_entry(
-        build_entry(
-            submission, tenant=tenant, index=index, entry_id=entry_id, received_at=received_at
-        )
-    )
-    filled = entry_template(submission, tenant).fill(index, entry_id.encode(), received_at.encode())
-    assert filled == expected
-    assert decode_entry(filled)["index"] == index

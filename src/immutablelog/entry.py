@@ -246,60 +246,6 @@ def encode_entry(entry: Mapping[str, Any]) -> bytes:
     return canonical_json(entry)
 
 
-# How the three values only a submission's place decides appear in its encoded entry when
-# they are left blank. Entry keys are sorted and "id", "index" and "received_at" are never
-# first (the required "event_name" sorts before them all), so each follows a comma; inside
-# a JSON string every quote is escaped, so ',"' always begins a key: each mark occurs once.
-_ID_MARK: Final = b',"id":"'
-_INDEX_MARK: Final = b',"index":'
-_RECEIVED_AT_MARK: Final = b',"received_at":"'
-
-
-@dataclass(frozen=True, slots=True)
-class EntryTemplate:
-    """A submission's entry bytes around the three values its place decides.
-
-    Made where the submission is validated, before it queues, so that the single writer
-    only splices in the id, index and time: encoding the entry (mostly escaping the
-    payload) was the largest cost of its per-event loop. :meth:`fill` returns exactly
-    :func:`encode_entry` of :func:`build_entry`.
-    """
-
-    before_id: bytes
-    before_index: bytes
-    before_received_at: bytes
-    rest: bytes
-
-    def fill(self, index: int, entry_id: bytes, received_at: bytes) -> bytes:
-        """The entry bytes at ``index``. ``entry_id`` and ``received_at`` are the ASCII of
-        a UUID and of a :func:`timestamp`, which JSON holds without escapes."""
-        return b"".join(
-            (
-                self.before_id,
-                entry_id,
-                self.before_index,
-                b"%d" % index,
-                self.before_received_at,
-                received_at,
-                self.rest,
-            )
-        )
-
-
-def entry_template(submission: Submission, tenant: str) -> EntryTemplate:
-    """The :class:`EntryTemplate` of ``submission`` in ``tenant``'s log."""
-    blank = encode_entry(
-        build_entry(submission, tenant=tenant, index=0, entry_id="", received_at="")
-    )
-    id_at = blank.index(_ID_MARK) + len(_ID_MARK)
-    index_at = blank.index(_INDEX_MARK, id_at) + len(_INDEX_MARK)
-    time_at = blank.index(_RECEIVED_AT_MARK, index_at) + len(_RECEIVED_AT_MARK)
-    # index_at + 1: past the blank index, "0".
-    return EntryTemplate(
-        blank[:id_at], blank[id_at:index_at], blank[index_at + 1 : time_at], blank[time_at:]
-    )
-
-
 def decode_entry(data: bytes) -> dict[str, Any]:
     """Parse entry bytes, refusing anything that is not the canonical encoding of an entry.
 

@@ -25,10 +25,10 @@ from typing import Any
 
 from immutablelog.checkpoint import Checkpoint, Signer, sign_checkpoint
 from immutablelog.entry import (
-    EntryTemplate,
     Submission,
+    build_entry,
     decode_entry,
-    entry_template,
+    encode_entry,
     fingerprint_of,
     new_entry_ids,
     payload_hash,
@@ -91,8 +91,6 @@ class CommitStats:
 class _Request:
     tenant: Tenant
     submissions: Sequence[Submission]
-    #: Each submission's entry bytes but for its place, made by the submitting thread.
-    templates: list[EntryTemplate]
     key_id: int | None = None  # the ingest key it came with, re-checked at commit
     future: Future[list[AppendResult]] = field(default_factory=Future)
 
@@ -213,10 +211,7 @@ class Sequencer:
     ) -> Future[list[AppendResult]]:
         """Queue for the next group commit. With ``key_id``, the commit first checks that
         this key may still ingest (else the future fails with :class:`KeyRevoked`)."""
-        # Encoded here, by the submitting thread (with several server workers, in parallel
-        # processes), not by the one writer that all of them take turns with.
-        templates = [entry_template(sub, tenant.name) for sub in submissions]
-        request = _Request(tenant, submissions, templates, key_id)
+        request = _Request(tenant, submissions, key_id)
         with self._state_lock:
             if self._closed:
                 raise LedgerClosed("the ledger is shutting down")
@@ -376,7 +371,7 @@ class Sequencer:
         now = datetime.now(UTC)
         seen = self._replays(tx, tenant.id, requests, now)
         received_at = timestamp(now)
-        rows, n_dup = _place(requests, seen, outcomes, size, received_at)
+        rows, n_dup = _place(requests, seen, outcomes, tenant.name, size, received_at)
         if rows:
             nodes = rng.extend([row.leaf for row in rows])
             tx.insert_entries(tenant.id, rows)
@@ -400,6 +395,7 @@ def _place(
     requests: list[_Request],
     seen: dict[str, _Prior],
     outcomes: dict[int, list[AppendResult]],
+    tenant: str,
     size: int,
     received_at: str,
 ) -> tuple[list[NewEntry], int]:
@@ -409,11 +405,9 @@ def _place(
     the rows and the number of duplicates.
 
     The one loop over every event on the single writer's thread: what does not depend on
-    the place (validation, hashes, fingerprints, the entry's bytes but for its place) was
-    done by the request before it queued.
+    the place (validation, hashes, fingerprints) was done by the request before it queued.
     """
     fresh_ids = iter(new_entry_ids(sum(len(r.submissions) for r in requests)))
-    time_bytes = received_at.encode()
     rows: list[NewEntry] = []
     add_row = rows.append
     index = size
@@ -421,7 +415,7 @@ def _place(
     for request in requests:
         results: list[AppendResult] = []
         answer = results.append
-        for sub, template in zip(request.submissions, request.templates, strict=True):
+        for sub in request.submissions:
             key = sub.idempotency_key
             prior = seen.get(key)
             if prior is not None:
@@ -430,7 +424,11 @@ def _place(
                 answer(result)
                 continue
             entry_id = next(fresh_ids)
-            data = template.fill(index, entry_id.encode(), time_bytes)
+            data = encode_entry(
+                build_entry(
+                    sub, tenant=tenant, index=index, entry_id=entry_id, received_at=received_at
+                )
+            )
             leaf = leaf_hash(data)
             meta = sub.meta
             request_id = meta.get("request_id")
