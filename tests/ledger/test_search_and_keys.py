@@ -149,14 +149,19 @@ def test_the_upkeep_thread_checkpoints_the_wal(ledger: Ledger) -> None:
     assert path.stat().st_size > before
 
 
-def test_a_deleted_search_file_is_rebuilt(tmp_path: Path) -> None:
-    config = LedgerConfig(data_dir=tmp_path / "d")
+def _searchable_log(config: LedgerConfig, word: str, count: int) -> Path:
+    """A new ledger holding ``count`` events with ``word``, found by search; its search file."""
     with Ledger.open(config) as ledger:
         ledger.create_tenant("default")
-        ledger.append(ledger.tenant("default"), [event(1, "narwhal")])
-        assert len(search(ledger, "narwhal")) == 1
+        ledger.append(ledger.tenant("default"), [event(n, word) for n in range(count)])
+        assert len(search(ledger, word)) == count
         assert isinstance(ledger.storage, SQLiteStorage)
-        search_file = ledger.storage.search_path
+        return ledger.storage.search_path
+
+
+def test_a_deleted_search_file_is_rebuilt(tmp_path: Path) -> None:
+    config = LedgerConfig(data_dir=tmp_path / "d")
+    search_file = _searchable_log(config, "narwhal", 1)
     for leftover in search_file.parent.glob(search_file.name + "*"):
         leftover.unlink()
     with Ledger.open(config) as ledger:
@@ -260,12 +265,7 @@ def test_a_key_that_lost_the_ingest_scope_is_refused_at_commit(ledger: Ledger) -
 
 def test_a_search_file_of_an_older_layout_is_rebuilt(tmp_path: Path) -> None:
     config = LedgerConfig(data_dir=tmp_path / "d")
-    with Ledger.open(config) as ledger:
-        ledger.create_tenant("default")
-        ledger.append(ledger.tenant("default"), [event(n, "pangolin") for n in range(2)])
-        assert len(search(ledger, "pangolin")) == 2
-        assert isinstance(ledger.storage, SQLiteStorage)
-        search_file = ledger.storage.search_path
+    search_file = _searchable_log(config, "pangolin", 2)
     with closing(sqlite3.connect(search_file)) as conn, conn:  # an earlier layout
         conn.execute("DROP TABLE entries_search")
         conn.execute("CREATE VIRTUAL TABLE entries_search USING fts5 (payload, content = '')")
@@ -280,12 +280,7 @@ def test_a_search_file_of_an_older_layout_is_rebuilt(tmp_path: Path) -> None:
 
 def test_the_search_index_is_created_with_its_merge_setting(tmp_path: Path) -> None:
     config = LedgerConfig(data_dir=tmp_path / "d")
-    with Ledger.open(config) as ledger:
-        ledger.create_tenant("default")
-        ledger.append(ledger.tenant("default"), [event(0, "pangolin")])
-        assert len(search(ledger, "pangolin")) == 1
-        assert isinstance(ledger.storage, SQLiteStorage)
-        search_file = ledger.storage.search_path
+    search_file = _searchable_log(config, "pangolin", 1)
     with closing(sqlite3.connect(search_file)) as conn:
         settings = dict(conn.execute("SELECT k, v FROM entries_search_config").fetchall())
         # Opening again must not rebuild the index or reset what it holds.
