@@ -590,9 +590,12 @@ def test_full_text_search(storage: Storage) -> None:
         return [e.index for e in storage.query(acme, EventQuery(text=text, **filters))]
 
     assert search("login") == []  # the index is filled behind the writer
+    assert storage.search_backlog() == len(EVENTS) + 2  # both tenants' entries
     assert storage.index_search(4) == 4
+    assert storage.search_backlog() == len(EVENTS) + 2 - 4
     assert storage.index_search(100) == len(EVENTS) + 2 - 4
     assert storage.index_search(100) == 0
+    assert storage.search_backlog() == 0
     assert search("login") == [3, 1, 0]  # case-insensitive, JSON keys and values alike
     assert search("LOGIN bob") == [1]  # every word must occur
     assert search("failed   Login") == [1]
@@ -607,6 +610,7 @@ def test_full_text_search(storage: Storage) -> None:
     assert search("   ") == [5, 4, 3, 2, 1, 0]  # no words: no text filter
     append_events(storage, acme, [({}, '{"late": "login"}', LATER)])
     assert search("late") == []
+    assert storage.search_backlog() == 1
     assert storage.index_search(100) == 1
     assert search("late login") == [6]
 

@@ -6,6 +6,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -219,3 +220,16 @@ def test_metrics_count_ingest_and_rejections(live_server: LiveServer) -> None:
     assert 'immutablelog_tree_size{tenant="default"} 5.0' in text  # 4 admin events + 1
     assert 'immutablelog_rejected_requests_total{reason="unauthorized"} 1.0' in text
     assert "immutablelog_commit_seconds_count" in text
+
+
+def test_metrics_report_the_search_backlog_until_it_is_indexed(live_server: LiveServer) -> None:
+    for n in range(3):
+        send(live_server, '{"word": "wombat"}', f"backlog-{n}")
+    deadline, backlog = time.monotonic() + 10, None
+    while backlog != 0.0 and time.monotonic() < deadline:
+        text = httpx.get(live_server.url + "/metrics", timeout=10).text
+        lines = [ln for ln in text.splitlines() if ln.startswith("immutablelog_search_backlog_")]
+        assert len(lines) == 1, text
+        backlog = float(lines[0].split()[-1])
+        time.sleep(0.05)
+    assert backlog == 0.0  # the upkeep thread indexed what was committed

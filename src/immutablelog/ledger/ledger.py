@@ -330,6 +330,10 @@ class Ledger:
     def query(self, tenant: Tenant, query: EventQuery) -> list[StoredEntry]:
         return self.storage.query(tenant.id, query)
 
+    def search_backlog(self) -> int:
+        """Entries not yet searchable with ``q`` (the index is filled behind the writer)."""
+        return self.storage.search_backlog()
+
     def check_integrity(
         self, tenant: Tenant, start: int = 0, end: int | None = None
     ) -> IntegrityReport:

@@ -330,6 +330,10 @@ class Storage(Protocol):
         """Add up to ``limit`` not-yet-indexed entries to the full-text index; return how many."""
         ...
 
+    def search_backlog(self) -> int:
+        """How many entries, of all tenants, the full-text index does not cover yet."""
+        ...
+
     def checkpoint_log(self) -> None:
         """Copy committed changes from a write-ahead log into the database file, without
         blocking the writer (SQLite); nothing where the database server does it (PostgreSQL)."""

@@ -42,7 +42,12 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE)
+    state = request.app.state
+    # Read at scrape time (the index is filled by whichever process holds its lock); with
+    # the database away, the other metrics still answer.
+    with contextlib.suppress(StorageError):
+        state.metrics.search_backlog.set(state.ledger.search_backlog())
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE)
 
 
 async def openapi(request: Request) -> Response:

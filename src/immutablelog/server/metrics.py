@@ -59,6 +59,12 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
+        self.search_backlog = Gauge(
+            "immutablelog_search_backlog_entries",
+            "Committed entries the full-text index does not cover yet (all tenants)",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
         self.rejected = Counter(
             "immutablelog_rejected_requests",
             "Requests answered with an error, by reason",

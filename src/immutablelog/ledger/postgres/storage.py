@@ -609,6 +609,15 @@ class PostgresStorage:
                     break
         return done
 
+    def search_backlog(self) -> int:
+        rows = self._query(
+            "SELECT coalesce(sum(c.size - coalesce(p.next_idx, 0)), 0) FROM tenants t "
+            "LEFT JOIN search_progress p ON p.tenant_id = t.id "
+            "CROSS JOIN LATERAL (SELECT size FROM checkpoints WHERE tenant_id = t.id "
+            "ORDER BY size DESC LIMIT 1) c"
+        )
+        return max(0, int(rows[0][0]))
+
     def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None:
         rows = self._query(
             "SELECT idx, id, received_at, entry FROM entries WHERE id = %s AND tenant_id = %s",

@@ -584,6 +584,14 @@ class SQLiteStorage:
         with self._file_lock(self._search_lock_path), _transaction(conn, "BEGIN"):
             return self._index_slice(conn, limit)
 
+    def search_backlog(self) -> int:
+        # Entries are never deleted, so their rowids run 1..n without gaps.
+        (backlog,) = self._search_conn.execute(
+            "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM main.entries) - COALESCE("
+            "(SELECT CAST(value AS INTEGER) FROM search.meta WHERE key = 'indexed_rowid'), 0)"
+        ).fetchone()
+        return max(0, int(backlog))
+
     def checkpoint_log(self) -> None:
         # PASSIVE copies what no reader still needs and neither waits for nor blocks the
         # writer; what it leaves is copied by the next round.
