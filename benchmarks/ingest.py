@@ -54,6 +54,7 @@ from datetime import timedelta
 from itertools import islice
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -468,6 +469,8 @@ def bench_server(
                 spy = PySpy(pid, profile_dir / f"{slug}.txt")
             result = generator.result()
             cpu_after = process_tree_cpu(pid)
+        with console.status(f"[bold]{slug}[/]: waiting for the search index…"):
+            caught_up = search_catch_up(server.url)
     finally:
         if spy is not None:
             spy.stop()
@@ -485,9 +488,33 @@ def bench_server(
     row.notes += problems
     if prefilled:
         row.notes.append(f"log at {prefilled:,} entries before the run")
+    row.notes.append(
+        f"search index current {caught_up:.1f} s after the last answer"
+        if caught_up is not None
+        else "search index not current 60 s after the last answer"
+    )
     if code not in (0, -signal.SIGTERM):
         console.print(server.log()[-3000:])
     return row, prefill_row
+
+
+def search_catch_up(url: str, timeout: float = 60.0) -> float | None:
+    """Seconds until the server's search backlog (``/metrics``) is zero, else None.
+
+    Ingest answers before the search index covers an event (the index is filled behind
+    the writer): this is how far behind a burst leaves it.
+    """
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if (
+                line.startswith("immutablelog_search_backlog_entries ")
+                and float(line.split()[1]) == 0
+            ):
+                return time.perf_counter() - started
+        time.sleep(0.05)
+    return None
 
 
 def _server_row(
