@@ -436,17 +436,31 @@ class StoredCounts:
     checkpoint_size: int
 
 
-def stored_counts(db_path: Path, tenant: str = "default") -> StoredCounts:
-    """Entries stored for ``tenant`` and the size of its latest signed checkpoint."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+def stored_counts(database: Path | str, tenant: str = "default") -> StoredCounts:
+    """Entries stored for ``tenant`` and the size of its latest signed checkpoint, read
+    with plain SQL from a SQLite file or a PostgreSQL URL (not through the ledger's code)."""
+    entries_sql = "SELECT COUNT(*) FROM entries WHERE tenant_id = {0}"
+    size_sql = "SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE tenant_id = {0}"
+    tenant_sql = "SELECT id FROM tenants WHERE name = {0}"
+    if isinstance(database, str):
+        import psycopg
+
+        with psycopg.connect(database) as pg:
+            (tenant_id,) = _one(pg.execute(tenant_sql.format("%s"), (tenant,)).fetchone())
+            (entries,) = _one(pg.execute(entries_sql.format("%s"), (tenant_id,)).fetchone())
+            (size,) = _one(pg.execute(size_sql.format("%s"), (tenant_id,)).fetchone())
+        return StoredCounts(int(entries), int(size))
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
-        (tenant_id,) = conn.execute("SELECT id FROM tenants WHERE name = ?", (tenant,)).fetchone()
-        (entries,) = conn.execute(
-            "SELECT COUNT(*) FROM entries WHERE tenant_id = ?", (tenant_id,)
-        ).fetchone()
-        (size,) = conn.execute(
-            "SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE tenant_id = ?", (tenant_id,)
-        ).fetchone()
+        (tenant_id,) = conn.execute(tenant_sql.format("?"), (tenant,)).fetchone()
+        (entries,) = conn.execute(entries_sql.format("?"), (tenant_id,)).fetchone()
+        (size,) = conn.execute(size_sql.format("?"), (tenant_id,)).fetchone()
     finally:
         conn.close()
     return StoredCounts(int(entries), int(size))
+
+
+def _one(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    if row is None:
+        raise LookupError("expected one row")
+    return row

@@ -47,12 +47,14 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from itertools import islice
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from rich.console import Console
@@ -423,23 +425,25 @@ def bench_server(
     profile_dir: Path | None,
     keys: KeyStyle = "uuid7",
     data_dir: Path | None = None,
+    database_url: str | None = None,
 ) -> tuple[Row, Row | None]:
     """One scenario on a fresh data directory and a fresh server process.
 
     Returns the row and, when ``prefilled`` > 0, the pre-fill row. With ``data_dir``, the
     scenario runs on that existing directory instead, which already holds ``prefilled``
-    entries.
+    entries; with ``database_url``, the ledger is in that (empty) PostgreSQL database.
     """
     existing = data_dir is not None
     data_dir = data_dir or root / slug
     # Start with nothing left to write back from earlier scenarios (hundreds of MB), so that
     # their writeback does not slow this one's fsyncs.
     os.sync()
-    server = LiveServer(data_dir, workers=workers, create=not existing)
+    server = LiveServer(data_dir, workers=workers, create=not existing, database_url=database_url)
+    database: Path | str = database_url or data_dir / "ledger.db"
     prefill_row = prefill(data_dir, prefilled, seed + 1) if prefilled and not existing else None
     # What is there before the load: the pre-fill, plus the log's own admin events (tenant and
     # key creation are recorded in the log itself).
-    before = stored_counts(data_dir / "ledger.db").entries
+    before = stored_counts(database).entries
     per_request = batch_size if mode == "batch" else 1
     requests = max(1, events // per_request)
     spec = LoadSpec(
@@ -480,7 +484,7 @@ def bench_server(
         except subprocess.TimeoutExpired:
             server.kill()
             code = -signal.SIGKILL
-    stored = stored_counts(data_dir / "ledger.db")
+    stored = stored_counts(database)
     row = _server_row(label, mode, workers, clients, result, cpu_after - cpu_before)
     row.acked, row.stored = result.acked, stored.entries - before
     problems = _problems(result, stored.entries, stored.checkpoint_size, before, code)
@@ -496,6 +500,21 @@ def bench_server(
     if code not in (0, -signal.SIGTERM):
         console.print(server.log()[-3000:])
     return row, prefill_row
+
+
+@contextmanager
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server at ``server_url`` (a URL); dropped on exit."""
+    import psycopg
+
+    name = f"immutablelog_bench_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(urlsplit(server_url)._replace(path="/" + name))
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def search_catch_up(url: str, timeout: float = 60.0) -> float | None:
@@ -625,6 +644,14 @@ def ratios(rows: dict[str, Row], workers: Sequence[int], prefilled: int) -> list
         first = batch[workers[0]]
         for w in workers[1:]:
             out.append((f"batch workers={w} / workers={workers[0]}", batch[w].rate / first.rate))
+    for w in workers:
+        postgres = rows.get(f"batch-pg-w{w}")
+        if postgres:
+            target = postgres.rate / BATCH_TARGET
+            out.append((f"batch on PostgreSQL (workers={w}) / target {BATCH_TARGET:,}", target))
+            if w in batch:
+                ratio = postgres.rate / batch[w].rate
+                out.append((f"batch on PostgreSQL / on SQLite (workers={w})", ratio))
     grown = rows.get("batch-big")
     if grown and workers[0] in batch:
         label = f"batch at a {prefilled:,}-entry log / at an empty log (workers={workers[0]})"
@@ -683,6 +710,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated server worker counts for batch ingest (default 1,2); the first "
         "is also used for the single-event and big-log scenarios",
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also run batch ingest on PostgreSQL (a role that may CREATE DATABASE; each "
+        "scenario gets a fresh database, dropped afterwards), e.g. "
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+    )
     parser.add_argument("--seed", type=int, default=20250314)
     parser.add_argument("--tmp-dir", type=Path, help="where data directories go (default $TMPDIR)")
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
@@ -736,6 +770,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=w, clients=args.clients, events=args.events, prefilled=0, **common,
             )  # fmt: skip
             record(f"batch-w{w}", row)
+        if args.postgres:
+            for w in args.workers:
+                with fresh_postgres_database(args.postgres) as url:
+                    row, _ = bench_server(
+                        root, f"batch-pg-w{w}", "POST /v1/events/batch, empty log, PostgreSQL",
+                        mode="batch", workers=w, clients=args.clients, events=args.events,
+                        prefilled=0, database_url=url, **common,
+                    )  # fmt: skip
+                record(f"batch-pg-w{w}", row)
         first = args.workers[0]
         row, _ = bench_server(
             root, "single", "POST /v1/events (1 event/request), empty log", mode="single",
@@ -773,6 +816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "writer",
         "prefill",
         *(f"batch-w{w}" for w in args.workers),
+        *(f"batch-pg-w{w}" for w in args.workers),
     ]
     order = [rows[k] for k in [*display, "batch-big", "batch-big-random", "single"] if k in rows]
     console.print()
