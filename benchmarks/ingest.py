@@ -21,11 +21,13 @@ Everything is measured in one run so that the ratios compare like with like on t
 4. ``POST /v1/events`` (one event per request, the seed extension's wire format) from 32
    concurrent keep-alive connections;
 5. batch ingest again into a log pre-filled to ``--prefill`` entries, to check that the write path
-   does not slow down as the log grows (it should not: appends touch O(log n) tree nodes).
+   does not slow down as the log grows (it should not: appends touch O(log n) tree nodes);
+6. with ``--postgres URL``, batch ingest on PostgreSQL too, each in a fresh database.
 
 Clients run in a separate process with pre-serialized requests (see ``benchmarks.common``).
 After every scenario the database is read back: stored entries must equal acknowledged events
-(and the latest signed checkpoint must cover them), otherwise the run exits non-zero.
+(and the latest signed checkpoint must cover them), otherwise the run exits non-zero; then
+the server's search backlog is watched until the index covers every acknowledged event.
 Targets are printed next to the numbers, never asserted: timings on a shared machine are
 evidence, not pass/fail criteria.
 """
