@@ -112,6 +112,17 @@ def _select_nodes(fetch: _Fetch, tenant_id: int, ids: Sequence[NodeID]) -> list[
         raise StorageError(f"tree node {missing} of tenant {tenant_id} is missing") from None
 
 
+#: Each tenant whose entries the search index does not all cover yet: the next index to
+#: index, and the size of its latest checkpoint (O(tenants) index probes).
+_SEARCH_PENDING = (
+    "SELECT t.id AS tenant_id, coalesce(p.next_idx, 0) AS next_idx, c.size AS size "
+    "FROM tenants t LEFT JOIN search_progress p ON p.tenant_id = t.id "
+    "CROSS JOIN LATERAL (SELECT size FROM checkpoints WHERE tenant_id = t.id "
+    "ORDER BY size DESC LIMIT 1) c "
+    "WHERE c.size > coalesce(p.next_idx, 0)"
+)
+
+
 def _event_query(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
     """The SQL for :meth:`PostgresStorage.query`: the SQLite backend's, filter for filter."""
     where, params = event_filters(tenant_id, query, "%s")
@@ -581,13 +592,7 @@ class PostgresStorage:
             ).fetchone()
             if not locked or not locked[0]:
                 return 0
-            pending = conn.execute(
-                "SELECT t.id, coalesce(p.next_idx, 0), c.size FROM tenants t "
-                "LEFT JOIN search_progress p ON p.tenant_id = t.id "
-                "CROSS JOIN LATERAL (SELECT size FROM checkpoints WHERE tenant_id = t.id "
-                "ORDER BY size DESC LIMIT 1) c "
-                "WHERE c.size > coalesce(p.next_idx, 0) ORDER BY t.id"
-            ).fetchall()
+            pending = conn.execute(_SEARCH_PENDING + " ORDER BY t.id").fetchall()
             for tenant_id, start, size in pending:
                 end = min(int(size), int(start) + limit - done)
                 # ::json, not ::jsonb: only the payload is unescaped, so an escaped NUL
@@ -611,12 +616,9 @@ class PostgresStorage:
 
     def search_backlog(self) -> int:
         rows = self._query(
-            "SELECT coalesce(sum(c.size - coalesce(p.next_idx, 0)), 0) FROM tenants t "
-            "LEFT JOIN search_progress p ON p.tenant_id = t.id "
-            "CROSS JOIN LATERAL (SELECT size FROM checkpoints WHERE tenant_id = t.id "
-            "ORDER BY size DESC LIMIT 1) c"
+            f"SELECT coalesce(sum(size - next_idx), 0) FROM ({_SEARCH_PENDING}) AS pending"
         )
-        return max(0, int(rows[0][0]))
+        return int(rows[0][0])
 
     def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None:
         rows = self._query(

@@ -533,9 +533,7 @@ class SQLiteStorage:
         conn = self._search_conn
         conn.execute("BEGIN")  # one snapshot for the progress mark and both parts
         try:
-            row = conn.execute(
-                "SELECT value FROM search.meta WHERE key = 'indexed_rowid'"
-            ).fetchone()
+            row = conn.execute(_COVERED_ROWID).fetchone()
             covered = int(row[0]) if row else 0
             # Within a tenant rowids grow with idx, so every uncovered entry comes after
             # every covered one.
@@ -587,8 +585,8 @@ class SQLiteStorage:
     def search_backlog(self) -> int:
         # Entries are never deleted, so their rowids run 1..n without gaps.
         (backlog,) = self._search_conn.execute(
-            "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM main.entries) - COALESCE("
-            "(SELECT CAST(value AS INTEGER) FROM search.meta WHERE key = 'indexed_rowid'), 0)"
+            "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM main.entries) - "
+            f"COALESCE(CAST(({_COVERED_ROWID}) AS INTEGER), 0)"
         ).fetchone()
         return max(0, int(backlog))
 
@@ -676,6 +674,8 @@ CREATE INDEX IF NOT EXISTS search.lookup_by_request_id ON lookup (tenant_id, req
 CREATE INDEX IF NOT EXISTS search.lookup_by_actor ON lookup (tenant_id, actor);
 """
 _FTS_AUTOMERGE = 16
+#: The rowid of the last entry the search file covers (absent: none).
+_COVERED_ROWID = "SELECT value FROM search.meta WHERE key = 'indexed_rowid'"
 #: The most selective lookup first: it drives the walk, the others filter.
 _LOOKUP_DRIVERS = ("request_id", "actor", "event_name", "event_name_prefix")
 #: How many of the newest rows a prefix query walks before it uses the event_name index.
