@@ -68,6 +68,14 @@ def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The log's Ed25519 key file (default: DATA_DIR/log-signing.key, created 0600).",
 )
+@click.option(
+    "--public-tiles",
+    "public_tiles",
+    multiple=True,
+    metavar="TENANT",
+    help="Publish this tenant's tlog-tiles checkpoint and hash tiles without a key "
+    "(entries still need one). Repeatable.",
+)
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -80,6 +88,7 @@ def serve(
     access_log: bool,
     idempotency_retention: float,
     signing_key: Path | None,
+    public_tiles: tuple[str, ...],
 ) -> None:
     """Serve the ImmutableLog API (ingest, checkpoints, proofs) on HTTP."""
     import uvicorn
@@ -102,6 +111,7 @@ def serve(
     os.environ["IMMUTABLELOG_DATA_DIR"] = str(data_dir.resolve())
     os.environ["IMMUTABLELOG_LOG_NAME"] = stored_name
     os.environ["IMMUTABLELOG_IDEMPOTENCY_RETENTION_HOURS"] = str(idempotency_retention)
+    os.environ["IMMUTABLELOG_PUBLIC_TILES"] = ",".join(public_tiles)
     if database_url:
         os.environ["IMMUTABLELOG_DATABASE_URL"] = database_url
     if signing_key:

@@ -11,7 +11,7 @@ import contextlib
 import gc
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from immutablelog import __version__
 from immutablelog.ledger import Ledger, LedgerConfig, StorageError
-from immutablelog.server import errors, ingest, query, read
+from immutablelog.server import errors, ingest, query, read, tiles
 from immutablelog.server.errors import JSONResponse
 from immutablelog.server.metrics import CONTENT_TYPE, Metrics
 from immutablelog.server.openapi import openapi_document
@@ -66,14 +66,21 @@ ROUTES = [
     Route("/v1/proofs/inclusion", read.get_inclusion_proof, methods=["GET"]),
     Route("/v1/proofs/consistency", read.get_consistency_proof, methods=["GET"]),
     Route("/v1/log-key", read.get_log_key, methods=["GET"]),
+    Route("/tlog/{tenant}/checkpoint", tiles.get_checkpoint, methods=["GET"]),
+    Route("/tlog/{tenant}/tile/{path:path}", tiles.get_tile, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
 ]
 
 
-def create_app(ledger: Ledger | LedgerConfig | None = None) -> Starlette:
-    """An app over ``ledger``; given a config, the app opens the ledger and closes it on exit."""
+def create_app(
+    ledger: Ledger | LedgerConfig | None = None, *, public_tiles: Collection[str] = ()
+) -> Starlette:
+    """An app over ``ledger``; given a config, the app opens the ledger and closes it on exit.
+
+    ``public_tiles`` names the tenants whose tlog-tiles checkpoint and hash tiles need no key.
+    """
     owned = not isinstance(ledger, Ledger)
 
     @contextlib.asynccontextmanager
@@ -97,6 +104,7 @@ def create_app(ledger: Ledger | LedgerConfig | None = None) -> Starlette:
     )
     app.state.ledger = the_ledger
     app.state.metrics = Metrics()
+    app.state.tile_access = tiles.TileAccess(public_tiles)
     app.state.started = time.time()
     the_ledger.add_commit_listener(app.state.metrics.committed)
     return app
@@ -119,7 +127,8 @@ def config_from_env(environ: dict[str, Any] | None = None) -> LedgerConfig:
 
 def app_from_env() -> Starlette:
     """uvicorn factory: ``uvicorn --factory immutablelog.server.app:app_from_env``."""
-    app = create_app(config_from_env())
+    public = os.environ.get("IMMUTABLELOG_PUBLIC_TILES", "")
+    app = create_app(config_from_env(), public_tiles=[t for t in public.split(",") if t])
     tune_gc()
     return app
 
