@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from tests.live import HTTP, LiveServer
+from immutablelog.ledger import SIGNING_KEY_ENV
+from tests.live import HTTP, LiveServer, free_port
+from tests.verify.helpers import cli_json
 
 META = {"type": "info", "event_name": "pg.event", "service": "api"}
 
@@ -98,3 +102,55 @@ def test_a_database_outage_is_a_503_not_a_500(postgres_url: str, tmp_path: Path)
         assert "Traceback" not in server.log()
     finally:
         server.kill()
+
+
+def test_a_host_with_another_key_refuses_to_start_and_the_log_stays_valid(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    first = LiveServer(tmp_path / "host-a", database_url=postgres_url)
+    first.start()
+    try:
+        HTTP.post(
+            first.url + "/v1/events",
+            json={"payload": "{}", "meta": META},
+            headers=first.headers(),
+            timeout=30,
+        ).raise_for_status()
+        # Another directory, so another (new) key: exactly the slip that poisoned logs.
+        refused = subprocess.run(
+            [sys.executable, "-m", "immutablelog", "serve", "--data-dir", tmp_path / "host-b",
+             "--database-url", postgres_url, "--port", str(free_port())],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert first.verifier_key in refused.stderr
+        assert "--signing-key" in refused.stderr and SIGNING_KEY_ENV in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert first.get("/v1/verify").json()["valid"] is True
+
+        # With the log's key, the second host serves the same log and both stay verifiable.
+        second = LiveServer(
+            tmp_path / "host-b",
+            database_url=postgres_url,
+            signing_key=tmp_path / "host-a" / "log-signing.key",
+            create=False,
+        )
+        second.start()
+        try:
+            for server in (first, second):
+                HTTP.post(
+                    server.url + "/v1/events",
+                    json={"payload": "{}", "meta": META},
+                    headers=first.headers(),
+                    timeout=30,
+                ).raise_for_status()
+            code, report = cli_json(
+                "verify", "--url", second.url, "--key", first.read_key,
+                "--log-key", first.verifier_key,
+            )  # fmt: skip
+            assert code == 0 and report["status"] == "intact", report
+            assert second.get("/v1/verify").json()["valid"] is True
+        finally:
+            second.kill()
+    finally:
+        first.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,7 +10,13 @@ from typing import Any, TypeVar
 
 import click
 
-from immutablelog.ledger import Ledger, LedgerConfig, LedgerError, StorageError
+from immutablelog.ledger import (
+    SIGNING_KEY_ENV,
+    Ledger,
+    LedgerConfig,
+    LedgerError,
+    StorageError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,6 +41,10 @@ def ledger_options(func: F) -> F:
 
 
 def config_for(data_dir: Path, database_url: str | None, **more: Any) -> LedgerConfig:
+    # Every local command signs (tenants and keys are recorded in the log), so every one
+    # honours the key file that `serve --signing-key` reads from the environment too.
+    if more.get("signing_key_file") is None and os.environ.get(SIGNING_KEY_ENV):
+        more["signing_key_file"] = Path(os.environ[SIGNING_KEY_ENV])
     return LedgerConfig(data_dir=data_dir, database_url=database_url or None, **more)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from immutablelog.cli.options import config_for, ledger_options, open_ledger
-from immutablelog.ledger import DEFAULT_TENANT, Ledger
+from immutablelog.ledger import DEFAULT_TENANT, SIGNING_KEY_ENV, Ledger
 
 
 def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
@@ -64,7 +64,7 @@ def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
 @click.option(
     "--signing-key",
     default=None,
-    envvar="IMMUTABLELOG_SIGNING_KEY_FILE",
+    envvar=SIGNING_KEY_ENV,
     type=click.Path(dir_okay=False, path_type=Path),
     help="The log's Ed25519 key file (default: DATA_DIR/log-signing.key, created 0600).",
 )
@@ -115,7 +115,7 @@ def serve(
     if database_url:
         os.environ["IMMUTABLELOG_DATABASE_URL"] = database_url
     if signing_key:
-        os.environ["IMMUTABLELOG_SIGNING_KEY_FILE"] = str(signing_key.resolve())
+        os.environ[SIGNING_KEY_ENV] = str(signing_key.resolve())
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="immutablelog-metrics-")
     uvicorn.run(

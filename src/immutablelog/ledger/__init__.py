@@ -3,6 +3,7 @@
 from immutablelog.ledger.ledger import (
     DEFAULT_LOG_NAME,
     DEFAULT_TENANT,
+    SIGNING_KEY_ENV,
     Ledger,
     LedgerConfig,
     LedgerError,
@@ -19,6 +20,7 @@ from immutablelog.ledger.storage import ApiKey, Storage, StorageError, Tenant
 __all__ = [
     "DEFAULT_LOG_NAME",
     "DEFAULT_TENANT",
+    "SIGNING_KEY_ENV",
     "Accepted",
     "ApiKey",
     "AppendResult",

@@ -19,9 +19,11 @@ from typing import Any
 from immutablelog._uuid import uuid7
 from immutablelog.checkpoint import (
     Checkpoint,
+    NoteError,
     Signer,
     Verifier,
     load_or_create_signer,
+    open_checkpoint,
     sign_checkpoint,
 )
 from immutablelog.entry import Submission, timestamp, validate_submission
@@ -51,6 +53,13 @@ _LIVE_KEYS_CACHED = 10_000
 _TENANT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 
 CommitListener = Callable[[CommitStats], None]
+
+#: Where a host's processes and commands find the log's signing key file (``--signing-key``).
+SIGNING_KEY_ENV = "IMMUTABLELOG_SIGNING_KEY_FILE"
+_PROVIDE_KEY = (
+    "Start this host with the log's own key file, copied from a host that serves this log: "
+    f"--signing-key FILE or the environment variable {SIGNING_KEY_ENV}"
+)
 
 
 class LedgerError(ValueError):
@@ -115,6 +124,7 @@ class Ledger:
                 "key_mismatch",
                 f"the signing key is named {signer.name!r} but this log is {self.log_name!r}",
             )
+        self._bind_signing_key()
         self._commit_listeners: list[CommitListener] = []
         self._upkeep = Upkeep(storage)
         self._live_keys: dict[bytes, ApiKey] = {}
@@ -133,11 +143,54 @@ class Ledger:
     def open(cls, config: LedgerConfig | None = None) -> Ledger:
         config = config or LedgerConfig()
         storage = open_storage(config)
-        # The stored log name wins over the configured one: a log never changes its name.
-        log_name = storage.initialize(config.log_name)
-        config.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        signer = load_or_create_signer(config.key_path, log_name)
-        return cls(storage, signer, config)
+        try:
+            # The stored log name wins over the configured one: a log never changes its name.
+            log_name = storage.initialize(config.log_name)
+            named = storage.log_key()
+            if named is not None and not config.key_path.exists():
+                # Another host made this log: a new key here could only be refused.
+                raise LedgerError(
+                    "key_missing",
+                    f"this log is signed by the key {named}, and there is no key file at "
+                    f"{config.key_path}. {_PROVIDE_KEY}",
+                )
+            config.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            signer = load_or_create_signer(config.key_path, log_name)
+            return cls(storage, signer, config)
+        except BaseException:
+            storage.close()
+            raise
+
+    def _bind_signing_key(self) -> None:
+        """Sign only a log whose database names this key, recording it on first use.
+
+        A log without a recorded key (new, or from before keys were recorded) adopts this
+        one only if it signed the latest checkpoint of every tenant: whoever holds another
+        key is told which key to bring instead of signing checkpoints no verifier accepts.
+        """
+        ours = self.signer.verifier_key()
+        named = self.storage.log_key()
+        if named is None:
+            verifier = Verifier(ours)
+            for tenant in self.storage.list_tenants():
+                latest = self.storage.latest_checkpoint(tenant.id)
+                if latest is None:
+                    continue
+                try:
+                    open_checkpoint(verifier, latest.note, self.origin(tenant))
+                except NoteError:
+                    raise LedgerError(
+                        "key_mismatch",
+                        f"the latest checkpoint of tenant {tenant.name!r} is not signed by this "
+                        f"host's key {ours}. {_PROVIDE_KEY}",
+                    ) from None
+            named = self.storage.bind_log_key(ours)
+        if named != ours:
+            raise LedgerError(
+                "key_mismatch",
+                f"this log is signed by the key {named}, but this host's key "
+                f"({self.config.key_path}) is {ours}. {_PROVIDE_KEY}",
+            )
 
     def start(self) -> None:
         """Start the writer and the upkeep thread now (a server does, so that the search

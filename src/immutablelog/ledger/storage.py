@@ -264,6 +264,15 @@ class Storage(Protocol):
 
     def close(self) -> None: ...
 
+    def log_key(self) -> str | None:
+        """The verifier key of the one key allowed to sign this log, once recorded."""
+        ...
+
+    def bind_log_key(self, verifier_key: str) -> str:
+        """Record ``verifier_key`` as the log's key unless one is recorded already (the
+        record never changes); return the recorded one."""
+        ...
+
     def write(self) -> AbstractContextManager[WriteTransaction]: ...
 
     # tenants and keys

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from immutablelog import __version__
-from immutablelog.ledger import Ledger, LedgerConfig, StorageError
+from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, StorageError
 from immutablelog.server import errors, ingest, query, read, tiles
 from immutablelog.server.errors import JSONResponse
 from immutablelog.server.metrics import CONTENT_TYPE, Metrics
@@ -112,7 +112,7 @@ def create_app(
 
 def config_from_env(environ: dict[str, Any] | None = None) -> LedgerConfig:
     env = os.environ if environ is None else environ
-    key_file = env.get("IMMUTABLELOG_SIGNING_KEY_FILE")
+    key_file = env.get(SIGNING_KEY_ENV)
     retention = env.get("IMMUTABLELOG_IDEMPOTENCY_RETENTION_HOURS")
     return LedgerConfig(
         data_dir=Path(env.get("IMMUTABLELOG_DATA_DIR") or "immutablelog-data"),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Arbitrary constants: the advisory lock every process takes while it checks or migrates the
 # schema, so several processes starting at once do not race on CREATE TABLE; and the one
@@ -223,5 +223,20 @@ END
 $$;
 CREATE TRIGGER checkpoints_cover_entries BEFORE INSERT ON {schema}.checkpoints
     FOR EACH ROW EXECUTE FUNCTION {schema}.immutablelog_checkpoints_cover_entries();
+""",
+    3: """
+-- The verifier key of the one key that signs this log (meta 'log_key') is written once, by
+-- the first process that opens the log with a key whose signatures it checked (Ledger), and
+-- never changes: a host with another key refuses to start instead of signing.
+CREATE FUNCTION {schema}.immutablelog_log_key_fixed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the log key is fixed once recorded'
+        USING ERRCODE = 'integrity_constraint_violation';
+END
+$$;
+CREATE TRIGGER meta_log_key_fixed BEFORE UPDATE OR DELETE ON {schema}.meta
+    FOR EACH ROW WHEN (OLD.key = 'log_key')
+    EXECUTE FUNCTION {schema}.immutablelog_log_key_fixed();
 """,
 }

@@ -426,6 +426,20 @@ class PostgresStorage:
             assert found is not None
             return str(found[0])
 
+    def log_key(self) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key = 'log_key'")
+        return str(rows[0][0]) if rows else None
+
+    def bind_log_key(self, verifier_key: str) -> str:
+        # One statement, safe to retry: whichever host records first wins, the others read it.
+        rows = self._query(
+            "WITH added AS (INSERT INTO meta (key, value) VALUES ('log_key', %s) "
+            "ON CONFLICT (key) DO NOTHING RETURNING value) "
+            "SELECT value FROM added UNION ALL SELECT value FROM meta WHERE key = 'log_key'",
+            (verifier_key,),
+        )
+        return str(rows[0][0])
+
     # tenants and keys ------------------------------------------------------------------
     def get_tenant(self, name: str) -> Tenant | None:
         rows = self._query("SELECT id, name, created_at FROM tenants WHERE name = %s", (name,))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 _APPEND_ONLY = """
 CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
@@ -133,5 +133,14 @@ DROP INDEX entries_by_request_id;
 DROP INDEX entries_by_actor;
 DROP TABLE entries_search;
 DELETE FROM meta WHERE key = 'search_indexed_rowid';
+""",
+    3: """
+-- The verifier key of the one key that signs this log (meta 'log_key') is written once, by
+-- the first process that opens the log with a key whose signatures it checked (Ledger), and
+-- never changes: a host with another key refuses to start instead of signing.
+CREATE TRIGGER meta_log_key_fixed BEFORE UPDATE ON meta WHEN OLD.key = 'log_key'
+BEGIN SELECT RAISE(ABORT, 'the log key is fixed once recorded'); END;
+CREATE TRIGGER meta_log_key_kept BEFORE DELETE ON meta WHEN OLD.key = 'log_key'
+BEGIN SELECT RAISE(ABORT, 'the log key is fixed once recorded'); END;
 """,
 }

@@ -366,6 +366,20 @@ class SQLiteStorage:
             row = conn.execute("SELECT value FROM meta WHERE key = 'log_name'").fetchone()
             return str(row[0])
 
+    def log_key(self) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'log_key'").fetchone()
+        return str(row[0]) if row else None
+
+    def bind_log_key(self, verifier_key: str) -> str:
+        with self.write() as tx:
+            tx._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('log_key', ?) ON CONFLICT DO NOTHING",
+                (verifier_key,),
+            )
+        bound = self.log_key()
+        assert bound is not None
+        return bound
+
     # tenants and keys ------------------------------------------------------------------
     def get_tenant(self, name: str) -> Tenant | None:
         row = self._conn.execute(

@@ -1,0 +1,145 @@
+"""One log, one key: the database names the key that signs it, and no other key may sign.
+
+Each test runs on both backends. "Another host" is a second ledger on the same database
+with its own data directory (PostgreSQL) or its own key file (SQLite): exactly what a
+second ``immutablelog serve`` started from another directory would open.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from immutablelog.checkpoint import Signer
+from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, LedgerError
+from immutablelog.ledger.storage import Storage
+from tests.ledger.test_storage_contract import (
+    INTEGRITY,
+    LOG_NAME,
+    _config,
+    _is_sqlite,
+    _location,
+    raw_sql,
+    storage,
+)
+
+__all__ = ["storage"]
+
+
+def _host(storage: Storage, tmp_path: Path, name: str, key: Path | None = None) -> LedgerConfig:
+    """The configuration of a host with its own data directory (and so its own key file)."""
+    config = _config(_location(storage), tmp_path / name)
+    if _is_sqlite(storage):  # one database file, but this host's own key file
+        key = key or tmp_path / name / "log-signing.key"
+    return LedgerConfig(
+        data_dir=config.data_dir,
+        log_name=LOG_NAME,
+        database_url=config.database_url,
+        signing_key_file=key,
+    )
+
+
+def _checkpoints(storage: Storage) -> int:
+    return int(raw_sql(storage, "SELECT count(*) FROM checkpoints")[0][0])
+
+
+def _forget_log_key(storage: Storage) -> None:
+    """Make the database look as it did before the log key was recorded (version 2)."""
+    if _is_sqlite(storage):
+        statements = [
+            "DROP TRIGGER meta_log_key_fixed",
+            "DROP TRIGGER meta_log_key_kept",
+        ]
+    else:
+        statements = [
+            "DROP TRIGGER meta_log_key_fixed ON meta",
+            "DROP FUNCTION immutablelog_log_key_fixed()",
+        ]
+    statements += [
+        "DELETE FROM meta WHERE key = 'log_key'",
+        "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+    ]
+    for statement in statements:
+        raw_sql(storage, statement)
+
+
+def test_a_new_log_records_its_key_and_refuses_a_host_with_another(
+    storage: Storage, tmp_path: Path
+) -> None:
+    with Ledger.open(_host(storage, tmp_path, "host-a")) as first:
+        first.create_tenant("acme")
+        key = first.verifier_key()
+        assert storage.log_key() == key
+    before = _checkpoints(storage)
+
+    other = _host(storage, tmp_path, "host-b")
+    other.data_dir.mkdir(parents=True, exist_ok=True)
+    other.key_path.write_text(Signer.generate(LOG_NAME).private_key_string() + "\n")
+    with pytest.raises(LedgerError) as refused:
+        Ledger.open(other)
+    assert refused.value.reason == "key_mismatch"
+    assert key in refused.value.message
+    assert "--signing-key" in refused.value.message and SIGNING_KEY_ENV in refused.value.message
+    assert _checkpoints(storage) == before  # it signed nothing
+    assert storage.log_key() == key
+
+    # Given the log's key, the second host opens the same log.
+    right = _host(storage, tmp_path, "host-b", key=_host(storage, tmp_path, "host-a").key_path)
+    with Ledger.open(right) as second:
+        assert second.verifier_key() == key
+        assert second.check_integrity(second.tenant("acme")).valid
+
+
+def test_a_host_without_a_key_file_is_told_which_key_to_bring(
+    storage: Storage, tmp_path: Path
+) -> None:
+    with Ledger.open(_host(storage, tmp_path, "host-a")) as first:
+        key = first.verifier_key()
+    newcomer = _host(storage, tmp_path, "host-b")
+    with pytest.raises(LedgerError) as refused:
+        Ledger.open(newcomer)
+    assert refused.value.reason == "key_missing"
+    assert key in refused.value.message and SIGNING_KEY_ENV in refused.value.message
+    # No stray key was made that a later start would pick up instead of the right one.
+    assert not newcomer.key_path.exists()
+
+
+def test_an_existing_log_adopts_the_key_that_signed_its_latest_checkpoints(
+    storage: Storage, tmp_path: Path
+) -> None:
+    host_a = _host(storage, tmp_path, "host-a")
+    with Ledger.open(host_a) as first:
+        first.create_tenant("acme")
+        first.create_tenant("globex")
+        key = first.verifier_key()
+    _forget_log_key(storage)
+    assert storage.log_key() is None
+
+    # A key that signed none of the checkpoints is refused, and not recorded.
+    other = _host(storage, tmp_path, "host-b")
+    other.data_dir.mkdir(parents=True, exist_ok=True)
+    other.key_path.write_text(Signer.generate(LOG_NAME).private_key_string() + "\n")
+    with pytest.raises(LedgerError) as refused:
+        Ledger.open(other)
+    assert refused.value.reason == "key_mismatch"
+    assert "latest checkpoint of tenant 'acme'" in refused.value.message
+    assert storage.log_key() is None
+
+    # The key that did sign them is checked and recorded by the migration to version 3.
+    with Ledger.open(host_a) as reopened:
+        assert reopened.verifier_key() == key
+    assert storage.log_key() == key
+    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+
+
+def test_the_recorded_key_cannot_be_changed_or_removed(storage: Storage, tmp_path: Path) -> None:
+    with Ledger.open(_host(storage, tmp_path, "host-a")) as first:
+        key = first.verifier_key()
+    impostor = Signer.generate(LOG_NAME).verifier_key()
+    with pytest.raises(INTEGRITY):
+        raw_sql(storage, f"UPDATE meta SET value = '{impostor}' WHERE key = 'log_key'")
+    with pytest.raises(INTEGRITY):
+        raw_sql(storage, "DELETE FROM meta WHERE key = 'log_key'")
+    assert storage.bind_log_key(impostor) == key
+    assert storage.log_key() == key
