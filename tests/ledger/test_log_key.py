@@ -40,6 +40,13 @@ def _host(storage: Storage, tmp_path: Path, name: str, key: Path | None = None) 
     )
 
 
+def _host_with_a_new_key(storage: Storage, tmp_path: Path) -> LedgerConfig:
+    host = _host(storage, tmp_path, "host-b")
+    host.data_dir.mkdir(parents=True, exist_ok=True)
+    host.key_path.write_text(Signer.generate(LOG_NAME).private_key_string() + "\n")
+    return host
+
+
 def _checkpoints(storage: Storage) -> int:
     return int(raw_sql(storage, "SELECT count(*) FROM checkpoints")[0][0])
 
@@ -73,11 +80,8 @@ def test_a_new_log_records_its_key_and_refuses_a_host_with_another(
         assert storage.log_key() == key
     before = _checkpoints(storage)
 
-    other = _host(storage, tmp_path, "host-b")
-    other.data_dir.mkdir(parents=True, exist_ok=True)
-    other.key_path.write_text(Signer.generate(LOG_NAME).private_key_string() + "\n")
     with pytest.raises(LedgerError) as refused:
-        Ledger.open(other)
+        Ledger.open(_host_with_a_new_key(storage, tmp_path))
     assert refused.value.reason == "key_mismatch"
     assert key in refused.value.message
     assert "--signing-key" in refused.value.message and SIGNING_KEY_ENV in refused.value.message
@@ -117,11 +121,8 @@ def test_an_existing_log_adopts_the_key_that_signed_its_latest_checkpoints(
     assert storage.log_key() is None
 
     # A key that signed none of the checkpoints is refused, and not recorded.
-    other = _host(storage, tmp_path, "host-b")
-    other.data_dir.mkdir(parents=True, exist_ok=True)
-    other.key_path.write_text(Signer.generate(LOG_NAME).private_key_string() + "\n")
     with pytest.raises(LedgerError) as refused:
-        Ledger.open(other)
+        Ledger.open(_host_with_a_new_key(storage, tmp_path))
     assert refused.value.reason == "key_mismatch"
     assert "latest checkpoint of tenant 'acme'" in refused.value.message
     assert storage.log_key() is None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from immutablelog.checkpoint import Signer
 from immutablelog.ledger import SIGNING_KEY_ENV
 from tests.live import HTTP, LiveServer, free_port
 from tests.verify.helpers import cli_json
@@ -104,28 +105,35 @@ def test_a_database_outage_is_a_503_not_a_500(postgres_url: str, tmp_path: Path)
         server.kill()
 
 
+def _post_one(server: LiveServer, key: str) -> None:
+    HTTP.post(
+        server.url + "/v1/events",
+        json={"payload": "{}", "meta": META},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    ).raise_for_status()
+
+
 def test_a_host_with_another_key_refuses_to_start_and_the_log_stays_valid(
     postgres_url: str, tmp_path: Path
 ) -> None:
     first = LiveServer(tmp_path / "host-a", database_url=postgres_url)
     first.start()
     try:
-        HTTP.post(
-            first.url + "/v1/events",
-            json={"payload": "{}", "meta": META},
-            headers=first.headers(),
-            timeout=30,
-        ).raise_for_status()
-        # Another directory, so another (new) key: exactly the slip that poisoned logs.
-        refused = subprocess.run(
-            [sys.executable, "-m", "immutablelog", "serve", "--data-dir", tmp_path / "host-b",
-             "--database-url", postgres_url, "--port", str(free_port())],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert refused.returncode != 0
-        assert first.verifier_key in refused.stderr
-        assert "--signing-key" in refused.stderr and SIGNING_KEY_ENV in refused.stderr
-        assert "Traceback" not in refused.stderr
+        _post_one(first, first.ingest_key)
+        # Another directory: without a key file there, and with a key of its own.
+        wrong_key = tmp_path / "wrong.key"
+        wrong_key.write_text(Signer.generate("immutablelog").private_key_string() + "\n")
+        for key_args in ([], ["--signing-key", str(wrong_key)]):
+            refused = subprocess.run(
+                [sys.executable, "-m", "immutablelog", "serve", "--data-dir", tmp_path / "host-b",
+                 "--database-url", postgres_url, "--port", str(free_port()), *key_args],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert refused.returncode != 0
+            assert first.verifier_key in refused.stderr
+            assert "--signing-key" in refused.stderr and SIGNING_KEY_ENV in refused.stderr
+            assert "Traceback" not in refused.stderr
         assert first.get("/v1/verify").json()["valid"] is True
 
         # With the log's key, the second host serves the same log and both stay verifiable.
@@ -137,18 +145,14 @@ def test_a_host_with_another_key_refuses_to_start_and_the_log_stays_valid(
         )
         second.start()
         try:
-            for server in (first, second):
-                HTTP.post(
-                    server.url + "/v1/events",
-                    json={"payload": "{}", "meta": META},
-                    headers=first.headers(),
-                    timeout=30,
-                ).raise_for_status()
+            _post_one(first, first.ingest_key)
+            _post_one(second, first.ingest_key)
             code, report = cli_json(
                 "verify", "--url", second.url, "--key", first.read_key,
                 "--log-key", first.verifier_key,
             )  # fmt: skip
             assert code == 0 and report["status"] == "intact", report
+            assert report["entries_checked"] == first.checkpoint().size == 10  # 3 ours + admin
             assert second.get("/v1/verify").json()["valid"] is True
         finally:
             second.kill()
