@@ -218,9 +218,9 @@ def test_a_version_1_ledger_is_upgraded_and_its_payloads_searchable(
     with closing(sqlite3.connect(db)) as conn:
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    assert version == ("2",)
+    assert version == (str(sqlite_storage.SCHEMA_VERSION),)
     assert "entries_search" not in names and "entries_contiguous" not in names
-    assert {"api_keys_changed", "checkpoints_cover_entries"} <= names
+    assert {"api_keys_changed", "checkpoints_cover_entries", "meta_log_key_fixed"} <= names
 
 
 def test_an_ingest_key_revoked_after_authentication_is_refused_at_commit(
