@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from immutablelog import __version__
 from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, StorageError
-from immutablelog.server import errors, ingest, query, read, tiles
+from immutablelog.server import errors, ingest, query, read, tiles, viewer
 from immutablelog.server.errors import JSONResponse
 from immutablelog.server.metrics import CONTENT_TYPE, Metrics
 from immutablelog.server.openapi import openapi_document
@@ -71,6 +71,7 @@ ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    *viewer.ROUTES,
 ]
 
 

@@ -1,0 +1,89 @@
+// The viewer's only ways out of the page: HTTP calls to this server (the read key goes in an
+// Authorization header and nowhere else) and the browser's own storage.
+
+/** The directory the page was served from: the API sits beside it, also behind a prefix. */
+export const BASE = new URL(".", document.baseURI);
+const SCOPE = `immutablelog:${BASE.pathname}`;
+const READ_KEY = `${SCOPE}:read-key`;
+
+export class ApiError extends Error {
+  constructor(status, reason, message) {
+    super(message);
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+// The read key lives in sessionStorage only: gone when the tab closes, never in a URL,
+// a cookie or localStorage.
+export const session = {
+  key: () => sessionStorage.getItem(READ_KEY),
+  signIn: (key) => sessionStorage.setItem(READ_KEY, key),
+  signOut: () => sessionStorage.removeItem(READ_KEY),
+};
+
+/** What this browser remembers about the log across visits: public values only. */
+export const memory = {
+  get(name) {
+    try {
+      return JSON.parse(localStorage.getItem(`${SCOPE}:${name}`));
+    } catch {
+      return null;
+    }
+  },
+  set(name, value) {
+    localStorage.setItem(`${SCOPE}:${name}`, JSON.stringify(value));
+  },
+  remove(name) {
+    localStorage.removeItem(`${SCOPE}:${name}`);
+  },
+};
+
+export function apiURL(path, params = {}) {
+  const url = new URL(path, BASE);
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, String(value));
+  }
+  return url;
+}
+
+export async function request(path, params = {}, { key = session.key(), accept } = {}) {
+  const headers = {};
+  if (key) headers.Authorization = `Bearer ${key}`;
+  if (accept) headers.Accept = accept;
+  let response;
+  try {
+    response = await fetch(apiURL(path, params), {
+      headers,
+      cache: "no-store",
+      credentials: "omit",
+      referrerPolicy: "no-referrer",
+    });
+  } catch {
+    throw new ApiError(0, "network", "the server could not be reached");
+  }
+  if (!response.ok) {
+    let body = {};
+    try {
+      body = await response.json();
+    } catch {
+      // Not our JSON error body (a proxy's page, say): the status says enough.
+    }
+    throw new ApiError(response.status, body.reason || `http_${response.status}`, body.message || response.statusText);
+  }
+  return response;
+}
+
+export async function getJSON(path, params, options) {
+  return (await request(path, params, options)).json();
+}
+
+/** A text body decoded strictly: invalid UTF-8 is an error, never silently replaced. */
+export async function getText(path, params, options) {
+  const bytes = await (await request(path, params, options)).arrayBuffer();
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new ApiError(0, "invalid_utf8", `${path} did not answer valid UTF-8`);
+  }
+}

@@ -1,0 +1,336 @@
+"""The browser's proof checks (static/verify.js) against the Python ones, vector by vector.
+
+Every vector runs through both: the published RFC 6962 and C2SP/Go signed-note vectors, proofs
+of larger trees (sizes past 2^32, where plain JavaScript bit operations would wrap), and
+mutations of each. They must agree on every verdict, and on every value they return.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from playwright import sync_api as pw_sync
+
+from immutablelog.checkpoint import MAX_TREE_SIZE, Checkpoint, NoteError, Signer, Verifier
+from immutablelog.merkle import ProofError, verify_consistency, verify_inclusion
+from tests.live import LiveServer
+from tests.merkle.test_reference import (
+    BIG_TREE,
+    CONSISTENCY_PROOFS,
+    INCLUSION_PROOFS,
+    LEAF_INPUTS,
+    ROOTS,
+    VECTOR_TREE,
+    UniformTree,
+    naive_consistency,
+    naive_inclusion,
+    rfc_leaf,
+)
+from tests.test_checkpoint import (
+    C2SP_NOTE,
+    C2SP_VKEY,
+    ENOCH_SIG,
+    ENOCH_VKEY,
+    GO_TREE_TEXT,
+    PETER_SIG,
+    PETER_VKEY,
+    QUOTE,
+)
+from tests.viewer.conftest import watch
+
+Case = dict[str, Any]
+
+
+def _verdict(check: Callable[[], Any]) -> list[Any]:
+    try:
+        return [True, check()]
+    except (ProofError, NoteError) as error:
+        return [False, str(error)]
+
+
+def _flip(h: bytes) -> bytes:
+    return bytes([h[0] ^ 1]) + h[1:]
+
+
+def _inclusion_cases(
+    index: int, size: int, leaf: bytes, proof: list[bytes], root: bytes
+) -> Iterator[Case]:
+    variants = [(index, size, leaf, proof, root), (index, size, _flip(leaf), proof, root)]
+    if proof:
+        variants += [
+            (index, size, leaf, [_flip(proof[0]), *proof[1:]], root),
+            (index, size, leaf, proof[:-1], root),
+        ]
+    variants += [
+        (index, size, leaf, [*proof, leaf], root),
+        (index + 1, size, leaf, proof, root),
+        (index, size + 1, leaf, proof, root),
+        (index, index, leaf, proof, root),
+    ]
+    for i, s, lf, pr, rt in variants:
+        if s > MAX_TREE_SIZE:
+            continue  # no checkpoint can name it; verify.js refuses it before hashing
+        yield {
+            "kind": "inclusion",
+            "index": i,
+            "size": s,
+            "leaf": lf.hex(),
+            "proof": [h.hex() for h in pr],
+            "root": rt.hex(),
+        }
+
+
+def _consistency_cases(
+    size1: int, size2: int, proof: list[bytes], root1: bytes, root2: bytes
+) -> Iterator[Case]:
+    variants = [(size1, size2, proof, root1, root2), (size1, size2, proof, _flip(root1), root2)]
+    if proof:
+        variants += [
+            (size1, size2, [*proof[:-1], _flip(proof[-1])], root1, root2),
+            (size1, size2, proof[1:], root1, root2),
+        ]
+    variants += [
+        (size1, size2, [*proof, root1], root1, root2),
+        (size1, size2 + 1, proof, root1, root2),
+        (size2 + 1, size2, proof, root1, root2),
+    ]
+    for s1, s2, pr, r1, r2 in variants:
+        if max(s1, s2) > MAX_TREE_SIZE:
+            continue
+        yield {
+            "kind": "consistency",
+            "size1": s1,
+            "size2": s2,
+            "proof": [h.hex() for h in pr],
+            "root1": r1.hex(),
+            "root2": r2.hex(),
+        }
+
+
+def merkle_cases() -> list[Case]:
+    cases: list[Case] = []
+    for index, size, proof in INCLUSION_PROOFS:
+        cases += _inclusion_cases(
+            index,
+            size,
+            rfc_leaf(LEAF_INPUTS[index]),
+            [bytes.fromhex(h) for h in proof],
+            bytes.fromhex(ROOTS[size]),
+        )
+    for size1, size2, proof in CONSISTENCY_PROOFS:
+        cases += _consistency_cases(
+            size1,
+            size2,
+            [bytes.fromhex(h) for h in proof],
+            bytes.fromhex(ROOTS[size1]),
+            bytes.fromhex(ROOTS[size2]),
+        )
+    cases += _consistency_cases(0, 5, [], VECTOR_TREE.root(0), VECTOR_TREE.root(5))
+    rng = random.Random(6962)
+    for _ in range(25):
+        size = rng.randint(1, 1100)
+        index = rng.randrange(size)
+        cases += _inclusion_cases(
+            index,
+            size,
+            BIG_TREE.leaves[index],
+            BIG_TREE.inclusion(index, size),
+            BIG_TREE.root(size),
+        )
+        size1 = rng.randint(1, size)
+        cases += _consistency_cases(
+            size1,
+            size,
+            BIG_TREE.consistency(size1, size),
+            BIG_TREE.root(size1),
+            BIG_TREE.root(size),
+        )
+    # Past 2^32 and up to the largest tree size: a leaf whose hash every leaf shares.
+    uniform = UniformTree(rfc_leaf(b"entry"))
+    for index, size in [(2**32 + 1, 2**32 + 3), (2**40 + 5, 2**41 + 7), (2**62, 2**63 - 1)]:
+        cases += _inclusion_cases(
+            index,
+            size,
+            rfc_leaf(b"entry"),
+            naive_inclusion(index, size, uniform.mth),
+            uniform.root(size),
+        )
+    for size1, size2 in [(2**33 + 1, 2**33 + 9), (2**32, 2**40 + 1), (2**61 + 3, 2**63 - 1)]:
+        cases += _consistency_cases(
+            size1,
+            size2,
+            naive_consistency(size1, size2, uniform.mth),
+            uniform.root(size1),
+            uniform.root(size2),
+        )
+    return cases
+
+
+def python_merkle(case: Case) -> list[Any]:
+    proof = [bytes.fromhex(h) for h in case["proof"]]
+    if case["kind"] == "inclusion":
+        return _verdict(
+            lambda: verify_inclusion(
+                case["index"],
+                case["size"],
+                bytes.fromhex(case["leaf"]),
+                proof,
+                bytes.fromhex(case["root"]),
+            )
+        )
+    return _verdict(
+        lambda: verify_consistency(
+            case["size1"],
+            case["size2"],
+            proof,
+            bytes.fromhex(case["root1"]),
+            bytes.fromhex(case["root2"]),
+        )
+    )
+
+
+def note_cases() -> list[Case]:
+    signer = Signer.generate("immutablelog")
+    checkpoint_note = signer.sign(
+        Checkpoint("immutablelog/default", 42, bytes(range(32))).to_text()
+    )
+    other = Signer.generate("immutablelog")
+    bad_sig = PETER_SIG[:60] + "ABCD" + PETER_SIG[60:]
+    body, _, sig = checkpoint_note.partition("\n\n")
+    notes = [
+        (PETER_VKEY, QUOTE + "\n" + PETER_SIG),
+        (PETER_VKEY, QUOTE + "\n" + PETER_SIG + ENOCH_SIG),
+        (ENOCH_VKEY, QUOTE + "\n" + PETER_SIG + ENOCH_SIG),
+        (ENOCH_VKEY, QUOTE + "\n" + PETER_SIG),
+        (PETER_VKEY, QUOTE + "\n" + bad_sig),
+        (PETER_VKEY, QUOTE + "\n" + PETER_SIG + PETER_SIG),
+        (PETER_VKEY, QUOTE + "\n" + PETER_SIG.rstrip("\n")),
+        (PETER_VKEY, QUOTE.replace("cryptography", "cryptographY") + "\n" + PETER_SIG),
+        (PETER_VKEY, QUOTE + "\n" + PETER_SIG.replace("— ", "-- ")),
+        (PETER_VKEY, QUOTE + "\n" + PETER_SIG.replace("M=\n", "N=\n")),
+        (PETER_VKEY, "\x01" + QUOTE + "\n" + PETER_SIG),
+        (PETER_VKEY, QUOTE + PETER_SIG),
+        (C2SP_VKEY, C2SP_NOTE),
+        (signer.verifier_key(), checkpoint_note),
+        (other.verifier_key(), checkpoint_note),
+        (signer.verifier_key(), body.replace("\n42\n", "\n43\n") + "\n\n" + sig),
+        (signer.verifier_key(), checkpoint_note + "— immutablelog AAAAAAA=\n"),
+        # Malformed keys
+        (PETER_VKEY.replace("c74f20a3", "c74f20a4"), QUOTE + "\n" + PETER_SIG),
+        (PETER_VKEY.replace("+ARpc", "+Apc"), QUOTE + "\n" + PETER_SIG),
+        (PETER_VKEY.replace("TW", "TX"), QUOTE + "\n" + PETER_SIG),
+        ("Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW", QUOTE),
+        ("PeterNeumann+c74f20a3", QUOTE + "\n" + PETER_SIG),
+        ("PeterNeumann+C74F20A3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW", QUOTE),
+        ("PeterNeumann+c74f20a3+" + base64.b64encode(b"\x02" + bytes(32)).decode(), QUOTE),
+    ]
+    return [{"kind": "note", "key": key, "note": note} for key, note in notes]
+
+
+def checkpoint_cases() -> list[Case]:
+    root = base64.b64encode(bytes(32)).decode()
+    texts = [
+        GO_TREE_TEXT,
+        GO_TREE_TEXT.replace("123456789012", "0xabcdef"),
+        GO_TREE_TEXT.replace("Bb0=", "BTOOBIG="),
+        GO_TREE_TEXT.rstrip("\n"),
+        f"log/a\n{2**63 - 1}\n{root}\n",
+        f"log/a\n{2**63}\n{root}\n",
+        f"log/a\n01\n{root}\n",
+        f"log/a\n-1\n{root}\n",
+        f"log/a\n١٢\n{root}\n",
+        f"log/a\n7\n{root}\nextension\n",
+        f"log/a\n7\n{root}\n\n",
+        f"\n7\n{root}\n",
+        f"log/a\n7\n{root[:-4]}\n",
+        "log/a\n7\n",
+    ]
+    return [{"kind": "checkpoint", "text": text} for text in texts]
+
+
+def python_note(case: Case) -> list[Any]:
+    if case["kind"] == "checkpoint":
+        return _verdict(lambda: _checkpoint_json(Checkpoint.from_text(case["text"])))
+    return _verdict(lambda: Verifier(case["key"]).verify(case["note"]))
+
+
+def _checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "origin": checkpoint.origin,
+        "size": str(checkpoint.size),
+        "root": checkpoint.root_hash.hex(),
+        "extensions": list(checkpoint.extensions),
+    }
+
+
+RUN_IN_BROWSER = """
+async (cases) => {
+  const v = await import("./assets/verify.js");
+  const run = async (case_) => {
+    const h = v.fromHex;
+    switch (case_.kind) {
+      case "inclusion":
+        return v.verifyInclusion(BigInt(case_.index), BigInt(case_.size), h(case_.leaf),
+          case_.proof.map(h), h(case_.root)).then(() => null);
+      case "consistency":
+        return v.verifyConsistency(BigInt(case_.size1), BigInt(case_.size2), case_.proof.map(h),
+          h(case_.root1), h(case_.root2)).then(() => null);
+      case "note":
+        return v.verifyNote(await v.parseVerifierKey(case_.key), case_.note);
+      case "checkpoint": {
+        const c = v.parseCheckpoint(case_.text);
+        return { origin: c.origin, size: String(c.size), root: v.toHex(c.root),
+                 extensions: c.extensions };
+      }
+    }
+  };
+  const verdicts = [];
+  for (const case_ of cases) {
+    try {
+      verdicts.push([true, await run(case_)]);
+    } catch (error) {
+      if (!(error instanceof v.VerifyError)) throw error;
+      verdicts.push([false, error.message]);
+    }
+  }
+  return verdicts;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    started = LiveServer(tmp_path_factory.mktemp("vectors") / "data")
+    started.start()
+    yield started
+    started.kill()
+
+
+@pytest.mark.parametrize(
+    ("cases", "python"),
+    [(merkle_cases(), python_merkle), (note_cases() + checkpoint_cases(), python_note)],
+    ids=["rfc6962", "signed-note"],
+)
+def test_browser_and_python_agree_on_every_vector(
+    context: pw_sync.BrowserContext,
+    server: LiveServer,
+    cases: list[Case],
+    python: Callable[[Case], list[Any]],
+) -> None:
+    watched = watch(context, server.url)
+    watched.page.goto(server.url + "/")
+    # Sizes travel as strings: a JavaScript number would round those past 2^53.
+    as_strings = [{k: str(v) if isinstance(v, int) else v for k, v in c.items()} for c in cases]
+    in_browser = watched.page.evaluate(RUN_IN_BROWSER, as_strings)
+    expected = [python(case) for case in cases]
+    for case, js, py in zip(cases, in_browser, expected, strict=True):
+        assert js[0] == py[0], (case, js, py)
+        if py[0]:
+            assert js[1] == py[1], (case, js, py)
+    # Both verdicts occur, so agreement is not agreement on "everything passes".
+    assert {ok for ok, _ in expected} == {True, False}
+    watched.assert_quiet()

@@ -1,0 +1,122 @@
+"""What the viewer shows when the log lies: an attacker with the database edits an entry or a
+proof node, the server's key changes, or the whole history is rewritten and re-signed."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from playwright import sync_api as pw_sync
+from playwright.sync_api import expect
+
+from immutablelog.checkpoint import Signer
+from tests.live import LiveServer
+from tests.test_tamper_drills import rewrite_history, stored_id, tamper
+from tests.verify.helpers import ingest
+from tests.viewer.conftest import open_event, screenshot, sign_in, watch
+
+
+def test_a_tampered_entry_or_proof_turns_its_badge_red(
+    context: pw_sync.BrowserContext, live_server: LiveServer
+) -> None:
+    ingest(live_server, 40)
+    viewer = watch(context, live_server.url)
+    sign_in(viewer, live_server)
+    altered, bad_proof, untouched = 20, 9, 30
+    for index in (altered, bad_proof, untouched):
+        assert "Verified in this browser" in open_event(
+            viewer, live_server, stored_id(live_server, index)
+        )
+
+    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
+        (data,) = conn.execute(
+            "SELECT entry FROM entries WHERE tenant_id = ? AND idx = ?", (tenant_id, altered)
+        ).fetchone()
+        changed = bytes(data).replace(b'\\"event ', b'\\"Event ', 1)
+        assert changed != data
+        conn.execute(
+            "UPDATE entries SET entry = ? WHERE tenant_id = ? AND idx = ?",
+            (changed, tenant_id, altered),
+        )
+        # The stored subtree of leaves 0..7: a sibling on the proof of every leaf in 8..15.
+        conn.execute(
+            "UPDATE nodes SET hash = zeroblob(32) WHERE tenant_id = ? AND level = 3 AND idx = 0",
+            (tenant_id,),
+        )
+
+    tamper(live_server, attack)
+    badge = open_event(viewer, live_server, stored_id(live_server, altered))
+    assert badge.startswith("Not verified: the entry is not in the signed tree"), badge
+    assert "calculated root" in badge
+    expect(viewer.page.locator("#badge")).to_have_class("badge failed")
+    # Shown is what the server claims, under the red badge.
+    expect(viewer.page.locator("#detail-payload")).to_contain_text('"Event ')
+    screenshot(viewer, "tampered")
+    badge = open_event(viewer, live_server, stored_id(live_server, bad_proof))
+    assert badge.startswith("Not verified: the entry is not in the signed tree"), badge
+    assert "Verified in this browser" in open_event(
+        viewer, live_server, stored_id(live_server, untouched)
+    )
+    viewer.assert_quiet()
+
+
+def test_a_changed_log_key_is_a_loud_warning_not_a_silent_repin(
+    context: pw_sync.BrowserContext, live_server: LiveServer
+) -> None:
+    ingest(live_server, 5)
+    viewer = watch(context, live_server.url)
+    sign_in(viewer, live_server)
+    page = viewer.page
+    event_id = stored_id(live_server, 3)
+
+    live_server.stop()
+    other = live_server.data_dir.parent / "other.key"
+    other.write_text(Signer.generate("immutablelog").private_key_string() + "\n")
+    live_server.signing_key = other
+    live_server.start()
+    ingest(live_server, 1)  # the latest checkpoint is now signed by the other key
+
+    badge = open_event(viewer, live_server, event_id)
+    alarm = page.locator("#alarm")
+    expect(alarm).to_be_visible()
+    expect(alarm).to_contain_text("The log's key has changed")
+    expect(alarm).to_contain_text(live_server.verifier_key)  # what was pinned
+    served = page.evaluate("fetch('v1/log-key').then(r => r.text())").strip()
+    assert served != live_server.verifier_key
+    expect(alarm).to_contain_text(served)
+    assert "does not verify against the pinned log key" in badge, badge
+    pinned = page.evaluate("JSON.stringify(localStorage)")
+    assert live_server.verifier_key in pinned and served not in pinned
+    screenshot(viewer, "key-changed")
+
+    # Re-pinning is a deliberate act; after it, new checkpoints verify again.
+    page.click("#alarm-repin")
+    expect(alarm).to_be_hidden()
+    assert served in page.evaluate("JSON.stringify(localStorage)")
+    assert "Verified in this browser" in open_event(viewer, live_server, event_id)
+
+
+def test_a_rewritten_history_turns_the_page_red(
+    context: pw_sync.BrowserContext, live_server: LiveServer
+) -> None:
+    ingest(live_server, 30)
+    viewer = watch(context, live_server.url)
+    sign_in(viewer, live_server)
+    verified_size = live_server.checkpoint().size
+    signer = Signer.from_private_key_string(
+        (live_server.data_dir / "log-signing.key").read_text().strip()
+    )
+    tamper(live_server, lambda conn, tenant_id: rewrite_history(conn, tenant_id, signer))
+    ingest(live_server, 2)
+
+    page = viewer.page
+    page.reload()
+    alarm = page.locator("#alarm")
+    expect(alarm).to_contain_text("The log's history was rewritten")
+    expect(alarm).to_contain_text(f"a tree of {verified_size} entries")
+    expect(alarm).to_contain_text(f"tree of {verified_size + 2} entries does not extend it")
+    expect(page.locator("body")).to_have_class("compromised")
+    screenshot(viewer, "history-rewritten")
+    # Each forged event on its own still proves against the forged, validly signed tree:
+    # only the memory of the earlier checkpoint tells, and the whole page says so.
+    assert "Verified in this browser" in open_event(viewer, live_server, stored_id(live_server, 4))
+    expect(alarm).to_be_visible()
