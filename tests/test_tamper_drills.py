@@ -115,24 +115,25 @@ def shift_indexes(conn: sqlite3.Connection, tenant_id: int, start: int, by: int)
     )
 
 
+def alter_payload(conn: sqlite3.Connection, tenant_id: int, index: int) -> None:
+    """Change one byte of an entry's payload ("event" -> "Event"), keeping its length."""
+    (data,) = conn.execute(
+        "SELECT entry FROM entries WHERE tenant_id = ? AND idx = ?", (tenant_id, index)
+    ).fetchone()
+    changed = bytes(data).replace(b'\\"event ', b'\\"Event ', 1)
+    assert len(changed) == len(data) and changed != data
+    conn.execute(
+        "UPDATE entries SET entry = ? WHERE tenant_id = ? AND idx = ?", (changed, tenant_id, index)
+    )
+
+
 def test_one_changed_payload_byte_is_pinpointed(server: LiveServer, tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     assert verify(server, "--state", state)[0] == 0
     victim = 17
     victim_id = stored_id(server, victim)
 
-    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
-        (data,) = conn.execute(
-            "SELECT entry FROM entries WHERE tenant_id = ? AND idx = ?", (tenant_id, victim)
-        ).fetchone()
-        changed = bytes(data).replace(b'\\"event ', b'\\"Event ', 1)
-        assert len(changed) == len(data) and changed != data
-        conn.execute(
-            "UPDATE entries SET entry = ? WHERE tenant_id = ? AND idx = ?",
-            (changed, tenant_id, victim),
-        )
-
-    tamper(server, attack)
+    tamper(server, lambda conn, tenant_id: alter_payload(conn, tenant_id, victim))
     for extra in (
         ["--state", state, "--full"],
         ["--state", tmp_path / "fresh.json"],
@@ -157,18 +158,7 @@ def test_workers_checking_runs_of_pages_pinpoint_an_altered_entry(
 
     victim = 29  # in the middle of a run: page 7, the second of its run of two
 
-    def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
-        (data,) = conn.execute(
-            "SELECT entry FROM entries WHERE tenant_id = ? AND idx = ?", (tenant_id, victim)
-        ).fetchone()
-        changed = bytes(data).replace(b'\\"event ', b'\\"Event ', 1)
-        assert changed != data
-        conn.execute(
-            "UPDATE entries SET entry = ? WHERE tenant_id = ? AND idx = ?",
-            (changed, tenant_id, victim),
-        )
-
-    tamper(server, attack)
+    tamper(server, lambda conn, tenant_id: alter_payload(conn, tenant_id, victim))
     with client(server) as remote:
         report = verify_remote(remote, state_path=None, pinned_key=server.verifier_key, workers=2)
     assert report.exit_code == 1

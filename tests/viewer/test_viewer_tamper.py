@@ -10,17 +10,23 @@ from playwright.sync_api import expect
 
 from immutablelog.checkpoint import Signer
 from tests.live import LiveServer
-from tests.test_tamper_drills import rewrite_history, stored_id, tamper
+from tests.test_tamper_drills import alter_payload, rewrite_history, stored_id, tamper
 from tests.verify.helpers import ingest
-from tests.viewer.conftest import open_event, screenshot, sign_in, watch
+from tests.viewer.conftest import Watched, open_event, screenshot, sign_in, watch
+
+
+def signed_in(context: pw_sync.BrowserContext, server: LiveServer, events: int) -> Watched:
+    """A log of ``events`` events, and a browser that signed in and pinned its key."""
+    ingest(server, events)
+    viewer = watch(context, server.url)
+    sign_in(viewer, server)
+    return viewer
 
 
 def test_a_tampered_entry_or_proof_turns_its_badge_red(
     context: pw_sync.BrowserContext, live_server: LiveServer
 ) -> None:
-    ingest(live_server, 40)
-    viewer = watch(context, live_server.url)
-    sign_in(viewer, live_server)
+    viewer = signed_in(context, live_server, 40)
     altered, bad_proof, untouched = 20, 9, 30
     for index in (altered, bad_proof, untouched):
         assert "Verified in this browser" in open_event(
@@ -28,15 +34,7 @@ def test_a_tampered_entry_or_proof_turns_its_badge_red(
         )
 
     def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
-        (data,) = conn.execute(
-            "SELECT entry FROM entries WHERE tenant_id = ? AND idx = ?", (tenant_id, altered)
-        ).fetchone()
-        changed = bytes(data).replace(b'\\"event ', b'\\"Event ', 1)
-        assert changed != data
-        conn.execute(
-            "UPDATE entries SET entry = ? WHERE tenant_id = ? AND idx = ?",
-            (changed, tenant_id, altered),
-        )
+        alter_payload(conn, tenant_id, altered)
         # The stored subtree of leaves 0..7: a sibling on the proof of every leaf in 8..15.
         conn.execute(
             "UPDATE nodes SET hash = zeroblob(32) WHERE tenant_id = ? AND level = 3 AND idx = 0",
@@ -62,9 +60,7 @@ def test_a_tampered_entry_or_proof_turns_its_badge_red(
 def test_a_changed_log_key_is_a_loud_warning_not_a_silent_repin(
     context: pw_sync.BrowserContext, live_server: LiveServer
 ) -> None:
-    ingest(live_server, 5)
-    viewer = watch(context, live_server.url)
-    sign_in(viewer, live_server)
+    viewer = signed_in(context, live_server, 5)
     page = viewer.page
     event_id = stored_id(live_server, 3)
 
@@ -98,9 +94,7 @@ def test_a_changed_log_key_is_a_loud_warning_not_a_silent_repin(
 def test_a_rewritten_history_turns_the_page_red(
     context: pw_sync.BrowserContext, live_server: LiveServer
 ) -> None:
-    ingest(live_server, 30)
-    viewer = watch(context, live_server.url)
-    sign_in(viewer, live_server)
+    viewer = signed_in(context, live_server, 30)
     verified_size = live_server.checkpoint().size
     signer = Signer.from_private_key_string(
         (live_server.data_dir / "log-signing.key").read_text().strip()
