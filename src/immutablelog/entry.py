@@ -24,10 +24,13 @@ from typing import Any, Final
 
 import orjson
 
+from immutablelog import strict_json
 from immutablelog._uuid import uuid7, uuid7_batch
 
 ENTRY_VERSION: Final = 1
 MAX_PAYLOAD_BYTES: Final = 12 * 1024
+#: How deeply objects and arrays may nest in a payload (``json_too_deep`` beyond).
+MAX_PAYLOAD_DEPTH: Final = 64
 MAX_IDEMPOTENCY_KEY_CHARS: Final = 255
 MAX_FIELD_CHARS: Final = 255
 MAX_EXTRA_VALUE_CHARS: Final = 1024
@@ -84,18 +87,6 @@ def canonical_json(value: Mapping[str, Any]) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
-def is_json_document(text: str) -> bool:
-    try:
-        orjson.loads(text)
-    except orjson.JSONDecodeError:
-        # orjson refuses a few valid documents (integers beyond 64 bits): ask the stdlib.
-        try:
-            json.loads(text)
-        except ValueError:
-            return False
-    return True
-
-
 def _check_text(value: Any, field: str, max_chars: int, *, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise EntryError("invalid_field", f"{field} must be a string", field)
@@ -103,6 +94,8 @@ def _check_text(value: Any, field: str, max_chars: int, *, allow_empty: bool = F
         raise EntryError("invalid_field", f"{field} must not be empty", field)
     if len(value) > max_chars:
         raise EntryError("invalid_field", f"{field} is longer than {max_chars} characters", field)
+    if "\x00" in value:  # the derived columns are database text, which cannot hold NUL
+        raise EntryError("invalid_field", f"{field} must not contain NUL", field)
     if not value.isascii():
         _utf8(value, field)
     return value
@@ -139,6 +132,15 @@ def _check_extra(key: Any, value: Any) -> None:
     )
 
 
+def _check_payload_size(size: int) -> None:
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(
+            "payload_too_large",
+            f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (UTF-8)",
+            "payload",
+        )
+
+
 def validate_submission(
     payload: Any,
     meta: Any,
@@ -151,26 +153,31 @@ def validate_submission(
     (stored as its compact serialization). ``client_fields`` are extra meta taken from
     request headers (client time zone), validated like any other meta.
     """
-    if isinstance(payload, dict):
-        try:
-            payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        except ValueError:
-            raise EntryError("invalid_field", "payload is not serializable", "payload") from None
-    elif isinstance(payload, str):
-        if not is_json_document(payload):
-            raise EntryError(
-                "invalid_field", "payload must be a JSON document serialized as a string", "payload"
+    try:
+        if isinstance(payload, dict):
+            # A body's objects were parsed strictly; one built in Python may still hold NaN.
+            strict_json.check_depth(payload, MAX_PAYLOAD_DEPTH)
+            payload = json.dumps(
+                payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             )
-    else:
-        raise EntryError("invalid_field", "payload must be a JSON string or object", "payload")
+        elif isinstance(payload, str):
+            if len(payload) > MAX_PAYLOAD_BYTES:  # at least as many bytes: refuse unparsed
+                _check_payload_size(len(payload))
+            strict_json.loads(payload, MAX_PAYLOAD_DEPTH)
+        else:
+            raise EntryError("invalid_field", "payload must be a JSON string or object", "payload")
+    except EntryError:
+        raise
+    except strict_json.JSONRejected as exc:
+        # Plain syntax errors keep their long-standing reason; the stricter checks name theirs.
+        reason = "invalid_field" if exc.reason == "malformed_json" else exc.reason
+        raise EntryError(reason, f"payload: {exc.message}", "payload") from None
+    except (ValueError, TypeError):  # from json.dumps: NaN, or no JSON form at all
+        raise EntryError(
+            "invalid_field", "payload is not serializable as JSON", "payload"
+        ) from None
     encoded = _utf8(payload, "payload")
-    size = len(encoded)
-    if size > MAX_PAYLOAD_BYTES:
-        raise PayloadTooLarge(
-            "payload_too_large",
-            f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (UTF-8)",
-            "payload",
-        )
+    _check_payload_size(len(encoded))
     if not isinstance(meta, dict):
         raise EntryError("invalid_field", "meta must be an object", "meta")
 
@@ -294,5 +301,7 @@ def new_entry_ids(count: int) -> list[str]:
 
 def timestamp(moment: datetime | None = None) -> str:
     """RFC 3339 UTC with microseconds, the form of ``received_at``."""
-    moment = moment or datetime.now(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = (moment or datetime.now(UTC)).astimezone(UTC)
+    # isoformat, unlike strftime's %Y, always writes four-digit years, so that these strings
+    # sort as the times do (the index compares them as text).
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

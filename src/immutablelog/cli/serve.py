@@ -76,6 +76,20 @@ def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
     help="Publish this tenant's tlog-tiles checkpoint and hash tiles without a key "
     "(entries still need one). Repeatable.",
 )
+@click.option(
+    "--read-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="IMMUTABLELOG_READ_TIMEOUT",
+    help="Seconds a client has to send a request's headers (6x that for its body); 408 after.",
+)
+@click.option(
+    "--metrics-token",
+    default=None,
+    envvar="IMMUTABLELOG_METRICS_TOKEN",
+    help="A secret that /metrics callers present as a Bearer token to see per-tenant series.",
+)
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -89,11 +103,15 @@ def serve(
     idempotency_retention: float,
     signing_key: Path | None,
     public_tiles: tuple[str, ...],
+    read_timeout: float,
+    metrics_token: str | None,
 ) -> None:
     """Serve the ImmutableLog API (ingest, checkpoints, proofs) on HTTP."""
     import uvicorn
 
     from immutablelog.server.logs import logging_config
+    from immutablelog.server.metrics import METRICS_TOKEN_ENV
+    from immutablelog.server.protocol import READ_TIMEOUT_ENV, ApiHttpProtocol
 
     config = config_for(data_dir, database_url, log_name=log_name, signing_key_file=signing_key)
     with open_ledger(config) as ledger:
@@ -112,6 +130,9 @@ def serve(
     os.environ["IMMUTABLELOG_LOG_NAME"] = stored_name
     os.environ["IMMUTABLELOG_IDEMPOTENCY_RETENTION_HOURS"] = str(idempotency_retention)
     os.environ["IMMUTABLELOG_PUBLIC_TILES"] = ",".join(public_tiles)
+    os.environ[READ_TIMEOUT_ENV] = str(read_timeout)
+    if metrics_token:
+        os.environ[METRICS_TOKEN_ENV] = metrics_token
     if database_url:
         os.environ["IMMUTABLELOG_DATABASE_URL"] = database_url
     if signing_key:
@@ -121,6 +142,7 @@ def serve(
     uvicorn.run(
         "immutablelog.server.app:app_from_env",
         factory=True,
+        http=ApiHttpProtocol,
         host=host,
         port=port,
         workers=workers,

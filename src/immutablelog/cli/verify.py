@@ -195,7 +195,7 @@ def prove(
     """
     if not url or not key:
         raise click.UsageError("give --url and --key (a read-scope API key)")
-    index = int(event) if event.isdigit() else None
+    index = int(event) if event.isascii() and event.isdigit() else None
     with LogClient(url, key, timeout=timeout, retries=retries) as client:
         report = prove_event(
             client,

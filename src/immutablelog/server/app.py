@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -26,7 +26,7 @@ from immutablelog import __version__
 from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, StorageError
 from immutablelog.server import errors, ingest, query, read, tiles, viewer
 from immutablelog.server.errors import JSONResponse
-from immutablelog.server.metrics import CONTENT_TYPE, Metrics
+from immutablelog.server.metrics import CONTENT_TYPE, METRICS_TOKEN_ENV, Metrics, token_matches
 from immutablelog.server.openapi import openapi_document
 
 
@@ -47,7 +47,15 @@ async def metrics(request: Request) -> Response:
     # the database away, the other metrics still answer.
     with contextlib.suppress(StorageError):
         state.metrics.search_backlog.set(state.ledger.search_backlog())
-    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE)
+    per_tenant = token_matches(request.headers.get("authorization"), state.metrics_token)
+    return Response(state.metrics.exposition(per_tenant=per_tenant), media_type=CONTENT_TYPE)
+
+
+async def events(request: Request) -> Response:
+    """``/v1/events`` is one resource (so that a 405 lists both of its methods in Allow)."""
+    if request.method == "POST":
+        return await ingest.post_event(request)
+    return await query.list_events(request)
 
 
 async def openapi(request: Request) -> Response:
@@ -55,8 +63,7 @@ async def openapi(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/v1/events", ingest.post_event, methods=["POST"]),
-    Route("/v1/events", query.list_events, methods=["GET"]),
+    Route("/v1/events", events, methods=["GET", "POST"]),
     Route("/v1/events/batch", ingest.post_batch, methods=["POST"]),
     Route("/v1/events/{event_id}", query.get_event, methods=["GET"]),
     Route("/v1/verify", query.verify_log, methods=["GET"]),
@@ -76,11 +83,15 @@ ROUTES = [
 
 
 def create_app(
-    ledger: Ledger | LedgerConfig | None = None, *, public_tiles: Collection[str] = ()
+    ledger: Ledger | LedgerConfig | None = None,
+    *,
+    public_tiles: Collection[str] = (),
+    metrics_token: str | None = None,
 ) -> Starlette:
     """An app over ``ledger``; given a config, the app opens the ledger and closes it on exit.
 
     ``public_tiles`` names the tenants whose tlog-tiles checkpoint and hash tiles need no key.
+    ``metrics_token``, when set, is the Bearer token that shows per-tenant series on /metrics.
     """
     owned = not isinstance(ledger, Ledger)
 
@@ -99,6 +110,7 @@ def create_app(
             errors.ApiError: errors.handle_api_error,
             HTTPException: errors.handle_http_exception,
             StorageError: errors.handle_storage_error,
+            ClientDisconnect: errors.handle_client_disconnect,
             Exception: errors.handle_unexpected,
         },
         lifespan=lifespan,
@@ -106,6 +118,7 @@ def create_app(
     app.state.ledger = the_ledger
     app.state.metrics = Metrics()
     app.state.tile_access = tiles.TileAccess(public_tiles)
+    app.state.metrics_token = metrics_token
     app.state.started = time.time()
     the_ledger.add_commit_listener(app.state.metrics.committed)
     return app
@@ -129,7 +142,11 @@ def config_from_env(environ: dict[str, Any] | None = None) -> LedgerConfig:
 def app_from_env() -> Starlette:
     """uvicorn factory: ``uvicorn --factory immutablelog.server.app:app_from_env``."""
     public = os.environ.get("IMMUTABLELOG_PUBLIC_TILES", "")
-    app = create_app(config_from_env(), public_tiles=[t for t in public.split(",") if t])
+    app = create_app(
+        config_from_env(),
+        public_tiles=[t for t in public.split(",") if t],
+        metrics_token=os.environ.get(METRICS_TOKEN_ENV) or None,
+    )
     tune_gc()
     return app
 

@@ -6,6 +6,7 @@ from starlette.requests import Request
 
 from immutablelog.ledger import ApiKey, Ledger, Tenant
 from immutablelog.server.errors import ApiError
+from immutablelog.server.params import single
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="immutablelog"'}
 
@@ -34,7 +35,7 @@ def require_key(ledger: Ledger, request: Request, scope: str) -> tuple[ApiKey, T
         raise invalid_api_key()
     if scope not in key.scopes:
         raise ApiError(403, "insufficient_scope", f"this API key lacks the '{scope}' scope")
-    asked = request.query_params.get("tenant") if request.scope.get("query_string") else None
+    asked = single(request, "tenant") if request.scope.get("query_string") else None
     if asked is not None and asked != key.tenant:
         raise ApiError(403, "wrong_tenant", "this API key belongs to another tenant")
     return key, Tenant(key.tenant_id, key.tenant, "")

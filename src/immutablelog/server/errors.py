@@ -106,10 +106,21 @@ async def handle_storage_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """A client that goes away mid-request is ordinary traffic: one line, no traceback.
+    (The answer is never delivered; Starlette needs one.)"""
+    logger.info("client disconnected during %s %s", request.method, request.url.path)
+    _count_rejection(request, "client_disconnected")
+    return JSONResponse(error_body("client_disconnected", "the client went away"), status_code=400)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     _count_rejection(request, "internal_error")
+    # The server's state for this connection is unknown after a failure: close it, so the
+    # client's next request starts on a fresh one instead of meeting a reset.
     return JSONResponse(
         error_body("internal_error", "the server failed to handle this request"),
         status_code=500,
+        headers={"Connection": "close"},
     )

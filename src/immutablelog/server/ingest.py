@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, Final
 
-import orjson
 from starlette.requests import Request
 
+from immutablelog import strict_json
 from immutablelog._uuid import uuid7
 from immutablelog.entry import (
     MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_PAYLOAD_DEPTH,
     EntryError,
     PayloadTooLarge,
     Submission,
@@ -27,20 +27,23 @@ from immutablelog.ledger import (
 )
 from immutablelog.server.auth import invalid_api_key, require_key
 from immutablelog.server.errors import ApiError, JSONResponse, error_body
+from immutablelog.server.params import parse_int
 
 MAX_EVENT_BODY_BYTES: Final = 128 * 1024
 MAX_BATCH_BODY_BYTES: Final = 8 * 1024 * 1024
 MAX_BATCH_EVENTS: Final = 1000
 _MAX_HEADER_CHARS: Final = 255
 _RETRY_AFTER = {"Retry-After": "1"}
+#: An event body wraps its payload (an object's payload starts at its second level).
+_MAX_BODY_DEPTH: Final = MAX_PAYLOAD_DEPTH + 1
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The request's JSON body, refusing more than ``limit`` bytes before reading them."""
+async def read_json(request: Request, limit: int, max_depth: int) -> Any:
+    """The request's JSON body (I-JSON, nested at most ``max_depth`` levels), refusing more
+    than ``limit`` bytes before reading them."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "bad_request", "Content-Length is not a number")
+        parse_int_header(declared, "Content-Length")
         if int(declared) > limit:
             raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
     chunks: list[bytes] = []
@@ -50,23 +53,31 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise ApiError(413, "body_too_large", f"the body exceeds {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    try:  # orjson refuses a few valid documents (integers beyond 64 bits)
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        return strict_json.loads(b"".join(chunks), max_depth)
+    except strict_json.JSONRejected as exc:
+        raise ApiError(400, exc.reason, f"the body: {exc.message}") from None
+
+
+def parse_int_header(value: str, name: str, minimum: int = 0, maximum: int = 2**62) -> int:
+    try:
+        return parse_int(value.strip(), name, minimum, maximum)
+    except ApiError:
+        raise ApiError(
+            400, "invalid_header", f"{name} must be an integer from {minimum} to {maximum}"
+        ) from None
 
 
 def _header(request: Request, name: str, max_chars: int = _MAX_HEADER_CHARS) -> str | None:
     value = request.headers.get(name)
     if value is None:
         return None
+    if not value:
+        raise ApiError(400, "invalid_header", f"{name.title()} is empty: send a value or none")
     if len(value) > max_chars:
-        raise ApiError(400, "invalid_header", f"{name} is longer than {max_chars} characters")
+        raise ApiError(
+            400, "invalid_header", f"{name.title()} is longer than {max_chars} characters"
+        )
     return value
 
 
@@ -78,15 +89,9 @@ def client_fields(request: Request) -> dict[str, Any]:
         fields["client_tz"] = tz
     offset = _header(request, "x-client-offset-minutes", 6)
     if offset:
-        try:
-            minutes = int(offset)
-        except ValueError:
-            raise ApiError(
-                400, "invalid_header", "X-Client-Offset-Minutes must be an integer"
-            ) from None
-        if not -1440 <= minutes <= 1440:
-            raise ApiError(400, "invalid_header", "X-Client-Offset-Minutes must be within ±1440")
-        fields["client_offset_minutes"] = minutes
+        fields["client_offset_minutes"] = parse_int_header(
+            offset, "X-Client-Offset-Minutes", -1440, 1440
+        )
     return fields
 
 
@@ -148,7 +153,7 @@ async def post_event(request: Request) -> JSONResponse:
     key = _header(request, "idempotency-key", MAX_IDEMPOTENCY_KEY_CHARS)
     request_id = _header(request, "request-id")
     extra = client_fields(request)
-    body = await read_json(request, MAX_EVENT_BODY_BYTES)
+    body = await read_json(request, MAX_EVENT_BODY_BYTES, _MAX_BODY_DEPTH)
     try:
         submission = _validate(body, key, extra, request_id)
     except PayloadTooLarge as exc:
@@ -165,7 +170,7 @@ async def post_batch(request: Request) -> JSONResponse:
     ledger: Ledger = request.app.state.ledger
     request.state.auth = require_key(ledger, request, "ingest")
     extra = client_fields(request)
-    body = await read_json(request, MAX_BATCH_BODY_BYTES)
+    body = await read_json(request, MAX_BATCH_BODY_BYTES, _MAX_BODY_DEPTH + 2)
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise ApiError(422, "invalid_field", 'the body must be {"events": [...]}', field="events")
     items: list[Any] = body["events"]

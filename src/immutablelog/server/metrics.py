@@ -2,11 +2,18 @@
 
 With several worker processes, ``serve`` sets ``PROMETHEUS_MULTIPROC_DIR`` and each scrape
 aggregates every process's values (prometheus_client's multiprocess mode).
+
+Tenant names are customer names, so series labelled by tenant (``immutablelog_tenant_*``)
+are shown only to a scraper that presents the metrics token; everyone else sees the
+aggregate series.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,6 +31,9 @@ _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: serve's ``--metrics-token``, handed to its worker processes.
+METRICS_TOKEN_ENV = "IMMUTABLELOG_METRICS_TOKEN"
+_TENANT_PREFIX = "immutablelog_tenant_"
 
 
 class Metrics:
@@ -31,7 +41,12 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.events = Counter(
             "immutablelog_events_ingested",
-            "Events durably appended to a log",
+            "Events durably appended to any log",
+            registry=self.registry,
+        )
+        self.tenant_events = Counter(
+            _TENANT_PREFIX + "events_ingested",
+            "Events durably appended to the tenant's log",
             ["tenant"],
             registry=self.registry,
         )
@@ -53,7 +68,7 @@ class Metrics:
             registry=self.registry,
         )
         self.tree_size = Gauge(
-            "immutablelog_tree_size",
+            _TENANT_PREFIX + "tree_size",
             "Entries in the tenant's log after the latest commit of this process",
             ["tenant"],
             registry=self.registry,
@@ -80,11 +95,36 @@ class Metrics:
         for tenant, size in stats.tree_sizes.items():
             self.tree_size.labels(tenant).set(size)
         for tenant, count in stats.new_events.items():
-            self.events.labels(tenant).inc(count)
+            self.events.inc(count)
+            self.tenant_events.labels(tenant).inc(count)
 
-    def exposition(self) -> bytes:
+    def exposition(self, *, per_tenant: bool) -> bytes:
+        """The text exposition; the ``immutablelog_tenant_*`` families only if ``per_tenant``."""
+        source: Any = self.registry
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+            source = CollectorRegistry()
+            multiprocess.MultiProcessCollector(source)  # type: ignore[no-untyped-call]
+        return generate_latest(source if per_tenant else _WithoutTenants(source))
+
+
+class _WithoutTenants:
+    """A collector view of another that leaves out the per-tenant families."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Any]:
+        for family in self._source.collect():
+            if not family.name.startswith(_TENANT_PREFIX):
+                yield family
+
+
+def token_matches(presented: str | None, token: str | None) -> bool:
+    """Whether an ``Authorization`` header carries the metrics token (compared in constant
+    time); always false when no token is configured."""
+    if not token or not presented:
+        return False
+    method, _, value = presented.partition(" ")
+    return method.lower() == "bearer" and hmac.compare_digest(
+        value.strip().encode(), token.encode()
+    )

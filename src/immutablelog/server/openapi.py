@@ -11,6 +11,7 @@ from typing import Any
 
 from immutablelog import __version__
 from immutablelog.entry import EVENT_TYPES, MAX_IDEMPOTENCY_KEY_CHARS
+from immutablelog.server.params import MAX_POSITION, MAX_TEXT_CHARS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -42,7 +43,7 @@ def _int_query(name: str, description: str, required: bool = False) -> dict[str,
         "in": "query",
         "required": required,
         "description": description,
-        "schema": {"type": "integer", "minimum": 0, "maximum": 2**62},
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_POSITION},
     }
 
 
@@ -51,8 +52,20 @@ def _str_query(name: str) -> dict[str, Any]:
         "name": name,
         "in": "query",
         "required": False,
-        "schema": {"type": "string", "maxLength": 1000},
+        "schema": {"type": "string", "maxLength": MAX_TEXT_CHARS, "pattern": _NO_NUL},
     }
+
+
+#: Text parameters never hold NUL (it reaches no database).
+_NO_NUL = "^[^\\u0000]*$"
+_OFFSET_MINUTES = "^[+-]?0*([0-9]{1,3}|1[0-3][0-9]{2}|14[0-3][0-9]|1440)$"
+_CURSOR_QUERY: dict[str, Any] = {
+    "name": "cursor",
+    "in": "query",
+    "required": False,
+    "description": "next_cursor of the previous page, with the same filters and order",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,400}$"},
+}
 
 
 _TENANT_QUERY: dict[str, Any] = {
@@ -60,7 +73,7 @@ _TENANT_QUERY: dict[str, Any] = {
     "in": "query",
     "required": False,
     "description": "Must name the key's own tenant if given",
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": _NO_NUL},
 }
 _READ: dict[str, Any] = {"security": [{"bearer": []}]}
 
@@ -72,25 +85,26 @@ def openapi_document() -> dict[str, Any]:
             "name": "Idempotency-Key",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS},
         },
         {
             "name": "Request-Id",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "maxLength": 255},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
         },
         {
             "name": "X-Client-TZ",
             "in": "header",
             "required": False,
-            "schema": {"type": "string", "maxLength": 64},
+            "schema": {"type": "string", "minLength": 1, "maxLength": 64},
         },
         {
             "name": "X-Client-Offset-Minutes",
             "in": "header",
             "required": False,
-            "schema": {"type": "integer", "minimum": -1440, "maximum": 1440},
+            # A header is text: minutes from -1440 to 1440, in ASCII digits.
+            "schema": {"type": "string", "maxLength": 6, "pattern": _OFFSET_MINUTES},
         },
     ]
     return {
@@ -115,9 +129,9 @@ def openapi_document() -> dict[str, Any]:
                                 "request_id",
                                 "actor",
                                 "q",
-                                "cursor",
                             )
                         ],
+                        _CURSOR_QUERY,
                         {
                             "name": "type",
                             "in": "query",
@@ -249,7 +263,14 @@ def openapi_document() -> dict[str, Any]:
                                             "type": "array",
                                             "minItems": 1,
                                             "maxItems": 1000,
-                                            "items": {"$ref": "#/components/schemas/BatchEvent"},
+                                            # Each item is checked on its own and
+                                            # answered in results, so one bad event
+                                            # never holds back the others.
+                                            "items": {
+                                                "description": "A BatchEvent (see "
+                                                "components); refused items are answered "
+                                                "in results, not with the request's status"
+                                            },
                                         }
                                     },
                                 }

@@ -9,7 +9,6 @@ import csv
 import hashlib
 import io
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -22,37 +21,23 @@ from immutablelog.ledger.storage import DERIVED_COLUMNS, EventQuery, StoredEntry
 from immutablelog.merkle import leaf_hash
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
-from immutablelog.server.read import int_param, ledger_error
+from immutablelog.server.params import (
+    MAX_TEXT_CHARS,
+    int_param,
+    position,
+    single,
+    text_param,
+    time_param,
+)
+from immutablelog.server.read import ledger_error
 
 MAX_PAGE: Final = 1000
 DEFAULT_PAGE: Final = 100
 EXPORT_PAGE: Final = 1000
 BUNDLE_FORMAT: Final = "immutablelog-bundle/1"
 CSV_COLUMNS: Final = ("index", *DERIVED_COLUMNS, "payload", "leaf_hash")
-_FILTERS: Final = (
-    "service",
-    "env",
-    "type",
-    "event_name",
-    "request_id",
-    "actor",
-    "since",
-    "until",
-    "q",
-)
-
-
-def _timestamp_param(request: Request, name: str) -> str | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ApiError(400, "invalid_parameter", f"{name} must be an RFC 3339 time") from None
-    if moment.tzinfo is None:
-        raise ApiError(400, "invalid_parameter", f"{name} must carry a time zone (e.g. Z)")
-    return timestamp(moment)
+_TEXT_FILTERS: Final = ("service", "env", "type", "event_name", "request_id", "actor", "q")
+_FILTERS: Final = (*_TEXT_FILTERS, "since", "until")
 
 
 def _filters_digest(request: Request, descending: bool) -> str:
@@ -70,10 +55,12 @@ def _encode_cursor(index: int, digest: str) -> str:
 def _decode_cursor(cursor: str, digest: str) -> int:
     try:
         data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        index, made_for = data["i"], data["f"]
+        index, made_for = position(data["i"]), data["f"]
     except (ValueError, TypeError, KeyError):
         raise ApiError(400, "invalid_cursor", "the cursor is not one this server made") from None
-    if not isinstance(index, int) or made_for != digest:
+    if index is None:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this server made")
+    if made_for != digest:
         raise ApiError(
             400,
             "invalid_cursor",
@@ -89,47 +76,54 @@ def event_body(stored: StoredEntry) -> dict[str, Any]:
     return body
 
 
+def _choice(request: Request, name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when absent; an empty value is not absent)."""
+    value = single(request, name)
+    if value is None:
+        return choices[0]
+    if value not in choices:
+        raise ApiError(400, "invalid_parameter", f"{name} must be {' or '.join(choices)}")
+    return value
+
+
 def _query(request: Request) -> tuple[EventQuery, str]:
-    params = request.query_params
-    order = params.get("order", "desc")
-    if order not in ("asc", "desc"):
-        raise ApiError(400, "invalid_parameter", "order must be asc or desc")
+    order = _choice(request, "order", ("desc", "asc"))
     descending = order == "desc"
-    limit = int_param(request, "limit", DEFAULT_PAGE)
-    if not 1 <= limit <= MAX_PAGE:
-        raise ApiError(400, "invalid_parameter", f"limit must be 1..{MAX_PAGE}")
-    kind = params.get("type")
+    limit = int_param(request, "limit", DEFAULT_PAGE, maximum=MAX_PAGE)
+    if limit < 1:
+        raise ApiError(400, "invalid_parameter", f"limit must be an integer from 1 to {MAX_PAGE}")
+    text = {name: text_param(request, name) for name in _TEXT_FILTERS}
+    kind = text["type"]
     if kind is not None and kind not in EVENT_TYPES:
         raise ApiError(
             400, "invalid_parameter", f"type must be one of {', '.join(sorted(EVENT_TYPES))}"
         )
-    for name in _FILTERS:
-        if len(params.get(name, "")) > 1000:
-            raise ApiError(400, "invalid_parameter", f"{name} is too long")
+    since, until = time_param(request, "since"), time_param(request, "until")
     digest = _filters_digest(request, descending)
     after: int | None = None
-    if "cursor" in params:
-        after = _decode_cursor(params["cursor"], digest)
-    elif "after" in params:  # tailing: everything after a known index
+    cursor = single(request, "cursor")
+    if cursor is not None:
+        after = _decode_cursor(cursor, digest)
+    elif "after" in request.query_params:  # tailing: everything after a known index
         after = int_param(request, "after")
         if descending:
             raise ApiError(400, "invalid_parameter", "after goes with order=asc")
-    event_name = params.get("event_name")
+    event_name = text["event_name"]
     prefix = None
     if event_name is not None and event_name.endswith("*"):
         prefix, event_name = event_name[:-1], None
     return (
         EventQuery(
-            service=params.get("service"),
-            env=params.get("env"),
+            service=text["service"],
+            env=text["env"],
             type=kind,
             event_name=event_name,
             event_name_prefix=prefix,
-            request_id=params.get("request_id"),
-            actor=params.get("actor"),
-            since=_timestamp_param(request, "since"),
-            until=_timestamp_param(request, "until"),
-            text=params.get("q"),
+            request_id=text["request_id"],
+            actor=text["actor"],
+            since=None if since is None else timestamp(since),
+            until=None if until is None else timestamp(until),
+            text=text["q"],
             descending=descending,
             after_index=after,
             limit=limit,
@@ -153,6 +147,8 @@ async def get_event(request: Request) -> Response:
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
     event_id = request.path_params["event_id"]
+    if "\x00" in event_id or len(event_id) > MAX_TEXT_CHARS:
+        raise ApiError(404, "not_found", f"no event {event_id[:64]!r}")
     try:
         stored = ledger.entry(tenant, event_id)
         if "size" in request.query_params:
@@ -183,7 +179,7 @@ async def verify_log(request: Request) -> Response:
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
     start = int_param(request, "from", 0)
-    end = int_param(request, "to", 2**62) if "to" in request.query_params else None
+    end = int_param(request, "to") if "to" in request.query_params else None
     report = await asyncio.to_thread(ledger.check_integrity, tenant, start, end)
     return JSONResponse(report.as_dict())
 
@@ -226,9 +222,7 @@ async def export(request: Request) -> Response:
     """
     ledger: Ledger = request.app.state.ledger
     key, tenant = require_key(ledger, request, "read")
-    kind = request.query_params.get("format", "jsonl")
-    if kind not in ("jsonl", "csv"):
-        raise ApiError(400, "invalid_parameter", "format must be jsonl or csv")
+    kind = _choice(request, "format", ("jsonl", "csv"))
     checkpoint = ledger.checkpoint(tenant)
     await asyncio.wrap_future(
         ledger.record_admin_event(

@@ -12,6 +12,7 @@ from immutablelog.entry import ENTRIES_MEDIA_TYPE, ENTRY_RECORD
 from immutablelog.ledger import Ledger, LedgerError, Tenant
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
+from immutablelog.server.params import int_param
 
 MAX_ENTRIES_PER_PAGE: Final = 1000
 #: Binary pages need no per-entry JSON on either side, so they can be much larger; the byte
@@ -19,17 +20,6 @@ MAX_ENTRIES_PER_PAGE: Final = 1000
 MAX_BINARY_ENTRIES_PER_PAGE: Final = 16384
 MAX_BINARY_PAGE_BYTES: Final = 16 * 1024 * 1024
 _NOTE_TYPE = "text/plain; charset=utf-8"
-
-
-def int_param(request: Request, name: str, default: int | None = None) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        if default is None:
-            raise ApiError(400, "missing_parameter", f"query parameter {name} is required")
-        return default
-    if not raw.isdigit() or len(raw) > 19:
-        raise ApiError(400, "invalid_parameter", f"{name} must be a non-negative integer")
-    return int(raw)
 
 
 def _size_param(request: Request, name: str, ledger: Ledger, tenant: Tenant) -> int:
