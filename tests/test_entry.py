@@ -26,6 +26,9 @@ META = {"type": "info", "event_name": "e", "service": "s"}
 text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
 safe_int = st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
 value = st.one_of(st.none(), st.booleans(), safe_int, text)
+# Meta text never holds NUL (refused: database text columns cannot store it).
+meta_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"))
+meta_value = st.one_of(st.none(), st.booleans(), safe_int, meta_text)
 key = st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
 
 
@@ -37,7 +40,7 @@ def test_canonical_json_equals_the_rfc8785_reference(obj: dict[str, Any], s: str
 
 
 @settings(max_examples=200)
-@given(st.dictionaries(key, value, max_size=8), text)
+@given(st.dictionaries(key, meta_value, max_size=8), text)
 def test_entries_round_trip_and_only_canonical_bytes_decode(
     extra: dict[str, Any], payload_text: str
 ) -> None:
@@ -55,6 +58,15 @@ def test_entries_round_trip_and_only_canonical_bytes_decode(
     if spaced != data:
         with pytest.raises(EntryError):
             decode_entry(spaced)
+
+
+def test_nul_in_any_meta_text_is_refused() -> None:
+    for meta in ({**META, "service": "a\x00"}, {**META, "actor": "\x00"}):
+        with pytest.raises(EntryError, match="NUL"):
+            validate_submission("{}", meta, "k")
+    with pytest.raises(EntryError, match="NUL"):
+        validate_submission("{}", META, "k\x00")
+    assert validate_submission('"a\\u0000b"', META, "k").payload == '"a\\u0000b"'
 
 
 def test_control_characters_and_non_ascii_escape_like_jcs() -> None:
