@@ -23,7 +23,10 @@ Everything is measured in one run so that the ratios compare like with like on t
    concurrent keep-alive connections;
 5. batch ingest again into a log pre-filled to ``--prefill`` entries, to check that the write path
    does not slow down as the log grows (it should not: appends touch O(log n) tree nodes);
-6. with ``--postgres URL``, batch ingest on PostgreSQL too, each in a fresh database.
+6. with ``--postgres URL``, batch ingest on PostgreSQL too, each in a fresh database;
+7. sustained batch ingest (``--sustained-events``, a million by default) on SQLite and, with
+   ``--postgres``, on PostgreSQL, with the search backlog sampled every second: the index
+   keeps up when the backlog stays flat, and the run ends with how long it took to catch up.
 
 Clients run in a separate process with pre-serialized requests (see ``benchmarks.common``).
 After every scenario the database is read back: stored entries must equal acknowledged events
@@ -118,6 +121,8 @@ class Row:
     stored: int | None = None
     ok: bool = True
     notes: list[str] = field(default_factory=list)
+    search_current_s: float | None = None  # after the last answer
+    backlog: list[tuple[float, int]] = field(default_factory=list)  # sustained runs
 
 
 # -- raw SQLite ---------------------------------------------------------------------------------
@@ -429,12 +434,15 @@ def bench_server(
     keys: KeyStyle = "uuid7",
     data_dir: Path | None = None,
     database_url: str | None = None,
+    sustained: bool = False,
 ) -> tuple[Row, Row | None]:
     """One scenario on a fresh data directory and a fresh server process.
 
     Returns the row and, when ``prefilled`` > 0, the pre-fill row. With ``data_dir``, the
     scenario runs on that existing directory instead, which already holds ``prefilled``
     entries; with ``database_url``, the ledger is in that (empty) PostgreSQL database.
+    A ``sustained`` run samples the search backlog every second while it lasts and waits
+    up to 30 minutes for the index to catch up afterwards.
     """
     existing = data_dir is not None
     data_dir = data_dir or root / slug
@@ -466,6 +474,8 @@ def bench_server(
     pid = server.process.pid
     generator = LoadGenerator(spec)
     spy: PySpy | None = None
+    sampler = BacklogSampler(server.url) if sustained else None
+    catch_up_timeout = 1800.0 if sustained else 60.0
     try:
         with console.status(f"[bold]{slug}[/]: building requests, warming up…"):
             generator.start()
@@ -474,10 +484,14 @@ def bench_server(
             cpu_before = process_tree_cpu(pid)
             if profile_dir is not None:
                 spy = PySpy(pid, profile_dir / f"{slug}.txt")
+            if sampler is not None:
+                sampler.start()
             result = generator.result()
             cpu_after = process_tree_cpu(pid)
+            if sampler is not None:
+                sampler.stop()
         with console.status(f"[bold]{slug}[/]: waiting for the search index…"):
-            caught_up = search_catch_up(server.url)
+            caught_up = search_catch_up(server.url, catch_up_timeout)
     finally:
         if spy is not None:
             spy.stop()
@@ -495,10 +509,14 @@ def bench_server(
     row.notes += problems
     if prefilled:
         row.notes.append(f"log at {prefilled:,} entries before the run")
+    if sampler is not None:
+        row.notes += backlog_notes(sampler.samples)
+        row.backlog = sampler.samples
+    row.search_current_s = caught_up
     row.notes.append(
         f"search index current {caught_up:.1f} s after the last answer"
         if caught_up is not None
-        else "search index not current 60 s after the last answer"
+        else f"search index not current {catch_up_timeout:.0f} s after the last answer"
     )
     if code not in (0, -signal.SIGTERM):
         console.print(server.log()[-3000:])
@@ -520,6 +538,18 @@ def fresh_postgres_database(server_url: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def search_backlog(url: str) -> int | None:
+    """The server's search backlog (``immutablelog_search_backlog_entries``), if it answers."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("immutablelog_search_backlog_entries "):
+            return int(float(line.split()[1]))
+    return None
+
+
 def search_catch_up(url: str, timeout: float = 60.0) -> float | None:
     """Seconds until the server's search backlog (``/metrics``) is zero, else None.
 
@@ -528,15 +558,54 @@ def search_catch_up(url: str, timeout: float = 60.0) -> float | None:
     """
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
-        text = httpx.get(f"{url}/metrics", timeout=10).text
-        for line in text.splitlines():
-            if (
-                line.startswith("immutablelog_search_backlog_entries ")
-                and float(line.split()[1]) == 0
-            ):
-                return time.perf_counter() - started
+        if search_backlog(url) == 0:
+            return time.perf_counter() - started
         time.sleep(0.05)
     return None
+
+
+class BacklogSampler:
+    """Reads the server's search backlog every ``interval`` seconds on a thread of its own,
+    for a sustained run: whether the index keeps up shows as a backlog that stays flat."""
+
+    def __init__(self, url: str, interval: float = 1.0) -> None:
+        self.samples: list[tuple[float, int]] = []  # (seconds since start, backlog)
+        self._url = url
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="backlog-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._started = time.perf_counter()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            backlog = search_backlog(self._url)
+            if backlog is not None:
+                self.samples.append((time.perf_counter() - self._started, backlog))
+
+
+def backlog_notes(samples: Sequence[tuple[float, int]]) -> list[str]:
+    """What a sustained run's backlog samples say: the peak, the end, and how fast it grew
+    over the second half of the run (near zero when the index keeps up)."""
+    if not samples:
+        return ["search backlog: no samples"]
+    peak_at, peak = max(samples, key=lambda sample: sample[1])
+    end_at, end = samples[-1]
+    second_half = [sample for sample in samples if sample[0] >= end_at / 2]
+    (t0, b0), (t1, b1) = second_half[0], second_half[-1]
+    growth = (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+    series = ", ".join(f"{b:,}" for _, b in samples[:: max(1, len(samples) // 10)])
+    return [
+        f"search backlog peak {peak:,} at {peak_at:.0f} s, {end:,} at the last answer "
+        f"({end_at:.0f} s), growing {growth:,.0f} entries/s over the second half",
+        f"backlog every ~{samples[-1][0] / max(1, min(10, len(samples))):.0f} s: {series}",
+    ]
 
 
 def _server_row(
@@ -611,16 +680,17 @@ def results_table(rows: Sequence[Row]) -> Table:
 def markdown_table(rows: Sequence[Row]) -> str:
     head = (
         "| scenario | workers | clients | count | rate/s | target/s | p50 ms | p99 ms "
-        "| server CPU µs/event | client CPU % | stored = acked |"
+        "| server CPU µs/event | client CPU % | search index current after | stored = acked |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         stored = "—" if r.acked is None else (f"{r.stored:,} = {r.acked:,}" if r.ok else "**NO**")
+        current = "—" if r.search_current_s is None else f"{r.search_current_s:.1f} s"
         lines.append(
             f"| {r.scenario} | {_fmt(r.workers, 'd')} | {_fmt(r.clients, 'd')} | {r.count:,} "
             f"| **{r.rate:,.0f}** | {_fmt(r.target)} | {_fmt(r.p50_ms, '.1f')} "
             f"| {_fmt(r.p99_ms, '.1f')} | {_fmt(r.server_cpu_us)} | {_fmt(r.client_cpu_pct)} "
-            f"| {stored} |"
+            f"| {current} | {stored} |"
         )
     return "\n".join(lines)
 
@@ -702,6 +772,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--single-events", type=int, help="events for the single-event scenario (default 20000)"
     )
+    parser.add_argument(
+        "--sustained-events",
+        type=int,
+        help="events for the sustained batch scenario on each backend, the search backlog "
+        "sampled every second (default 1000000; 0: skip it)",
+    )
     parser.add_argument("--raw-rows", type=int, help="rows for the SQLite baselines (= --events)")
     parser.add_argument("--prefill", type=int, help="entries in the big log (default 1000000)")
     parser.add_argument("--clients", type=int, default=4, help="batch clients, one batch each")
@@ -731,6 +807,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.events = args.events or (10_000 if quick else 50_000)
     args.growth_events = args.growth_events or (5_000 if quick else 20_000)
     args.single_events = args.single_events or (3_000 if quick else 20_000)
+    if args.sustained_events is None:
+        args.sustained_events = 60_000 if quick else 1_000_000
     args.raw_rows = args.raw_rows or args.events
     args.prefill = args.prefill if args.prefill is not None else (50_000 if quick else 1_000_000)
     args.workers = [int(w) for w in str(args.workers).split(",") if w.strip()]
@@ -783,6 +861,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )  # fmt: skip
                 record(f"batch-pg-w{w}", row)
         first = args.workers[0]
+        if args.sustained_events:
+            # Long enough for a search index slower than ingest to show a growing backlog.
+            row, _ = bench_server(
+                root, "sustained", "POST /v1/events/batch, sustained, empty log", mode="batch",
+                workers=first, clients=args.clients, events=args.sustained_events, prefilled=0,
+                sustained=True, **common,
+            )  # fmt: skip
+            record("sustained", row)
+            if args.postgres:
+                with fresh_postgres_database(args.postgres) as url:
+                    row, _ = bench_server(
+                        root, "sustained-pg",
+                        "POST /v1/events/batch, sustained, empty log, PostgreSQL", mode="batch",
+                        workers=first, clients=args.clients, events=args.sustained_events,
+                        prefilled=0, database_url=url, sustained=True, **common,
+                    )  # fmt: skip
+                record("sustained-pg", row)
         row, _ = bench_server(
             root, "single", "POST /v1/events (1 event/request), empty log", mode="single",
             workers=first, clients=args.single_clients, events=args.single_events,
@@ -821,7 +916,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         *(f"batch-w{w}" for w in args.workers),
         *(f"batch-pg-w{w}" for w in args.workers),
     ]
-    order = [rows[k] for k in [*display, "batch-big", "batch-big-random", "single"] if k in rows]
+    later = ["sustained", "sustained-pg", "batch-big", "batch-big-random", "single"]
+    order = [rows[k] for k in [*display, *later] if k in rows]
     console.print()
     console.print(results_table(order))
     console.print()
