@@ -19,6 +19,7 @@ from playwright import sync_api as pw_sync
 from playwright.sync_api import expect
 
 from immutablelog.checkpoint import Verifier
+from immutablelog.entry import MAX_PAYLOAD_DEPTH
 from immutablelog.merkle import leaf_hash
 from tests.live import HTTP, LiveServer
 from tests.viewer.conftest import Watched, open_event, screenshot, sign_in, watch
@@ -68,7 +69,7 @@ HOSTILE = [
               "request_id": "javascript:alert(1)", "actor": HOSTILE_SCRIPT}},
     {"payload": json.dumps({"text": RTL * 3, "big": "x" * 11_500}),
      "meta": {"type": "info", "event_name": RTL, "service": "hostile"}},
-    {"payload": json.dumps(deep(300)),
+    {"payload": json.dumps(deep(MAX_PAYLOAD_DEPTH)),  # as deep as the ledger takes
      "meta": {"type": "warning", "event_name": "deeply.nested", "service": "hostile"}},
     {"payload": json.dumps("a string <b>bold</b>"),
      "meta": {"type": "info", "event_name": "plain.text", "service": "hostile"}},
