@@ -85,7 +85,7 @@ from immutablelog.checkpoint import Checkpoint, Signer, sign_checkpoint
 from immutablelog.entry import (
     build_entry,
     encode_entry,
-    new_entry_id,
+    new_entry_ids,
     timestamp,
     validate_submission,
 )
@@ -143,7 +143,7 @@ def _raw_rows(count: int, batch: int, seed: int) -> _RawRows:
     out = _RawRows([], [], [])
     for index, event in enumerate(seed_events(count, seed)):
         sub = validate_submission(event.payload, event.meta, event.idempotency_key)
-        entry_id = new_entry_id()
+        (entry_id,) = new_entry_ids(1)
         data = encode_entry(
             build_entry(
                 sub, tenant=DEFAULT_TENANT, index=index, entry_id=entry_id, received_at=received

@@ -149,11 +149,11 @@ def test_entry_ids_are_uuid7_ordered_by_time() -> None:
     import time
     import uuid
 
-    from immutablelog.entry import new_entry_id
+    from immutablelog.entry import new_entry_ids
 
-    first = new_entry_id()
+    (first,) = new_entry_ids(1)
     time.sleep(0.002)
-    second = new_entry_id()
+    (second,) = new_entry_ids(1)
     for value in (first, second):
         parsed = uuid.UUID(value)
         assert str(parsed) == value

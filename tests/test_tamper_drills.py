@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from immutablelog.checkpoint import Checkpoint, Signer
-from immutablelog.entry import build_entry, encode_entry, new_entry_id, timestamp
+from immutablelog.entry import build_entry, encode_entry, new_entry_ids, timestamp
 from immutablelog.entry import validate_submission as submission_for
 from immutablelog.merkle import CompactRange, leaf_hash, root_from_leaves
 from immutablelog.verify import FindingKind, Status, verifier, verify_remote
@@ -85,7 +85,7 @@ def forged_row(tenant_id: int, index: int) -> tuple[Any, ...]:
         {"type": "success", "event_name": "payment.sent", "service": "svc"},
         str(uuid.uuid4()),
     )
-    entry_id = new_entry_id()
+    (entry_id,) = new_entry_ids(1)
     received = timestamp()
     data = encode_entry(
         build_entry(submission, tenant="default", index=index, entry_id=entry_id,

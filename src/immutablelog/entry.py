@@ -25,7 +25,7 @@ from typing import Any, Final
 import orjson
 
 from immutablelog import strict_json
-from immutablelog._uuid import uuid7, uuid7_batch
+from immutablelog._uuid import uuid7_batch
 
 ENTRY_VERSION: Final = 1
 MAX_PAYLOAD_BYTES: Final = 12 * 1024
@@ -289,13 +289,9 @@ def payload_hash(entry: Mapping[str, Any]) -> str:
     return hashlib.sha256(str(entry["payload"]).encode("utf-8")).hexdigest()
 
 
-def new_entry_id() -> str:
-    """A UUIDv7 (RFC 9562): random, but ordered by time, so the id index grows at its end."""
-    return uuid7()
-
-
 def new_entry_ids(count: int) -> list[str]:
-    """``count`` entry ids (UUIDv7s) of the current millisecond, made in one go."""
+    """``count`` entry ids made in one go: UUIDv7s (RFC 9562) of the current millisecond,
+    random but ordered by time, so the id index grows at its end."""
     return uuid7_batch(count)
 
 

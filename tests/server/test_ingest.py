@@ -83,6 +83,17 @@ def test_replay_answers_the_original_and_reuse_is_422(live_server: LiveServer) -
     assert len(live_server.entries()) == 1
 
 
+def test_an_empty_idempotency_key_is_refused_not_replaced(live_server: LiveServer) -> None:
+    # What `-H "Idempotency-Key: $(uuidgen)"` sends where uuidgen is missing.
+    response = send(live_server, '{"a": 1}', "")
+    assert response.status_code == 400
+    assert response.json()["ok"] is False
+    assert response.json()["reason"] == "invalid_header"
+    assert "Idempotency-Key" in response.json()["message"]
+    assert live_server.entries() == []
+    assert send(live_server, '{"a": 1}', "a-real-key").status_code == 202
+
+
 def test_same_key_twenty_times_in_parallel_is_one_entry(live_server: LiveServer) -> None:
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(lambda _: send(live_server, '{"p": 1}', "parallel"), range(20)))
@@ -171,6 +182,8 @@ def test_first_serve_creates_default_tenant_and_prints_working_keys(tmp_path: Pa
             str(tmp_path / "d"),
             "--port",
             str(port),
+            "--log-format",
+            "text",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

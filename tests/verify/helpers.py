@@ -11,7 +11,7 @@ import httpx
 import orjson
 from click.testing import CliRunner
 
-from immutablelog.cli import main
+from immutablelog.cli.commands import cli
 from immutablelog.entry import ENTRIES_MEDIA_TYPE, ENTRY_RECORD
 from immutablelog.verify import LogClient
 from tests.live import LiveServer
@@ -85,7 +85,7 @@ def binary_response(items: list[tuple[int, bytes]]) -> httpx.Response:
 
 def run_cli(*args: str | Path) -> tuple[int, str, str]:
     """Run ``immutablelog ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -1,32 +1,28 @@
-"""The ``immutablelog`` command line: one module per command group."""
+"""The ``immutablelog`` command line: one module per command group.
+
+The command group is imported only inside :func:`main`, so that an install without the
+``cli`` extra (the SDK alone) answers with the extra to install rather than a traceback.
+"""
 
 from __future__ import annotations
 
-import click
+import sys
 
-from immutablelog import __version__
-from immutablelog.cli.demo import demo
-from immutablelog.cli.export import export
-from immutablelog.cli.keys import keys
-from immutablelog.cli.serve import serve
-from immutablelog.cli.tail import tail
-from immutablelog.cli.tenants import tenants
-from immutablelog.cli.verify import prove, verify
+from immutablelog._extras import missing_extra_hint
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="immutablelog")
 def main() -> None:
-    """ImmutableLog: a tamper-evident audit log you run yourself."""
+    """The console script: run the command group, turning a missing extra into one line."""
+    try:
+        from immutablelog.cli.commands import cli
 
+        cli()
+    except ModuleNotFoundError as exc:
+        hint = missing_extra_hint(exc)
+        if hint is None:
+            raise
+        print(f"Error: {hint}", file=sys.stderr)
+        sys.exit(1)
 
-main.add_command(serve)
-main.add_command(tenants)
-main.add_command(keys)
-main.add_command(verify)
-main.add_command(prove)
-main.add_command(export)
-main.add_command(tail)
-main.add_command(demo)
 
 __all__ = ["main"]

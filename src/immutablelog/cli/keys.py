@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from immutablelog.cli.options import config_for, ledger_options, open_ledger
 from immutablelog.ledger import keys as key_format
@@ -75,18 +73,37 @@ def list_(tenant: str | None, as_json: bool, data_dir: Path, database_url: str |
                 )
             )
         return
-    table = Table("prefix", "tenant", "scopes", "label", "created", "last used", "revoked")
-    for r in records:
-        table.add_row(
+    rows = [
+        [
             r.prefix,
             r.tenant,
             ",".join(sorted(r.scopes)),
+            _minute(r.created_at),
+            _minute(r.last_used_at),
+            _minute(r.revoked_at),
             r.label or "",
-            r.created_at,
-            r.last_used_at or "",
-            r.revoked_at or "",
-        )
-    Console().print(table)
+        ]
+        for r in records
+    ]
+    for line in _columns(
+        ["PREFIX", "TENANT", "SCOPES", "CREATED", "LAST USED", "REVOKED", "LABEL"], rows
+    ):
+        click.echo(line)
+
+
+def _minute(timestamp: str | None) -> str:
+    """``2026-12-07T11:25:59.879215Z`` as ``2026-12-07 11:25``; ``--json`` has it whole."""
+    return timestamp[:16].replace("T", " ") if timestamp else "-"
+
+
+def _columns(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Aligned plain columns at their natural width: an identifier is never cut to fit a
+    terminal (the prefix is what ``keys revoke`` takes); a long line wraps instead."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
 
 
 @keys.command("revoke")

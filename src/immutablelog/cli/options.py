@@ -26,16 +26,18 @@ def ledger_options(func: F) -> F:
     func = click.option(
         "--database-url",
         envvar="IMMUTABLELOG_DATABASE_URL",
+        show_envvar=True,
         default=None,
         help="PostgreSQL URL; without it the SQLite file in --data-dir is used.",
     )(func)
     func = click.option(
         "--data-dir",
         envvar="IMMUTABLELOG_DATA_DIR",
+        show_envvar=True,
         default="immutablelog-data",
         show_default=True,
         type=click.Path(file_okay=False, path_type=Path),
-        help="Where the ledger and its signing key live [env: IMMUTABLELOG_DATA_DIR].",
+        help="Where the ledger and its signing key live.",
     )(func)
     return func
 

@@ -16,15 +16,17 @@ def server_options(func: F) -> F:
     func = click.option(
         "--key",
         envvar="IMMUTABLELOG_READ_KEY",
+        show_envvar=True,
         required=True,
-        help="An API key with the read scope [env: IMMUTABLELOG_READ_KEY].",
+        help="An API key with the read scope.",
     )(func)
     func = click.option(
         "--url",
         envvar="IMMUTABLELOG_URL",
+        show_envvar=True,
         default="http://127.0.0.1:8080",
         show_default=True,
-        help="The ImmutableLog server [env: IMMUTABLELOG_URL].",
+        help="The ImmutableLog server.",
     )(func)
     return func
 

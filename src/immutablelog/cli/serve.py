@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import logging.config
 import os
+import socket
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +29,51 @@ def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
         )
         created.append((scope, secret))
     return created
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind the address as uvicorn will (SO_REUSEADDR), to fail before any side effect."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"cannot listen on {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            taken = exc.errno == errno.EADDRINUSE
+            reason = "is already in use" if taken else f"cannot be used: {exc.strerror}"
+            raise click.ClickException(
+                f"port {port} on {host} {reason}; pick another with --port"
+            ) from None
+
+
+def _announce(
+    first_keys: list[tuple[str, str]], verifier_key: str, url: str, data_dir: Path, *, as_json: bool
+) -> None:
+    """The first keys (shown once), the log's verifier key and where it serves.
+
+    With JSON logs these are log lines too, so that every line the server writes is JSON.
+    """
+    if as_json:
+        log = logging.getLogger("immutablelog.serve")
+        if first_keys:
+            log.warning(
+                "created tenant '%s'; these keys are shown once",
+                DEFAULT_TENANT,
+                extra={"tenant": DEFAULT_TENANT, **{f"{s}_key": k for s, k in first_keys}},
+            )
+        log.info("log verifier key: %s", verifier_key, extra={"verifier_key": verifier_key})
+        log.info("serving on %s", url, extra={"url": url, "data_dir": str(data_dir.resolve())})
+        return
+    if first_keys:
+        click.echo(f"Created tenant '{DEFAULT_TENANT}'. These keys are shown once:")
+        for scope, secret in first_keys:
+            click.echo(f"  {scope + ' key:':12} {secret}")
+    click.echo(f"Log verifier key: {verifier_key}")
+    click.echo(f"Serving on {url}  (data: {data_dir.resolve()})", err=True)
 
 
 @click.command()
@@ -50,7 +100,11 @@ def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
 @click.option(
-    "--log-format", default="json", show_default=True, type=click.Choice(["json", "text"])
+    "--log-format",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "json", "text"]),
+    help="json: one JSON object per line, every line; auto: text on a terminal, else json.",
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option(
@@ -59,12 +113,14 @@ def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
     show_default=True,
     type=click.FloatRange(min=0),
     envvar="IMMUTABLELOG_IDEMPOTENCY_RETENTION_HOURS",
+    show_envvar=True,
     help="Hours during which a repeated Idempotency-Key answers the original event.",
 )
 @click.option(
     "--signing-key",
     default=None,
     envvar=SIGNING_KEY_ENV,
+    show_envvar=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="The log's Ed25519 key file (default: DATA_DIR/log-signing.key, created 0600).",
 )
@@ -113,17 +169,27 @@ def serve(
     from immutablelog.server.metrics import METRICS_TOKEN_ENV
     from immutablelog.server.protocol import READ_TIMEOUT_ENV, ApiHttpProtocol
 
+    if log_format == "auto":
+        log_format = "text" if sys.stderr.isatty() else "json"
+    log_config = logging_config(log_level, log_format)
+    logging.config.dictConfig(log_config)
+    logging.captureWarnings(True)
     config = config_for(data_dir, database_url, log_name=log_name, signing_key_file=signing_key)
-    with open_ledger(config) as ledger:
-        first_keys = bootstrap(ledger)
-        stored_name = ledger.log_name
-        verifier_key = ledger.verifier_key()
-    if first_keys:
-        click.echo(f"Created tenant '{DEFAULT_TENANT}'. These keys are shown once:")
-        for scope, secret in first_keys:
-            click.echo(f"  {scope + ' key:':12} {secret}")
-    click.echo(f"Log verifier key: {verifier_key}")
-    click.echo(f"Serving on http://{host}:{port}  (data: {data_dir.resolve()})", err=True)
+    try:
+        # Before anything is created or shown once: a taken port must not cost the first keys.
+        _check_port_free(host, port)
+        with open_ledger(config) as ledger:
+            first_keys = bootstrap(ledger)
+            stored_name = ledger.log_name
+            verifier_key = ledger.verifier_key()
+    except click.ClickException as exc:
+        if log_format != "json":
+            raise
+        logging.getLogger("immutablelog.serve").error(exc.format_message())
+        raise SystemExit(exc.exit_code) from None
+    _announce(
+        first_keys, verifier_key, f"http://{host}:{port}", data_dir, as_json=log_format == "json"
+    )
 
     # Worker processes build their own app from these, each opening the shared ledger.
     os.environ["IMMUTABLELOG_DATA_DIR"] = str(data_dir.resolve())
@@ -146,7 +212,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_config=logging_config(log_level, log_format),
+        log_config=log_config,
         access_log=access_log,
         timeout_graceful_shutdown=30,
         server_header=False,

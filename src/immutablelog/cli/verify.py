@@ -102,13 +102,20 @@ def _remote_options(func: click.decorators.FC) -> click.decorators.FC:
     func = click.option(
         "--log-key",
         envvar="IMMUTABLELOG_LOG_KEY",
+        show_envvar=True,
         default=None,
         help="The log's verifier key (name+id+key), as its operator published it. Pin it.",
     )(func)
     func = click.option(
-        "--key", envvar="IMMUTABLELOG_READ_KEY", default=None, help="A read-scope API key."
+        "--key",
+        envvar="IMMUTABLELOG_READ_KEY",
+        show_envvar=True,
+        default=None,
+        help="A read-scope API key.",
     )(func)
-    func = click.option("--url", envvar="IMMUTABLELOG_URL", default=None, help="Server URL.")(func)
+    func = click.option(
+        "--url", envvar="IMMUTABLELOG_URL", show_envvar=True, default=None, help="Server URL."
+    )(func)
     func = click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")(func)
     return func
 

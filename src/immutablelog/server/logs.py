@@ -49,4 +49,7 @@ def logging_config(level: str = "info", fmt: str = "json") -> dict[str, Any]:
         "formatters": {"default": formatter},
         "handlers": {"default": handler},
         "loggers": loggers,
+        # Libraries' loggers (psycopg_pool, asyncio, captured warnings) propagate to the root:
+        # the same handler, so that with JSON every line is JSON.
+        "root": {"handlers": ["default"], "level": "WARNING"},
     }

@@ -60,7 +60,6 @@ _UNAVAILABLE: tuple[type[Exception], ...] = (
     psycopg.InterfaceError,  # the connection was already closed
     errors.ReadOnlySqlTransaction,  # connected to a standby after a failover
 )
-# The largest code point: the upper bound of an event-name prefix range.
 # Rows per keyset page when streaming entries (each at most ~14 KB).
 _PAGE_ROWS = 500
 # A session that sits in an open transaction this long is killed by the server, so a

@@ -1,0 +1,30 @@
+"""The ``immutablelog`` command group and its subcommands."""
+
+from __future__ import annotations
+
+import click
+
+from immutablelog import __version__
+from immutablelog.cli.demo import demo
+from immutablelog.cli.export import export
+from immutablelog.cli.keys import keys
+from immutablelog.cli.serve import serve
+from immutablelog.cli.tail import tail
+from immutablelog.cli.tenants import tenants
+from immutablelog.cli.verify import prove, verify
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="immutablelog")
+def cli() -> None:
+    """ImmutableLog: a tamper-evident audit log you run yourself."""
+
+
+cli.add_command(serve)
+cli.add_command(tenants)
+cli.add_command(keys)
+cli.add_command(verify)
+cli.add_command(prove)
+cli.add_command(export)
+cli.add_command(tail)
+cli.add_command(demo)
