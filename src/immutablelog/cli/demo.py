@@ -9,6 +9,8 @@ verifies the log independently, and says where to look.
 from __future__ import annotations
 
 import contextlib
+import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -112,6 +114,57 @@ def send_traffic(app: Any) -> int:
     return 7
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _own_command() -> str:
+    """How to run ``immutablelog`` again from where the demo was started, as it was started
+    (``.venv/bin/immutablelog`` needs no activated venv), else through this interpreter."""
+    invoked = sys.argv[0]
+    if Path(invoked).name == "immutablelog":
+        return shlex.quote(invoked)
+    return f"{shlex.quote(sys.executable)} -m immutablelog"
+
+
+def _where_to_look(
+    console: Console,
+    url: str,
+    keys: dict[str, str],
+    log_key: str,
+    data_dir: Path,
+    keep_running: bool,
+) -> None:
+    """Commands that work as printed, pasted into another terminal while the server runs."""
+    command = _own_command()
+    state = shlex.quote(str(data_dir / "verify-state.json"))
+    if keep_running:
+        console.print(
+            f"\n[bold]Where to look[/bold] (the server at {url} keeps running until "
+            "Ctrl-C; paste these into another terminal)"
+        )
+    else:
+        console.print(
+            "\n[bold]Where to look[/bold] (the server has stopped; start it again on this log "
+            "first, then paste these into another terminal)"
+        )
+        port = url.rpartition(":")[2]
+        console.print(
+            f"   {command} serve --data-dir {shlex.quote(str(data_dir))} --port {port}",
+            markup=False,
+        )
+    lines = [
+        f"export IMMUTABLELOG_URL={url} IMMUTABLELOG_READ_KEY={keys['read']}",
+        'curl -s -H "Authorization: Bearer $IMMUTABLELOG_READ_KEY" "$IMMUTABLELOG_URL/v1/events"',
+        f"{command} verify --log-key '{log_key}' --state {state}",
+        f"{command} export --out log.jsonl",
+        f"{command} tail",
+    ]
+    for line in lines:
+        console.print(f"   {line}", markup=False)
+    console.print(f"   (ingest key, for sending events: {keys['ingest']})", markup=False)
+
+
 @click.command()
 @click.option(
     "--data-dir",
@@ -121,10 +174,11 @@ def send_traffic(app: Any) -> int:
 )
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
-    "--keep-running/--no-keep-running",
-    default=False,
+    "--keep-running/--exit",
+    default=True,
     show_default=True,
-    help="Leave the server up afterwards (Ctrl-C to stop).",
+    help="Leave the server up afterwards, for the printed commands (Ctrl-C to stop), "
+    "or stop it when the demo ends.",
 )
 def demo(data_dir: Path | None, port: int, keep_running: bool) -> None:
     """Run the server, an instrumented Flask app and the verifier, end to end."""
@@ -132,6 +186,10 @@ def demo(data_dir: Path | None, port: int, keep_running: bool) -> None:
     from immutablelog.verify import LogClient, render_human, verify_remote
 
     console = Console(highlight=False, soft_wrap=True)
+    # A process manager's SIGTERM (or a closed terminal) ends the demo through `finally`,
+    # which stops the server child, instead of leaving it running on its own.
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _exit_on_signal)
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="immutablelog-demo-"))
     with open_ledger(LedgerConfig(data_dir=data_dir)) as ledger:
         keys = dict(bootstrap(ledger))
@@ -181,20 +239,10 @@ def demo(data_dir: Path | None, port: int, keep_running: bool) -> None:
             )
         render_human(report, console)
 
-        console.print("\n[bold]Where to look[/bold]")
-        env = f"IMMUTABLELOG_URL={url} IMMUTABLELOG_READ_KEY={keys['read']}"
-        console.print(f"   events:  curl -H 'Authorization: Bearer {keys['read']}' {url}/v1/events")
-        console.print(f"   follow:  {env} immutablelog tail")
-        console.print(
-            f"   verify:  {env} immutablelog verify --log-key '{log_key}' "
-            f"--state {data_dir / 'verify-state.json'}"
-        )
-        console.print(f"   export:  {env} immutablelog export --out log.jsonl")
-        console.print(f"   ingest key: {keys['ingest']}")
         if report.exit_code != 0 or secret_leaked or not delivered:
             raise click.ClickException("the demo did not end intact")
+        _where_to_look(console, url, keys, log_key, data_dir, keep_running)
         if keep_running:
-            console.print(f"\nServer running at {url}; Ctrl-C to stop.")
             with contextlib.suppress(KeyboardInterrupt):
                 server.wait()
     finally:
