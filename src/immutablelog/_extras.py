@@ -13,7 +13,7 @@ from typing import Final
 _EXTRA_OF_MODULE: Final[dict[str, tuple[str, str]]] = {
     "click": ("cli", "the immutablelog command"),
     "rich": ("cli", "the immutablelog command"),
-    "httpx": ("cli", "the immutablelog command and the verifier"),
+    "httpx": ("cli", "the immutablelog command"),
     "starlette": ("server", "the ledger server"),
     "uvicorn": ("server", "the ledger server"),
     "prometheus_client": ("server", "the ledger server"),

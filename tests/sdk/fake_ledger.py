@@ -2,9 +2,9 @@
 
 It is a real server on 127.0.0.1 (``http.server``, HTTP/1.1 keep-alive), so the SDK's transport
 is exercised over real sockets: connection refused when stopped, resets, hangs, status codes and
-``Retry-After`` headers. It implements the parts of DESIGN.md §1 the SDK depends on, including
-idempotency (same key + same payload → duplicate; same key + different payload → rejected), so
-the seed's key-collision defect can be shown end to end.
+``Retry-After`` headers. It implements the parts of docs/PROTOCOL.md §1 the SDK depends on,
+including idempotency (same key + same payload → duplicate; same key + different payload →
+rejected), so the seed's key-collision defect can be shown end to end.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ class WireEvent:
             object.__setattr__(self, "encoded", _encode_item(self))
 
     def item(self) -> dict[str, Any]:
-        """The batch item object (DESIGN.md §1)."""
+        """The batch item object (docs/PROTOCOL.md §1)."""
         return {"payload": self.payload, "meta": self.meta, "idempotency_key": self.idempotency_key}
 
     @classmethod

@@ -1,6 +1,6 @@
 """The delivery pipeline: capture → bounded queue → one worker thread → server, never blocking.
 
-Path of an event (DESIGN.md §4)::
+Path of an event (docs/SDK.md, "Delivery")::
 
     request thread            worker thread (one per process, started on first use)
     ──────────────            ─────────────────────────────────────────────────────────────

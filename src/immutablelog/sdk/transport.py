@@ -5,7 +5,7 @@ one :class:`ItemResult` per event, in order, or raises :class:`RetryableDelivery
 is known to be stored; send the whole batch again later) or :class:`RejectedBatchError` (the
 request as a whole is refused and resending it cannot help).
 
-:class:`HttpTransport` speaks DESIGN.md §1 to an ImmutableLog server;
+:class:`HttpTransport` speaks the ingest protocol (docs/PROTOCOL.md §1) to a server;
 :class:`~immutablelog.sdk.embedded.LedgerTransport`, returned by :func:`embedded_transport` when
 no URL is configured, appends to a local ledger with the server's own ledger code.
 """
