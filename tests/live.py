@@ -26,6 +26,12 @@ from immutablelog.merkle import leaf_hash, root_from_leaves, verify_consistency
 HTTP = httpx.Client(timeout=30)
 
 
+def serve_command(data_dir: Path, port: int, *more: str) -> list[str]:
+    """``immutablelog serve`` on ``data_dir`` and ``port``, run by this interpreter."""
+    return [sys.executable, "-m", "immutablelog", "serve", "--data-dir", str(data_dir),
+            "--port", str(port), *more]  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

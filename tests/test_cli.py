@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from immutablelog.cli.commands import cli
-from tests.live import free_port
+from tests.live import free_port, serve_command
 
 
 def wait_healthy(url: str, timeout: float = 30) -> None:
@@ -120,15 +120,7 @@ def test_serve_on_a_taken_port_fails_before_creating_or_showing_keys(tmp_path: P
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli(
-            "serve",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--port",
-            str(port),
-            "--log-format",
-            "text",
-        )
+        result = run_cli(*serve_command(tmp_path / "data", port, "--log-format", "text")[3:])
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"Error: port {port} on 127.0.0.1 is already in use; pick another with --port"
@@ -140,18 +132,7 @@ def test_serve_on_a_taken_port_fails_before_creating_or_showing_keys(tmp_path: P
 def test_with_json_logs_every_line_the_server_writes_is_json(tmp_path: Path) -> None:
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "immutablelog",
-            "serve",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--port",
-            str(port),
-            "--log-format",
-            "json",
-        ],
+        serve_command(tmp_path / "data", port, "--log-format", "json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

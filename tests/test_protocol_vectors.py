@@ -27,6 +27,7 @@ from immutablelog.entry import (
 )
 from immutablelog.merkle import (
     CompactRange,
+    ProofNodes,
     consistency_nodes,
     inclusion_nodes,
     leaf_hash,
@@ -88,13 +89,13 @@ def test_roots_of_every_size() -> None:
         assert tree.root(size).hex() == want
 
 
-def _stored_nodes() -> dict[tuple[int, int], bytes]:
-    """Every perfect node, as the ledger stores them while appending."""
+def _served(wanted: ProofNodes) -> list[bytes]:
+    """The proof as the server builds it: from the perfect nodes stored while appending."""
     compact = CompactRange()
     nodes: dict[tuple[int, int], bytes] = {}
     for leaf in LEAVES:
         nodes.update(compact.append(leaf))
-    return nodes
+    return wanted.rehash([nodes[i] for i in wanted.ids])
 
 
 @pytest.mark.parametrize(
@@ -107,9 +108,7 @@ def test_inclusion_proofs(vector: dict[str, Any]) -> None:
     proof = [bytes.fromhex(h) for h in vector["hashes"]]
     root = bytes.fromhex(VECTORS["roots"][str(size)])
     verify_inclusion(index, size, LEAVES[index], proof, root)
-    nodes = _stored_nodes()
-    wanted = inclusion_nodes(index, size)
-    assert wanted.rehash([nodes[i] for i in wanted.ids]) == proof  # what the server serves
+    assert _served(inclusion_nodes(index, size)) == proof
 
 
 @pytest.mark.parametrize(
@@ -124,9 +123,7 @@ def test_consistency_proofs(vector: dict[str, Any]) -> None:
     verify_consistency(
         first, second, proof, bytes.fromhex(roots[str(first)]), bytes.fromhex(roots[str(second)])
     )
-    nodes = _stored_nodes()
-    wanted = consistency_nodes(first, second)
-    assert wanted.rehash([nodes[i] for i in wanted.ids]) == proof
+    assert _served(consistency_nodes(first, second)) == proof
 
 
 def test_key_strings_and_the_signed_checkpoint() -> None:

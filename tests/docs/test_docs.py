@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.docs.blocks import Block, code_blocks
-from tests.live import free_port
+from tests.live import free_port, serve_command
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -74,8 +74,7 @@ class DocServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "immutablelog", "serve", "--port", str(self.port),
-             "--log-format", "text", "--data-dir", str(workdir / "server-data")],
+            serve_command(workdir / "server-data", self.port, "--log-format", "text"),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

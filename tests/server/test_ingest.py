@@ -14,7 +14,7 @@ import httpx
 
 from immutablelog.entry import encode_entry
 from immutablelog.merkle import leaf_hash, verify_inclusion
-from tests.live import HTTP, LiveServer, free_port
+from tests.live import HTTP, LiveServer, free_port, serve_command
 
 META = {
     "type": "success",
@@ -173,18 +173,7 @@ def test_cli_refuses_bad_input_cleanly(tmp_path: Path) -> None:
 def test_first_serve_creates_default_tenant_and_prints_working_keys(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "immutablelog",
-            "serve",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--port",
-            str(port),
-            "--log-format",
-            "text",
-        ],
+        serve_command(tmp_path / "d", port, "--log-format", "text"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
