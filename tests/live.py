@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,28 @@ def serve_command(data_dir: Path, port: int, *more: str) -> list[str]:
     """``immutablelog serve`` on ``data_dir`` and ``port``, run by this interpreter."""
     return [sys.executable, "-m", "immutablelog", "serve", "--data-dir", str(data_dir),
             "--port", str(port), *more]  # fmt: skip
+
+
+def interrupt_once_shown(process: subprocess.Popen[str], expect: str) -> tuple[int, str]:
+    """For a command that runs until Ctrl-C (``tail``): wait until its output shows
+    ``expect``, check that it keeps running, then SIGINT it. Returns its exit code and output.
+    """
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while expect not in "".join(lines) and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    time.sleep(1)  # and it keeps running
+    if process.poll() is not None:
+        reader.join(10)
+        raise AssertionError(f"ended by itself ({process.returncode}):\n{''.join(lines)}")
+    process.send_signal(signal.SIGINT)
+    process.wait(30)
+    reader.join(10)
+    return process.returncode, "".join(lines)
 
 
 def free_port() -> int:

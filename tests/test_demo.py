@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.live import free_port
+from tests.live import free_port, interrupt_once_shown
 
 RECORDED = (
     "auth.login",
@@ -99,14 +99,11 @@ def test_the_printed_commands_work_against_the_kept_running_server(tmp_path: Pat
             ["bash", "-c", f"{once[0]}\nexec {follow}"],
             cwd=tmp_path,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
-        time.sleep(3)
-        assert tail.poll() is None, tail.communicate()  # still following
-        tail.send_signal(signal.SIGINT)
-        tail_out, tail_err = tail.communicate(timeout=30)
-        assert tail.returncode == 0, tail_err
+        code, tail_out = interrupt_once_shown(tail, "http.GET./boom")
+        assert code == 0, tail_out
         assert "http.GET./boom" in tail_out
 
         # A process manager stops the demo: its server must stop with it.

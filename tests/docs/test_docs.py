@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from tests.docs.blocks import Block, code_blocks
-from tests.live import free_port, serve_command
+from tests.live import free_port, interrupt_once_shown, serve_command
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -176,6 +176,8 @@ class ShellSession:
         return output
 
     def run_until_interrupted(self, block: Block, code: str) -> str:
+        """Start it, wait for its first output (and the expected text), check that it keeps
+        running, then stop it as a reader would, with Ctrl-C."""
         process = subprocess.Popen(
             ["bash", "-c", self.script("exec " + code.strip())],
             cwd=self.cwd,
@@ -184,13 +186,10 @@ class ShellSession:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        time.sleep(3)
-        assert process.poll() is None, f"{block.where} ended by itself:\n{process.communicate()}"
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, f"{block.where}:\n{output}"
-        expect = block.directives.get("expect")
-        assert expect is None or expect in output, f"{block.where}: no {expect!r} in:\n{output}"
+        expect = block.directives.get("expect", "")
+        code, output = interrupt_once_shown(process, expect)
+        assert code == 0, f"{block.where}:\n{output}"
+        assert expect in output, f"{block.where}: no {expect!r} in:\n{output}"
         return output
 
 
