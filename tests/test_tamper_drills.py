@@ -26,7 +26,7 @@ from immutablelog.checkpoint import Checkpoint, Signer
 from immutablelog.entry import build_entry, encode_entry, new_entry_ids, timestamp
 from immutablelog.entry import validate_submission as submission_for
 from immutablelog.merkle import CompactRange, leaf_hash, root_from_leaves
-from immutablelog.verify import FindingKind, Status, verifier, verify_remote
+from immutablelog.verify import FindingKind, Status, download, verify_remote
 from tests.live import LiveServer
 from tests.verify.helpers import cli_json, client, ingest
 
@@ -150,7 +150,7 @@ def test_workers_checking_runs_of_pages_pinpoint_an_altered_entry(
     server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Tiny pages, so that each worker fetches a run of several while checking the previous.
-    monkeypatch.setattr(verifier, "PAGE_SIZE", 4)
+    monkeypatch.setattr(download, "PAGE_SIZE", 4)
     with client(server) as remote:
         report = verify_remote(remote, state_path=None, pinned_key=server.verifier_key, workers=2)
     assert report.status is Status.INTACT, report.to_json()

@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 
 from immutablelog.checkpoint import Signer
-from immutablelog.merkle import leaf_hash
+from immutablelog.merkle import CompactRange, leaf_hash
 from immutablelog.verify import CouldNotCheck, VerifierState, load_state, save_state
 from immutablelog.verify import state as state_module
 from immutablelog.verify.state import default_state_path
-from immutablelog.verify.tree import Frontier
 
 KEY = Signer.generate("immutablelog").verifier_key()
 
 
 def make_state(size: int) -> VerifierState:
-    frontier = Frontier()
-    frontier.append_leaves(leaf_hash(str(i).encode()) for i in range(size))
+    frontier = CompactRange()
+    frontier.extend(leaf_hash(str(i).encode()) for i in range(size))
     return VerifierState(
         log_key=KEY,
         origin="immutablelog/default",

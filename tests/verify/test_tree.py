@@ -1,4 +1,5 @@
-"""The verifier's frontier agrees with the merkle package it must interoperate with."""
+"""The verifier's page hashing agrees with the merkle package: subtree roots grow a compact
+range exactly as leaf by leaf appends do."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import hashlib
 
 import pytest
 
-from immutablelog.merkle import CompactRange, leaf_hash, node_hash, root_from_leaves
+from immutablelog.merkle import CompactRange, frontier_ids, leaf_hash, node_hash, root_from_leaves
 from immutablelog.verify.tree import (
-    Frontier,
     aligned_subtrees,
     leaf_hashes,
     perfect_root,
@@ -26,24 +26,23 @@ def test_inlined_hashing_is_rfc6962() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 5, 8, 13, 64, 100, 255, 256, 257, 300])
-def test_frontier_matches_compact_range_and_root(size: int) -> None:
-    compact = CompactRange()
-    for leaf in LEAVES[:size]:
-        compact.append(leaf)
-    frontier = Frontier()
-    frontier.append_leaves(LEAVES[:size])
-    assert frontier.hashes == compact.hashes
-    assert frontier.root() == compact.root() == root_from_leaves(LEAVES[:size])
-    assert range_root(LEAVES[:size]) == frontier.root()
+def test_range_root_is_the_rfc6962_root(size: int) -> None:
+    assert range_root(LEAVES[:size]) == root_from_leaves(LEAVES[:size])
 
 
 @pytest.mark.parametrize(("start", "end"), [(0, 300), (5, 300), (100, 201), (256, 257), (7, 7)])
 def test_subtree_appends_equal_leaf_appends(start: int, end: int) -> None:
-    frontier = Frontier()
-    frontier.append_leaves(LEAVES[:start])
+    by_subtree = CompactRange()
+    by_subtree.extend(LEAVES[:start])
     for level, root in subtree_roots(start, LEAVES[start:end]):
-        frontier.append_subtree(level, root)
-    assert frontier.root() == root_from_leaves(LEAVES[:end])
+        by_subtree.append_subtree(level, root)
+    by_leaf = CompactRange()
+    by_leaf.extend(LEAVES[:end])
+    assert by_subtree == by_leaf
+    assert by_subtree.root() == root_from_leaves(LEAVES[:end])
+    assert [(a, b) for a, b, _ in by_subtree.ranges()] == [
+        (index << level, (index + 1) << level) for level, index in frontier_ids(end)
+    ]
 
 
 def test_aligned_subtrees_cover_the_range_with_aligned_pieces() -> None:
@@ -57,12 +56,14 @@ def test_aligned_subtrees_cover_the_range_with_aligned_pieces() -> None:
             assert position == end
 
 
-def test_frontier_refuses_misaligned_subtrees_and_bad_state() -> None:
-    frontier = Frontier()
-    frontier.append_leaves(LEAVES[:3])
+def test_subtree_appends_refuse_misaligned_subtrees_and_bad_hashes() -> None:
+    tree = CompactRange()
+    tree.extend(LEAVES[:3])
     with pytest.raises(ValueError):
-        frontier.append_subtree(1, LEAVES[0])  # size 3 is not a multiple of 2
+        tree.append_subtree(1, LEAVES[0])  # size 3 is not a multiple of 2
     with pytest.raises(ValueError):
-        Frontier(3, [LEAVES[0]])  # size 3 has two frontier hashes
-    assert Frontier(3, frontier.hashes).root() == frontier.root()
-    assert hashlib.sha256(b"").digest() == Frontier().root()
+        tree.append_subtree(0, b"short")
+    with pytest.raises(ValueError):
+        tree.append_subtree(-1, LEAVES[0])
+    assert tree.size == 3
+    assert hashlib.sha256(b"").digest() == CompactRange().root()

@@ -108,6 +108,31 @@ class CompactRange:
             self._size += 1
         return done
 
+    def append_subtree(self, level: int, root: bytes) -> None:
+        """Append a whole perfect subtree of ``2**level`` leaves, given only its root.
+
+        For a reader that hashed a run of leaves elsewhere (the verifier's worker processes
+        send back subtree roots, not leaves). ``size`` must be a multiple of ``2**level``.
+        """
+        if level < 0 or self._size & ((1 << level) - 1):
+            raise ValueError(f"a level-{level} subtree cannot start at leaf {self._size}")
+        _check_hash(root)
+        hashes = self._hashes
+        carry = self._size >> level
+        # Each set low bit is a waiting left sibling of the same size: merge upwards.
+        while carry & 1:
+            root = node_hash(hashes.pop(), root)
+            carry >>= 1
+        hashes.append(root)
+        self._size += 1 << level
+
+    def ranges(self) -> list[tuple[int, int, bytes]]:
+        """``(start, end, hash)`` of each frontier subtree, left to right."""
+        return [
+            (index << level, (index + 1) << level, h)
+            for (level, index), h in zip(frontier_ids(self._size), self._hashes, strict=True)
+        ]
+
     def root(self) -> bytes:
         """Return the RFC 6962 Merkle tree hash of ``[0, size)`` (``EMPTY_ROOT`` if empty)."""
         return _fold(self._hashes)

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Final
 
 import orjson
 
-from immutablelog.checkpoint import NoteError, Verifier
+from immutablelog.merkle import CompactRange
 from immutablelog.verify.checks import ChunkResult, check_lines
 from immutablelog.verify.engine import (
     ChunkRunner,
@@ -36,8 +36,7 @@ from immutablelog.verify.engine import (
 )
 from immutablelog.verify.report import CouldNotCheck, Finding, FindingKind, Report
 from immutablelog.verify.state import load_state
-from immutablelog.verify.tree import Frontier
-from immutablelog.verify.verifier import _Stop, open_signed_checkpoint
+from immutablelog.verify.trust import Stop, choose_key, open_signed_checkpoint
 
 BUNDLE_FORMAT: Final = "immutablelog-bundle/1"
 _BLOCK_BYTES: Final = 4 << 20
@@ -67,7 +66,7 @@ def verify_bundle(
             _verify(
                 report, handle, pinned_key, state_path, tenant, workers, progress or NoProgress()
             )
-    except _Stop:
+    except Stop:
         pass
     except CouldNotCheck as exc:
         report.error = exc
@@ -104,31 +103,23 @@ def _verify(
 ) -> None:
     header = _read_header(handle)
     state = load_state(state_path) if state_path is not None else None
-    if pinned_key is None and state is not None:
-        pinned_key, source = state.log_key, "saved in the state file"
-    else:
-        source = "pinned"
-    key = header["log_key"]
-    if pinned_key is not None:
-        pinned_key = pinned_key.strip()
-        if key != pinned_key:
-            report.add(
-                Finding(
-                    FindingKind.WRONG_LOG_KEY,
-                    f"the bundle names log key {key}, but the pinned key is {pinned_key}",
-                )
+    named = header["log_key"]
+    verifier = choose_key(
+        report,
+        pinned_key,
+        state,
+        unvouched=lambda: named,
+        unvouched_source="taken from the bundle",
+        unvouched_warning=BUNDLE_KEY_WARNING,
+        unvouched_reason="bundle",
+    )
+    if report.log_key != named:
+        report.add(
+            Finding(
+                FindingKind.WRONG_LOG_KEY,
+                f"the bundle names log key {named}, not {report.log_key} ({report.key_source})",
             )
-        key = pinned_key
-    else:
-        source = "taken from the bundle"
-        report.warnings.append(BUNDLE_KEY_WARNING.format(key=key))
-    try:
-        verifier = Verifier(key)
-    except NoteError as exc:
-        if pinned_key is not None:
-            raise CouldNotCheck("bad_argument", f"the pinned log key is invalid: {exc}") from None
-        raise CouldNotCheck("bundle", f"the bundle's log key is invalid: {exc}") from None
-    report.log_key, report.key_source = key, source
+        )
 
     expected = f"{verifier.name}/{tenant}" if tenant is not None else header["origin"]
     if state is not None and state.origin != expected:
@@ -138,7 +129,7 @@ def _verify(
                 f"the bundle is for {expected!r}, the state file for {state.origin!r}",
             )
         )
-        raise _Stop
+        raise Stop
     checkpoint = open_signed_checkpoint(
         report, verifier, header["checkpoint"], expected, "the bundle's checkpoint"
     )
@@ -173,7 +164,7 @@ def _verify(
             )
     if prefix is not None and prefix[0] == 0:
         prefix = None
-    rebuild = Rebuild(report, Frontier(), checkpoint.size, prefix)
+    rebuild = Rebuild(report, CompactRange(), checkpoint.size, prefix)
     try:
         progress.start(checkpoint.size)
         try:

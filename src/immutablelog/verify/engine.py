@@ -16,10 +16,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar
 
-from immutablelog.merkle import node_hash
+from immutablelog.merkle import CompactRange, node_hash
 from immutablelog.verify.checks import Anomaly, ChunkResult, IndexRun
 from immutablelog.verify.report import CouldNotCheck, Finding, FindingKind, Report
-from immutablelog.verify.tree import Frontier, range_root
+from immutablelog.verify.tree import range_root
 
 T = TypeVar("T")
 
@@ -145,7 +145,7 @@ class Rebuild:
     def __init__(
         self,
         report: Report,
-        frontier: Frontier,
+        frontier: CompactRange,
         limit: int,
         prefix: tuple[int, bytes, tuple[bytes, ...]] | None = None,
     ) -> None:
@@ -273,7 +273,7 @@ class Rebuild:
         self.prefix = None
         if self.frontier.root() == root:
             return
-        ours = Frontier(size, saved).ranges()
+        ours = CompactRange(size, saved).ranges()
         now = self.frontier.ranges()
         first, end = 0, size
         for (start, stop, saved_hash), (_, _, new_hash) in zip(ours, now, strict=True):

@@ -26,8 +26,8 @@ from typing import Any, Final
 import orjson
 
 from immutablelog.checkpoint import NoteError, Verifier
+from immutablelog.merkle import CompactRange
 from immutablelog.verify.report import CouldNotCheck
-from immutablelog.verify.tree import Frontier
 
 STATE_FORMAT: Final = "immutablelog-verifier-state/1"
 
@@ -53,7 +53,7 @@ class VerifierState:
             raise ValueError("origin must be a non-empty string")
         # The frontier must fold to the root it claims: a state that disagrees with itself is
         # corrupt, and continuing from it would blame the server for our own damage.
-        if Frontier(self.tree_size, self.frontier).root() != self.root_hash:
+        if CompactRange(self.tree_size, self.frontier).root() != self.root_hash:
             raise ValueError("frontier does not hash to the saved root")
 
     def to_json(self) -> dict[str, Any]:
