@@ -15,7 +15,6 @@ key (``--log-key``, or a state file from earlier online runs) to prove it is the
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -36,7 +35,7 @@ from immutablelog.verify.engine import (
 )
 from immutablelog.verify.report import CouldNotCheck, Finding, FindingKind, Report
 from immutablelog.verify.state import load_state
-from immutablelog.verify.trust import Stop, choose_key, open_signed_checkpoint
+from immutablelog.verify.trust import Stop, choose_key, open_signed_checkpoint, run_checks
 
 BUNDLE_FORMAT: Final = "immutablelog-bundle/1"
 _BLOCK_BYTES: Final = 4 << 20
@@ -59,21 +58,24 @@ def verify_bundle(
     progress: Progress | None = None,
 ) -> Report:
     """Verify a bundle file; a state file, if given, is read (never written)."""
-    started = time.monotonic()
     report = Report("verify", str(path), state_file=str(state_path) if state_path else None)
-    try:
-        with path.open("rb") as handle:
-            _verify(
-                report, handle, pinned_key, state_path, tenant, workers, progress or NoProgress()
-            )
-    except Stop:
-        pass
-    except CouldNotCheck as exc:
-        report.error = exc
-    except OSError as exc:
-        report.error = CouldNotCheck("bundle", f"cannot read bundle {path}: {exc}")
-    report.elapsed_seconds = time.monotonic() - started
-    return report
+
+    def checks() -> None:
+        try:
+            with path.open("rb") as handle:
+                _verify(
+                    report,
+                    handle,
+                    pinned_key,
+                    state_path,
+                    tenant,
+                    workers,
+                    progress or NoProgress(),
+                )
+        except OSError as exc:
+            raise CouldNotCheck("bundle", f"cannot read bundle {path}: {exc}") from None
+
+    return run_checks(report, checks)
 
 
 def _read_header(handle: BinaryIO) -> dict[str, Any]:

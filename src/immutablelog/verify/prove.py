@@ -3,7 +3,6 @@ checked here against a checkpoint whose signature is checked here."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from immutablelog.checkpoint import Checkpoint
@@ -15,7 +14,12 @@ from immutablelog.verify.client import LogClient
 from immutablelog.verify.engine import finding_of
 from immutablelog.verify.report import CouldNotCheck, Finding, FindingKind, Report
 from immutablelog.verify.state import load_state
-from immutablelog.verify.trust import Stop, check_against_state, choose_server_key, fetch_checkpoint
+from immutablelog.verify.trust import (
+    check_against_state,
+    choose_server_key,
+    fetch_checkpoint,
+    run_checks,
+)
 
 
 def prove_event(
@@ -30,9 +34,10 @@ def prove_event(
     """Prove locally that event ``index`` (or the event ``event_id``) is in the signed log: its
     bytes, hashed here, and an inclusion proof checked here against a checkpoint whose
     signature is checked here."""
-    started = time.monotonic()
     report = Report("prove", client.url, state_file=str(state_path) if state_path else None)
-    try:
+
+    def checks() -> None:
+        nonlocal index
         if index is None:
             if event_id is None:
                 raise CouldNotCheck("usage", "name an event by index or by id")
@@ -58,12 +63,8 @@ def prove_event(
                     entry_id=found,
                 )
             )
-    except Stop:
-        pass
-    except CouldNotCheck as exc:
-        report.error = exc
-    report.elapsed_seconds = time.monotonic() - started
-    return report
+
+    return run_checks(report, checks)
 
 
 def _prove(

@@ -9,6 +9,7 @@ a fork). Remote runs, proofs and offline bundles all start here.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from immutablelog.checkpoint import Checkpoint, NoteError, Verifier
@@ -26,6 +27,20 @@ TOFU_WARNING = (
 
 class Stop(Exception):
     """A finding that makes every later check meaningless (bad signature, rollback, …)."""
+
+
+def run_checks(report: Report, checks: Callable[[], None]) -> Report:
+    """Run ``checks`` into ``report``: a :class:`Stop` ends them with what was found, an
+    outage (:class:`CouldNotCheck`) becomes the report's error. Never raises for either."""
+    started = time.monotonic()
+    try:
+        checks()
+    except Stop:
+        pass
+    except CouldNotCheck as exc:
+        report.error = exc
+    report.elapsed_seconds = time.monotonic() - started
+    return report
 
 
 def choose_key(

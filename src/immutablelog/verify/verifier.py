@@ -10,7 +10,6 @@ proofs, never for a verdict.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from immutablelog.merkle import CompactRange
@@ -19,9 +18,14 @@ from immutablelog.verify.client import LogClient
 from immutablelog.verify.engine import ChunkRunner, NoProgress, Progress, Rebuild, auto_workers
 from immutablelog.verify.pinpoint import pinpoint_altered, probe_beyond
 from immutablelog.verify.prove import prove_event
-from immutablelog.verify.report import CouldNotCheck, Report
+from immutablelog.verify.report import Report
 from immutablelog.verify.state import VerifierState, load_state, now, save_state
-from immutablelog.verify.trust import Stop, check_against_state, choose_server_key, fetch_checkpoint
+from immutablelog.verify.trust import (
+    check_against_state,
+    choose_server_key,
+    fetch_checkpoint,
+    run_checks,
+)
 
 __all__ = ["prove_event", "verify_remote"]
 
@@ -39,10 +43,10 @@ def verify_remote(
     progress: Progress | None = None,
 ) -> Report:
     """Verify the log behind ``client``; never raises for tampering or outages, reports them."""
-    started = time.monotonic()
     report = Report("verify", client.url, state_file=str(state_path) if state_path else None)
-    try:
-        _verify_remote(
+    return run_checks(
+        report,
+        lambda: _verify_remote(
             report,
             client,
             state_path,
@@ -53,13 +57,8 @@ def verify_remote(
             workers,
             concurrency,
             progress or NoProgress(),
-        )
-    except Stop:
-        pass
-    except CouldNotCheck as exc:
-        report.error = exc
-    report.elapsed_seconds = time.monotonic() - started
-    return report
+        ),
+    )
 
 
 def _verify_remote(
