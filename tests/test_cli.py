@@ -166,3 +166,41 @@ def test_json_logging_covers_library_loggers() -> None:
     records = [json.loads(line) for line in result.stderr.splitlines()]
     assert [r["logger"] for r in records] == ["psycopg.pool", "py.warnings"]
     assert records[0]["message"] == "error connecting in 'pool-1'"
+
+
+def test_a_config_file_sets_options_that_flags_and_environment_override(tmp_path: Path) -> None:
+    config = tmp_path / "immutablelog.toml"
+    config.write_text(
+        f'[tenants.create]\ndata-dir = "{tmp_path / "from-file"}"\n'
+        f'[keys.list]\njson = true\ndata_dir = "{tmp_path / "from-file"}"\n'
+    )
+    assert run_cli("--config", str(config), "tenants", "create", "shop").returncode == 0
+    assert (tmp_path / "from-file" / "ledger.db").exists()
+    listed = run_cli("--config", str(config), "keys", "list")
+    assert listed.returncode == 0 and listed.stdout == ""  # --json from the file, no keys yet
+    by_flag = run_cli("--config", str(config), "tenants", "create", "x", "--data-dir",
+                      str(tmp_path / "from-flag"))  # fmt: skip
+    assert by_flag.returncode == 0 and (tmp_path / "from-flag" / "ledger.db").exists()
+    by_env = subprocess.run(
+        [sys.executable, "-m", "immutablelog", "tenants", "create", "y"],
+        env={**os.environ, "IMMUTABLELOG_CONFIG": str(config),
+             "IMMUTABLELOG_DATA_DIR": str(tmp_path / "from-env")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert by_env.returncode == 0 and (tmp_path / "from-env" / "ledger.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("[serve]\nprot = 1\n", "no command or option 'serve.prot'"),
+        ("[sevre]\nport = 1\n", "no command or option 'sevre'"),
+        ("[serve\nport = 1\n", "is not valid TOML"),
+    ],
+)
+def test_a_config_file_with_a_typo_is_refused(tmp_path: Path, text: str, complaint: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = run_cli("--config", str(config), "serve", "--port", "1")
+    assert result.returncode == 2
+    assert complaint in result.stderr and "Traceback" not in result.stderr

@@ -6,7 +6,8 @@ are ``$INGEST_KEY`` and ``$READ_KEY``, variables set by one block are seen by th
 ``curl`` fails on an HTTP error (``--fail-with-body``), so a 401 cannot pass for an answer. The
 only change to the text is the port: ``:8080`` becomes the test server's. Python blocks of a
 document run in order in one namespace, with ``IMTBL_URL``/``IMTBL_API_KEY`` naming that
-server. JSON, TOML, YAML and INI blocks must parse. See ``blocks.py`` for the directives.
+server. JSON, YAML and INI blocks must parse, TOML blocks be valid config files. See
+``blocks.py`` for the directives.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
+from immutablelog.cli.commands import cli
+from immutablelog.cli.config import config_from_text
 from tests.docs.blocks import Block, code_blocks
 from tests.live import free_port, interrupt_once_shown, serve_command
 
@@ -59,8 +61,8 @@ DATA_BLOCKS = [b for b in ALL_BLOCKS if b.lang in DATA]
 def test_data_block_parses(block: Block) -> None:
     if block.lang == "json":
         json.loads(block.code)
-    elif block.lang == "toml":
-        tomllib.loads(block.code)
+    elif block.lang == "toml":  # a config file: every setting must name a real option
+        config_from_text(cli, block.code, block.where)
     elif block.lang == "yaml":
         assert yaml.safe_load(block.code) is not None
     else:
@@ -71,10 +73,12 @@ class DocServer:
     """``immutablelog serve`` on a fresh data directory, with the keys it printed."""
 
     def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            serve_command(workdir / "server-data", self.port, "--log-format", "text"),
+            # The default data directory, ./immutablelog-data, in the reader's directory.
+            serve_command(workdir / "immutablelog-data", self.port, "--log-format", "text"),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -110,7 +114,9 @@ def _wait_healthy(url: str) -> None:
 
 @pytest.fixture
 def doc_server(tmp_path: Path) -> Iterator[DocServer]:
-    server = DocServer(tmp_path)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    server = DocServer(workdir)
     try:
         yield server
     finally:
@@ -205,9 +211,7 @@ DOCS_WITH_PYTHON = [doc for doc in DOCS if _blocks_of(doc, {"python"})]
 def test_shell_blocks_run_against_a_real_server(
     doc: Path, doc_server: DocServer, tmp_path: Path
 ) -> None:
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    session = ShellSession(workdir, _environment(doc_server, tmp_path / "home"))
+    session = ShellSession(doc_server.workdir, _environment(doc_server, tmp_path / "home"))
     for block in _blocks_of(doc, SHELL):
         code = _on_test_port(block.code, doc_server.port)
         if "until-interrupted" in block.directives:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from immutablelog import __version__
+from immutablelog.cli.backup import backup
+from immutablelog.cli.config import config_option
 from immutablelog.cli.demo import demo
 from immutablelog.cli.export import export
 from immutablelog.cli.keys import keys
@@ -16,6 +18,7 @@ from immutablelog.cli.verify import prove, verify
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="immutablelog")
+@config_option
 def cli() -> None:
     """ImmutableLog: a tamper-evident audit log you run yourself."""
 
@@ -27,4 +30,5 @@ cli.add_command(verify)
 cli.add_command(prove)
 cli.add_command(export)
 cli.add_command(tail)
+cli.add_command(backup)
 cli.add_command(demo)

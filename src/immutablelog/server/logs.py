@@ -6,7 +6,8 @@ import json
 import logging
 from typing import Any
 
-_STANDARD = frozenset(vars(logging.makeLogRecord({})))
+# uvicorn's ``color_message`` repeats the message with terminal escapes: not for a log file.
+_STANDARD = frozenset([*vars(logging.makeLogRecord({})), "color_message"])
 
 
 class JsonFormatter(logging.Formatter):
