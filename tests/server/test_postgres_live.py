@@ -58,7 +58,9 @@ def test_two_servers_on_one_database_keep_one_log(postgres_url: str, tmp_path: P
         second.kill()
 
 
-def test_a_database_outage_is_a_503_not_a_500(postgres_url: str, tmp_path: Path) -> None:
+def test_a_database_outage_is_a_fast_503_and_readiness_names_the_database(
+    postgres_url: str, tmp_path: Path
+) -> None:
     server = LiveServer(tmp_path / "host", database_url=postgres_url + "?connect_timeout=2")
     server.start()
     try:
@@ -67,27 +69,36 @@ def test_a_database_outage_is_a_503_not_a_500(postgres_url: str, tmp_path: Path)
         dbname = postgres_url.rsplit("/", 1)[1]
         admin_url = postgres_url.rsplit("/", 1)[0] + "/postgres"
         with psycopg.connect(admin_url, autocommit=True) as admin:
-            # Forbid new connections and end the server's current ones.
+            # Forbid new connections (the superuser's too) and end the server's current ones.
             admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                 (dbname,),
             )
             try:
-                response = HTTP.post(
-                    server.url + "/v1/events",
-                    json={"payload": "{}", "meta": META},
-                    headers=server.headers(),
-                    timeout=30,
-                )
-                assert response.status_code == 503, response.text
-                assert response.json()["reason"] == "ledger_unavailable"
-                assert response.headers["retry-after"]
-                health = httpx.get(server.url + "/healthz", timeout=30)
-                assert health.status_code == 503 and health.json()["ok"] is False
+                for _ in range(5):  # the first finds the database down, the rest know it
+                    response = HTTP.post(
+                        server.url + "/v1/events",
+                        json={"payload": "{}", "meta": META},
+                        headers=server.headers(),
+                        timeout=30,
+                    )
+                    assert response.status_code == 503, response.text
+                    assert response.json()["reason"] == "ledger_unavailable"
+                    assert response.headers["retry-after"]
+                read = server.get("/v1/checkpoint")
+                assert read.status_code == 503 and read.json()["reason"] == "ledger_unavailable"
+                for path in ("/readyz", "/healthz"):
+                    health = HTTP.get(server.url + path, timeout=30)
+                    assert health.status_code == 503 and health.json()["reason"] == "not_ready"
+                    assert health.json()["checks"]["database"] == "unreachable"
+                    assert health.headers["retry-after"]
+                assert HTTP.get(server.url + "/livez", timeout=30).status_code == 200
+                scrape = HTTP.get(server.url + "/metrics", timeout=30)
+                assert 'immutablelog_storage_fault{fault="unavailable"} 1.0' in scrape.text
             finally:
                 admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
-        # Once the database is back the server recovers by itself (the pool reconnects).
+        # Once the database is back the server recovers by itself (probed every second).
         deadline = time.monotonic() + 60
         while True:
             ok = HTTP.post(
@@ -100,7 +111,13 @@ def test_a_database_outage_is_a_503_not_a_500(postgres_url: str, tmp_path: Path)
                 break
             time.sleep(0.5)
         assert ok.status_code == 202, ok.text
-        assert "Traceback" not in server.log()
+        assert HTTP.get(server.url + "/readyz", timeout=30).json()["checks"]["database"] == "ok"
+        log = server.log()
+        assert "Traceback" not in log
+        # The outage is logged once when it starts and once when it ends, not per request.
+        assert log.count("storage fault unavailable") == 2, log
+        assert "storage fault unavailable of PostgreSQL" in log and "resolved after" in log
+        server.assert_tree_intact()
     finally:
         server.kill()
 

@@ -383,6 +383,11 @@ class Ledger:
     def query(self, tenant: Tenant, query: EventQuery) -> list[StoredEntry]:
         return self.storage.query(tenant.id, query)
 
+    def broken_logs(self) -> dict[str, str]:
+        """Tenants whose appends are refused because their stored entries no longer match
+        their signed checkpoint (seen by this process's writer), and why."""
+        return self._sequencer.broken_logs()
+
     def search_backlog(self) -> int:
         """Entries not yet searchable with ``q`` (the index is filled behind the writer)."""
         return self.storage.search_backlog()

@@ -34,10 +34,11 @@ from immutablelog.entry import (
     payload_hash,
     timestamp,
 )
+from immutablelog.ledger.health import RepeatedFailure
 from immutablelog.ledger.storage import (
+    LogIntegrityError,
     NewEntry,
     Storage,
-    StorageError,
     StoredEntry,
     Tenant,
     WriteTransaction,
@@ -134,14 +135,6 @@ def _text_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _log_failure(what: str, exc: Exception) -> None:
-    """An unavailable database is expected in operation; anything else is a bug worth a trace."""
-    if isinstance(exc, StorageError):
-        logger.warning("%s failed; will retry: %s", what, exc)
-    else:
-        logger.exception("%s failed; will retry", what)
-
-
 class Sequencer:
     """Owns the write path of one process. Thread-safe; start once, stop once."""
 
@@ -172,6 +165,10 @@ class Sequencer:
         self._state_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._commit_failures = RepeatedFailure(logger, "group commits")
+        self._key_use_failures = RepeatedFailure(logger, "recording API key use")
+        #: Tenants whose stored log does not match their signed tree: why, by name.
+        self._broken: dict[str, str] = {}
 
     def origin(self, tenant: Tenant) -> str:
         return f"{self._log_name}/{tenant.name}"
@@ -219,6 +216,11 @@ class Sequencer:
                 self._start_locked()
             self._queue.put(request)
         return request.future
+
+    def broken_logs(self) -> dict[str, str]:
+        """The tenants whose appends are refused because their stored entries do not
+        match their signed checkpoint (:class:`LogIntegrityError`), and why."""
+        return dict(self._broken)
 
     def record_key_use(self, key_id: int) -> None:
         """Remember that a key was used; formatted and written in the background, not per
@@ -279,9 +281,11 @@ class Sequencer:
                 }
             )
         except Exception as exc:  # the writer thread must outlive any failure
-            _log_failure("recording API key use", exc)
+            self._key_use_failures.raised(exc)
             with self._key_uses_lock:
                 self._key_uses = {**uses, **self._key_uses}
+        else:
+            self._key_use_failures.succeeded()
 
     def _commit_group(self, group: list[_Request]) -> None:
         started = time.perf_counter()
@@ -293,23 +297,35 @@ class Sequencer:
         new_events: dict[str, int] = {}
         duplicates = 0
         refused: list[_Request] = []
+        broken: dict[int, LogIntegrityError] = {}
         try:
             with self._storage.write() as tx:
                 refused = self._refuse_revoked_keys(tx, group, by_tenant)
                 for tenant_id, requests in by_tenant.items():
-                    rng, n_new, n_dup = self._append_tenant(tx, requests, outcomes)
+                    try:
+                        rng, n_new, n_dup = self._append_tenant(tx, requests, outcomes)
+                    except LogIntegrityError as exc:
+                        # Refused before anything of this tenant was written: the other
+                        # tenants of the group still commit.
+                        broken[tenant_id] = exc
+                        continue
                     frontiers[tenant_id] = rng
                     new_events[requests[0].tenant.name] = n_new
                     duplicates += n_dup
         except Exception as exc:
-            logger.error("group commit of %d requests failed: %s", len(group), exc)
+            self._commit_failures.raised(exc)
             for tenant_id in by_tenant:
                 self._frontiers.pop(tenant_id, None)
             for request in group:
                 request.future.set_exception(exc)
             return
+        self._commit_failures.succeeded()
+        self._note_broken(by_tenant, broken)
         for request in refused:
             request.future.set_exception(KeyRevoked("the API key was revoked"))
+        for tenant_id, error in broken.items():
+            for request in by_tenant.pop(tenant_id):
+                request.future.set_exception(error)
         self._frontiers.update(frontiers)
         if self._on_commit is not None:
             # Before the answers: whoever sees a 2xx also sees it counted.
@@ -328,6 +344,25 @@ class Sequencer:
         for request in group:
             if id(request) in outcomes:
                 request.future.set_result(outcomes[id(request)])
+
+    def _note_broken(
+        self, by_tenant: dict[int, list[_Request]], broken: dict[int, LogIntegrityError]
+    ) -> None:
+        """Log a tenant's log breaking, or appending again, once per change."""
+        for tenant_id, requests in by_tenant.items():
+            name = requests[0].tenant.name
+            error = broken.get(tenant_id)
+            if error is not None and name not in self._broken:
+                self._broken[name] = str(error)
+                logger.error(
+                    "the log of tenant %r no longer matches its signed checkpoint: %s. "
+                    "Appends to it are refused (reason log_integrity) until an operator "
+                    "removes what was written behind the ledger; see the README",
+                    name,
+                    error,
+                )
+            elif error is None and self._broken.pop(name, None) is not None:
+                logger.warning("the log of tenant %r accepts appends again", name)
 
     def _refuse_revoked_keys(
         self,

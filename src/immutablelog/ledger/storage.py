@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from immutablelog.merkle import NodeID
+
+if TYPE_CHECKING:
+    from immutablelog.ledger.health import StorageHealth
 
 SCOPES = frozenset({"ingest", "read", "admin"})
 
@@ -24,6 +27,36 @@ class StorageError(Exception):
 
 class AlreadyExists(StorageError):
     """A unique name (tenant) is taken."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached; operations fail at once until a probe reaches it."""
+
+
+class StorageFull(StorageError):
+    """The disk (or the database's quota) is full: nothing can be written until space is
+    freed, and what was being written was not."""
+
+
+class LogIntegrityError(StorageError):
+    """A tenant's stored entries are not exactly those its latest signed checkpoint covers
+    (a row inserted or removed behind the ledger's back): appending to that log would sign
+    over them, so it is refused until an operator has looked."""
+
+    def __init__(self, tenant_id: int, size: int, stored_end: int) -> None:
+        super().__init__(
+            f"tenant {tenant_id}: the latest signed checkpoint covers {size} entries, but "
+            f"entries are stored up to index {stored_end - 1}"
+        )
+        self.tenant_id = tenant_id
+
+
+def check_tree_end(tenant_id: int, size: int, stored_end: int) -> int:
+    """``size`` if the stored entries end exactly where the signed tree does, else raise
+    :class:`LogIntegrityError`; ``stored_end`` is one past the last stored index."""
+    if stored_end != size:
+        raise LogIntegrityError(tenant_id, size, stored_end)
+    return size
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +258,8 @@ class WriteTransaction(Protocol):
     """One atomic, durable write. Committed when the context exits without an exception."""
 
     def lock_tenant(self, tenant_id: int) -> int:
-        """Serialize writers of this tenant (across processes) and return its tree size."""
+        """Serialize writers of this tenant (across processes) and return its tree size,
+        after checking (:func:`check_tree_end`) that no entry lies beyond it."""
         ...
 
     def create_tenant(self, name: str, now: str) -> Tenant: ...
@@ -262,7 +296,14 @@ class Storage(Protocol):
         """Create or migrate the schema; return the log name the store was created with."""
         ...
 
+    #: The store's current faults (full, unreachable), and its fast-fail breaker.
+    health: StorageHealth
+
     def close(self) -> None: ...
+
+    def ping(self) -> None:
+        """Raise :class:`StorageError` unless the database answers a trivial read."""
+        ...
 
     def log_key(self) -> str | None:
         """The verifier key of the one key allowed to sign this log, once recorded."""

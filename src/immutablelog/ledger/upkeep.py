@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from immutablelog.ledger.storage import Storage, StorageError
+from immutablelog.ledger.health import RepeatedFailure
+from immutablelog.ledger.storage import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class Upkeep:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._checkpoint_failures = RepeatedFailure(logger, "WAL checkpoints")
+        self._indexing_failures = RepeatedFailure(logger, "search indexing")
 
     def start(self) -> None:
         with self._lock:
@@ -69,16 +72,16 @@ class Upkeep:
     def _checkpoint(self) -> None:
         try:
             self._storage.checkpoint_log()
-        except StorageError as exc:
-            logger.warning("WAL checkpoint failed; will retry: %s", exc)
-        except Exception:  # the thread must outlive any failure
-            logger.exception("WAL checkpoint failed; will retry")
+        except Exception as exc:  # the thread must outlive any failure
+            self._checkpoint_failures.raised(exc)
+        else:
+            self._checkpoint_failures.succeeded()
 
     def _catch_up(self) -> None:
         try:
             while not self._stopping.is_set() and self._storage.index_search(_SLICE) == _SLICE:
                 pass
-        except StorageError as exc:
-            logger.warning("search indexing failed; will retry: %s", exc)
-        except Exception:  # the thread must outlive any failure
-            logger.exception("search indexing failed; will retry")
+        except Exception as exc:  # the thread must outlive any failure
+            self._indexing_failures.raised(exc)
+        else:
+            self._indexing_failures.succeeded()

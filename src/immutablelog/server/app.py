@@ -7,14 +7,15 @@ to uvicorn, so that each worker process opens its own ledger on the shared data 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import os
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -24,29 +25,79 @@ from starlette.routing import Route
 
 from immutablelog import __version__
 from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, StorageError
+from immutablelog.ledger.health import Fault
 from immutablelog.server import errors, ingest, query, read, tiles, viewer
 from immutablelog.server.errors import JSONResponse
 from immutablelog.server.metrics import CONTENT_TYPE, METRICS_TOKEN_ENV, Metrics, token_matches
 from immutablelog.server.openapi import openapi_document
 
+T = TypeVar("T")
 
-async def healthz(request: Request) -> Response:
+
+#: Longest a health answer or a scrape waits for the database: probes must answer quickly
+#: even while the database is slow (a slow answer is itself the finding).
+_DEPENDENCY_TIMEOUT = 1.0
+
+
+async def _within_timeout(call: Callable[[], T]) -> T:
+    """``call`` on a worker thread, given up after :data:`_DEPENDENCY_TIMEOUT` (the thread
+    finishes on its own), so the event loop never waits for the database."""
+    return await asyncio.wait_for(asyncio.to_thread(call), _DEPENDENCY_TIMEOUT)
+
+
+async def livez(request: Request) -> Response:
+    """Liveness: the process answers. Never depends on the database, so an outage does not
+    make an orchestrator restart servers that will recover by themselves."""
+    return JSONResponse({"ok": True, "status": "alive", "version": __version__})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness (also ``/healthz``): whether this server can take writes now, and if not,
+    which dependency is down, answered within about a second."""
     ledger: Ledger = request.app.state.ledger
-    try:
-        ledger.tenants()
-    except Exception:
+    database = "ok"
+    problem = ""
+    if Fault.UNAVAILABLE not in ledger.storage.health.faults():
+        try:
+            await _within_timeout(ledger.storage.ping)
+        except TimeoutError:
+            database = "slow"
+            problem = f"the database did not answer within {_DEPENDENCY_TIMEOUT:g} s"
+        except StorageError as exc:
+            database, problem = "unreachable", str(exc)
+    faults = ledger.storage.health.faults()
+    if Fault.UNAVAILABLE in faults:
+        database, problem = "unreachable", faults[Fault.UNAVAILABLE]
+    storage = "ok"
+    if Fault.STORAGE_FULL in faults:
+        storage = "full"
+        problem = problem or faults[Fault.STORAGE_FULL]
+    broken = ledger.broken_logs()
+    checks = {
+        "database": database,
+        "storage": storage,
+        # One tenant's broken log does not stop this server from serving the others.
+        "logs": f"{len(broken)} refused (log_integrity)" if broken else "ok",
+    }
+    if problem:
         raise errors.ApiError(
-            503, "unhealthy", "the ledger database is unreachable", headers={"Retry-After": "5"}
-        ) from None
-    return JSONResponse({"ok": True, "status": "ok", "version": __version__})
+            503,
+            "not_ready",
+            f"not ready: {problem}",
+            headers={"Retry-After": "2"},
+            checks=checks,
+        )
+    return JSONResponse({"ok": True, "status": "ok", "version": __version__, "checks": checks})
 
 
 async def metrics(request: Request) -> Response:
     state = request.app.state
+    ledger: Ledger = state.ledger
     # Read at scrape time (the index is filled by whichever process holds its lock); with
-    # the database away, the other metrics still answer.
-    with contextlib.suppress(StorageError):
-        state.metrics.search_backlog.set(state.ledger.search_backlog())
+    # the database away or slow, the other metrics still answer, at once.
+    with contextlib.suppress(StorageError, TimeoutError):
+        state.metrics.search_backlog.set(await _within_timeout(ledger.search_backlog))
+    state.metrics.observe_health(ledger.storage.health.faults(), len(ledger.broken_logs()))
     per_tenant = token_matches(request.headers.get("authorization"), state.metrics_token)
     return Response(state.metrics.exposition(per_tenant=per_tenant), media_type=CONTENT_TYPE)
 
@@ -75,7 +126,9 @@ ROUTES = [
     Route("/v1/log-key", read.get_log_key, methods=["GET"]),
     Route("/tlog/{tenant}/checkpoint", tiles.get_checkpoint, methods=["GET"]),
     Route("/tlog/{tenant}/tile/{path:path}", tiles.get_tile, methods=["GET"]),
-    Route("/healthz", healthz, methods=["GET"]),
+    Route("/livez", livez, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/healthz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     *viewer.ROUTES,

@@ -15,6 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.responses import Response
 
+from immutablelog.ledger.storage import LogIntegrityError, StorageError, StorageFull
+
 logger = logging.getLogger("immutablelog.server")
 
 _REASONS_BY_STATUS = {
@@ -95,15 +97,42 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
-async def handle_storage_error(request: Request, exc: Exception) -> Response:
-    """The database cannot be reached or cannot commit: the client should retry, not give up."""
-    logger.warning("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
-    _count_rejection(request, "ledger_unavailable")
-    return JSONResponse(
-        error_body("ledger_unavailable", "the ledger's database is unavailable; retry"),
-        status_code=503,
+def storage_failure(exc: StorageError) -> ApiError:
+    """The answer when storage fails: always 503 (the request was fine, nothing of it was
+    written, retry later), with a reason that says what an operator must fix.
+
+    Not logged here: the storage logs each fault once per change of state, where a line per
+    request would flood the log (on a full disk, the log is what fills it).
+    """
+    if isinstance(exc, StorageFull):
+        return ApiError(
+            503,
+            "storage_full",
+            "the ledger's storage is full; nothing was written; retry later",
+            headers={"Retry-After": "30"},
+        )
+    if isinstance(exc, LogIntegrityError):
+        return ApiError(
+            503,
+            "log_integrity",
+            "this tenant's stored log no longer matches its signed checkpoint, so appends "
+            "are refused until an operator repairs it; nothing was written",
+            headers={"Retry-After": "300"},
+        )
+    return ApiError(
+        503,
+        "ledger_unavailable",
+        "the ledger's database is unavailable; retry",
         headers={"Retry-After": "2"},
     )
+
+
+async def handle_storage_error(request: Request, exc: Exception) -> Response:
+    """The database cannot be reached or cannot commit: the client should retry, not give up."""
+    assert isinstance(exc, StorageError)
+    error = storage_failure(exc)
+    _count_rejection(request, error.reason)
+    return error_response(error)
 
 
 async def handle_client_disconnect(request: Request, exc: Exception) -> Response:

@@ -24,9 +24,10 @@ from immutablelog.ledger import (
     Ledger,
     LedgerClosed,
     Rejected,
+    StorageError,
 )
 from immutablelog.server.auth import invalid_api_key, require_key
-from immutablelog.server.errors import ApiError, JSONResponse, error_body
+from immutablelog.server.errors import ApiError, JSONResponse, error_body, storage_failure
 from immutablelog.server.params import parse_int
 
 MAX_EVENT_BODY_BYTES: Final = 128 * 1024
@@ -141,6 +142,8 @@ async def _commit(
         raise ApiError(
             503, "shutting_down", "the server is shutting down; retry", headers=_RETRY_AFTER
         ) from None
+    except StorageError as exc:
+        raise storage_failure(exc) from None
     except Exception:
         raise ApiError(
             503, "ledger_unavailable", "the ledger could not commit; retry", headers=_RETRY_AFTER

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from immutablelog.ledger.health import Fault
 from immutablelog.ledger.sequencer import CommitStats
 
 _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -80,12 +81,33 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
+        self.storage_fault = Gauge(
+            "immutablelog_storage_fault",
+            "1 while the storage has this fault (unavailable: the database cannot be "
+            "reached; storage_full: the disk is full, writes fail)",
+            ["fault"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.broken_logs = Gauge(
+            "immutablelog_log_integrity_failures",
+            "Tenants whose appends are refused because their stored entries no longer match "
+            "their signed checkpoint (reason log_integrity)",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
         self.rejected = Counter(
             "immutablelog_rejected_requests",
             "Requests answered with an error, by reason",
             ["reason"],
             registry=self.registry,
         )
+
+    def observe_health(self, faults: Collection[Fault], broken_logs: int) -> None:
+        """Set at scrape time from the storage's and the writer's own state."""
+        for fault in Fault:
+            self.storage_fault.labels(fault.value).set(fault in faults)
+        self.broken_logs.set(broken_logs)
 
     def committed(self, stats: CommitStats) -> None:
         self.batch_size.observe(stats.events + stats.duplicates)

@@ -357,14 +357,26 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": _text("Verifier key")},
                 }
             },
-            "/healthz": {
+            "/livez": {
                 "get": {
-                    "summary": "Liveness and database reachability",
-                    "responses": {
-                        "200": _json({"type": "object"}, "Healthy"),
-                        **_errors(503),
-                    },
+                    "summary": "Liveness: the process answers (never depends on the database)",
+                    "responses": {"200": _json({"type": "object"}, "Alive")},
                 }
+            },
+            **{
+                path: {
+                    "get": {
+                        "summary": summary,
+                        "responses": {
+                            "200": _json({"type": "object"}, "Ready, with each check"),
+                            **_errors(503),
+                        },
+                    }
+                }
+                for path, summary in (
+                    ("/readyz", "Readiness: which dependency is down, within about a second"),
+                    ("/healthz", "Readiness (the same answer as /readyz)"),
+                )
             },
             "/metrics": {
                 "get": {"summary": "Prometheus metrics", "responses": {"200": _text("Metrics")}}

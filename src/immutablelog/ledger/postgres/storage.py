@@ -25,8 +25,9 @@ import psycopg
 from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
+from immutablelog.ledger.health import Fault, StorageHealth
 from immutablelog.ledger.postgres.schema import (
     MIGRATION_LOCK_ID,
     MIGRATIONS,
@@ -43,10 +44,13 @@ from immutablelog.ledger.storage import (
     EventQuery,
     NewEntry,
     StorageError,
+    StorageFull,
+    StorageUnavailable,
     StoredCheckpoint,
     StoredEntry,
     Tenant,
     api_key_from_row,
+    check_tree_end,
     event_filters,
     stored_scopes,
 )
@@ -65,6 +69,11 @@ _PAGE_ROWS = 500
 # A session that sits in an open transaction this long is killed by the server, so a
 # stopped or hung process cannot hold a tenant's write lock for ever.
 _IDLE_IN_TRANSACTION = "60s"
+
+#: Seconds a probe of a database that seems down may take to connect.
+_PROBE_TIMEOUT = 2
+#: Seconds a readiness ping waits for a pooled connection.
+_PING_TIMEOUT = 0.8
 
 _ENTRY_TYPES = ["int8", "int8", *["text"] * 9, "bytea", "bytea"]
 
@@ -213,11 +222,15 @@ class _Transaction:
                 "SELECT 1 FROM tenants WHERE id = %s FOR NO KEY UPDATE", (tenant_id,)
             )
             cur = self._conn.execute(
-                "SELECT size FROM checkpoints WHERE tenant_id = %s ORDER BY size DESC LIMIT 1",
-                (tenant_id,),
+                "SELECT COALESCE((SELECT size FROM checkpoints WHERE tenant_id = %s "
+                "ORDER BY size DESC LIMIT 1), 0), "
+                "COALESCE((SELECT idx + 1 FROM entries WHERE tenant_id = %s "
+                "ORDER BY idx DESC LIMIT 1), 0)",
+                (tenant_id, tenant_id),
             )
         row = cur.fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+        assert row is not None
+        return check_tree_end(tenant_id, int(row[0]), int(row[1]))
 
     def create_tenant(self, name: str, now: str) -> Tenant:
         # ON CONFLICT rather than catching the unique violation: a failed statement would
@@ -328,6 +341,9 @@ class PostgresStorage:
         self._search_workers = max(1, search_workers)
         self._pool: ConnectionPool | None = None
         self._lock = threading.Lock()
+        self.health = StorageHealth(
+            f"PostgreSQL at {self._where}", self._probe, on_down=self._drop_pool
+        )
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self._where!r})"
@@ -353,8 +369,44 @@ class PostgresStorage:
                     self._pool = pool
         return pool
 
-    def _unavailable(self, exc: Exception) -> StorageError:
-        return StorageError(f"PostgreSQL at {self._where} is unavailable: {exc}")
+    def _probe(self) -> None:
+        """Raise unless a new connection (not the pool's) reaches the database."""
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=_PROBE_TIMEOUT) as conn:
+            conn.execute("SELECT 1")
+
+    def _drop_pool(self) -> None:
+        """Close the pool when the database goes down: its connections are dead, and it
+        would retry them in the background (a warning each) with a back-off that grows
+        through the outage; the first operation after it opens a fresh pool at once."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=_PROBE_TIMEOUT + 1)
+
+    def _unavailable(self, exc: Exception, conn: Connection | None = None) -> StorageError:
+        """The error for a failed operation, noting a full disk or an unreachable database
+        in :attr:`health` (which then fails operations at once until a probe succeeds)."""
+        detail = f"PostgreSQL at {self._where} is unavailable: {exc}"
+        if isinstance(exc, errors.DiskFull):
+            self.health.failed(Fault.STORAGE_FULL, f"PostgreSQL at {self._where}: {exc}")
+            return StorageFull(f"PostgreSQL at {self._where} is out of disk space: {exc}")
+        if isinstance(exc, PoolTimeout) or conn is None or conn.closed:
+            # The pool also times out when merely busy: only a failed probe means "down".
+            down = self._down()
+            if down is not None:
+                return down
+        return StorageError(detail)
+
+    def _down(self) -> StorageUnavailable | None:
+        """After a lost connection: probe with a new one, and if that fails too, note the
+        database as down (so that operations fail at once) and return the error to raise."""
+        try:
+            self._probe()
+        except psycopg.Error as probe_failure:
+            detail = f"PostgreSQL at {self._where} is unavailable: {probe_failure}"
+            self.health.failed(Fault.UNAVAILABLE, detail)
+            return StorageUnavailable(detail)
+        return None
 
     @contextmanager
     def _connection(self, *, begin: bool = False) -> Iterator[Connection]:
@@ -364,6 +416,8 @@ class PostgresStorage:
         BEGIN (server restarted, failover, idle timeout) is discarded and another one
         tried, so only a real outage reaches the caller.
         """
+        self.health.check()
+        conn: Connection | None = None
         try:
             for attempt in range(self._max_size + 1):
                 with self._get_pool().connection() as conn:
@@ -375,28 +429,44 @@ class PostgresStorage:
                             conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
                         except _UNAVAILABLE:
                             if conn.closed and attempt < self._max_size:
+                                # A stale pooled connection (the server restarted, say): try
+                                # another, unless a new one cannot connect either.
+                                down = self._down()
+                                if down is not None:
+                                    raise down from None
                                 continue  # the pool discards it on the way back
                             raise
                     yield conn
                     return
         except _UNAVAILABLE as exc:
-            raise self._unavailable(exc) from exc
+            raise self._unavailable(exc, conn) from exc
 
-    def _query(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _query(
+        self, query: str, params: Sequence[Any] = (), *, timeout: float | None = None
+    ) -> list[tuple[Any, ...]]:
         """Run one idempotent statement and fetch its rows, retrying on a dead pooled
-        connection (as :meth:`_connection` does for BEGIN)."""
+        connection (as :meth:`_connection` does for BEGIN). ``timeout`` bounds the wait
+        for a pooled connection (default: the pool's)."""
+        self.health.check()
         for attempt in range(self._max_size + 1):
             conn: Connection | None = None
             try:
-                with self._get_pool().connection() as conn:
+                with self._get_pool().connection(timeout) as conn:
                     cur = conn.execute(query, params)
                     return cur.fetchall() if cur.description else []
             except _UNAVAILABLE as exc:
                 if conn is None or not conn.closed or attempt == self._max_size:
-                    raise self._unavailable(exc) from exc
+                    raise self._unavailable(exc, conn) from exc
+                down = self._down()  # as in _connection: retry only if the database is up
+                if down is not None:
+                    raise down from exc
         raise AssertionError("unreachable")
 
+    def ping(self) -> None:
+        self._query("SELECT 1", timeout=_PING_TIMEOUT)
+
     def close(self) -> None:
+        self.health.close()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
@@ -417,8 +487,11 @@ class PostgresStorage:
                 raise StorageError("the transaction failed and was rolled back")
             try:
                 conn.execute("COMMIT")
+            except _UNAVAILABLE:
+                raise  # classified by _connection (lost, full, …)
             except psycopg.Error as exc:
                 raise StorageError(f"commit failed: {exc}") from exc
+        self.health.cleared(Fault.STORAGE_FULL)
 
     # schema ----------------------------------------------------------------------------
     def initialize(self, log_name: str) -> str:

@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from immutablelog.ledger.health import Fault, StorageHealth
 from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
@@ -27,10 +28,12 @@ from immutablelog.ledger.storage import (
     EventQuery,
     NewEntry,
     StorageError,
+    StorageFull,
     StoredCheckpoint,
     StoredEntry,
     Tenant,
     api_key_from_row,
+    check_tree_end,
     event_filters,
     prefix_range,
     stored_scopes,
@@ -70,6 +73,14 @@ def _padded(keys: Sequence[str]) -> Sequence[str]:
     return [*keys, *[keys[0]] * (size - len(keys))]
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """Whether SQLite (directly, or behind the StorageError a failed commit became) said
+    the database or the disk is full."""
+    cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
+    code = getattr(cause, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL
+
+
 @contextmanager
 def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
     """``begin``, then COMMIT, or ROLLBACK if the block raises; failures to start or to
@@ -81,7 +92,8 @@ def _transaction(conn: sqlite3.Connection, begin: str) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite itself rolls back on some errors (SQLITE_FULL)
+            conn.execute("ROLLBACK")
         raise
     try:
         conn.execute("COMMIT")
@@ -155,6 +167,14 @@ def _node_values(tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> list[
     return values
 
 
+#: A tenant's tree size and the index after its last stored entry (two index probes).
+_TREE_END = (
+    "SELECT COALESCE((SELECT size FROM checkpoints WHERE tenant_id = ? "
+    "ORDER BY size DESC LIMIT 1), 0), "
+    "COALESCE((SELECT idx + 1 FROM entries WHERE tenant_id = ? ORDER BY idx DESC LIMIT 1), 0)"
+)
+
+
 class _Transaction:
     """A write transaction on one connection; see :class:`WriteTransaction`."""
 
@@ -163,11 +183,8 @@ class _Transaction:
 
     def lock_tenant(self, tenant_id: int) -> int:
         # BEGIN IMMEDIATE already holds the database's write lock.
-        row = self._conn.execute(
-            "SELECT size FROM checkpoints WHERE tenant_id = ? ORDER BY size DESC LIMIT 1",
-            (tenant_id,),
-        ).fetchone()
-        return int(row[0]) if row else 0
+        size, stored_end = self._conn.execute(_TREE_END, (tenant_id, tenant_id)).fetchone()
+        return check_tree_end(tenant_id, size, stored_end)
 
     def create_tenant(self, name: str, now: str) -> Tenant:
         try:
@@ -252,6 +269,8 @@ class SQLiteStorage:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        #: A file is never "unreachable", so no breaker: only a full disk is tracked.
+        self.health = StorageHealth(f"SQLite {self.path}")
 
     # connections ------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -332,8 +351,22 @@ class SQLiteStorage:
     @contextmanager
     def write(self) -> Iterator[_Transaction]:
         conn = self._conn
-        with self._writer_lock(), _transaction(conn, "BEGIN IMMEDIATE"):
-            yield _Transaction(conn)
+        try:
+            with self._writer_lock(), _transaction(conn, "BEGIN IMMEDIATE"):
+                yield _Transaction(conn)
+        except (sqlite3.OperationalError, StorageError) as exc:
+            if not _disk_full(exc):
+                raise
+            detail = f"{self.path} cannot grow (disk or size limit full): {exc}"
+            self.health.failed(Fault.STORAGE_FULL, detail)
+            raise StorageFull(detail) from exc
+        self.health.cleared(Fault.STORAGE_FULL)
+
+    def ping(self) -> None:
+        try:
+            self._conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path} cannot be read: {exc}") from exc
 
     # schema ----------------------------------------------------------------------------
     def initialize(self, log_name: str) -> str:

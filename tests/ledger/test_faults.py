@@ -1,0 +1,138 @@
+"""Faults below the ledger, on both backends: a row written behind the tree, a full disk.
+
+A row inserted beyond the latest signed checkpoint is covered by no signature; appending
+after it would either fail on every commit for ever (the old behaviour: 503 "retry") or
+sign over it. The writer refuses that tenant's appends with a distinct error instead, while
+the other tenants go on, and takes them again once the row is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from immutablelog.entry import validate_submission
+from immutablelog.ledger import Accepted, Ledger
+from immutablelog.ledger.health import Fault
+from immutablelog.ledger.postgres import PostgresStorage
+from immutablelog.ledger.sqlite import SQLiteStorage
+from immutablelog.ledger.storage import LogIntegrityError, Storage, StorageFull
+from tests.ledger.test_storage_contract import (
+    META,
+    _config,
+    entry_row,
+    new_tenant,
+    storage,
+)
+
+__all__ = ["storage"]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    if request.param == "sqlite":
+        location: Path | str = tmp_path / "sqlite"
+    else:
+        location = request.getfixturevalue("postgres_url")
+    with Ledger.open(_config(location, tmp_path / "data")) as opened:
+        opened.create_tenant("default")
+        opened.create_tenant("globex")
+        yield opened
+
+
+def _event(n: int) -> list[object]:
+    return [validate_submission(f'{{"n": {n}}}', META, f"fault-{n}")]
+
+
+def _insert_behind(storage: Storage, tenant_id: int, index: int) -> None:
+    """A row appended outside the ledger: no tree node, no checkpoint covers it."""
+    with storage.write() as tx:
+        tx.insert_entries(tenant_id, [entry_row(index)])
+
+
+def test_lock_tenant_refuses_a_tenant_with_an_entry_beyond_its_checkpoint(
+    storage: Storage,
+) -> None:
+    tenant_id = new_tenant(storage)
+    _insert_behind(storage, tenant_id, 0)
+    with pytest.raises(LogIntegrityError) as refused, storage.write() as tx:
+        tx.lock_tenant(tenant_id)
+    assert "covers 0 entries" in str(refused.value) and refused.value.tenant_id == tenant_id
+
+
+def test_an_entry_behind_the_tree_refuses_that_tenant_only_until_it_is_removed(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken, globex = ledger.tenant("default"), ledger.tenant("globex")
+    size = ledger.checkpoint(broken).size
+    _insert_behind(ledger.storage, broken.id, size)
+
+    with caplog.at_level(logging.WARNING, "immutablelog"):
+        for n in range(3):
+            refused = ledger.submit(broken, _event(n))  # type: ignore[arg-type]
+            other = ledger.submit(globex, _event(n))  # type: ignore[arg-type]
+            with pytest.raises(LogIntegrityError):
+                refused.result(30)
+            assert isinstance(other.result(30)[0], Accepted)
+        assert ledger.checkpoint(broken).size == size  # nothing signed over the stray row
+        assert set(ledger.broken_logs()) == {"default"}
+        told = [r for r in caplog.records if "no longer matches" in r.getMessage()]
+        assert len(told) == 1 and told[0].levelno == logging.ERROR  # once, not per request
+
+        # The operator removes the stray row as the README says.
+        _run_readme_repair(ledger.storage)
+        (result,) = ledger.append(broken, _event(9))  # type: ignore[arg-type]
+        assert isinstance(result, Accepted) and result.index == size
+        assert ledger.broken_logs() == {}
+        assert any("accepts appends again" in r.getMessage() for r in caplog.records)
+    assert ledger.check_integrity(broken).valid
+
+
+def _run_readme_repair(storage: Storage) -> None:
+    """The README's repair for a stray row, exactly as written there, on this backend."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    sqlite_repair, postgres_repair = re.findall(
+        r"```sql\n(.*?)```", readme.split("### When something fails", 1)[1], re.S
+    )
+    if isinstance(storage, SQLiteStorage):
+        with closing(sqlite3.connect(storage.path, isolation_level=None)) as conn:
+            conn.executescript(sqlite_repair)
+    else:
+        import psycopg
+
+        assert isinstance(storage, PostgresStorage)
+        with psycopg.connect(storage.url, autocommit=True) as pg:
+            pg.execute(postgres_repair)
+
+
+def test_postgres_disk_full_is_storage_full_until_a_write_succeeds(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL's disk cannot be filled here without root, so its error is raised where
+    the server raises it (extending a table file during the insert)."""
+    import psycopg
+
+    from immutablelog.ledger.postgres import storage as pg_storage
+
+    def no_space(*args: object) -> None:
+        raise psycopg.errors.DiskFull('could not extend file "base/16384/16999": No space left')
+
+    with Ledger.open(_config(postgres_url, tmp_path / "data")) as ledger:
+        tenant = ledger.create_tenant("default")
+        size = ledger.checkpoint(tenant).size
+        with monkeypatch.context() as full:
+            full.setattr(pg_storage._Transaction, "insert_entries", no_space)
+            for n in range(3):
+                with pytest.raises(StorageFull):
+                    ledger.append(tenant, _event(n))  # type: ignore[arg-type]
+            assert set(ledger.storage.health.faults()) == {Fault.STORAGE_FULL}
+            ledger.storage.ping()  # reads still work: the database is up
+        (result,) = ledger.append(tenant, _event(9))  # type: ignore[arg-type]
+        assert isinstance(result, Accepted) and result.index == size
+        assert ledger.storage.health.faults() == {}
