@@ -26,6 +26,7 @@ from immutablelog.ledger.storage import LogIntegrityError, Storage, StorageFull
 from tests.ledger.test_storage_contract import (
     META,
     _config,
+    backend_location,
     entry_row,
     new_tenant,
     storage,
@@ -36,10 +37,7 @@ __all__ = ["storage"]
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
-    if request.param == "sqlite":
-        location: Path | str = tmp_path / "sqlite"
-    else:
-        location = request.getfixturevalue("postgres_url")
+    location = backend_location(request, tmp_path)
     with Ledger.open(_config(location, tmp_path / "data")) as opened:
         opened.create_tenant("default")
         opened.create_tenant("globex")

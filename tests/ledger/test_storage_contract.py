@@ -83,13 +83,17 @@ def _location(storage: Storage) -> Path | str:
     return storage.path.parent if isinstance(storage, SQLiteStorage) else storage.url
 
 
+def backend_location(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A SQLite directory or a fresh PostgreSQL database, as ``request.param`` says."""
+    if request.param == "sqlite":
+        return tmp_path / "sqlite"
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     """An initialized, empty store on each backend."""
-    if request.param == "sqlite":
-        location: Path | str = tmp_path / "sqlite"
-    else:
-        location = request.getfixturevalue("postgres_url")
+    location = backend_location(request, tmp_path)
     opened = open_storage(_config(location, tmp_path / "data"))
     assert opened.initialize(LOG_NAME) == LOG_NAME
     yield opened
