@@ -46,9 +46,9 @@ class RepeatedFailure:
         self._count = 0
         self._since = 0.0
 
-    def failed(self, kind: str, detail: str, *, trace: bool = False) -> None:
-        """Record a failure of ``kind``; logged (with a traceback if ``trace``) only when
-        the kind differs from the last one."""
+    def failed(self, kind: str, detail: str, *, trace: BaseException | None = None) -> None:
+        """Record a failure of ``kind``; logged (with the traceback of ``trace``, if given)
+        only when the kind differs from the last one."""
         with self._lock:
             if kind == self._kind:
                 self._count += 1
@@ -61,7 +61,7 @@ class RepeatedFailure:
             self._what,
             detail,
             after,
-            exc_info=trace,
+            exc_info=trace or False,
         )
 
     def raised(self, exc: Exception) -> None:
@@ -70,7 +70,9 @@ class RepeatedFailure:
         operation; anything else is a bug, logged with its traceback."""
         if isinstance(exc, StorageFull | StorageUnavailable):
             return
-        self.failed(type(exc).__name__, str(exc), trace=not isinstance(exc, StorageError))
+        self.failed(
+            type(exc).__name__, str(exc), trace=None if isinstance(exc, StorageError) else exc
+        )
 
     def succeeded(self) -> None:
         if self._kind is None:  # the common case, without the lock
