@@ -4,13 +4,18 @@ A row inserted beyond the latest signed checkpoint is covered by no signature; a
 after it would either fail on every commit for ever (the old behaviour: 503 "retry") or
 sign over it. The writer refuses that tenant's appends with a distinct error instead, while
 the other tenants go on, and takes them again once the row is gone.
+
+A full disk is provoked for real where the tests may mount a small filesystem (root);
+PostgreSQL's own disk cannot be filled here, so its disk_full error is raised in its place.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -18,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from immutablelog.entry import validate_submission
-from immutablelog.ledger import Accepted, Ledger
+from immutablelog.ledger import Accepted, Ledger, LedgerConfig
 from immutablelog.ledger.health import Fault
 from immutablelog.ledger.postgres import PostgresStorage
 from immutablelog.ledger.sqlite import SQLiteStorage
@@ -134,3 +139,52 @@ def test_postgres_disk_full_is_storage_full_until_a_write_succeeds(
         (result,) = ledger.append(tenant, _event(9))  # type: ignore[arg-type]
         assert isinstance(result, Accepted) and result.index == size
         assert ledger.storage.health.faults() == {}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB filesystem of its own (tmpfs), where one is allowed to mount one."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small filesystem here (needs root); max_page_count covers it")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_really_full_disk_is_storage_full_and_appends_resume_when_it_grows(
+    small_disk: Path,
+) -> None:
+    """ENOSPC from the kernel, at commit (the WAL cannot grow), not a size limit."""
+    meta = {"type": "info", "event_name": "disk.fill", "service": "tests"}
+    with Ledger.open(LedgerConfig(data_dir=small_disk / "data")) as ledger:
+        tenant = ledger.create_tenant("default")
+        acknowledged: dict[int, str] = {}
+        failures = 0
+        for n in range(1000):
+            payload = json.dumps({"blob": "x" * 8000, "n": n})
+            try:
+                (result,) = ledger.append(tenant, [validate_submission(payload, meta, f"d{n}")])
+            except StorageFull:
+                failures += 1
+                if failures == 5:
+                    break
+                continue
+            assert isinstance(result, Accepted)
+            acknowledged[result.index] = result.entry_id
+        assert failures == 5 and acknowledged
+        assert Fault.STORAGE_FULL in ledger.storage.health.faults()
+
+        subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+        (result,) = ledger.append(tenant, [validate_submission("{}", meta, "after")])
+        assert isinstance(result, Accepted) and ledger.storage.health.faults() == {}
+        stored = {e.index: e.id for e in ledger.entries(tenant, 0, result.index + 1)}
+        assert all(stored[index] == entry_id for index, entry_id in acknowledged.items())
+        assert ledger.check_integrity(tenant).valid
