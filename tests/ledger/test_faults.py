@@ -100,9 +100,9 @@ def test_an_entry_behind_the_tree_refuses_that_tenant_only_until_it_is_removed(
 def _run_readme_repair(storage: Storage) -> None:
     """The README's repair for a stray row, exactly as written there, on this backend."""
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    sqlite_repair, postgres_repair = re.findall(
-        r"```sql\n(.*?)```", readme.split("### When something fails", 1)[1], re.S
-    )
+    # Plain fences: run here, by this test, rather than as shell or Python.
+    section = readme.split("### When something fails", 1)[1].split("\n## ", 1)[0]
+    sqlite_repair, postgres_repair = re.findall(r"```\n(.*?)```", section, re.S)
     if isinstance(storage, SQLiteStorage):
         with closing(sqlite3.connect(storage.path, isolation_level=None)) as conn:
             conn.executescript(sqlite_repair)
