@@ -114,8 +114,15 @@ def test_first_sign_in_pins_the_key_and_the_read_key_stays_in_the_tab(
     viewer: Watched, server: LiveServer
 ) -> None:
     page = viewer.page
+    before = len(access_events(server, "signed_in"))
     sign_in(viewer, server, pin=False)
     page.wait_for_selector("#pin:not([hidden])")
+    # Access to the audit log is itself in the log, with the key's public prefix only.
+    signed_in = access_events(server, "signed_in")
+    assert len(signed_in) == before + 1
+    assert (
+        server.read_key.startswith(signed_in[-1]["key"]) and signed_in[-1]["key"] != server.read_key
+    )
     expect(page.locator("#pin-key")).to_have_text(server.verifier_key)
     expect(page.locator("#pin-fingerprint")).to_have_text(fingerprint(server.verifier_key))
     screenshot(viewer, "pin")
@@ -141,6 +148,7 @@ def test_first_sign_in_pins_the_key_and_the_read_key_stays_in_the_tab(
 
 def test_a_wrong_key_is_refused(viewer: Watched, server: LiveServer) -> None:
     page = viewer.page
+    before = len(access_events(server, "signed_in"))
     page.goto(server.url + "/")
     page.fill("#read-key", "il_not_a_key")
     page.click("#sign-in-form button[type=submit]")
@@ -150,6 +158,7 @@ def test_a_wrong_key_is_refused(viewer: Watched, server: LiveServer) -> None:
     expect(page.locator("#sign-in-error")).to_contain_text("may not read the log")
     expect(page.locator("#events-view")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
+    assert len(access_events(server, "signed_in")) == before
     assert viewer.dialogs == [] and viewer.foreign_requests == []
 
 
@@ -254,6 +263,11 @@ def test_export_writes_the_current_filter(viewer: Watched, server: LiveServer) -
     lines = jsonl_download.value.path().read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == [e["id"] for e in expected]
     expect(page.locator("#export-status")).to_have_text(f"Exported {len(expected)} events.")
+    exports = access_events(server, "exported")[-2:]
+    assert [(e["format"], e["filters"]) for e in exports] == [
+        ("csv", {"actor": "bob"}),
+        ("jsonl", {"actor": "bob"}),
+    ]
     viewer.assert_quiet()
 
 
@@ -315,26 +329,27 @@ class _PrefixProxy(http.server.BaseHTTPRequestHandler):
 
     upstream = ""
 
-    def do_GET(self) -> None:
+    _FORWARDED = ("authorization", "accept", "content-type")
+    _HOP_BY_HOP = ("content-length", "transfer-encoding", "connection", "content-encoding")
+
+    def _forward(self) -> None:
         if not self.path.startswith("/audit/"):
             self.send_error(404)
             return
-        headers = {
-            k: v for k, v in self.headers.items() if k.lower() in ("authorization", "accept")
-        }
-        answer = HTTP.get(self.upstream + self.path[len("/audit") :], headers=headers)
+        headers = {k: v for k, v in self.headers.items() if k.lower() in self._FORWARDED}
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        answer = HTTP.request(
+            self.command, self.upstream + self.path[len("/audit") :], headers=headers, content=body
+        )
         self.send_response(answer.status_code)
         for name, value in answer.headers.items():
-            if name.lower() not in (
-                "content-length",
-                "transfer-encoding",
-                "connection",
-                "content-encoding",
-            ):
+            if name.lower() not in self._HOP_BY_HOP:
                 self.send_header(name, value)
         self.send_header("Content-Length", str(len(answer.content)))
         self.end_headers()
         self.wfile.write(answer.content)
+
+    do_GET = do_POST = _forward
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -361,3 +376,77 @@ def test_the_viewer_works_under_a_path_prefix(
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+def access_events(server: LiveServer, action: str) -> list[dict[str, Any]]:
+    """The payloads of the viewer's access events of one kind, oldest first."""
+    found = stored(server, event_name=f"immutablelog.viewer.{action}")
+    return [json.loads(e["payload"]) for e in reversed(found)]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        (b"[]", 422, "invalid_body"),
+        (b"not json", 400, "malformed_json"),
+        (b'{"action": "sign_in", "user": "x"}', 422, "invalid_field"),
+        (b'{"action": "delete"}', 422, "invalid_field"),
+        (b'{"action": "export"}', 422, "invalid_field"),
+        (b'{"action": "export", "format": "xml"}', 422, "invalid_field"),
+        (b'{"action": "export", "format": "csv", "filters": {"Bad": "x"}}', 422, "invalid_field"),
+        (b'{"action": "export", "format": "csv", "filters": {"actor": 7}}', 422, "invalid_field"),
+        (b'{"action": "export", "format": "csv", "filters": {"actor": ""}}', 422, "invalid_field"),
+        (b'{"action": "export", "format": "csv", "filters": []}', 422, "invalid_field"),
+        (
+            json.dumps(
+                {
+                    "action": "export",
+                    "format": "csv",
+                    "filters": {f"f{chr(97 + i)}": "x" for i in range(17)},
+                }
+            ).encode(),
+            422,
+            "invalid_field",
+        ),
+        (
+            json.dumps(
+                {
+                    "action": "export",
+                    "format": "csv",
+                    "filters": {f"f{chr(97 + i)}": "\u05e9" * 1000 for i in range(3)},
+                },
+                ensure_ascii=False,  # 6 KB here, past 12 KiB once escaped in the event
+            ).encode(),
+            422,
+            "invalid_field",
+        ),
+        (b'{"action": "sign_in", "pad": "' + b"x" * 17_000 + b'"}', 413, "body_too_large"),
+        (b'{"action": ' + b"[" * 3000 + b"]" * 3000 + b"}", None, None),
+        (b'{"action": "export", "format": "csv", "filters": {"q": "a\\u0000b"}}', None, None),
+        (b'{"action": "export", "format": "csv", "filters": {"q": "\\ud800"}}', None, None),
+    ],
+)
+def test_access_records_refuse_bad_input(
+    server: LiveServer, body: bytes, status: int | None, reason: str | None
+) -> None:
+    response = HTTP.post(
+        server.url + "/v1/viewer/access",
+        content=body,
+        headers=server.headers(server.read_key, **{"Content-Type": "application/json"}),
+    )
+    assert response.status_code < 500, response.text
+    if status is not None:
+        assert response.status_code == status, response.text
+        answer = response.json()
+        assert answer["ok"] is False and answer["reason"] == reason, answer
+
+
+def test_access_records_need_a_read_key(server: LiveServer) -> None:
+    url = server.url + "/v1/viewer/access"
+    body = {"action": "sign_in"}
+    assert HTTP.post(url, json=body).status_code == 401
+    denied = HTTP.post(url, json=body, headers=server.headers(server.ingest_key))
+    assert denied.status_code == 403 and denied.json()["reason"] == "insufficient_scope"
+    before = len(access_events(server, "signed_in"))
+    assert HTTP.post(url, json=body, headers=server.headers(server.read_key)).status_code == 201
+    assert len(access_events(server, "signed_in")) == before + 1

@@ -11,15 +11,21 @@ framing, no sniffing, no referrer that could carry a filter to another site.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import re
 from importlib.resources import files
-from typing import Final
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from immutablelog.server.errors import ApiError
+from immutablelog.entry import EntryError
+from immutablelog.ledger import Ledger
+from immutablelog.server.auth import require_key
+from immutablelog.server.errors import ApiError, JSONResponse
+from immutablelog.server.ingest import read_json
 
 CONTENT_SECURITY_POLICY: Final = "; ".join(
     (
@@ -93,7 +99,83 @@ async def asset(request: Request) -> Response:
     return found.response(request)
 
 
+#: What the viewer records of its use, as admin events in the tenant's own log: access to an
+#: audit log is itself audited (PCI DSS 10.2.1.3).
+ACCESS_EVENTS: Final = {
+    "sign_in": "immutablelog.viewer.signed_in",
+    "export": "immutablelog.viewer.exported",
+}
+EXPORT_FORMATS: Final = frozenset({"csv", "jsonl"})
+MAX_ACCESS_BODY_BYTES: Final = 16 * 1024
+_MAX_FILTERS: Final = 16
+_MAX_FILTER_CHARS: Final = 1000
+_FILTER_NAME = re.compile(r"[a-z_]{1,32}\Z")
+
+
+def _export_details(body: dict[str, Any]) -> dict[str, Any]:
+    kind = body.get("format")
+    if kind not in EXPORT_FORMATS:
+        raise ApiError(422, "invalid_field", "format must be csv or jsonl", field="format")
+    filters = body.get("filters", {})
+    if not isinstance(filters, dict) or len(filters) > _MAX_FILTERS:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"filters must be an object of at most {_MAX_FILTERS} filters",
+            field="filters",
+        )
+    for name, value in filters.items():
+        if not _FILTER_NAME.match(name):
+            raise ApiError(
+                422, "invalid_field", "filter names are lowercase letters and _", field="filters"
+            )
+        if not isinstance(value, str) or not 0 < len(value) <= _MAX_FILTER_CHARS:
+            raise ApiError(
+                422,
+                "invalid_field",
+                f"filters.{name} must be a string of 1..1000 characters",
+                field=f"filters.{name}",
+            )
+    return {"format": kind, "filters": filters}
+
+
+async def record_access(request: Request) -> Response:
+    """``POST /v1/viewer/access``: the viewer records a sign-in or an export before it
+    proceeds; the event is durably in the log when this answers."""
+    ledger: Ledger = request.app.state.ledger
+    key, tenant = require_key(ledger, request, "read")
+    try:
+        body = await read_json(request, MAX_ACCESS_BODY_BYTES)
+    except RecursionError:  # the standard library's parser, past its nesting limit
+        raise ApiError(400, "malformed_json", "the body nests too deeply") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_body", "the body must be a JSON object")
+    unknown = set(body) - {"action", "format", "filters"}
+    if unknown:
+        raise ApiError(422, "invalid_field", f"unknown field {sorted(unknown)[0]!r}")
+    action = body.get("action")
+    if action not in ACCESS_EVENTS:
+        raise ApiError(
+            422,
+            "invalid_field",
+            f"action must be one of {', '.join(ACCESS_EVENTS)}",
+            field="action",
+        )
+    details: dict[str, Any] = {"key": key.prefix}
+    if action == "export":
+        details.update(_export_details(body))
+    elif set(body) != {"action"}:
+        raise ApiError(422, "invalid_field", "a sign-in carries no other field")
+    try:
+        recorded = ledger.record_admin_event(tenant, ACCESS_EVENTS[action], details)
+    except EntryError as exc:  # e.g. filters too long to fit an event's payload
+        raise ApiError(422, "invalid_field", exc.message, field="filters") from None
+    await asyncio.wrap_future(recorded)
+    return JSONResponse({"ok": True, "recorded": ACCESS_EVENTS[action]}, status_code=201)
+
+
 ROUTES: Final = [
     Route("/", page, methods=["GET", "HEAD"]),
     Route("/assets/{name}", asset, methods=["GET", "HEAD"]),
+    Route("/v1/viewer/access", record_access, methods=["POST"]),
 ]

@@ -47,13 +47,16 @@ export function apiURL(path, params = {}) {
   return url;
 }
 
-export async function request(path, params = {}, { key = session.key(), accept } = {}) {
+export async function request(path, params = {}, { key = session.key(), accept, body } = {}) {
   const headers = {};
   if (key) headers.Authorization = `Bearer ${key}`;
   if (accept) headers.Accept = accept;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
     response = await fetch(apiURL(path, params), {
+      method: body === undefined ? "GET" : "POST",
+      body: body === undefined ? undefined : JSON.stringify(body),
       headers,
       cache: "no-store",
       credentials: "omit",
@@ -76,6 +79,15 @@ export async function request(path, params = {}, { key = session.key(), accept }
 
 export async function getJSON(path, params, options) {
   return (await request(path, params, options)).json();
+}
+
+export async function postJSON(path, body, options = {}) {
+  return (await request(path, {}, { ...options, body })).json();
+}
+
+/** Records a sign-in or an export in the log itself, before it happens. */
+export function recordAccess(action, details = {}, options = {}) {
+  return postJSON("v1/viewer/access", { action, ...details }, options);
 }
 
 /** A text body decoded strictly: invalid UTF-8 is an error, never silently replaced. */

@@ -1,7 +1,7 @@
 // The viewer: sign-in, the pinned log key, events, one event with its in-browser proof check,
 // and the browser as a monitor of the log's history.
 
-import { ApiError, getJSON, getText, memory, session } from "./api.js";
+import { ApiError, getJSON, getText, memory, recordAccess, session } from "./api.js";
 import { el, renderJSON, renderPayload } from "./jsonview.js";
 import {
   VerifyError,
@@ -89,7 +89,7 @@ async function signIn(event) {
   const error = $("sign-in-error");
   error.hidden = true;
   try {
-    await getText("v1/checkpoint", {}, { key });
+    await recordAccess("sign_in", {}, { key }); // refused keys are refused here
   } catch (failure) {
     error.textContent =
       failure instanceof ApiError && failure.status === 403
@@ -435,6 +435,7 @@ async function exportEvents(format) {
   let cursor = null;
   let count = 0;
   try {
+    await recordAccess("export", { format, filters });
     do {
       out.textContent = `Exporting… ${count} events`;
       const body = await getJSON("v1/events", { ...filters, limit: EXPORT_PAGE, cursor });
