@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import io
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -450,3 +451,25 @@ def test_access_records_need_a_read_key(server: LiveServer) -> None:
     before = len(access_events(server, "signed_in"))
     assert HTTP.post(url, json=body, headers=server.headers(server.read_key)).status_code == 201
     assert len(access_events(server, "signed_in")) == before + 1
+
+
+def test_the_chart_counts_the_filtered_events_and_narrows_to_a_bar(
+    viewer: Watched, server: LiveServer
+) -> None:
+    page = viewer.page
+    sign_in(viewer, server, "/?service=shop")
+    expected = stored(server, service="shop")
+    expect(page.locator("#chart-caption")).to_contain_text(f"{len(expected)} events, per ")
+    bars = page.locator("#chart .bar")
+    titles = bars.locator("title").all_text_contents()
+    assert sum(
+        int(count)
+        for title in titles
+        for count in re.findall(r"(?:success|info|warning|error) (\d+)", title)
+    ) == len(expected)
+    bars.last.click()
+    expect(page).to_have_url(re.compile(r"/\?service=shop&since=[^&]+&until=[^&]+$"))
+    since = page.locator("#filters [name=since]").input_value()
+    assert since, "the form shows the bar's time range"
+    expect(page.locator("#events tbody tr").first).to_be_visible()
+    viewer.assert_quiet()

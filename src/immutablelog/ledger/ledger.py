@@ -388,6 +388,20 @@ class Ledger:
         their signed checkpoint (seen by this process's writer), and why."""
         return self._sequencer.broken_logs()
 
+    def count_events(
+        self, tenant: Tenant, query: EventQuery, width: int
+    ) -> list[tuple[str, str, int]]:
+        return self.storage.count_events(tenant.id, query, width)
+
+    def time_bounds(self, tenant: Tenant) -> tuple[str, str] | None:
+        """When the tenant's first and latest committed events were received."""
+        size = self.checkpoint(tenant).size
+        if size == 0:
+            return None
+        first = next(self.storage.entries(tenant.id, 0, 1))
+        last = next(self.storage.entries(tenant.id, size - 1, size))
+        return first.received_at, last.received_at
+
     def search_backlog(self) -> int:
         """Entries not yet searchable with ``q`` (the index is filled behind the writer)."""
         return self.storage.search_backlog()

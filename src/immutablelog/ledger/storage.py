@@ -366,6 +366,13 @@ class Storage(Protocol):
 
     def query(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]: ...
 
+    def count_events(
+        self, tenant_id: int, query: EventQuery, width: int
+    ) -> list[tuple[str, str, int]]:
+        """``(time bucket, type, count)`` of the events matching ``query`` (its cursor and
+        limit aside), a bucket being the first ``width`` characters of ``received_at``."""
+        ...
+
     def audit_rows(self, tenant_id: int, start: int, end: int) -> Iterator[AuditRow]: ...
 
     def checkpoints(self, tenant_id: int, min_size: int, max_size: int) -> list[StoredCheckpoint]:

@@ -26,6 +26,7 @@ from immutablelog.ledger import Ledger
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
 from immutablelog.server.ingest import read_json
+from immutablelog.server.stats import event_counts
 
 CONTENT_SECURITY_POLICY: Final = "; ".join(
     (
@@ -178,4 +179,5 @@ ROUTES: Final = [
     Route("/", page, methods=["GET", "HEAD"]),
     Route("/assets/{name}", asset, methods=["GET", "HEAD"]),
     Route("/v1/viewer/access", record_access, methods=["POST"]),
+    Route("/v1/event-counts", event_counts, methods=["GET"]),
 ]

@@ -171,8 +171,8 @@ def split_ranges(ranges: Sequence[_Range], parts: int) -> list[list[_Range]]:
     return runs
 
 
-def _event_query(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
-    """The SQL for :meth:`PostgresStorage.query`: the SQLite backend's, filter for filter."""
+def _event_where(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
+    """The WHERE condition of an event query: the SQLite backend's, filter for filter."""
     where, params = event_filters(tenant_id, query, "%s")
     words = query.text.split() if query.text else []
     if words:
@@ -186,13 +186,18 @@ def _event_query(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
             f"WHERE tenant_id = %s AND document @@ ({match}))"
         )
         params += (tenant_id, *words)
+    return " AND ".join(where), params
+
+
+def _event_query(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
+    """The SQL for :meth:`PostgresStorage.query`."""
+    where, params = _event_where(tenant_id, query)
     order = "DESC" if query.descending else "ASC"
-    params.append(query.limit)
     sql_text = (
-        f"SELECT idx, id, received_at, entry FROM entries WHERE {' AND '.join(where)} "
+        f"SELECT idx, id, received_at, entry FROM entries WHERE {where} "
         f"ORDER BY idx {order} LIMIT %s"
     )
-    return sql_text, params
+    return sql_text, [*params, query.limit]
 
 
 def _configure(conn: Connection) -> None:
@@ -707,6 +712,17 @@ class PostgresStorage:
 
     def query(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
         return [_entry(row) for row in self._query(*_event_query(tenant_id, query))]
+
+    def count_events(
+        self, tenant_id: int, query: EventQuery, width: int
+    ) -> list[tuple[str, str, int]]:
+        where, params = _event_where(tenant_id, query)
+        rows = self._query(
+            f"SELECT left(received_at, %s) AS bucket, type, COUNT(*) FROM entries "
+            f"WHERE {where} GROUP BY bucket, type ORDER BY bucket",
+            [width, *params],
+        )
+        return [(bucket, kind, int(count)) for bucket, kind, count in rows]
 
     def checkpoint_log(self) -> None:
         """PostgreSQL checkpoints its own WAL."""

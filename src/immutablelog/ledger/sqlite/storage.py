@@ -566,6 +566,23 @@ class SQLiteStorage:
             return self._query_lookup(tenant_id, query)
         return self._run_query(*_query_sql(tenant_id, query))
 
+    def count_events(
+        self, tenant_id: int, query: EventQuery, width: int
+    ) -> list[tuple[str, str, int]]:
+        where, params = event_filters(tenant_id, query, "?", "e.")
+        source, conn = "main.entries AS e", self._conn
+        if query.text and query.text.split():
+            source = "search.entries_search AS s JOIN main.entries AS e ON e.rowid = s.rowid"
+            where.insert(0, "entries_search MATCH ?")
+            params.insert(0, _fts_match(query))
+            conn = self._search_conn
+        rows = conn.execute(
+            f"SELECT substr(e.received_at, 1, ?) AS bucket, e.type, COUNT(*) FROM {source} "
+            f"WHERE {' AND '.join(where)} GROUP BY bucket, e.type ORDER BY bucket",
+            [width, *params],
+        )
+        return [(bucket, kind, int(count)) for bucket, kind, count in rows]
+
     def _run_query(
         self, sql: str, params: Sequence[object], conn: sqlite3.Connection | None = None
     ) -> list[StoredEntry]:

@@ -2,6 +2,7 @@
 // and the browser as a monitor of the log's history.
 
 import { ApiError, getJSON, getText, memory, recordAccess, session } from "./api.js";
+import { drawChart } from "./chart.js";
 import { el, renderJSON, renderPayload } from "./jsonview.js";
 import {
   VerifyError,
@@ -293,7 +294,7 @@ async function route() {
   } else {
     show("events-view", "integrity");
     state.pages = [null];
-    await loadPage();
+    await Promise.all([loadPage(), loadChart()]);
   }
 }
 
@@ -371,6 +372,27 @@ async function loadPage() {
   $("page-label").textContent = `Page ${state.pages.length}`;
   $("newer").disabled = state.pages.length <= 1;
   $("older").disabled = !state.next;
+}
+
+/** The chart of the current filters; a bar narrows the time range to its bucket. */
+async function loadChart() {
+  const filters = currentFilters();
+  const caption = $("chart-caption");
+  let body;
+  try {
+    body = await getJSON("v1/event-counts", filters);
+  } catch (failure) {
+    caption.textContent = `No chart: ${describe(failure)}`;
+    drawChart($("chart"), [], null);
+    return;
+  }
+  const total = body.buckets.reduce((sum, bucket) => sum + bucket.total, 0);
+  caption.textContent = body.buckets.length
+    ? `${total} events, per ${body.interval}, ${body.buckets[0].start} to ${body.buckets.at(-1).end}`
+    : "No events to chart.";
+  drawChart($("chart"), body.buckets, (bucket) =>
+    navigate({ ...filters, since: bucket.start, until: bucket.end }),
+  );
 }
 
 function renderRows(events) {
