@@ -1,0 +1,270 @@
+"""The web viewer on a big log, in Debian's Chromium: what a person waits for.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.viewer                       # 1,000,000 entries
+    .venv/bin/python -m benchmarks.viewer --quick               # 20,000 entries
+    .venv/bin/python -m benchmarks.viewer --keep /tmp/vb        # keep (and reuse) the log
+    .venv/bin/python -m benchmarks.viewer --postgres postgresql://postgres@127.0.0.1/bench
+
+The log is pre-filled in-process with the read benchmark's varied events (benchmarks/read.py),
+then a real ``immutablelog serve`` and one headless Chromium (Playwright) measure, from the
+page's own User Timing marks (so Playwright's round trips are not counted):
+
+1. sign-in to the first page of events rendered (the sign-in is recorded in the log first);
+2. a filtered search, form submit to rows rendered, over the read benchmark's filter mix;
+3. the in-browser check of one event (signature, leaf and path hashing, root comparison);
+4. ``GET /v1/event-counts`` (the chart's aggregate) over the same filters, on SQLite and,
+   with ``--postgres``, on PostgreSQL (a fresh database there, dropped afterwards).
+
+Targets are printed next to the numbers, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Page, sync_playwright
+from rich.table import Table
+from tests.live import LiveServer
+from tests.viewer.conftest import CHROMIUM, CHROMIUM_ARGS
+
+from benchmarks.ingest import fresh_postgres_database
+from benchmarks.read import (
+    Http,
+    Stat,
+    console,
+    entry_count,
+    prefill,
+    query_cases,
+    time_calls,
+    wait_for_search_index,
+)
+from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
+
+RESULTS = Path(__file__).with_name("viewer-results.md")
+
+
+def _measure(page: Page, start: str, end: str) -> float:
+    """Seconds between the latest marks ``start`` and ``end`` in the page."""
+    return float(
+        page.evaluate(
+            """([start, end]) => {
+              const last = (name) => performance.getEntriesByName(name).at(-1).startTime;
+              return (last(end) - last(start)) / 1000;
+            }""",
+            [start, end],
+        )
+    )
+
+
+def _rows_after(page: Page, mark: str, action: Callable[[], None]) -> float:
+    """Run ``action`` (which sets ``mark``) and wait for the rows it renders."""
+    page.evaluate("performance.clearMarks('immutablelog:rows')")
+    action()
+    # Polled from here: the page's CSP forbids the eval that wait_for_function would need.
+    while not page.evaluate("performance.getEntriesByName('immutablelog:rows').length"):
+        page.wait_for_timeout(5)
+    return _measure(page, mark, "immutablelog:rows")
+
+
+def browser_stats(server: LiveServer, db: Path, samples: int, seed: int) -> list[Stat]:
+    rng = random.Random(seed)
+    cases = query_cases(db, seed)
+    stats: list[Stat] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        page.goto(server.url + "/")
+        page.fill("#read-key", server.read_key)
+        page.click("#sign-in-form button[type=submit]")
+        page.click("#pin-accept")
+        page.wait_for_selector("#events tbody tr")
+
+        sign_ins = []
+        for _ in range(samples):
+            page.click("#sign-out")
+            page.fill("#read-key", server.read_key)
+            sign_ins.append(
+                _rows_after(
+                    page,
+                    "immutablelog:sign-in",
+                    lambda: page.click("#sign-in-form button[type=submit]"),
+                )
+            )
+        stats.append(Stat("viewer", "sign-in to first page rendered", sign_ins, "<= 300 ms"))
+
+        searches = []
+        form = page.locator("#filters")
+        for make in cases.values():
+            for _ in range(max(samples // 4, 2)):
+                page.click("#clear-filters")
+                page.wait_for_selector("#events tbody tr")
+                for field, value in make(rng).items():
+                    if field == "type":
+                        form.locator("[name=type]").select_option(value)
+                    else:
+                        form.locator(f"[name={field}]").fill(value)
+                searches.append(
+                    _rows_after(
+                        page,
+                        "immutablelog:search",
+                        lambda: form.locator("button[type=submit]").click(),
+                    )
+                )
+        stats.append(
+            Stat(
+                "viewer", f"filtered search ({len(cases)} filter kinds)", searches, "p95 <= 100 ms"
+            )
+        )
+
+        checks = []
+        ids = page.evaluate(
+            "fetch('v1/events?limit=1000', {headers: {Authorization: "
+            "`Bearer ${sessionStorage.getItem(Object.keys(sessionStorage)[0])}`}})"
+            ".then(r => r.json()).then(b => b.events.map(e => e.id))"
+        )
+        for event_id in rng.sample(ids, min(samples, len(ids))):
+            page.goto(f"{server.url}/?event={event_id}")
+            page.wait_for_selector("#badge.verified")
+            checks.append(
+                page.evaluate(
+                    "performance.getEntriesByName('immutablelog:verified').at(-1).duration"
+                )
+                / 1000
+            )
+        stats.append(Stat("viewer", "in-browser check of one event", checks, "<= 50 ms"))
+        browser.close()
+    return stats
+
+
+def count_stats(server: LiveServer, db: Path, samples: int, seed: int, label: str) -> list[Stat]:
+    rng = random.Random(seed)
+    client = Http(server.url, server.read_key)
+    stats = []
+    try:
+        cases: dict[str, Callable[[random.Random], dict[str, Any]]] = {
+            "no filter": lambda r: {},
+            **query_cases(db, seed),
+        }
+        for name, make in cases.items():
+            client.get("/v1/event-counts", make(rng))  # warm-up
+            calls = [lambda make=make: client.get("/v1/event-counts", make(rng))] * samples
+            times = time_calls(calls)
+            stats.append(
+                Stat(f"counts, {label}", f"GET /v1/event-counts {name}", times, "p95 <= 200 ms")
+            )
+    finally:
+        client.close()
+    return stats
+
+
+def render(stats: list[Stat]) -> tuple[Table, str]:
+    table = Table("section", "what", "n", "p50 ms", "p95 ms", "max ms", "target")
+    lines = [
+        "| section | what | n | p50 ms | p95 ms | max ms | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in stats:
+        row = (
+            s.section,
+            s.what,
+            str(len(s.samples)),
+            f"{s.ms(50):.1f}",
+            f"{s.ms(95):.1f}",
+            f"{max(s.samples) * 1000:.1f}",
+            s.target,
+        )
+        table.add_row(*row)
+        lines.append("| " + " | ".join(row) + " |")
+    return table, "\n".join(lines)
+
+
+def _fill(config: LedgerConfig, db: Path | None, entries: int, seed: int) -> None:
+    with Ledger.open(config) as ledger:
+        ledger.start()
+        tenant = ledger.tenant(DEFAULT_TENANT)
+        have = ledger.checkpoint(tenant).size
+        if have < entries:
+            rate = prefill(ledger, have, entries, seed)
+            console.print(f"pre-filled {entries - have:,} entries at {rate:,.0f} events/s")
+        if db is not None:
+            console.print(f"search index caught up after {wait_for_search_index(db):.1f} s")
+        else:
+            while ledger.search_backlog():
+                ledger.storage.index_search(10_000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--entries", type=int, default=None, help="log size (default 1,000,000)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20,000 entries")
+    parser.add_argument("--keep", type=Path, help="data directory to keep (reused if filled)")
+    parser.add_argument("--postgres", help="also measure the counts on this PostgreSQL server")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    entries = args.entries or (20_000 if args.quick else 1_000_000)
+    samples = 10 if args.quick else 30
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="immutablelog-viewer-"))
+    root.mkdir(parents=True, exist_ok=True)
+    data_dir = root / "data"
+    db = data_dir / "ledger.db"
+    stats: list[Stat] = []
+    server = LiveServer(data_dir, create=not db.exists())
+    try:
+        config = LedgerConfig(data_dir=data_dir, idempotency_retention=timedelta(0))
+        _fill(config, db, entries, args.seed)
+        size = entry_count(db)
+        server.start()
+        console.print(f"SQLite log of {size:,} entries; the browser…")
+        stats += browser_stats(server, db, samples, args.seed + 1)
+        console.print("event counts, SQLite…")
+        stats += count_stats(server, db, samples, args.seed + 2, "SQLite")
+    finally:
+        server.kill()
+    if args.postgres:
+        with fresh_postgres_database(args.postgres) as url:
+            pg = LiveServer(root / "pg", database_url=url)
+            try:
+                _fill(
+                    LedgerConfig(data_dir=root / "pg", database_url=url), None, entries, args.seed
+                )
+                pg.start()
+                console.print("event counts, PostgreSQL…")
+                stats += count_stats(pg, db, samples, args.seed + 2, "PostgreSQL")
+            finally:
+                pg.kill()
+    if args.keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+    table, markdown = render(stats)
+    console.print(table)
+    command = "  .venv/bin/python -m benchmarks.viewer " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    RESULTS.write_text(
+        "## The viewer in a browser (benchmarks/viewer.py)\n\n"
+        f"Command:\n\n{command.rstrip()}\n\n"
+        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}. "
+        f"Log size: {size:,} entries.\n\n{markdown}\n"
+    )
+    console.print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
