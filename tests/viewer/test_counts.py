@@ -93,7 +93,6 @@ def test_counts_match_the_stored_entries_on_sqlite(live_server: LiveServer) -> N
     _check(live_server)
 
 
-@pytest.mark.postgres
 def test_counts_match_the_stored_entries_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     server = LiveServer(tmp_path / "data", database_url=postgres_url)
     server.start()
