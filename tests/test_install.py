@@ -81,3 +81,8 @@ def test_the_flask_extra_alone_is_light_and_delivers(
     (line,) = command.stderr.strip().splitlines()
     assert line.startswith("Error: the immutablelog command needs the 'cli' extra")
     assert line.endswith(": pip install 'immutablelog[cli]'")
+    library = subprocess.run(
+        [python, "-c", "import immutablelog.verify"], capture_output=True, text=True
+    )
+    assert library.returncode == 1
+    assert library.stderr.strip().splitlines()[-1].endswith(": pip install 'immutablelog[verify]'")

@@ -7,6 +7,7 @@ is not installed says which, in one line, instead of a traceback.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Final
 
 #: Top-level module -> (the extra that installs it, what it is needed for).
@@ -29,7 +30,18 @@ def missing_extra_hint(exc: ModuleNotFoundError) -> str | None:
     module = (exc.name or "").partition(".")[0]
     if module not in _EXTRA_OF_MODULE:
         return None
-    extra, feature = _EXTRA_OF_MODULE[module]
+    return _hint(*_EXTRA_OF_MODULE[module], module)
+
+
+def require_extra(extra: str, feature: str, *modules: str) -> None:
+    """For a package that is used as a library: fail at import with the extra to install,
+    rather than with the first missing module's bare name."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(_hint(extra, feature, module), name=module)
+
+
+def _hint(extra: str, feature: str, module: str) -> str:
     return (
         f"{feature} needs the '{extra}' extra, which is not installed "
         f"(no module {module!r}): pip install 'immutablelog[{extra}]'"

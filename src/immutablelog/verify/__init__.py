@@ -11,6 +11,7 @@ here (tests/verify/test_isolation.py holds it to that).
 Each returns a :class:`Report`: ``status`` intact / tampered / error, exit code 0 / 1 / 2.
 """
 
+from immutablelog.verify import _requires  # noqa: F401  (first: names a missing extra)
 from immutablelog.verify.bundle import BUNDLE_FORMAT, verify_bundle
 from immutablelog.verify.client import LogClient
 from immutablelog.verify.report import (
