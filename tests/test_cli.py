@@ -204,3 +204,15 @@ def test_a_config_file_with_a_typo_is_refused(tmp_path: Path, text: str, complai
     result = run_cli("--config", str(config), "serve", "--port", "1")
     assert result.returncode == 2
     assert complaint in result.stderr and "Traceback" not in result.stderr
+
+
+def test_with_json_logs_a_failed_start_is_a_json_line_too(tmp_path: Path) -> None:
+    # psycopg and its pool fail here, on a database that does not exist.
+    result = run_cli(
+        "serve", "--log-format", "json", "--port", str(free_port()), "--database-url",
+        "postgresql://postgres@127.0.0.1:5432/immutablelog_no_such_database",
+    )  # fmt: skip
+    assert result.returncode == 1
+    records = [json.loads(line) for line in (result.stdout + result.stderr).splitlines()]
+    assert [r["level"] for r in records] == ["error"]
+    assert records[0]["message"].startswith("cannot open the ledger")
