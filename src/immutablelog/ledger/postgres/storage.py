@@ -327,7 +327,7 @@ class PostgresStorage:
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 10.0,
-        search_workers: int = 2,
+        search_workers: int = 4,
     ) -> None:
         try:
             params = conninfo_to_dict(url)
@@ -736,10 +736,13 @@ class PostgresStorage:
 
         The slice is split into ``search_workers`` runs indexed at once, each on its own
         connection: PostgreSQL builds the documents and fills the GIN index in the
-        connection's backend process (about 100 µs of CPU per entry), so one connection
-        indexes on one core at most, below what the writer commits. Each run commits on
-        its own and skips entries already indexed; the progress marks move once all have
-        committed, so a failed slice is indexed again in full and never leaves a gap.
+        connection's backend process (75-130 µs of CPU per entry, more than the entry's
+        whole ingest), so one connection indexes on one core at most, below what the
+        writer commits. On a saturated server each backend also gets its share of the
+        CPU: four connections are what let the index keep pace with sustained ingest on
+        two cores, where two still fell behind. Each run commits on its own and skips
+        entries already indexed; the progress marks move once all have committed, so a
+        failed slice is indexed again in full and never leaves a gap.
         """
         with self.write() as tx:
             conn = tx._conn
