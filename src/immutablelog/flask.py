@@ -17,10 +17,17 @@ Two places touch a request:
   event even when an unhandled exception makes Flask produce a 500 response *and* report the
   exception — the seed emitted one event for each (sharing one idempotency key, so the server
   kept the one without the exception).
+
+An event is recorded only for a request the app served: one that went through the middleware
+and produced a response or an unhandled exception. A request context pushed by hand —
+``test_request_context`` to build URLs in a script or a task, ``app_context``, a context pushed
+and popped explicitly — runs the same teardown hooks, but was never served, and an audit log
+must not contain requests that never happened.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 import weakref
@@ -123,6 +130,8 @@ class _RequestState:
     """What one request's capture needs, shared by the middleware and the teardown hook.
 
     Stored in the WSGI environ, which both see (and which outlives ``stream_with_context``).
+    ``started`` is ``None`` for a state made outside the middleware (by :meth:`record` in a
+    context pushed by hand): such a context is not a served request and yields no event.
     """
 
     __slots__ = ("body", "emitted", "request_id", "started", "status")
@@ -223,23 +232,23 @@ class _AppBinding:
             req = request._get_current_object()  # type: ignore[attr-defined]
             environ = req.environ
             state = environ.get(STATE_KEY)
-            if state is None:
-                # The middleware did not see this request (a test request context, or a path
-                # it skipped): still one event, unless the path is skipped.
-                if req.path in self.skip_paths:
-                    return
-                state = _late_state(environ)
-            elif state.emitted:
+            if state is None or state.started is None or state.emitted:
+                # Not a request the app served: a context pushed by hand (test_request_context
+                # for url_for, a script), a path the middleware skipped, or one already recorded.
+                return
+            status = state.status
+            if status is None and exc is None:
+                # No response and no exception yet: a copy of the context (for example
+                # copy_current_request_context in a thread) ends before the request does.
                 return
             state.emitted = True
-            latency = time.perf_counter() - state.started if state.started is not None else None
+            latency = time.perf_counter() - state.started
             flask_g = g._get_current_object().__dict__
             actor = flask_g.get("imtbl_actor")
             if actor is None and self.audit.actor_loader is not None:
                 actor = self.audit._load_actor()
             if actor is not None and type(actor) not in _PLAIN_ACTOR_TYPES:
                 actor = _plain_actor(actor)
-            status = state.status
             exc_type = exc_message = None
             if exc is not None:
                 exc_type = type(exc).__name__
@@ -305,13 +314,32 @@ def _plain_actor(actor: Any) -> Any:
     return str(actor)
 
 
+class _Unset(enum.Enum):
+    """The type of :data:`UNSET`."""
+
+    UNSET = "unset"
+
+
+#: Default of the constructor arguments that ``app.config`` may fill in: an explicit argument
+#: wins even when it equals the default (``env="production"`` beats ``IMMUTABLELOG_ENV``).
+UNSET: Final = _Unset.UNSET
+
+
+def _setting(explicit: str | _Unset, configured: Any, default: str) -> str:
+    """An explicit argument, else a non-empty ``app.config`` value, else the default."""
+    if explicit is not UNSET:
+        return explicit
+    return str(configured) if configured else default
+
+
 def _request_id(candidate: str | None) -> str:
     accepted = accept_request_id(candidate) if candidate is not None else None
     return accepted if accepted is not None else UUIDS.take()
 
 
 def _late_state(environ: dict[str, Any]) -> _RequestState:
-    """State for a request the middleware did not see."""
+    """State for a request context the middleware did not see (it gives custom events their
+    request id; it never makes the context count as a served request)."""
     state = _RequestState(None, _request_id(environ.get("HTTP_X_REQUEST_ID")))
     environ[STATE_KEY] = state
     return state
@@ -354,8 +382,8 @@ class ImmutableLogAudit:
         app: Flask | None = None,
         api_key: str = "",
         api_url: str = "",
-        service_name: str = DEFAULT_SERVICE_NAME,
-        env: str = DEFAULT_ENV,
+        service_name: str | _Unset = UNSET,
+        env: str | _Unset = UNSET,
         skip_paths: list[str] | None = None,
         *,
         actor_loader: ActorLoader | None = None,
@@ -370,8 +398,8 @@ class ImmutableLogAudit:
     ) -> None:
         self.api_key = api_key
         self.api_url = api_url
-        self.service_name = service_name
-        self.env = env
+        self.service_name = DEFAULT_SERVICE_NAME if service_name is UNSET else service_name
+        self.env = DEFAULT_ENV if env is UNSET else env
         self.skip_paths = set(skip_paths if skip_paths is not None else DEFAULT_SKIP_PATHS)
         self.actor_loader = actor_loader
         # What the caller passed, kept apart from the public attributes (which init_app updates
@@ -401,10 +429,10 @@ class ImmutableLogAudit:
         arg_key, arg_url, arg_service, arg_env = self._args
         api_key = arg_key or config.get("IMMUTABLELOG_API_KEY") or from_env(API_KEY_ENV_VARS)
         api_url = arg_url or config.get("IMMUTABLELOG_URL") or from_env(URL_ENV_VARS)
-        service_name = self._setting(
-            arg_service, DEFAULT_SERVICE_NAME, config.get("IMMUTABLELOG_SERVICE_NAME")
+        service_name = _setting(
+            arg_service, config.get("IMMUTABLELOG_SERVICE_NAME"), DEFAULT_SERVICE_NAME
         )
-        env = self._setting(arg_env, DEFAULT_ENV, config.get("IMMUTABLELOG_ENV"))
+        env = _setting(arg_env, config.get("IMMUTABLELOG_ENV"), DEFAULT_ENV)
         skip_paths = (
             self._skip_paths_arg
             if self._explicit_skip_paths
@@ -470,12 +498,6 @@ class ImmutableLogAudit:
         self.skip_paths = set(skip_paths)
 
         app.extensions["immutablelog"] = self
-
-    @staticmethod
-    def _setting(explicit: str, default: str, configured: Any) -> str:
-        if explicit != default or not configured:
-            return explicit
-        return str(configured)
 
     # -- custom events ------------------------------------------------------------------------
 

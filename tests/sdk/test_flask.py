@@ -11,7 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from flask import Blueprint, Flask, abort, g, request
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    copy_current_request_context,
+    g,
+    request,
+    url_for,
+)
 
 import immutablelog
 from immutablelog.flask import ImmutableLogAudit
@@ -318,6 +326,40 @@ def test_application_factory_with_several_apps(sink: FakeLedger, delivery: Deliv
         audit.close(2)
 
 
+def test_explicit_arguments_win_over_app_config_even_when_they_equal_the_defaults(
+    sink: FakeLedger, delivery: DeliveryOptions
+) -> None:
+    app = Flask("explicit-defaults")
+    app.config.update(IMMUTABLELOG_ENV="staging", IMMUTABLELOG_SERVICE_NAME="from-config")
+    routes(app)
+    audit = ImmutableLogAudit(
+        app, "k", sink.url, service_name="flask-service", env="production", delivery=delivery
+    )
+    try:
+        assert (audit.service_name, audit.env) == ("flask-service", "production")
+        app.test_client().get("/ok")
+        (event,) = flushed(sink, audit)
+        assert (event["_meta"]["service"], event["_meta"]["env"]) == ("flask-service", "production")
+    finally:
+        audit.close(1)
+
+
+def test_unset_arguments_fall_back_to_app_config_then_defaults(
+    sink: FakeLedger, delivery: DeliveryOptions
+) -> None:
+    audit = ImmutableLogAudit(api_key="k", api_url=sink.url, delivery=delivery)
+    assert (audit.service_name, audit.env) == ("flask-service", "production")
+    configured, plain = Flask("configured-env"), Flask("plain-env")
+    configured.config["IMMUTABLELOG_ENV"] = "staging"
+    try:
+        audit.init_app(configured)
+        assert (audit.service_name, audit.env) == ("flask-service", "staging")
+        audit.init_app(plain)
+        assert (audit.service_name, audit.env) == ("flask-service", "production")
+    finally:
+        audit.close(1)
+
+
 # -- request ids and client addresses ---------------------------------------------------------
 
 
@@ -434,6 +476,60 @@ def test_header_allowlist(sink: FakeLedger, make_app: MakeApp) -> None:
     )
     (event,) = flushed(sink, audit)
     assert event["request"]["headers"] == {"X-Tenant": "acme", "Authorization": FILTERED}
+
+
+# -- only served requests are recorded -------------------------------------------------------
+
+
+def test_contexts_pushed_by_hand_record_no_request_event(
+    sink: FakeLedger, app_and_audit: tuple[Flask, ImmutableLogAudit]
+) -> None:
+    app, audit = app_and_audit
+    app.config["SERVER_NAME"] = "audit.example"  # lets an app context build URLs
+    with app.test_request_context("/ok?next=1"):
+        assert url_for("ok", _external=True) == "http://audit.example/ok"
+    with app.app_context():
+        assert url_for("named") == "http://audit.example/named"
+    ctx = app.test_request_context("/boom", method="GET")
+    ctx.push()
+    ctx.pop()
+    with pytest.raises(KeyError), app.test_request_context("/forbidden"):
+        raise KeyError("a script failed inside a context it pushed")
+    served = app.test_client().get("/ok", headers={"X-Request-Id": "the-served-one"})
+    assert served.status_code == 200
+    (event,) = flushed(sink, audit)
+    assert event["_meta"]["request_id"] == "the-served-one"
+
+
+def test_a_custom_event_in_a_hand_pushed_context_is_recorded_alone(
+    sink: FakeLedger, app_and_audit: tuple[Flask, ImmutableLogAudit]
+) -> None:
+    app, audit = app_and_audit
+    with app.test_request_context("/ok"):
+        audit.record("report.mailed", recipients=3)
+    (event,) = flushed(sink, audit)
+    assert event["_meta"]["event_name"] == "report.mailed"
+
+
+def test_a_copied_request_context_ending_first_does_not_replace_the_request_event(
+    sink: FakeLedger, make_app: MakeApp
+) -> None:
+    app, audit = make_app()
+
+    @app.get("/spawn")
+    def spawn() -> tuple[str, int]:
+        @copy_current_request_context
+        def in_thread() -> None:
+            g.imtbl_event_name = "from.the.thread"
+
+        worker = threading.Thread(target=in_thread)
+        worker.start()
+        worker.join()
+        return "accepted", 202
+
+    app.test_client().get("/spawn")
+    (event,) = flushed(sink, audit)
+    assert event["metrics"]["status_code"] == 202
 
 
 # -- custom events ----------------------------------------------------------------------------
