@@ -4,7 +4,7 @@ Drop-in compatible with the seed (same constructor and defaults, ``init_app``,
 ``app.extensions["immutablelog"]``, ``g.imtbl_event_name``, the ``X-Request-Id`` response header,
 the payload and meta schema), but the request thread only copies a few values into a tuple and
 appends it to a queue; all the rest — redaction, JSON, the network — happens in the SDK's
-background worker (:mod:`immutablelog.sdk.pipeline`).
+background worker (:mod:`immutablelog.sdk.pipeline`, :mod:`immutablelog.sdk.worker`).
 
 Two places touch a request:
 
@@ -47,11 +47,14 @@ from immutablelog.sdk.capture import (
     custom_capture,
     validate_kind,
 )
-from immutablelog.sdk.client import API_KEY_ENV_VARS, URL_ENV_VARS, create_pipeline, from_env
+from immutablelog.sdk.client import API_KEY_ENV_VARS, URL_ENV_VARS, from_env, lease_pipeline
 from immutablelog.sdk.events import UUIDS
 from immutablelog.sdk.log_handler import ImmutableLogHandler
-from immutablelog.sdk.pipeline import DeliveryOptions, DeliveryPipeline, DeliveryStats
+from immutablelog.sdk.options import DeliveryOptions
+from immutablelog.sdk.pipeline import Build, DeliveryPipeline
 from immutablelog.sdk.redaction import Redactor, Scrubber
+from immutablelog.sdk.sharing import PipelineLease
+from immutablelog.sdk.stats import DeliveryStats
 from immutablelog.sdk.transport import Transport
 
 logger = logging.getLogger("immutablelog.flask")
@@ -145,20 +148,22 @@ class _RequestState:
 
 
 class _AppBinding:
-    """The extension's state for one Flask app: its resolved settings and its pipeline.
+    """The extension's state for one Flask app: its resolved settings and its pipeline lease.
 
-    It is both the WSGI middleware wrapped around ``app.wsgi_app`` and the owner of the
-    ``teardown_request`` hook, so a request never has to look anything up to find its
-    configuration. ``init_app`` on the same app again updates it in place.
+    It owns the ``teardown_request`` hook, so a request never has to look anything up to find
+    its configuration. ``init_app`` on the same app again updates it in place. It holds no
+    reference to the app: the extension keeps bindings by app weakly, and an app that is gone
+    gives its lease back (see :mod:`immutablelog.sdk.sharing`).
     """
 
-    def __init__(self, audit: ImmutableLogAudit, wsgi_app: WSGIApplication) -> None:
+    def __init__(self, audit: ImmutableLogAudit) -> None:
         self.audit = audit
-        self.wsgi_app = wsgi_app
         self.skip_paths: frozenset[str] = frozenset()
         self.max_body_bytes = 0
         self.header_keys: tuple[tuple[str, str], ...] = ()
+        self.lease: PipelineLease | None = None
         self.pipeline: DeliveryPipeline | None = None
+        self.build: Build | None = None
         self._hook_error_logged = False
 
     def configure(
@@ -167,53 +172,19 @@ class _AppBinding:
         skip_paths: frozenset[str],
         max_body_bytes: int,
         capture_headers: tuple[str, ...],
-        pipeline: DeliveryPipeline,
+        builder: EventBuilder,
+        lease: PipelineLease,
     ) -> None:
+        previous = self.lease
         self.skip_paths = skip_paths
         self.max_body_bytes = max_body_bytes
         self.header_keys = tuple(
             (name, "HTTP_" + name.upper().replace("-", "_")) for name in capture_headers
         )
-        self.pipeline = pipeline
-
-    # -- WSGI middleware: start clock, request id, body recorder, status, response header ----
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
-        try:
-            path = environ.get("PATH_INFO") or "/"
-            skipped = path in self.skip_paths or (path[0] != "/" and "/" + path in self.skip_paths)
-        except Exception:
-            skipped = True
-        if skipped:
-            return self.wsgi_app(environ, start_response)
-        try:
-            state = _RequestState(
-                time.perf_counter(), _request_id(environ.get("HTTP_X_REQUEST_ID"))
-            )
-            environ[STATE_KEY] = state
-            if self.max_body_bytes:
-                length = environ.get("CONTENT_LENGTH")
-                if length:
-                    self._record_body(environ, state, length)
-            request_id = state.request_id
-        except Exception:
-            self._log_hook_error()  # never let the audit layer fail the request itself
-            return self.wsgi_app(environ, start_response)
-
-        def start_with_request_id(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Any:
-            code = status[:3]
-            if code.isdigit():
-                state.status = int(code)
-            for index, (name, _) in enumerate(headers):  # the seed *set* the header
-                if name.lower() == "x-request-id":
-                    del headers[index]
-                    break
-            headers.append(("X-Request-Id", request_id))
-            return start_response(status, headers, exc_info)
-
-        return self.wsgi_app(environ, start_with_request_id)
+        self.build = builder.build
+        self.lease, self.pipeline = lease, lease.pipeline
+        if previous is not None:
+            previous.retire()  # init_app again: what the old configuration queued still goes out
 
     def _record_body(self, environ: dict[str, Any], state: _RequestState, length: str) -> None:
         try:
@@ -285,7 +256,8 @@ class _AppBinding:
                     body,
                     content_type,
                     headers,
-                )
+                ),
+                self.build,
             )
         except Exception:
             self._log_hook_error()
@@ -297,6 +269,60 @@ class _AppBinding:
             logger.exception("ImmutableLog: error in a request hook (logged once)")
 
 
+class _Middleware:
+    """Wrapped around ``app.wsgi_app``: starts the clock, settles the request id, installs the
+    body recorder, notes the status and sets ``X-Request-Id`` as the response starts.
+
+    WSGI middleware rather than before/after_request hooks: a third of the cost on the request
+    path. Only a request that passes through here can yield an event.
+    """
+
+    __slots__ = ("binding", "wsgi_app")
+
+    def __init__(self, binding: _AppBinding, wsgi_app: WSGIApplication) -> None:
+        self.binding = binding
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
+        binding = self.binding
+        try:
+            path = environ.get("PATH_INFO") or "/"
+            skip_paths = binding.skip_paths
+            skipped = path in skip_paths or (path[0] != "/" and "/" + path in skip_paths)
+        except Exception:
+            skipped = True
+        if skipped:
+            return self.wsgi_app(environ, start_response)
+        try:
+            state = _RequestState(
+                time.perf_counter(), _request_id(environ.get("HTTP_X_REQUEST_ID"))
+            )
+            environ[STATE_KEY] = state
+            if binding.max_body_bytes:
+                length = environ.get("CONTENT_LENGTH")
+                if length:
+                    binding._record_body(environ, state, length)
+            request_id = state.request_id
+        except Exception:
+            binding._log_hook_error()  # never let the audit layer fail the request itself
+            return self.wsgi_app(environ, start_response)
+
+        def start_with_request_id(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            code = status[:3]
+            if code.isdigit():
+                state.status = int(code)
+            for index, (name, _) in enumerate(headers):  # the seed *set* the header
+                if name.lower() == "x-request-id":
+                    del headers[index]
+                    break
+            headers.append(("X-Request-Id", request_id))
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start_with_request_id)
+
+
 _PLAIN_ACTOR_TYPES: Final = frozenset({str, int, dict})
 
 
@@ -304,8 +330,8 @@ def _plain_actor(actor: Any) -> Any:
     """Turn an actor object (say, an ORM user) into data *now*, in the request thread.
 
     The worker serializes events later, in another thread, where touching a lazy-loading model
-    or a request-bound proxy would be unsafe. Mappings and sequences are copied; anything else
-    becomes its ``str()``.
+    or a request-bound proxy would be unsafe. Dicts, lists, tuples, floats and booleans are kept
+    as they are, other mappings become dicts, and anything else becomes its ``str()``.
     """
     if isinstance(actor, dict | list | tuple | float | bool):
         return actor
@@ -372,7 +398,7 @@ class ImmutableLogAudit:
     ``max_body_bytes``
         Largest request body kept for error events (0 disables body capture).
     ``delivery``
-        :class:`~immutablelog.sdk.pipeline.DeliveryOptions` (queue, batches, spool, backoff).
+        :class:`~immutablelog.sdk.options.DeliveryOptions` (queue, batches, spool, backoff).
     ``transport``
         Replace the HTTP transport (embedded mode, tests).
     """
@@ -415,9 +441,8 @@ class ImmutableLogAudit:
         self._max_body_bytes = max_body_bytes
         self._delivery = delivery
         self._transport = transport
+        # Weak: an app that is gone takes its binding along (a binding never refers to its app).
         self._bindings: weakref.WeakKeyDictionary[Flask, _AppBinding] = weakref.WeakKeyDictionary()
-        # Strong references too: close() must reach the pipeline of an app that was dropped.
-        self._all_bindings: list[_AppBinding] = []
         self._last_binding: _AppBinding | None = None
         self._actor_error_logged = False
         if app is not None:
@@ -465,31 +490,29 @@ class ImmutableLogAudit:
             trusted_proxies=trusted_proxies,
             scrubber=self._scrubber,
         )
-        pipeline = create_pipeline(
+        lease = lease_pipeline(
             builder,
             url=api_url or "",
             api_key=api_key or "",
             service_name=service_name,
             options=delivery,
             transport=self._transport,
+            owner=app,
         )
         binding = self._bindings.get(app)
         if binding is None:
-            binding = _AppBinding(self, app.wsgi_app)
-            # WSGI middleware rather than before/after_request hooks: a third of the cost on the
-            # request path. Teardown stays a Flask hook: it sees g and unhandled exceptions.
-            app.wsgi_app = binding  # type: ignore[method-assign]
+            binding = _AppBinding(self)
+            app.wsgi_app = _Middleware(binding, app.wsgi_app)  # type: ignore[method-assign]
+            # Teardown stays a Flask hook: it sees g and unhandled exceptions.
             app.teardown_request(binding.teardown_request)
             self._bindings[app] = binding
-            self._all_bindings.append(binding)
-        elif binding.pipeline is not None:
-            binding.pipeline.close(0)  # init_app again: the new configuration replaces it
         binding.configure(
             skip_paths=frozenset(skip_paths),
             max_body_bytes=max_body_bytes,
             capture_headers=self._capture_headers
             or tuple(config.get("IMMUTABLELOG_CAPTURE_HEADERS", ())),
-            pipeline=pipeline,
+            builder=builder,
+            lease=lease,
         )
         self._last_binding = binding
         # Reflect what this app resolved to, like the seed's attributes.
@@ -547,7 +570,7 @@ class ImmutableLogAudit:
             request_id=request_id,
         )
         assert binding.pipeline is not None
-        binding.pipeline.submit(capture)
+        binding.pipeline.submit(capture, binding.build)
         return capture.event_id
 
     def _load_actor(self) -> Any:
@@ -584,8 +607,19 @@ class ImmutableLogAudit:
         return self.pipeline(app).flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush and stop the delivery of every app (also done automatically at exit)."""
-        results = [b.pipeline.close(timeout) for b in list(self._all_bindings) if b.pipeline]
+        """Flush and let go of the pipelines of every app (also done at exit; an app that is
+        garbage-collected lets go of its own). A pipeline no other app or client uses is closed.
+        ``timeout`` bounds the whole call (default: the delivery options' ``shutdown_timeout``).
+        """
+        leases = [b.lease for b in list(self._bindings.values()) if b.lease is not None]
+        if self._last_binding is not None and self._last_binding.lease is not None:
+            leases.append(self._last_binding.lease)
+        if not leases:
+            return True
+        if timeout is None:
+            timeout = max(lease.pipeline.options.shutdown_timeout for lease in leases)
+        deadline = time.monotonic() + timeout
+        results = [lease.close(max(0.0, deadline - time.monotonic())) for lease in leases]
         return all(results)
 
     def stats(self, app: Flask | None = None) -> DeliveryStats:

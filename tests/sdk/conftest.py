@@ -15,7 +15,7 @@ from flask import Flask
 
 from immutablelog.flask import ImmutableLogAudit
 from immutablelog.sdk import DeliveryOptions, ImmutableLogClient
-from immutablelog.sdk.pipeline import WORKER_THREAD_PREFIX
+from immutablelog.sdk.worker import WORKER_THREAD_PREFIX
 from tests.sdk.fake_ledger import FakeLedger
 
 
@@ -90,16 +90,17 @@ def make_app(
         audit.close(timeout=2)
 
 
+def worker_threads() -> list[threading.Thread]:
+    """The SDK's delivery threads alive in this process."""
+    return [t for t in threading.enumerate() if t.name.startswith(WORKER_THREAD_PREFIX)]
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_workers() -> Iterator[None]:
     """Every test must close what it opened: no delivery thread may outlive it."""
-    before = {t for t in threading.enumerate() if t.name.startswith(WORKER_THREAD_PREFIX)}
+    before = set(worker_threads())
     yield
-    leaked = [
-        t
-        for t in threading.enumerate()
-        if t.name.startswith(WORKER_THREAD_PREFIX) and t not in before
-    ]
+    leaked = [t for t in worker_threads() if t not in before]
     for thread in leaked:
         thread.join(5)
     assert not [t for t in leaked if t.is_alive()], "a delivery worker thread was left running"

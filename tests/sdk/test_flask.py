@@ -25,6 +25,7 @@ import immutablelog
 from immutablelog.flask import ImmutableLogAudit
 from immutablelog.sdk import DeliveryOptions
 from immutablelog.sdk.redaction import FILTERED
+from tests.sdk.conftest import worker_threads
 from tests.sdk.fake_ledger import FakeLedger, Fault
 
 MakeApp = Callable[..., tuple[Flask, ImmutableLogAudit]]
@@ -307,11 +308,11 @@ def test_explicit_arguments_beat_config_which_beats_environment(
 
 
 def test_application_factory_with_several_apps(sink: FakeLedger, delivery: DeliveryOptions) -> None:
-    audit = ImmutableLogAudit(api_url=sink.url, api_key="k", delivery=delivery)
+    audit = ImmutableLogAudit(api_url=sink.url, delivery=delivery)
     apps = []
-    for name in ("one", "two"):
+    for name, key in (("one", "k1"), ("two", "k1"), ("three", "k2")):
         app = Flask(name)
-        app.config["IMMUTABLELOG_SERVICE_NAME"] = name
+        app.config.update(IMMUTABLELOG_SERVICE_NAME=name, IMMUTABLELOG_API_KEY=key)
         routes(app)
         audit.init_app(app)
         apps.append(app)
@@ -320,8 +321,14 @@ def test_application_factory_with_several_apps(sink: FakeLedger, delivery: Deliv
             app.test_client().get("/ok")
             with app.app_context():
                 assert audit.flush(10)
-        assert sorted(s.meta["service"] for s in sink.stored) == ["one", "two"]
-        assert audit.stats(apps[0]).sent == 1
+        # Same destination, one pipeline (its batches mix the apps' events); each event keeps
+        # its own service and goes out with its own key.
+        assert audit.pipeline(apps[0]) is audit.pipeline(apps[1])
+        assert audit.pipeline(apps[2]) is not audit.pipeline(apps[0])
+        assert (audit.stats(apps[0]).sent, audit.stats(apps[2]).sent) == (2, 1)
+        keys = {s.meta["service"]: s.headers["Authorization"] for s in sink.stored}
+        assert keys == {"one": "Bearer k1", "two": "Bearer k1", "three": "Bearer k2"}
+        assert len(worker_threads()) == 1
     finally:
         audit.close(2)
 

@@ -23,12 +23,12 @@ import pytest
 
 from immutablelog._uuid import uuid7_millis
 from immutablelog.sdk import DeliveryOptions, ImmutableLogClient, WireEvent
-from immutablelog.sdk import pipeline as pipeline_module
+from immutablelog.sdk import worker as worker_module
 from immutablelog.sdk.capture import custom_capture
 from immutablelog.sdk.events import UUIDS
 from immutablelog.sdk.log_handler import ImmutableLogHandler
-from immutablelog.sdk.pipeline import DeliveryPipeline
-from immutablelog.sdk.transport import HttpTransport, ItemResult, RetryableDeliveryError
+from immutablelog.sdk.retry import RetrySchedule
+from immutablelog.sdk.transport import HttpTransport, ItemResult
 from tests.sdk.conftest import spool_keys, wait_until
 from tests.sdk.fake_ledger import FakeLedger, Fault
 
@@ -97,13 +97,13 @@ def test_a_sleeping_worker_is_woken_even_when_captures_race_in(
     client.record("first")
     assert client.flush(10)
     pipeline = client.pipeline
-    assert wait_until(lambda: pipeline._sleeping)
+    assert wait_until(lambda: pipeline.sleeping)
     # Another thread appended but has not yet looked at the queue's length: the capture
     # submitted now is the second one queued, and must still wake the worker.
     racing = custom_capture(
         "racing", "info", message=None, data={}, actor=None, request=None, request_id=None
     )
-    pipeline._captures.append(racing)
+    pipeline._captures.append((client.builder.build, racing))
     client.record("second")
     assert sink.wait_for(lambda: len(sink.stored) == 3), "delivered without a flush"
 
@@ -116,7 +116,7 @@ def test_ids_made_before_an_idle_spell_are_not_handed_out_after_it(
 ) -> None:
     """Event ids are UUIDv7s, which carry the time they were made: a pool filled long ago
     would stamp new events with an old time (and put their keys far from the index's end)."""
-    monkeypatch.setattr(pipeline_module, "ORPHAN_SCAN_INTERVAL", 0.3)
+    monkeypatch.setattr(worker_module, "IDLE_RENEW_INTERVAL", 0.3)
     client = make_client(delivery=replace(delivery, batch_interval=0))
     client.record("before")
     assert client.flush(10)
@@ -161,25 +161,29 @@ def test_retry_after_is_honoured_even_by_flush(sink: FakeLedger, make_client: Ma
     assert sink.wait_for(lambda: len(sink.requests) == 1)
     assert not client.flush(0.3)
     assert len(sink.requests) == 1, "retried inside the server's Retry-After window"
-    pipeline = client.pipeline
-    assert pipeline._next_attempt_at >= pipeline._retry_not_before > time.monotonic() + 25
+    schedule = client.pipeline._retry
+    assert schedule.next_attempt_at >= schedule.not_before > time.monotonic() + 25
 
 
-def test_backoff_is_exponential_with_jitter_and_capped(delivery: DeliveryOptions) -> None:
-    options = replace(delivery, backoff_initial=1.0, backoff_max=8.0, spool_dir=False)
-    pipeline = DeliveryPipeline(lambda c: c, None, options)
-    try:
-        delays = []
-        for _ in range(7):
-            before = time.monotonic()
-            pipeline._note_retryable(RetryableDeliveryError("down"))
-            delays.append(pipeline._next_attempt_at - before)
-        for attempt, delay in enumerate(delays):
-            ceiling = min(8.0, 2.0**attempt)
-            assert ceiling / 2 - 0.01 <= delay <= ceiling + 0.01
-        assert len({round(d, 6) for d in delays}) > 1, "no jitter"
-    finally:
-        pipeline.close(0)
+def test_backoff_is_exponential_with_jitter_and_capped() -> None:
+    schedule = RetrySchedule(1.0, 8.0)
+    delays = [schedule.failed(100.0, None) - 100.0 for _ in range(7)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(8.0, 2.0**attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert len({round(d, 6) for d in delays}) > 1, "no jitter"
+    schedule.succeeded()
+    assert schedule.failed(200.0, None) - 200.0 <= 1.0, "a success restarts the backoff"
+
+
+def test_retry_after_is_a_floor_that_a_flush_keeps() -> None:
+    schedule = RetrySchedule(0.5, 30.0)
+    assert schedule.failed(100.0, 60.0) == 160.0
+    schedule.hurry()
+    assert schedule.next_attempt_at == 160.0
+    schedule.failed(170.0, None)
+    schedule.hurry()
+    assert schedule.next_attempt_at == 0.0, "without Retry-After a flush retries at once"
 
 
 def test_an_outage_spools_and_replays_in_order(

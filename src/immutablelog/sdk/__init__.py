@@ -2,7 +2,8 @@
 
 Integrations (the Flask extension today; WSGI/ASGI, Django, FastAPI later) are thin layers over
 these pieces: they fill a capture in the request thread and submit it to a
-:class:`DeliveryPipeline`, which does everything else in one background worker per process.
+:class:`DeliveryPipeline`, which does everything else; one background thread per process
+serves every pipeline (:mod:`immutablelog.sdk.worker`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from immutablelog.sdk.capture import (
 from immutablelog.sdk.client import ImmutableLogClient
 from immutablelog.sdk.events import MAX_PAYLOAD_BYTES, WireEvent, clamp_payload
 from immutablelog.sdk.log_handler import ImmutableLogHandler
-from immutablelog.sdk.pipeline import DeliveryOptions, DeliveryPipeline, DeliveryStats
+from immutablelog.sdk.options import DeliveryOptions
+from immutablelog.sdk.pipeline import DeliveryPipeline
 from immutablelog.sdk.redaction import FILTERED, Redactor, Scrubber
+from immutablelog.sdk.stats import DeliveryStats
 from immutablelog.sdk.transport import (
     HttpTransport,
     ItemResult,

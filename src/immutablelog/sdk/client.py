@@ -15,17 +15,16 @@ from types import TracebackType
 from typing import Any
 
 from immutablelog.sdk.capture import EventBuilder, custom_capture, validate_kind
-from immutablelog.sdk.pipeline import (
-    DeliveryOptions,
-    DeliveryPipeline,
-    DeliveryStats,
-    default_spool_dir,
-)
+from immutablelog.sdk.options import DeliveryOptions, default_spool_dir
+from immutablelog.sdk.pipeline import DeliveryPipeline
 from immutablelog.sdk.redaction import Redactor, Scrubber
+from immutablelog.sdk.sharing import PIPELINES, PipelineLease
+from immutablelog.sdk.stats import DeliveryStats
 from immutablelog.sdk.transport import (
     EmbeddedModeUnavailable,
     HttpTransport,
     Transport,
+    embedded_data_dir,
     embedded_transport,
 )
 
@@ -56,31 +55,73 @@ def create_pipeline(
     options: DeliveryOptions,
     transport: Transport | None = None,
 ) -> DeliveryPipeline:
-    """Wire a builder to its destination: the given transport, HTTP if a URL is set, else
-    embedded mode (a local ledger in ``$IMMUTABLELOG_DATA_DIR``)."""
-    if transport is None:
-        if url:
-            transport = HttpTransport(
-                url,
-                api_key,
-                connect_timeout=options.connect_timeout,
-                read_timeout=options.read_timeout,
-            )
-        else:
-            try:
-                transport = embedded_transport()
-            except EmbeddedModeUnavailable as exc:
-                logger.warning("ImmutableLog: %s; audit events will be counted as dropped", exc)
-    spool_dir: str | None
-    if options.spool_dir is False:
-        spool_dir = None
-    else:
-        spool_dir = (
-            options.spool_dir
-            or from_env(SPOOL_DIR_ENV_VARS)
-            or default_spool_dir(service_name, url, api_key)
+    """A pipeline of its own from a builder to its destination: the given transport, HTTP if a
+    URL is set, else embedded mode (a local ledger in ``$IMMUTABLELOG_DATA_DIR``). It is served
+    by the process's one worker thread like every other."""
+    return DeliveryPipeline(
+        builder.build,
+        transport or _default_transport(url, api_key, options),
+        options,
+        spool_dir=_spool_dir(options, service_name, url, api_key),
+    )
+
+
+def lease_pipeline(
+    builder: EventBuilder,
+    *,
+    url: str,
+    api_key: str,
+    service_name: str,
+    options: DeliveryOptions,
+    transport: Transport | None = None,
+    owner: object,
+) -> PipelineLease:
+    """A share of the pipeline to this destination (see :mod:`immutablelog.sdk.sharing`), made
+    if there is none; given back by ``lease.close()`` or when ``owner`` is garbage-collected."""
+    spool_dir = _spool_dir(options, service_name, url, api_key)
+    destination = (
+        url,
+        api_key,
+        id(transport) if transport is not None else None,  # the pipeline keeps it alive
+        embedded_data_dir() if not url and transport is None else None,
+        spool_dir,
+        options,
+    )
+
+    def make() -> DeliveryPipeline:
+        return DeliveryPipeline(
+            builder.build,
+            transport or _default_transport(url, api_key, options),
+            options,
+            spool_dir=spool_dir,
         )
-    return DeliveryPipeline(builder.build, transport, options, spool_dir=spool_dir)
+
+    return PIPELINES.lease(destination, make, owner)
+
+
+def _default_transport(url: str, api_key: str, options: DeliveryOptions) -> Transport | None:
+    if url:
+        return HttpTransport(
+            url,
+            api_key,
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+        )
+    try:
+        return embedded_transport()
+    except EmbeddedModeUnavailable as exc:
+        logger.warning("ImmutableLog: %s; audit events will be counted as dropped", exc)
+        return None
+
+
+def _spool_dir(options: DeliveryOptions, service_name: str, url: str, api_key: str) -> str | None:
+    if options.spool_dir is False:
+        return None
+    return (
+        options.spool_dir
+        or from_env(SPOOL_DIR_ENV_VARS)
+        or default_spool_dir(service_name, url, api_key)
+    )
 
 
 class ImmutableLogClient:
@@ -121,14 +162,21 @@ class ImmutableLogClient:
             redactor=Redactor(redact_keys, allow_keys),
             scrubber=scrubber,
         )
-        self.pipeline = create_pipeline(
+        self._build = self.builder.build
+        self._lease = lease_pipeline(
             self.builder,
             url=self.api_url,
             api_key=api_key,
             service_name=service_name,
             options=delivery or DeliveryOptions(),
             transport=transport,
+            owner=self,
         )
+
+    @property
+    def pipeline(self) -> DeliveryPipeline:
+        """The pipeline this client's events go through (shared with others to the same place)."""
+        return self._lease.pipeline
 
     def record(
         self,
@@ -156,7 +204,7 @@ class ImmutableLogClient:
             request=None,
             request_id=request_id,
         )
-        self.pipeline.submit(capture)
+        self._lease.pipeline.submit(capture, self._build)
         return capture.event_id
 
     def flush(self, timeout: float | None = 5.0) -> bool:
@@ -164,8 +212,9 @@ class ImmutableLogClient:
         return self.pipeline.flush(timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush with a bounded timeout and stop the worker (also done automatically at exit)."""
-        return self.pipeline.close(timeout)
+        """Flush with a bounded timeout and let go of the pipeline (also done at exit, or when
+        the client is garbage-collected); the last user of a pipeline closes it."""
+        return self._lease.close(timeout)
 
     def stats(self) -> DeliveryStats:
         """Delivery counters: queued, sent, retried, spooled, dead_lettered, dropped, …"""

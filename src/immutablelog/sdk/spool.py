@@ -137,6 +137,31 @@ class MemoryBacklog:
         return None
 
 
+def open_backlog(
+    spool_dir: str | None, *, max_bytes: int, synchronous: str, max_events: int
+) -> Backlog:
+    """A durable spool in ``spool_dir`` if it is usable, else (logged) a memory backlog."""
+    if spool_dir:
+        try:
+            os.makedirs(spool_dir, mode=0o700, exist_ok=True)
+            if os.access(spool_dir, os.W_OK | os.X_OK):
+                return SqliteSpool(spool_dir, max_bytes=max_bytes, synchronous=synchronous)
+        except OSError as exc:
+            logger.error(
+                "ImmutableLog: spool directory %s is unusable (%s); events will wait in "
+                "memory only during an outage",
+                spool_dir,
+                exc,
+            )
+        else:
+            logger.error(
+                "ImmutableLog: spool directory %s is not writable; events will wait in "
+                "memory only during an outage",
+                spool_dir,
+            )
+    return MemoryBacklog(max_events)
+
+
 class SqliteSpool:
     """A durable, size-bounded FIFO in a per-process SQLite file (see the module docstring).
 

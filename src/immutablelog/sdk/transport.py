@@ -390,5 +390,10 @@ def embedded_transport(ledger_path: str | None = None) -> Transport:
         from immutablelog.sdk.embedded import LedgerTransport
     except ImportError as exc:  # pragma: no cover - the ledger ships with the package
         raise EmbeddedModeUnavailable(f"embedded mode needs the ledger package: {exc}") from exc
-    data_dir = ledger_path or os.environ.get("IMMUTABLELOG_DATA_DIR") or "immutablelog-data"
-    return LedgerTransport(data_dir)
+    return LedgerTransport(ledger_path or embedded_data_dir())
+
+
+def embedded_data_dir() -> str:
+    """Where embedded mode keeps its ledger: ``$IMMUTABLELOG_DATA_DIR``, else
+    ``./immutablelog-data`` (as an absolute path: it names the destination)."""
+    return os.path.abspath(os.environ.get("IMMUTABLELOG_DATA_DIR") or "immutablelog-data")
