@@ -7,6 +7,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/flask_overhead.py --rounds 7 --requests 20000
     .venv/bin/python benchmarks/flask_overhead.py --url http://127.0.0.1:8080 --api-key iml_live_…
     .venv/bin/python benchmarks/flask_overhead.py --pin        # on a quiet machine with ≥ 2 CPUs
+    .venv/bin/python benchmarks/flask_overhead.py --variants bare,ours --baseline main  # A/B
 
 Method:
 
@@ -34,6 +35,10 @@ Method:
 Two controls split ours into parts (``--variants bare,ours,ours-capture,ours-offline``): the
 request path alone (``ours-capture``, whose events are built and sent only by the flush after
 the loop) and everything but the network (``ours-offline``).
+
+``--baseline REV`` adds a variant ``baseline``: ours as of git revision ``REV`` of this
+repository (its ``src`` exported to a temporary directory), interleaved with the others in the
+same rounds, so a change to the SDK is measured before and after in one run.
 
 The optional variants need ``sentry-sdk``, ``opentelemetry-instrumentation-flask`` and
 ``opentelemetry-exporter-otlp-proto-http``; missing ones are skipped.
@@ -66,13 +71,24 @@ ALL_VARIANTS = ("bare", "seed", "ours", "sentry", "otel")
 #: after it; a thread keeps the id pool filled as the worker would) and how much is the network
 #: (``ours-offline``: built and batched as usual, acknowledged by a transport with no socket).
 CONTROL_VARIANTS = ("ours-capture", "ours-offline")
-DELIVERING = ("seed", "ours", "ours-capture")
+DELIVERING = ("seed", "ours", "ours-capture", "baseline")
 
-# The app processes import the SDK of this checkout, whatever an installed (editable) copy
-# points at, and keep the caller's PYTHONPATH behind it.
-WORKER_PYTHONPATH = os.pathsep.join(
-    [str(ROOT / "src"), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-)
+
+def worker_pythonpath(src: Path) -> str:
+    """The app processes import the SDK from ``src`` (this checkout's, or the baseline's),
+    whatever an installed (editable) copy points at, and keep the caller's PYTHONPATH behind."""
+    return os.pathsep.join([str(src), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def export_baseline(revision: str, tmp: Path) -> Path:
+    """``src`` of ``revision`` of this repository, exported under ``tmp``; its path."""
+    target = tmp / "baseline"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", revision, "src"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target / "src"
 
 
 # -- the instrumented app (runs in a worker process) ------------------------------------------
@@ -91,7 +107,7 @@ def build_app(variant: str, url: str, api_key: str, service: str, sink_port: int
         from tests.fixtures.seed_middleware import ImmutableLogAudit as SeedAudit
 
         SeedAudit(app, api_key=api_key, api_url=url, service_name=service)
-    elif variant in ("ours", *CONTROL_VARIANTS):
+    elif variant in ("ours", "baseline", *CONTROL_VARIANTS):
         _instrument_ours(app, variant, url, api_key, service)
     elif variant == "sentry":
         import sentry_sdk
@@ -220,7 +236,7 @@ def run_worker(args: argparse.Namespace) -> None:
         "thread_cpu_us_per_request": thread_cpu / count * 1e6,
         "sent_requests": args.warmup + args.requests + count,
     }
-    if args.worker in ("ours", *CONTROL_VARIANTS):
+    if args.worker in ("ours", "baseline", *CONTROL_VARIANTS):
         audit = app.extensions["immutablelog"]
         result["flushed"] = audit.flush(120)
         result["stats"] = audit.stats().as_dict()
@@ -331,6 +347,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(ALL_VARIANTS))
     parser.add_argument("--url", help="use this ledger server instead of starting one")
     parser.add_argument("--api-key", default="")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run ours as of this git revision (variant baseline)"
+    )
     parser.add_argument("--pin", action="store_true", help="pin app and server to separate CPUs")
     parser.add_argument(
         "--server-nice", type=int, default=10, help="niceness of the ledger server (0: none)"
@@ -344,11 +363,18 @@ def main() -> None:
         return
 
     variants = [v for v in args.variants.split(",") if v]
+    if args.baseline and "baseline" not in variants:
+        variants.append("baseline")
     skipped = [v for v in variants if not available(v)]
     variants = [v for v in variants if v not in skipped]
     if "bare" not in variants:
         variants.insert(0, "bare")
     tmp = Path(tempfile.mkdtemp(prefix="flask-overhead-"))
+    sources = {v: ROOT / "src" for v in variants}
+    if "baseline" in variants:
+        if not args.baseline:
+            raise SystemExit("the baseline variant needs --baseline REV")
+        sources["baseline"] = export_baseline(args.baseline, tmp)
     server = None
     url, api_key = args.url, args.api_key
     if not url:
@@ -389,7 +415,7 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                     check=False,
-                    env={**os.environ, "PYTHONPATH": WORKER_PYTHONPATH},
+                    env={**os.environ, "PYTHONPATH": worker_pythonpath(sources[variant])},
                 )
                 if out.returncode != 0:
                     raise SystemExit(f"{variant} failed:\n{out.stderr}")
@@ -401,7 +427,7 @@ def main() -> None:
                 elif variant == "otel":
                     arrived[variant] += sink.spans - spans_before
                 print(
-                    f"round {round_no + 1}/{args.rounds} {variant:>6}: "
+                    f"round {round_no + 1}/{args.rounds} {variant:>8}: "
                     f"p50 {result['p50_us']:7.1f} µs  p99 {result['p99_us']:7.1f} µs  "
                     f"(w/o CPU wait {result['p99_own_us']:7.1f})  "
                     f"p99.9 {result['p999_us']:7.1f} µs  "
@@ -469,8 +495,9 @@ def report(
                 for key in ("p50_us", "p99_us", "p99_own_us", "p999_us")
             )
         )
+        label = f"baseline ({args.baseline})" if variant == "baseline" else variant
         lines.append(
-            f"| {variant} | {p50:.1f} | {extra} | {p99:.1f} | {extra99} | {own99} | {extra999} | "
+            f"| {label} | {p50:.1f} | {extra} | {p99:.1f} | {extra99} | {own99} | {extra999} | "
             f"{rps:.0f} | {cpu:.1f} | {100 * bare_cpu / cpu:.0f}% | {events} |"
         )
     if skipped:

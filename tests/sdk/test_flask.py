@@ -8,6 +8,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -365,6 +366,30 @@ def test_unset_arguments_fall_back_to_app_config_then_defaults(
         assert (audit.service_name, audit.env) == ("flask-service", "production")
     finally:
         audit.close(1)
+
+
+def test_init_app_again_moves_to_the_new_destination_and_the_old_one_still_delivers(
+    sink: FakeLedger, delivery: DeliveryOptions
+) -> None:
+    audit = ImmutableLogAudit(api_url=sink.url, delivery=replace(delivery, batch_interval=3600))
+    app = Flask("reconfigured")
+    routes(app)
+    app.config["IMMUTABLELOG_API_KEY"] = "old-key"
+    audit.init_app(app)
+    old = audit.pipeline(app)
+    try:
+        app.test_client().get("/ok")  # gathers in the old pipeline for an hour
+        app.config["IMMUTABLELOG_API_KEY"] = "new-key"
+        audit.init_app(app)
+        assert audit.pipeline(app) is not old
+        app.test_client().get("/ok")
+        assert audit.flush(10, app)
+        assert sink.wait_for_stored(2), "the old pipeline was drained, not dropped"
+        keys = sorted(s.headers["Authorization"] for s in sink.stored)
+        assert keys == ["Bearer new-key", "Bearer old-key"]
+        assert old.closed and len(worker_threads()) == 1
+    finally:
+        audit.close(2)
 
 
 # -- request ids and client addresses ---------------------------------------------------------

@@ -90,6 +90,7 @@ class DeliveryWorker:
         self._pipelines: dict[Serviced, None] = {}  # insertion-ordered set: round-robin order
         self._calls: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._previous: threading.Thread | None = None  # the last one started
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -97,12 +98,18 @@ class DeliveryWorker:
         """Serve ``pipeline`` from now on (starting the thread if none runs)."""
         with self._lock:
             self._pipelines[pipeline] = None
-            thread = self._thread
-            if thread is None:
-                thread = self._thread = threading.Thread(
+            starting = self._thread is None
+            previous = self._previous
+        if starting and previous is not None and previous is not threading.current_thread():
+            # A thread that found nothing to serve has left its loop; let it finish, so that
+            # there is never more than one.
+            previous.join(1.0)
+        with self._lock:
+            if self._thread is None and pipeline in self._pipelines:
+                self._thread = self._previous = threading.Thread(
                     target=self._run, name=f"{WORKER_THREAD_PREFIX}-{os.getpid()}", daemon=True
                 )
-                thread.start()
+                self._thread.start()
         self.doorbell.ring()
 
     def detach(self, pipeline: Serviced) -> None:
