@@ -46,26 +46,6 @@ def from_env(names: Iterable[str]) -> str | None:
     return None
 
 
-def create_pipeline(
-    builder: EventBuilder,
-    *,
-    url: str,
-    api_key: str,
-    service_name: str,
-    options: DeliveryOptions,
-    transport: Transport | None = None,
-) -> DeliveryPipeline:
-    """A pipeline of its own from a builder to its destination: the given transport, HTTP if a
-    URL is set, else embedded mode (a local ledger in ``$IMMUTABLELOG_DATA_DIR``). It is served
-    by the process's one worker thread like every other."""
-    return DeliveryPipeline(
-        builder.build,
-        transport or _default_transport(url, api_key, options),
-        options,
-        spool_dir=_spool_dir(options, service_name, url, api_key),
-    )
-
-
 def lease_pipeline(
     builder: EventBuilder,
     *,
@@ -76,8 +56,10 @@ def lease_pipeline(
     transport: Transport | None = None,
     owner: object,
 ) -> PipelineLease:
-    """A share of the pipeline to this destination (see :mod:`immutablelog.sdk.sharing`), made
-    if there is none; given back by ``lease.close()`` or when ``owner`` is garbage-collected."""
+    """A share of the pipeline from a builder to its destination — the given transport, HTTP if
+    a URL is set, else embedded mode (a local ledger in ``$IMMUTABLELOG_DATA_DIR``) — made if
+    there is none (see :mod:`immutablelog.sdk.sharing`); given back by ``lease.close()`` or
+    when ``owner`` is garbage-collected."""
     spool_dir = _spool_dir(options, service_name, url, api_key)
     destination = (
         url,
@@ -89,12 +71,8 @@ def lease_pipeline(
     )
 
     def make() -> DeliveryPipeline:
-        return DeliveryPipeline(
-            builder.build,
-            transport or _default_transport(url, api_key, options),
-            options,
-            spool_dir=spool_dir,
-        )
+        sender = transport or _default_transport(url, api_key, options)
+        return DeliveryPipeline(builder.build, sender, options, spool_dir=spool_dir)
 
     return PIPELINES.lease(destination, make, owner)
 
