@@ -6,6 +6,7 @@ stored, counted, spooled, logged — never how long something took.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from immutablelog.sdk.events import UUIDS
 from immutablelog.sdk.log_handler import ImmutableLogHandler
 from immutablelog.sdk.retry import RetrySchedule
 from immutablelog.sdk.transport import HttpTransport, ItemResult
-from tests.sdk.conftest import spool_keys, wait_until
+from tests.sdk.conftest import spool_keys, wait_until, worker_threads
 from tests.sdk.fake_ledger import FakeLedger, Fault
 
 MakeClient = Callable[..., ImmutableLogClient]
@@ -135,6 +136,29 @@ def test_ids_made_before_an_idle_spell_are_not_handed_out_after_it(
 def test_batch_interval_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="batch_interval"):
         DeliveryOptions(batch_interval=-1)
+
+
+def test_clients_to_one_destination_share_a_pipeline_and_the_last_one_dropped_drains_it(
+    sink: FakeLedger, delivery: DeliveryOptions
+) -> None:
+    options = replace(delivery, batch_interval=3600)
+    first = ImmutableLogClient(sink.url, "k", service_name="a", delivery=options)
+    second = ImmutableLogClient(sink.url, "k", service_name="b", delivery=options)
+    other = ImmutableLogClient(sink.url, "other-key", delivery=options)
+    pipeline = first.pipeline
+    assert second.pipeline is pipeline and other.pipeline is not pipeline
+    ids = [first.record("from.a"), second.record("from.b")]
+    assert len(worker_threads()) == 1
+    assert other.close(5)
+    del first
+    gc.collect()
+    assert not pipeline.closed, "the second client still uses it"
+    del second
+    gc.collect()
+    # Nobody uses it any more: its gathering batch goes out at once, and it lets go.
+    assert wait_until(lambda: pipeline.closed and not worker_threads())
+    assert sink.stored_keys() == ids
+    assert [s.meta["service"] for s in sink.stored] == ["a", "b"]
 
 
 # -- transient failures -----------------------------------------------------------------------
