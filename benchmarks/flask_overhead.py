@@ -8,6 +8,7 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/flask_overhead.py --url http://127.0.0.1:8080 --api-key iml_live_…
     .venv/bin/python benchmarks/flask_overhead.py --pin        # on a quiet machine with ≥ 2 CPUs
     .venv/bin/python benchmarks/flask_overhead.py --variants bare,ours --baseline main  # A/B
+    .venv/bin/python benchmarks/flask_overhead.py --baseline main --instructions  # callgrind
 
 Method:
 
@@ -39,6 +40,11 @@ the loop) and everything but the network (``ours-offline``).
 ``--baseline REV`` adds a variant ``baseline``: ours as of git revision ``REV`` of this
 repository (its ``src`` exported to a temporary directory), interleaved with the others in the
 same rounds, so a change to the SDK is measured before and after in one run.
+
+``--instructions`` counts, under valgrind's callgrind, the instructions per request of bare,
+ours and the baseline instead — the request path alone (ours capturing only, its worker
+asleep), and with the worker building and batching every event (``ours-offline``'s transport
+without a socket): counts, not seconds, so a comparison that a busy machine cannot blur.
 
 The optional variants need ``sentry-sdk``, ``opentelemetry-instrumentation-flask`` and
 ``opentelemetry-exporter-otlp-proto-http``; missing ones are skipped.
@@ -190,6 +196,76 @@ def _cpu_wait_clock() -> Any:
     except OSError:
         return lambda: 0.0
     return lambda: int(os.pread(fd, 128, 0).split()[1]) / 1e9
+
+
+def count_requests(variant: str, requests: int, deliver: bool) -> None:
+    """Serve ``requests`` requests and exit: the body of an ``--instructions`` measurement.
+
+    Without ``deliver``, ours captures only (its events gather in the queue; the worker thread
+    sleeps throughout) and the id pool is filled beforehand, so what differs between two request
+    counts is the request path alone, instruction for instruction. With ``deliver``, the worker
+    builds, batches and settles every event as in ``ours-offline`` (a transport without a
+    socket), and the count includes its thread (batch sizes follow the clock, so this one is
+    close, not exact, from run to run).
+    """
+    if deliver:
+        app = build_app("ours-offline", "", "", "bench", 0)
+    else:
+        app = build_app("bare", "", "", "bench", 0)
+    if variant != "bare" and not deliver:
+        from immutablelog.flask import ImmutableLogAudit
+        from immutablelog.sdk import DeliveryOptions
+        from immutablelog.sdk.events import UUIDS
+
+        endless = DeliveryOptions(
+            spool_dir=False, max_queue=10**6, max_batch_events=10**6, batch_interval=3600
+        )
+        ImmutableLogAudit(app, api_key="k", api_url="http://127.0.0.1:9", delivery=endless)
+        UUIDS.top_up(requests + 100)
+    client = app.test_client()
+    for _ in range(requests):
+        client.get("/")
+    if deliver:
+        assert app.extensions["immutablelog"].flush(600)
+    os._exit(0)  # no exit drain: nothing to measure there
+
+
+def measure_instructions(variants: list[str], sources: dict[str, Path]) -> str:
+    """Instructions per request under callgrind (counts, not seconds: the same on a busy
+    machine as on an idle one), from the difference of two runs of 200 and 1200 requests."""
+    lines = [
+        "| variant | instructions per request | added to bare |",
+        "|---|---:|---:|",
+    ]
+    per_request: dict[str, float] = {}
+    runs = [(v, False) for v in variants] + [(v, True) for v in variants if v != "bare"]
+    for variant, deliver in runs:
+        counts = []
+        for requests in (200, 1200):
+            out = subprocess.run(
+                [
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--callgrind-out-file=/dev/null",
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--count-requests",
+                    str(requests),
+                    *(["--count-delivery"] if deliver else []),
+                    "--worker",
+                    variant,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "PYTHONPATH": worker_pythonpath(sources[variant])},
+            )
+            counts.append(int(out.stderr.split("Collected :")[1].split()[0]))
+        label = f"{variant}, {'building and batching (offline)' if deliver else 'request path'}"
+        per_request[label] = (counts[1] - counts[0]) / 1000
+        bare = per_request.get("bare, request path", per_request[label])
+        lines.append(f"| {label} | {per_request[label]:,.0f} | {per_request[label] - bare:+,.0f} |")
+    return "\n".join(lines)
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -354,10 +430,20 @@ def main() -> None:
     parser.add_argument(
         "--server-nice", type=int, default=10, help="niceness of the ledger server (0: none)"
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count the request path's instructions under valgrind instead of timing it",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--count-requests", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--count-delivery", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--service", help=argparse.SUPPRESS)
     parser.add_argument("--sink-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.count_requests:
+        count_requests(args.worker, args.count_requests, args.count_delivery)
+        return
     if args.worker:
         run_worker(args)
         return
@@ -375,6 +461,13 @@ def main() -> None:
         if not args.baseline:
             raise SystemExit("the baseline variant needs --baseline REV")
         sources["baseline"] = export_baseline(args.baseline, tmp)
+    if args.instructions:
+        print(
+            measure_instructions(
+                [v for v in variants if v in ("bare", "ours", "baseline")], sources
+            )
+        )
+        return
     server = None
     url, api_key = args.url, args.api_key
     if not url:

@@ -403,8 +403,14 @@ def test_record_rejects_unknown_kinds(make_client: MakeClient) -> None:
 # -- concurrency ------------------------------------------------------------------------------
 
 
-def test_many_threads_recording_at_once(sink: FakeLedger, make_client: MakeClient) -> None:
-    client = make_client()
+def test_many_threads_recording_at_once(
+    sink: FakeLedger,
+    make_client: MakeClient,
+    delivery: DeliveryOptions,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No gathering: the worker builds batches while the threads keep appending.
+    client = make_client(delivery=replace(delivery, batch_interval=0))
     ids: list[list[str]] = [[] for _ in range(8)]
     start = threading.Barrier(8)
 
@@ -426,6 +432,30 @@ def test_many_threads_recording_at_once(sink: FakeLedger, make_client: MakeClien
         assert positions == sorted(positions)
     stats = client.stats()
     assert stats.queued == stats.sent == 2000
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "the worker never fails"
+
+
+def test_captures_queued_while_the_worker_builds_a_batch_are_kept(
+    sink: FakeLedger, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_client()
+    pipeline = client.pipeline
+    late: list[str] = []
+
+    def build_while_a_request_thread_appends(capture: object) -> WireEvent:
+        if not late:  # what a request thread does at this very moment
+            late.append(client.record("appended.during.build"))
+        return client.builder.build(capture)
+
+    first = custom_capture(
+        "first", "info", message=None, data={}, actor=None, request=None, request_id=None
+    )
+    second = first._replace(event_id=UUIDS.take(), event_name="second")
+    pipeline.submit(first, build_while_a_request_thread_appends)
+    pipeline.submit(second, build_while_a_request_thread_appends)
+    assert client.flush(10)
+    assert sink.stored_keys() == [first.event_id, second.event_id, *late]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "the worker never fails"
 
 
 def _wait_child(pid: int, timeout: float = 30.0) -> int:

@@ -37,7 +37,6 @@ Path of an event::
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import os
 import threading
@@ -366,8 +365,9 @@ class DeliveryPipeline:
         if not count:
             return
         # Captures stay in the queue until their events are placed, so that every event is
-        # always somewhere the counters see (queued = taken + waiting, never in limbo).
-        built = [build(capture) for build, capture in itertools.islice(captures, count)]
+        # always somewhere the counters see (queued = taken + waiting, never in limbo). Read by
+        # index: request threads append meanwhile, which would end an iteration over the deque.
+        built = [build(capture) for build, capture in map(captures.__getitem__, range(count))]
         self._gathering_since = None  # whatever is still queued starts a new batch
 
         def consume() -> None:
