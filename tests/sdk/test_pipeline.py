@@ -454,6 +454,7 @@ def test_captures_queued_while_the_worker_builds_a_batch_are_kept(
     pipeline.submit(first, build_while_a_request_thread_appends)
     pipeline.submit(second, build_while_a_request_thread_appends)
     assert client.flush(10)
+    assert client.flush(10), "and the one appended during the first flush"
     assert sink.stored_keys() == [first.event_id, second.event_id, *late]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "the worker never fails"
 
