@@ -88,6 +88,7 @@ def test_tail_shows_recent_events(live_server: LiveServer) -> None:
 
 
 def test_tail_follows_new_events(live_server: LiveServer) -> None:
+    seed(live_server, 1)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -99,7 +100,7 @@ def test_tail_follows_new_events(live_server: LiveServer) -> None:
             "--key",
             live_server.read_key,
             "-n",
-            "0",
+            "1",
             "--interval",
             "0.2",
             "--json",
@@ -109,15 +110,15 @@ def test_tail_follows_new_events(live_server: LiveServer) -> None:
     )
     try:
         assert process.stdout is not None
-        import time
-
-        time.sleep(1.5)  # let it take its starting point before events arrive
-        seed(live_server, 3)
+        # The newest event, shown first, proves it took its starting point (a fixed pause
+        # did not, on a loaded machine: events seeded before it started were never shown).
+        assert json.loads(process.stdout.readline())["event_name"] == "thing.0"
+        seed(live_server, 4)  # thing.0 again (a replay, not new), then three new ones
         lines = [process.stdout.readline() for _ in range(3)]
         assert [json.loads(line)["event_name"] for line in lines] == [
-            "thing.0",
             "thing.1",
             "thing.2",
+            "thing.3",
         ]
     finally:
         process.terminate()
