@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from immutablelog.ledger.postgres import storage as postgres_storage
 from immutablelog.ledger.postgres.storage import PostgresStorage, search_ranges, split_ranges
 from immutablelog.ledger.storage import EventQuery
 from tests.ledger.test_storage_contract import EVENTS, LOG_NAME, append_events, new_tenant
@@ -87,3 +88,28 @@ def test_a_failed_run_moves_no_progress_and_is_indexed_again(storage: PostgresSt
     assert storage.search_backlog() == 0
     assert _indexed(storage) == [(acme, i) for i in range(len(EVENTS))]
     assert _search(storage, acme, "alice") == [3, 0]
+
+
+def test_a_large_limit_is_indexed_in_several_slices(
+    storage: PostgresStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_storage, "_SEARCH_SLICE", 2)
+    acme = new_tenant(storage, "acme")
+    append_events(storage, acme, EVENTS)
+    with psycopg.connect(storage.url, autocommit=True) as conn:
+        # One statement per slice moves the progress marks (an upsert fires INSERT once).
+        conn.execute("CREATE TABLE slices (at timestamptz DEFAULT clock_timestamp())")
+        conn.execute(
+            "CREATE FUNCTION count_slice() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO slices DEFAULT VALUES; RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER count_slice AFTER INSERT ON search_progress "
+            "FOR EACH STATEMENT EXECUTE FUNCTION count_slice()"
+        )
+    assert storage.index_search(5) == 5  # three slices: 2 + 2 + 1
+    assert storage.search_backlog() == len(EVENTS) - 5
+    with psycopg.connect(storage.url) as conn:
+        assert conn.execute("SELECT count(*) FROM slices").fetchone() == (3,)
+    assert storage.index_search(100) == len(EVENTS) - 5
+    assert _indexed(storage) == [(acme, i) for i in range(len(EVENTS))]

@@ -25,8 +25,11 @@ from immutablelog.ledger.storage import Storage
 
 logger = logging.getLogger(__name__)
 
-#: Entries indexed per transaction: small enough that stopping never waits long.
-_SLICE = 10_000
+#: Entries indexed per transaction: small enough that stopping never waits long (a few
+#: seconds), large enough that the entries of a slice share the pages of the lookup
+#: indexes with random keys (SQLite), whose cost otherwise grows with the log: at
+#: 1,000,000 entries 19.5 µs per entry instead of 40.5 with 10,000-entry slices.
+_SLICE = 50_000
 
 
 class Upkeep:

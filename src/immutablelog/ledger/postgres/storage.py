@@ -69,6 +69,8 @@ _PAGE_ROWS = 500
 # A session that sits in an open transaction this long is killed by the server, so a
 # stopped or hung process cannot hold a tenant's write lock for ever.
 _IDLE_IN_TRANSACTION = "60s"
+# Entries per search-indexing transaction (see index_search).
+_SEARCH_SLICE = 10_000
 
 #: Seconds a probe of a database that seems down may take to connect.
 _PROBE_TIMEOUT = 2
@@ -728,7 +730,20 @@ class PostgresStorage:
         """PostgreSQL checkpoints its own WAL."""
 
     def index_search(self, limit: int) -> int:
-        """Index up to ``limit`` entries, oldest first per tenant, tenants in id order.
+        """Index up to ``limit`` entries, oldest first per tenant, tenants in id order, in
+        slices of at most ``_SEARCH_SLICE``: each slice holds its transaction open while
+        its runs index, and must end well within the idle-in-transaction timeout even on
+        a saturated server."""
+        done = 0
+        while done < limit:
+            indexed = self._index_slice(min(_SEARCH_SLICE, limit - done))
+            if not indexed:
+                break
+            done += indexed
+        return done
+
+    def _index_slice(self, limit: int) -> int:
+        """Index up to ``limit`` entries in one slice.
 
         One process at a time (a try-lock: the others return 0 at once rather than wait,
         since they run on the upkeep thread). Tenants are found by comparing each one's
