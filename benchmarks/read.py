@@ -139,6 +139,16 @@ def entry_count(db: Path) -> int:
         conn.close()
 
 
+def bench_log(keep: Path | None, prefix: str) -> tuple[Path, Path, Path, LiveServer]:
+    """The benchmark's directory (``keep``, else a new temporary one), its data directory,
+    ledger file, and a server for it (not started), reusing a log an earlier run filled."""
+    root = keep or Path(tempfile.mkdtemp(prefix=prefix))
+    root.mkdir(parents=True, exist_ok=True)
+    data_dir = root / "data"
+    db = data_dir / "ledger.db"
+    return root, data_dir, db, LiveServer(data_dir, create=not db.exists())
+
+
 def prefill(ledger: Ledger, have: int, want: int, seed: int, chunk: int = 10_000) -> float:
     """Append events ``have..want`` in-process, one chunk committing while the next is
     validated; returns events/s."""
@@ -505,12 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     cold_samples = 20
     query_samples = 15 if args.quick else 40
 
-    root = args.keep or Path(tempfile.mkdtemp(prefix="immutablelog-read-"))
-    root.mkdir(parents=True, exist_ok=True)
-    data_dir = root / "data"
-    db = data_dir / "ledger.db"
-    reuse = db.exists()
-    server = LiveServer(data_dir, create=not reuse)
+    root, data_dir, db, server = bench_log(args.keep, "immutablelog-read-")
     stats: list[Stat] = []
     verify_rows: list[tuple[str, str, str, str]] = []
     try:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,40 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class LiveServer:
+def wait_healthy(
+    process: subprocess.Popen[bytes], url: str, timeout: float, log: Callable[[], str]
+) -> None:
+    """Until ``GET url/healthz`` answers 200; the process's log if it dies or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{log()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not become healthy:\n{log()}")
+
+
+class LiveProcess:
+    """A server process started in its own process group, logging to ``log_path``."""
+
+    process: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            # The whole group: with --workers the children must die too, as in a crash.
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class LiveServer(LiveProcess):
     """Starts, stops, restarts and kills a server on one data directory."""
 
     def __init__(
@@ -122,17 +156,7 @@ class LiveServer:
             env=env,
             start_new_session=True,  # its own process group, so kill() takes the workers too
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not become healthy:\n{self.log()}")
+        wait_healthy(self.process, self.url, timeout, self.log)
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, as a process manager would; returns the exit code."""
@@ -140,15 +164,6 @@ class LiveServer:
             return self.process.returncode if self.process else 0
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            # The whole group: with --workers the children must die too, as in a crash.
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def headers(self, key: str | None = None, **more: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.ingest_key}", **more}

@@ -129,24 +129,27 @@ def _check_key_name(name: str) -> None:
         raise NoteError(f"key name {name!r} is not valid UTF-8") from exc
 
 
-def _key_id(name: str, public_key: bytes) -> bytes:
-    """C2SP key ID: SHA-256(name || '\\n' || 0x01 || pubkey)[:4]."""
+def _key_id(name: str, public_key: bytes, alg: int = ALG_ED25519) -> bytes:
+    """C2SP key ID: SHA-256(name || '\\n' || alg || pubkey)[:4] (0x01: a log's Ed25519 key,
+    0x04: a witness's Ed25519 cosignature key)."""
     h = hashlib.sha256()
     h.update(name.encode("utf-8"))
     h.update(b"\n")
-    h.update(bytes([ALG_ED25519]))
+    h.update(bytes([alg]))
     h.update(public_key)
     return h.digest()[:_KEY_ID_SIZE]
 
 
-def _parse_key_parts(name: str, hex_id: str, b64: str, what: str) -> tuple[bytes, bytes]:
-    """Validate the common ``name+hexid+base64(0x01 || 32 bytes)`` tail of a key string."""
+def _parse_key_parts(
+    name: str, hex_id: str, b64: str, what: str, alg: int = ALG_ED25519
+) -> tuple[bytes, bytes]:
+    """Validate the common ``name+hexid+base64(alg || 32 bytes)`` tail of a key string."""
     _check_key_name(name)
     if not _HEX_ID.fullmatch(hex_id):
         raise NoteError(f"{what}: key id must be 8 lowercase hex digits")
     raw = _b64decode_canonical(b64, what)
-    if not raw or raw[0] != ALG_ED25519:
-        raise NoteError(f"{what}: unsupported key algorithm (only Ed25519 = 0x01)")
+    if not raw or raw[0] != alg:
+        raise NoteError(f"{what}: unsupported key algorithm (only 0x{alg:02x} here)")
     if len(raw) != 1 + 32:
         raise NoteError(f"{what}: Ed25519 key must be 32 bytes")
     return bytes.fromhex(hex_id), raw[1:]

@@ -13,7 +13,9 @@ from immutablelog.cli.keys import keys
 from immutablelog.cli.serve import serve
 from immutablelog.cli.tail import tail
 from immutablelog.cli.tenants import tenants
+from immutablelog.cli.tiles import tiles
 from immutablelog.cli.verify import prove, verify
+from immutablelog.cli.witness import witness
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,3 +34,5 @@ cli.add_command(export)
 cli.add_command(tail)
 cli.add_command(backup)
 cli.add_command(demo)
+cli.add_command(tiles)
+cli.add_command(witness)

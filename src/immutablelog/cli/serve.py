@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import logging.config
 import os
@@ -15,6 +16,7 @@ import click
 
 from immutablelog.cli.options import config_for, ledger_options, open_ledger
 from immutablelog.ledger import DEFAULT_TENANT, SIGNING_KEY_ENV, Ledger
+from immutablelog.witness.client import WitnessEndpoint
 
 
 def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
@@ -146,6 +148,27 @@ def _announce(
     envvar="IMMUTABLELOG_METRICS_TOKEN",
     help="A secret that /metrics callers present as a Bearer token to see per-tenant series.",
 )
+@click.option(
+    "--witness",
+    "witnesses",
+    multiple=True,
+    nargs=2,
+    metavar="URL KEY",
+    help="A C2SP tlog-witness to cosign each new checkpoint: its URL and verifier key. Repeatable.",
+)
+@click.option(
+    "--witness-interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between rounds of asking the witnesses (at most one checkpoint each).",
+)
+@click.option(
+    "--witness-quorum",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Cosignatures the tlog-tiles checkpoint needs (default: every witness).",
+)
 def serve(
     data_dir: Path,
     database_url: str | None,
@@ -161,6 +184,9 @@ def serve(
     public_tiles: tuple[str, ...],
     read_timeout: float,
     metrics_token: str | None,
+    witnesses: tuple[tuple[str, str], ...],
+    witness_interval: float,
+    witness_quorum: int | None,
 ) -> None:
     """Serve the ImmutableLog API (ingest, checkpoints, proofs) on HTTP."""
     import uvicorn
@@ -199,6 +225,21 @@ def serve(
     os.environ[READ_TIMEOUT_ENV] = str(read_timeout)
     if metrics_token:
         os.environ[METRICS_TOKEN_ENV] = metrics_token
+    if witnesses:
+        for url, key in witnesses:
+            try:
+                WitnessEndpoint.parse(url, key)
+            except ValueError as exc:
+                raise click.BadParameter(f"{url} {key}: {exc}", param_hint="--witness") from None
+        if witness_quorum is not None and witness_quorum > len(witnesses):
+            raise click.BadParameter(
+                f"{witness_quorum} exceeds the {len(witnesses)} witnesses given",
+                param_hint="--witness-quorum",
+            )
+        os.environ["IMMUTABLELOG_WITNESSES"] = json.dumps([list(pair) for pair in witnesses])
+        os.environ["IMMUTABLELOG_WITNESS_INTERVAL"] = str(witness_interval)
+        if witness_quorum is not None:
+            os.environ["IMMUTABLELOG_WITNESS_QUORUM"] = str(witness_quorum)
     if database_url:
         os.environ["IMMUTABLELOG_DATABASE_URL"] = database_url
     if signing_key:

@@ -30,6 +30,7 @@ from immutablelog.verify import (
     verify_bundle,
     verify_remote,
 )
+from immutablelog.verify.witnesses import WitnessPolicy
 
 #: Runs shorter than this finish before a progress bar would be worth drawing.
 PROGRESS_MIN_ENTRIES = 20_000
@@ -117,7 +118,32 @@ def _remote_options(func: click.decorators.FC) -> click.decorators.FC:
         "--url", envvar="IMMUTABLELOG_URL", show_envvar=True, default=None, help="Server URL."
     )(func)
     func = click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")(func)
+    func = click.option(
+        "--quorum",
+        type=click.IntRange(min=1),
+        default=None,
+        help="How many of the --witness keys must have cosigned (default: all of them).",
+    )(func)
+    func = click.option(
+        "--witness",
+        "witness_keys",
+        multiple=True,
+        metavar="KEY",
+        help="A witness's verifier key (C2SP tlog-cosignature). Repeatable. The checkpoint "
+        "checked is then the newest cosigned one, and needs --quorum valid cosignatures.",
+    )(func)
     return func
+
+
+def _witness_policy(keys: tuple[str, ...], quorum: int | None) -> WitnessPolicy | None:
+    if not keys:
+        if quorum is not None:
+            raise click.UsageError("--quorum needs --witness keys")
+        return None
+    try:
+        return WitnessPolicy.parse(keys, quorum)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @click.command()
@@ -149,12 +175,15 @@ def verify(
     bundle: Path | None,
     full: bool,
     workers: int,
+    witness_keys: tuple[str, ...],
+    quorum: int | None,
 ) -> None:
     """Verify a log: signature, consistency with the last run, every new entry, the root.
 
     Exit 0 intact, 1 tampered (with each finding pinpointed), 2 could not check.
     """
     progress = _ProgressBar(Console(stderr=True), "verifying")
+    witnesses = _witness_policy(witness_keys, quorum)
     if bundle is not None:
         report = verify_bundle(
             bundle,
@@ -163,6 +192,7 @@ def verify(
             tenant=tenant,
             workers=workers or None,
             progress=progress,
+            witnesses=witnesses,
         )
         _finish(report, as_json)
     if not url or not key:
@@ -177,6 +207,7 @@ def verify(
             full=full,
             workers=workers or None,
             progress=progress,
+            witnesses=witnesses,
         )
     _finish(report, as_json)
 
@@ -194,6 +225,8 @@ def prove(
     tenant: str | None,
     timeout: float,
     retries: int,
+    witness_keys: tuple[str, ...],
+    quorum: int | None,
 ) -> None:
     """Prove that EVENT (an event id, or a log index) is in the signed log, checking
     everything locally.
@@ -202,6 +235,7 @@ def prove(
     """
     if not url or not key:
         raise click.UsageError("give --url and --key (a read-scope API key)")
+    witnesses = _witness_policy(witness_keys, quorum)
     index = int(event) if event.isascii() and event.isdigit() else None
     with LogClient(url, key, timeout=timeout, retries=retries) as client:
         report = prove_event(
@@ -211,5 +245,6 @@ def prove(
             state_path=state_file,
             tenant=tenant,
             event_id=None if index is not None else event,
+            witnesses=witnesses,
         )
     _finish(report, as_json)

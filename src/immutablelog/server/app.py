@@ -30,6 +30,7 @@ from immutablelog.server import errors, ingest, query, read, tiles, viewer
 from immutablelog.server.errors import JSONResponse
 from immutablelog.server.metrics import CONTENT_TYPE, METRICS_TOKEN_ENV, Metrics, token_matches
 from immutablelog.server.openapi import openapi_document
+from immutablelog.server.witnessing import Witnessing, WitnessingConfig
 
 T = TypeVar("T")
 
@@ -98,6 +99,9 @@ async def metrics(request: Request) -> Response:
     with contextlib.suppress(StorageError, TimeoutError):
         state.metrics.search_backlog.set(await _within_timeout(ledger.search_backlog))
     state.metrics.observe_health(ledger.storage.health.faults(), len(ledger.broken_logs()))
+    if state.observe_witnesses is not None:
+        with contextlib.suppress(StorageError, TimeoutError):
+            await _within_timeout(state.observe_witnesses)
     per_tenant = token_matches(request.headers.get("authorization"), state.metrics_token)
     return Response(state.metrics.exposition(per_tenant=per_tenant), media_type=CONTENT_TYPE)
 
@@ -140,10 +144,12 @@ def create_app(
     *,
     public_tiles: Collection[str] = (),
     metrics_token: str | None = None,
+    witnesses: WitnessingConfig | None = None,
 ) -> Starlette:
     """An app over ``ledger``; given a config, the app opens the ledger and closes it on exit.
 
     ``public_tiles`` names the tenants whose tlog-tiles checkpoint and hash tiles need no key.
+    ``witnesses`` are asked to cosign each new checkpoint.
     ``metrics_token``, when set, is the Bearer token that shows per-tenant series on /metrics.
     """
     owned = not isinstance(ledger, Ledger)
@@ -151,6 +157,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        if app.state.witnessing is not None:
+            app.state.witnessing.stop()
         if owned:
             # uvicorn has finished in-flight requests: commit what is queued, then close.
             app.state.ledger.close()
@@ -172,6 +180,14 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.tile_access = tiles.TileAccess(public_tiles)
     app.state.metrics_token = metrics_token
+    app.state.witnessing = None
+    app.state.observe_witnesses = None
+    if witnesses is not None:
+        app.state.witnessing = Witnessing(the_ledger, witnesses, the_ledger.config.data_dir)
+        app.state.observe_witnesses = app.state.witnessing.register_metrics(
+            app.state.metrics.registry
+        )
+        app.state.witnessing.start()
     app.state.started = time.time()
     the_ledger.add_commit_listener(app.state.metrics.committed)
     return app
@@ -199,6 +215,7 @@ def app_from_env() -> Starlette:
         config_from_env(),
         public_tiles=[t for t in public.split(",") if t],
         metrics_token=os.environ.get(METRICS_TOKEN_ENV) or None,
+        witnesses=WitnessingConfig.from_env(os.environ),
     )
     tune_gc()
     return app

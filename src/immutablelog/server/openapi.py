@@ -76,6 +76,18 @@ _TENANT_QUERY: dict[str, Any] = {
     "schema": {"type": "string", "pattern": _NO_NUL},
 }
 _READ: dict[str, Any] = {"security": [{"bearer": []}]}
+#: ``<L>/<N>[.p/<W>]`` or ``entries/<N>[.p/<W>]``: L 0-63, N in x-prefixed 3-digit elements
+#: without a leading x000, W 1-255 (tiles/layout.py parses it).
+_TILE_PATH = (
+    r"^(entries|[0-9]|[1-5][0-9]|6[0-3])/((x00[1-9]|x0[1-9][0-9]|x[1-9][0-9]{2})(/x[0-9]{3}){0,5}/)?"
+    r"[0-9]{3}(\.p/([1-9]|[1-9][0-9]|1[0-9]{2}|2[0-4][0-9]|25[0-5]))?$"
+)
+_TENANT_PATH: dict[str, Any] = {
+    "name": "tenant",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
 
 
 @cache
@@ -355,6 +367,43 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "The log's verifier key (signed-note verifier key form)",
                     "responses": {"200": _text("Verifier key")},
+                }
+            },
+            "/tlog/{tenant}/checkpoint": {
+                "get": {
+                    "summary": "C2SP tlog-tiles: the tenant's checkpoint (with cosignatures)",
+                    "description": "Public without a key for tenants served with --public-tiles.",
+                    **_READ,
+                    "parameters": [_TENANT_PATH],
+                    "responses": {"200": _text("Signed note"), **_errors(401, 403, 404)},
+                }
+            },
+            "/tlog/{tenant}/tile/{path}": {
+                "get": {
+                    "summary": "C2SP tlog-tiles: a hash tile <L>/<N>[.p/<W>] or entry bundle "
+                    "entries/<N>[.p/<W>]",
+                    "description": "Immutable once the tree contains it; 404 until then.",
+                    **_READ,
+                    "parameters": [
+                        _TENANT_PATH,
+                        {
+                            "name": "path",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": _TILE_PATH},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "Tile bytes",
+                            "content": {
+                                "application/octet-stream": {
+                                    "schema": {"type": "string", "format": "binary"}
+                                }
+                            },
+                        },
+                        **_errors(400, 401, 403, 404, 422),
+                    },
                 }
             },
             "/livez": {

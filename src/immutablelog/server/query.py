@@ -30,6 +30,7 @@ from immutablelog.server.params import (
     time_param,
 )
 from immutablelog.server.read import ledger_error
+from immutablelog.server.witnessing import Witnessing
 
 MAX_PAGE: Final = 1000
 DEFAULT_PAGE: Final = 100
@@ -223,27 +224,32 @@ async def export(request: Request) -> Response:
     ledger: Ledger = request.app.state.ledger
     key, tenant = require_key(ledger, request, "read")
     kind = _choice(request, "format", ("jsonl", "csv"))
-    checkpoint = ledger.checkpoint(tenant)
+    latest = ledger.checkpoint(tenant)
+    size, note = latest.size, latest.note
+    witnessing: Witnessing | None = request.app.state.witnessing
+    if witnessing is not None:
+        # A bundle carries the newest checkpoint the witnesses cosigned, with them.
+        size, note = witnessing.served_checkpoint(tenant)
     await asyncio.wrap_future(
         ledger.record_admin_event(
             tenant,
             "immutablelog.log.exported",
-            {"format": kind, "tree_size": checkpoint.size, "key": key.prefix},
+            {"format": kind, "tree_size": size, "key": key.prefix},
         )
     )
-    name = f"{tenant.name}-{checkpoint.size}.{kind}"
+    name = f"{tenant.name}-{size}.{kind}"
     headers = {
         "Content-Disposition": f'attachment; filename="{name}"',
-        "X-Tree-Size": str(checkpoint.size),
+        "X-Tree-Size": str(size),
     }
     if kind == "csv":
         return StreamingResponse(
-            _csv_lines(ledger, tenant, checkpoint.size),
+            _csv_lines(ledger, tenant, size),
             media_type="text/csv; charset=utf-8",
             headers=headers,
         )
     return StreamingResponse(
-        _bundle_lines(ledger, tenant, checkpoint.note, checkpoint.size),
+        _bundle_lines(ledger, tenant, note, size),
         media_type="application/x-ndjson",
         headers=headers,
     )

@@ -13,6 +13,7 @@ from immutablelog.ledger import Ledger, LedgerError, Tenant
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
 from immutablelog.server.params import int_param
+from immutablelog.server.witnessing import Witnessing
 
 MAX_ENTRIES_PER_PAGE: Final = 1000
 #: Binary pages need no per-entry JSON on either side, so they can be much larger; the byte
@@ -54,7 +55,11 @@ async def get_checkpoint(request: Request) -> Response:
             stored = ledger.checkpoint(tenant)
     except LedgerError as exc:
         raise ledger_error(exc) from None
-    return Response(stored.note, media_type=_NOTE_TYPE, headers={"Cache-Control": "no-store"})
+    note = stored.note
+    witnessing: Witnessing | None = request.app.state.witnessing
+    if witnessing is not None:
+        note = witnessing.cosigned_note(tenant, stored.size, note)
+    return Response(note, media_type=_NOTE_TYPE, headers={"Cache-Control": "no-store"})
 
 
 async def get_inclusion_proof(request: Request) -> Response:

@@ -13,7 +13,7 @@ bundles still need the key.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Final
 
 from starlette.requests import Request
@@ -23,7 +23,15 @@ from immutablelog.ledger import Ledger, LedgerError, Tenant
 from immutablelog.ledger.ledger import check_tenant_name
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError
-from immutablelog.tiles.layout import ENTRIES_LEVEL, TileError, TileRef, available, parse_tile_path
+from immutablelog.server.witnessing import Witnessing
+from immutablelog.tiles.layout import (
+    ENTRIES_LEVEL,
+    TileBeyondTrees,
+    TileError,
+    TileRef,
+    available,
+    parse_tile_path,
+)
 from immutablelog.tiles.source import EntryTooLarge, tile_bytes
 
 _IMMUTABLE: Final = "max-age=31536000, immutable"
@@ -38,18 +46,26 @@ class TileAccess:
         self.public_tenants = frozenset(public_tenants)
         self._tenants: dict[str, Tenant] = {}
 
-    def tenant(self, ledger: Ledger, request: Request, *, entries: bool) -> tuple[Tenant, bool]:
-        """The tenant named in the path and whether the answer may be cached publicly."""
+    def tenant(
+        self, ledger: Ledger, request: Request, *, entries: Callable[[], bool]
+    ) -> tuple[Tenant, bool]:
+        """The tenant named in the path and whether the answer may be cached publicly.
+
+        ``entries()`` says whether entry bundles are asked for; it is called (and may raise
+        on a malformed path) only after the key check, so that a request without a key is
+        told so first.
+        """
         name = request.path_params["tenant"]
         try:
             check_tenant_name(name)
         except LedgerError:
             raise ApiError(404, "unknown_tenant", "no such tenant") from None
-        if name in self.public_tenants and not entries:
+        if name in self.public_tenants and not entries():
             return self._public_tenant(ledger, name), True
         _, tenant = require_key(ledger, request, "read")
         if tenant.name != name:
             raise ApiError(403, "wrong_tenant", "this API key belongs to another tenant")
+        entries()
         return tenant, False
 
     def _public_tenant(self, ledger: Ledger, name: str) -> Tenant:
@@ -69,8 +85,12 @@ def _access(request: Request) -> tuple[Ledger, TileAccess]:
 
 async def get_checkpoint(request: Request) -> Response:
     ledger, access = _access(request)
-    tenant, public = access.tenant(ledger, request, entries=False)
-    note = ledger.checkpoint(tenant).note
+    tenant, public = access.tenant(ledger, request, entries=lambda: False)
+    witnessing: Witnessing | None = request.app.state.witnessing
+    if witnessing is None:
+        note = ledger.checkpoint(tenant).note
+    else:  # the newest checkpoint with the cosignatures clients are told to expect
+        _, note = witnessing.served_checkpoint(tenant)
     # Mutable: caches may keep it a moment, no longer (the spec asks for a few seconds).
     cache = ("public" if public else "private") + ", max-age=2"
     return Response(note, media_type=_NOTE_TYPE, headers={"Cache-Control": cache})
@@ -78,8 +98,10 @@ async def get_checkpoint(request: Request) -> Response:
 
 async def get_tile(request: Request) -> Response:
     ledger, access = _access(request)
+    tenant, public = access.tenant(
+        ledger, request, entries=lambda: _tile(request).level == ENTRIES_LEVEL
+    )
     tile = _tile(request)
-    tenant, public = access.tenant(ledger, request, entries=tile.level == ENTRIES_LEVEL)
     size = ledger.checkpoint(tenant).size
     if not available(tile, size):
         raise ApiError(404, "not_found", f"the log (size {size}) has no {tile.path()} yet")
@@ -105,6 +127,8 @@ def _tile(request: Request) -> TileRef:
         raise ApiError(400, "invalid_tile_path", "the tile path has characters after its end")
     try:
         return parse_tile_path(path)
+    except TileBeyondTrees as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
     except TileError as exc:
         raise ApiError(400, "invalid_tile_path", str(exc)) from None
 

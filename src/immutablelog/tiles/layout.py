@@ -37,6 +37,10 @@ class TileError(ValueError):
     """A tile path that is not one the spec allows."""
 
 
+class TileBeyondTrees(TileError):
+    """A well-formed tile path past what any tree (int64 sizes) can have: never found."""
+
+
 @dataclass(frozen=True, slots=True)
 class TileRef:
     """One tile: ``level`` (``ENTRIES_LEVEL`` for an entry bundle), ``index``, ``width``."""
@@ -132,7 +136,7 @@ def parse_tile_path(path: str) -> TileRef:
     tile = TileRef(level, index, width)
     # The first hash must be a node of a tree whose size fits in int64.
     if (tile.first + tile.width - 1) > (MAX_TREE_SIZE >> tile.tree_level):
-        raise TileError(f"tile index {index} is beyond any tree size")
+        raise TileBeyondTrees(f"tile index {index} is beyond any tree size")
     return tile
 
 

@@ -36,6 +36,7 @@ from immutablelog.verify.engine import (
 from immutablelog.verify.report import CouldNotCheck, Finding, FindingKind, Report
 from immutablelog.verify.state import load_state
 from immutablelog.verify.trust import Stop, choose_key, open_signed_checkpoint, run_checks
+from immutablelog.verify.witnesses import WitnessPolicy
 
 BUNDLE_FORMAT: Final = "immutablelog-bundle/1"
 _BLOCK_BYTES: Final = 4 << 20
@@ -56,8 +57,10 @@ def verify_bundle(
     tenant: str | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> Report:
-    """Verify a bundle file; a state file, if given, is read (never written)."""
+    """Verify a bundle file; a state file, if given, is read (never written). With
+    ``witnesses``, its checkpoint must carry their quorum of cosignatures."""
     report = Report("verify", str(path), state_file=str(state_path) if state_path else None)
 
     def checks() -> None:
@@ -71,6 +74,7 @@ def verify_bundle(
                     tenant,
                     workers,
                     progress or NoProgress(),
+                    witnesses,
                 )
         except OSError as exc:
             raise CouldNotCheck("bundle", f"cannot read bundle {path}: {exc}") from None
@@ -102,6 +106,7 @@ def _verify(
     tenant: str | None,
     workers: int | None,
     progress: Progress,
+    witnesses: WitnessPolicy | None,
 ) -> None:
     header = _read_header(handle)
     state = load_state(state_path) if state_path is not None else None
@@ -135,6 +140,8 @@ def _verify(
     checkpoint = open_signed_checkpoint(
         report, verifier, header["checkpoint"], expected, "the bundle's checkpoint"
     )
+    if witnesses is not None:
+        report.witnesses = witnesses.check(report, header["checkpoint"], "the bundle's checkpoint")
     if header["origin"] != checkpoint.origin:
         report.add(
             Finding(

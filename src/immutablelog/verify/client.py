@@ -106,6 +106,11 @@ class LogClient:
         params = {} if size is None else {"size": str(size)}
         return self._get("/v1/checkpoint", params).text
 
+    def cosigned_checkpoint(self, tenant: str) -> str:
+        """``GET /tlog/<tenant>/checkpoint``: the newest checkpoint the log's witnesses
+        cosigned (C2SP tlog-tiles), unchecked."""
+        return self._get(f"/tlog/{quote(tenant, safe='')}/checkpoint", {}).text
+
     def entries_page(self, start: int, end: int) -> bytes:
         """``GET /v1/entries`` as binary records: the raw body (parsed by ``checks.parse_page``).
 

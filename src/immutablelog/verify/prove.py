@@ -20,6 +20,7 @@ from immutablelog.verify.trust import (
     fetch_checkpoint,
     run_checks,
 )
+from immutablelog.verify.witnesses import WitnessPolicy
 
 
 def prove_event(
@@ -30,6 +31,7 @@ def prove_event(
     state_path: Path | None = None,
     tenant: str | None = None,
     event_id: str | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> Report:
     """Prove locally that event ``index`` (or the event ``event_id``) is in the signed log: its
     bytes, hashed here, and an inclusion proof checked here against a checkpoint whose
@@ -44,7 +46,9 @@ def prove_event(
             index = client.locate_event(event_id)
         state = load_state(state_path) if state_path is not None else None
         verifier = choose_server_key(client, report, pinned_key, state)
-        checkpoint, tenant_name = fetch_checkpoint(client, report, verifier, tenant, state)
+        checkpoint, tenant_name = fetch_checkpoint(
+            client, report, verifier, tenant, state, witnesses
+        )
         if state is not None:
             check_against_state(client, report, state, checkpoint)
         if not 0 <= index < checkpoint.size:

@@ -72,7 +72,7 @@ class CouldNotCheck(Exception):
     """The verification could not be carried out (exit code 2); nothing was concluded.
 
     ``reason`` is a machine code: ``network``, ``auth``, ``malformed_answer``, ``not_found``,
-    ``server_error``, ``bad_argument``, ``state_file``, ``bundle``.
+    ``server_error``, ``bad_argument``, ``state_file``, ``bundle``, ``witness_quorum``.
     """
 
     def __init__(self, reason: str, message: str) -> None:
@@ -106,6 +106,8 @@ class Report:
     state_saved: bool = False
     elapsed_seconds: float = 0.0
     event: dict[str, Any] | None = None
+    #: The witnesses whose valid cosignatures the checkpoint carried (with a witness policy).
+    witnesses: list[str] | None = None
 
     def add(self, finding: Finding) -> None:
         self.findings_total += 1
@@ -148,6 +150,8 @@ class Report:
             out["error"] = {"reason": self.error.reason, "message": self.error.message}
         if self.event is not None:
             out["event"] = self.event
+        if self.witnesses is not None:
+            out["witnesses"] = list(self.witnesses)
         return out
 
 
@@ -165,6 +169,8 @@ def render_human(report: Report, console: Console) -> None:
         console.print(f"  log key     {escape(report.log_key)} [dim]({report.key_source})[/dim]")
     if report.tree_size is not None and report.root_hash is not None:
         console.print(f"  checkpoint  size {report.tree_size:,}  root {report.root_hash.hex()}")
+    if report.witnesses is not None:
+        console.print(f"  cosigned by {escape(', '.join(report.witnesses))}")
     if report.previous_size is not None:
         console.print(f"  previously  verified up to size {report.previous_size:,}")
     if report.command != "prove":

@@ -18,6 +18,7 @@ from immutablelog.verify.checks import MalformedAnswer, check_page
 from immutablelog.verify.client import LogClient
 from immutablelog.verify.report import CouldNotCheck, Finding, FindingKind, Report
 from immutablelog.verify.state import VerifierState
+from immutablelog.verify.witnesses import WitnessPolicy
 
 TOFU_WARNING = (
     "TRUST ON FIRST USE: the log key was taken from the server itself ({key}); nothing vouches "
@@ -147,8 +148,10 @@ def fetch_checkpoint(
     verifier: Verifier,
     tenant: str | None,
     state: VerifierState | None,
+    witnesses: WitnessPolicy | None = None,
 ) -> tuple[Checkpoint, str]:
-    """The latest signed checkpoint, and the tenant its origin names."""
+    """The latest signed checkpoint (with ``witnesses``: the newest one they cosigned, with
+    their quorum), and the tenant its origin names."""
     expected = f"{verifier.name}/{tenant}" if tenant is not None else None
     if state is not None:
         if expected is not None and state.origin != expected:
@@ -160,8 +163,14 @@ def fetch_checkpoint(
     checkpoint = open_signed_checkpoint(
         report, verifier, client.checkpoint(), expected, "the latest checkpoint"
     )
+    tenant_name = checkpoint.origin[len(verifier.name) + 1 :]
+    if witnesses is not None:
+        what = "the cosigned checkpoint"
+        note = client.cosigned_checkpoint(tenant_name)
+        checkpoint = open_signed_checkpoint(report, verifier, note, checkpoint.origin, what)
+        report.witnesses = witnesses.check(report, note, what)
     report.tree_size, report.root_hash = checkpoint.size, checkpoint.root_hash
-    return checkpoint, checkpoint.origin[len(verifier.name) + 1 :]
+    return checkpoint, tenant_name
 
 
 def check_against_state(

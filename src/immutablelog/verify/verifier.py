@@ -28,6 +28,7 @@ from immutablelog.verify.trust import (
 )
 
 __all__ = ["prove_event", "verify_remote"]
+from immutablelog.verify.witnesses import WitnessPolicy
 
 
 def verify_remote(
@@ -41,8 +42,13 @@ def verify_remote(
     workers: int | None = None,
     concurrency: int = 4,
     progress: Progress | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> Report:
-    """Verify the log behind ``client``; never raises for tampering or outages, reports them."""
+    """Verify the log behind ``client``; never raises for tampering or outages, reports them.
+
+    With ``witnesses``, the checkpoint verified is the newest one the log's witnesses
+    cosigned, and it must carry the policy's quorum of valid cosignatures.
+    """
     report = Report("verify", client.url, state_file=str(state_path) if state_path else None)
     return run_checks(
         report,
@@ -57,6 +63,7 @@ def verify_remote(
             workers,
             concurrency,
             progress or NoProgress(),
+            witnesses,
         ),
     )
 
@@ -72,10 +79,11 @@ def _verify_remote(
     workers: int | None,
     concurrency: int,
     progress: Progress,
+    witnesses: WitnessPolicy | None,
 ) -> None:
     state = load_state(state_path) if state_path is not None else None
     verifier = choose_server_key(client, report, pinned_key, state)
-    checkpoint, tenant_name = fetch_checkpoint(client, report, verifier, tenant, state)
+    checkpoint, tenant_name = fetch_checkpoint(client, report, verifier, tenant, state, witnesses)
     if state is not None:
         check_against_state(client, report, state, checkpoint)
 

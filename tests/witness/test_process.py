@@ -1,0 +1,61 @@
+"""``immutablelog witness serve`` as a real process: cosigns, survives a kill, keeps its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from immutablelog.checkpoint import Signer
+from immutablelog.cosignature import CosignatureVerifier
+from tests.witness.live import LiveWitness
+from tests.witness.test_server import ORIGIN, Log
+
+
+def test_witness_process_keeps_its_state_across_a_kill(tmp_path: Path) -> None:
+    log = Log(Signer.generate(ORIGIN))
+    witness = LiveWitness(
+        tmp_path / "w1", "witness.example/w1", [(ORIGIN, log.signer.verifier_key())]
+    )
+    witness.start()
+    try:
+        log.grow(10)
+        answer = httpx.post(f"{witness.url}/add-checkpoint", content=log.request(0))
+        assert answer.status_code == 200, answer.text
+        assert CosignatureVerifier(witness.verifier_key).find(log.checkpoint() + answer.text)
+        witness.kill()  # no clean shutdown: the state was durable before the answer
+        witness.start()
+        again = httpx.post(f"{witness.url}/add-checkpoint", content=log.request(0))
+        assert (again.status_code, again.text) == (409, "10\n")
+        log.grow(3)
+        assert (
+            httpx.post(f"{witness.url}/add-checkpoint", content=log.request(10)).status_code == 200
+        )
+    finally:
+        witness.kill()
+
+
+def test_witness_serve_refuses_a_bad_log_key(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "immutablelog",
+            "witness",
+            "serve",
+            "--data-dir",
+            str(tmp_path),
+            "--name",
+            "w",
+            "--log",
+            ORIGIN,
+            "not-a-key",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "--log" in result.stderr
