@@ -297,7 +297,9 @@ class Witnessing:
             for _ in range(2):  # a 409 tells the witness's size; then once more from it
                 old = peer.sizes.get(origin, 0)
                 if old > size:
-                    raise WitnessFailed(f"the witness holds size {old}, beyond this log's {size}")
+                    raise WitnessFailed(
+                        f"{peer.endpoint.url} holds size {old}, beyond this log's {size}"
+                    )
                 proof = self.ledger.consistency_proof(tenant, old, size) if old else []
                 answer = add_checkpoint(http, peer.endpoint, old, proof, note)
                 if isinstance(answer, SizeConflict):
@@ -312,10 +314,10 @@ class Witnessing:
                 peer.failures = 0
                 peer.next_try = 0.0
                 return
-            raise WitnessFailed("the witness's size kept changing")
+            raise WitnessFailed(f"{peer.endpoint.url}: the size it holds kept changing")
         except WitnessFailed as exc:
             peer.failures += 1
             backoff = min(self.config.max_backoff, self.config.interval * 2**peer.failures)
             peer.next_try = time.monotonic() + backoff
             self.store.record(key, str(exc))
-            logger.warning("witness %s: %s (retry in %.0f s)", peer.endpoint.url, exc, backoff)
+            logger.warning("witness unavailable: %s (retry in %.0f s)", exc, backoff)
