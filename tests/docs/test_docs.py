@@ -4,7 +4,8 @@ Shell blocks run in bash, in order, one document at a time, against a real serve
 with ``immutablelog serve`` on a fresh data directory, as a reader would: the keys it prints
 are ``$INGEST_KEY`` and ``$READ_KEY``, variables set by one block are seen by the next, and
 ``curl`` fails on an HTTP error (``--fail-with-body``), so a 401 cannot pass for an answer. The
-only change to the text is the port: ``:8080`` becomes the test server's. Python blocks of a
+only change to the text is the ports: ``:8080`` becomes the test server's, and those of the
+further servers the README starts (``OTHER_PORTS``) free ones. Python blocks of a
 document run in order in one namespace, with ``IMTBL_URL``/``IMTBL_API_KEY`` naming that
 server. JSON, YAML and INI blocks must parse, TOML blocks be valid config files. See
 ``blocks.py`` for the directives.
@@ -123,8 +124,16 @@ def doc_server(tmp_path: Path) -> Iterator[DocServer]:
         server.stop()
 
 
-def _on_test_port(code: str, port: int) -> str:
-    return re.sub(r"\b(localhost|127\.0\.0\.1):8080\b", rf"\g<1>:{port}", code)
+#: Ports of the further servers the README starts (a witness, a witnessed server): each run
+#: maps them to free ones, so that runs in parallel never collide on a fixed port.
+OTHER_PORTS = (8081, 8090)
+
+
+def _on_test_port(code: str, port: int, others: dict[int, int] | None = None) -> str:
+    code = re.sub(r"\b(localhost|127\.0\.0\.1):8080\b", rf"\g<1>:{port}", code)
+    for fixed, free in (others or {}).items():
+        code = re.sub(rf"(?<![0-9]){fixed}(?![0-9])", str(free), code)
+    return code
 
 
 def _environment(server: DocServer, home: Path) -> dict[str, str]:
@@ -212,8 +221,9 @@ def test_shell_blocks_run_against_a_real_server(
     doc: Path, doc_server: DocServer, tmp_path: Path
 ) -> None:
     session = ShellSession(doc_server.workdir, _environment(doc_server, tmp_path / "home"))
+    others = {fixed: free_port() for fixed in OTHER_PORTS}
     for block in _blocks_of(doc, SHELL):
-        code = _on_test_port(block.code, doc_server.port)
+        code = _on_test_port(block.code, doc_server.port, others)
         if "until-interrupted" in block.directives:
             session.run_until_interrupted(block, code)
         else:
