@@ -31,7 +31,7 @@ import enum
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -41,14 +41,16 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication
 
 from immutablelog.sdk.capture import (
+    PLAIN_ACTOR_TYPES,
     EventBuilder,
     RequestInfo,
-    accept_request_id,
     custom_capture,
+    plain_actor,
     validate_kind,
 )
 from immutablelog.sdk.client import API_KEY_ENV_VARS, URL_ENV_VARS, from_env, lease_pipeline
-from immutablelog.sdk.events import UUIDS
+from immutablelog.sdk.context import AuditContext, bind, unbind
+from immutablelog.sdk.context import current as current_context
 from immutablelog.sdk.log_handler import ImmutableLogHandler
 from immutablelog.sdk.options import DeliveryOptions
 from immutablelog.sdk.pipeline import Build, DeliveryPipeline
@@ -56,11 +58,17 @@ from immutablelog.sdk.redaction import Redactor, Scrubber
 from immutablelog.sdk.sharing import PipelineLease
 from immutablelog.sdk.stats import DeliveryStats
 from immutablelog.sdk.transport import Transport
+from immutablelog.wsgi import (
+    STATE_KEY,
+    begin,
+    header_keys,
+    late_state,
+    noting_start_response,
+    request_capture,
+)
 
 logger = logging.getLogger("immutablelog.flask")
 
-#: Where per-request state lives: the WSGI environ (namespaced, as PEP 3333 recommends).
-STATE_KEY: Final = "immutablelog.state"
 
 #: Seed defaults.
 DEFAULT_SERVICE_NAME: Final = "flask-service"
@@ -70,81 +78,8 @@ DEFAULT_SKIP_PATHS: Final = ("/health", "/healthz")
 #: Request bodies up to this size are kept for error events (after redaction).
 DEFAULT_MAX_BODY_BYTES: Final = 4096
 
-#: Exception messages are cut to this many characters at capture: a huge message would sit in
-#: the queue only to make the 12 KB clamp drop the whole error block, exception type included.
-MAX_EXCEPTION_MESSAGE: Final = 4000
 
 ActorLoader = Callable[[], Any]
-
-
-class _BodyRecorder:
-    """Stands in for ``wsgi.input``: passes every read through and keeps a copy of the bytes.
-
-    Only installed when ``Content-Length`` is small, so the copy is bounded. It deliberately has
-    no ``readinto``: Werkzeug's ``LimitedStream`` then reads through ``read()``, which records.
-    Nothing is ever read on the view's behalf (a client announcing more bytes than it sends
-    would otherwise stall the request), so a body the view did not read is not captured.
-    """
-
-    __slots__ = ("_chunks", "_expected", "_seen", "_stream")
-
-    def __init__(self, stream: Any, expected: int) -> None:
-        self._stream = stream
-        self._expected = expected
-        self._chunks: list[bytes] = []
-        self._seen = 0
-
-    def _keep(self, data: bytes) -> bytes:
-        if data and self._seen < self._expected:
-            self._chunks.append(data[: self._expected - self._seen])
-            self._seen += len(data)
-        return data
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return self._keep(self._stream.read())
-        return self._keep(self._stream.read(size))
-
-    def readline(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            return self._keep(self._stream.readline())
-        return self._keep(self._stream.readline(size))
-
-    def readlines(self, hint: int | None = -1) -> list[bytes]:
-        return [self._keep(line) for line in self._stream.readlines(hint)]
-
-    def __iter__(self) -> Iterator[bytes]:
-        while line := self.readline():
-            yield line
-
-    def close(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
-
-    def body(self) -> bytes | None:
-        """The whole body if the view read all of it, else ``None``."""
-        if self._seen < self._expected:
-            return None
-        return b"".join(self._chunks)
-
-
-class _RequestState:
-    """What one request's capture needs, shared by the middleware and the teardown hook.
-
-    Stored in the WSGI environ, which both see (and which outlives ``stream_with_context``).
-    ``started`` is ``None`` for a state made outside the middleware (by :meth:`record` in a
-    context pushed by hand): such a context is not a served request and yields no event.
-    """
-
-    __slots__ = ("body", "emitted", "request_id", "started", "status")
-
-    def __init__(self, started: float | None, request_id: str) -> None:
-        self.started = started
-        self.request_id = request_id
-        self.status: int | None = None
-        self.body: _BodyRecorder | None = None
-        self.emitted = False
 
 
 class _AppBinding:
@@ -178,23 +113,11 @@ class _AppBinding:
         previous = self.lease
         self.skip_paths = skip_paths
         self.max_body_bytes = max_body_bytes
-        self.header_keys = tuple(
-            (name, "HTTP_" + name.upper().replace("-", "_")) for name in capture_headers
-        )
+        self.header_keys = header_keys(capture_headers)
         self.build = builder.build
         self.lease, self.pipeline = lease, lease.pipeline
         if previous is not None:
             previous.retire()  # init_app again: what the old configuration queued still goes out
-
-    def _record_body(self, environ: dict[str, Any], state: _RequestState, length: str) -> None:
-        try:
-            expected = int(length)
-        except ValueError:
-            return
-        if 0 < expected <= self.max_body_bytes and "wsgi.input" in environ:
-            recorder = _BodyRecorder(environ["wsgi.input"], expected)
-            environ["wsgi.input"] = recorder
-            state.body = recorder
 
     # -- teardown: the one place an event is emitted ------------------------------------------
 
@@ -203,62 +126,23 @@ class _AppBinding:
             req = request._get_current_object()  # type: ignore[attr-defined]
             environ = req.environ
             state = environ.get(STATE_KEY)
-            if state is None or state.started is None or state.emitted:
-                # Not a request the app served: a context pushed by hand (test_request_context
-                # for url_for, a script), a path the middleware skipped, or one already recorded.
-                return
-            status = state.status
-            if status is None and exc is None:
-                # No response and no exception yet: a copy of the context (for example
-                # copy_current_request_context in a thread) ends before the request does.
-                return
-            state.emitted = True
-            latency = time.perf_counter() - state.started
+            if state is None:
+                return  # a context pushed by hand, or a path the middleware skipped
             flask_g = g._get_current_object().__dict__
-            actor = flask_g.get("imtbl_actor")
-            if actor is None and self.audit.actor_loader is not None:
-                actor = self.audit._load_actor()
-            if actor is not None and type(actor) not in _PLAIN_ACTOR_TYPES:
-                actor = _plain_actor(actor)
-            exc_type = exc_message = None
-            if exc is not None:
-                exc_type = type(exc).__name__
-                exc_message = str(exc)[:MAX_EXCEPTION_MESSAGE]
-                if status is None:  # propagated: no response was made
-                    status = 500
-            body = content_type = None
-            if state.body is not None and (exc is not None or (status or 0) >= 400):
-                body = state.body.body()
-                content_type = environ.get("CONTENT_TYPE")
-            headers = None
-            if self.header_keys:
-                headers = tuple(
-                    (name, environ[key]) for name, key in self.header_keys if key in environ
-                )
-            assert self.pipeline is not None
-            self.pipeline.submit(
-                (  # a RequestCapture as a plain tuple (see there why)
-                    UUIDS.take(),
-                    time.time(),
-                    latency,
-                    req.method,
-                    req.path,
-                    environ.get("QUERY_STRING", ""),
-                    status,
-                    exc_type,
-                    exc_message,
-                    environ.get("REMOTE_ADDR"),
-                    environ.get("HTTP_X_FORWARDED_FOR"),
-                    environ.get("HTTP_USER_AGENT"),
-                    flask_g.get("imtbl_event_name"),
-                    actor,
-                    state.request_id,
-                    body,
-                    content_type,
-                    headers,
-                ),
-                self.build,
+
+            capture = request_capture(
+                state,
+                environ,
+                exc,
+                method=req.method,
+                path=req.path,
+                event_name=flask_g.get("imtbl_event_name"),
+                actor_of=self.audit._request_actor,
+                header_keys=self.header_keys,
             )
+            if capture is not None:
+                assert self.pipeline is not None
+                self.pipeline.submit(capture, self.build)
         except Exception:
             self._log_hook_error()
 
@@ -286,58 +170,18 @@ class _Middleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Any:
         binding = self.binding
         try:
-            path = environ.get("PATH_INFO") or "/"
-            skip_paths = binding.skip_paths
-            skipped = path in skip_paths or (path[0] != "/" and "/" + path in skip_paths)
-        except Exception:
-            skipped = True
-        if skipped:
-            return self.wsgi_app(environ, start_response)
-        try:
-            state = _RequestState(
-                time.perf_counter(), _request_id(environ.get("HTTP_X_REQUEST_ID"))
-            )
-            environ[STATE_KEY] = state
-            if binding.max_body_bytes:
-                length = environ.get("CONTENT_LENGTH")
-                if length:
-                    binding._record_body(environ, state, length)
-            request_id = state.request_id
+            state = begin(environ, binding.skip_paths, binding.max_body_bytes)
         except Exception:
             binding._log_hook_error()  # never let the audit layer fail the request itself
+            state = None
+        if state is None:
             return self.wsgi_app(environ, start_response)
-
-        def start_with_request_id(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Any:
-            code = status[:3]
-            if code.isdigit():
-                state.status = int(code)
-            for index, (name, _) in enumerate(headers):  # the seed *set* the header
-                if name.lower() == "x-request-id":
-                    del headers[index]
-                    break
-            headers.append(("X-Request-Id", request_id))
-            return start_response(status, headers, exc_info)
-
-        return self.wsgi_app(environ, start_with_request_id)
-
-
-_PLAIN_ACTOR_TYPES: Final = frozenset({str, int, dict})
-
-
-def _plain_actor(actor: Any) -> Any:
-    """Turn an actor object (say, an ORM user) into data *now*, in the request thread.
-
-    The worker serializes events later, in another thread, where touching a lazy-loading model
-    or a request-bound proxy would be unsafe. Dicts, lists, tuples, floats and booleans are kept
-    as they are, other mappings become dicts, and anything else becomes its ``str()``.
-    """
-    if isinstance(actor, dict | list | tuple | float | bool):
-        return actor
-    if isinstance(actor, Mapping):
-        return dict(actor)
-    return str(actor)
+        # Work the view starts (a Celery task, say) carries the request id and actor along.
+        token = bind(AuditContext(state.request_id, binding.audit._request_actor))
+        try:
+            return self.wsgi_app(environ, noting_start_response(state, start_response))
+        finally:
+            unbind(token)
 
 
 class _Unset(enum.Enum):
@@ -356,19 +200,6 @@ def _setting(explicit: str | _Unset, configured: Any, default: str) -> str:
     if explicit is not UNSET:
         return explicit
     return str(configured) if configured else default
-
-
-def _request_id(candidate: str | None) -> str:
-    accepted = accept_request_id(candidate) if candidate is not None else None
-    return accepted if accepted is not None else UUIDS.take()
-
-
-def _late_state(environ: dict[str, Any]) -> _RequestState:
-    """State for a request context the middleware did not see (it gives custom events their
-    request id; it never makes the context count as a served request)."""
-    state = _RequestState(None, _request_id(environ.get("HTTP_X_REQUEST_ID")))
-    environ[STATE_KEY] = state
-    return state
 
 
 class ImmutableLogAudit:
@@ -545,7 +376,7 @@ class ImmutableLogAudit:
         if has_request_context():
             req = request._get_current_object()  # type: ignore[attr-defined]
             environ = req.environ
-            state = environ.get(STATE_KEY) or _late_state(environ)
+            state = environ.get(STATE_KEY) or late_state(environ)
             info = RequestInfo(
                 state.request_id,
                 req.method,
@@ -555,11 +386,14 @@ class ImmutableLogAudit:
                 environ.get("HTTP_USER_AGENT"),
             )
             if actor is None:
-                actor = g.get("imtbl_actor")
-                if actor is None and self.actor_loader is not None:
-                    actor = self._load_actor()
-        if actor is not None and type(actor) not in _PLAIN_ACTOR_TYPES:
-            actor = _plain_actor(actor)
+                actor = self._request_actor()
+        else:
+            context = current_context()
+            if context is not None:  # work a request started (a job, a copied context)
+                request_id = request_id or context.request_id
+                actor = actor if actor is not None else context.actor()
+        if actor is not None and type(actor) not in PLAIN_ACTOR_TYPES:
+            actor = plain_actor(actor)
         capture = custom_capture(
             event_name,
             kind,
@@ -572,6 +406,13 @@ class ImmutableLogAudit:
         assert binding.pipeline is not None
         binding.pipeline.submit(capture, binding.build)
         return capture.event_id
+
+    def _request_actor(self) -> Any:
+        """Who acted in the current request: ``g.imtbl_actor``, else the actor loader's."""
+        actor = g.get("imtbl_actor")
+        if actor is None and self.actor_loader is not None:
+            actor = self._load_actor()
+        return actor
 
     def _load_actor(self) -> Any:
         assert self.actor_loader is not None

@@ -696,14 +696,14 @@ def test_a_bug_in_the_audit_layer_never_fails_the_request(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import immutablelog.flask as extension
+    import immutablelog.wsgi as request_path
 
     app, audit = app_and_audit
 
     def broken(*args: object) -> str:
         raise RuntimeError("audit bug")
 
-    monkeypatch.setattr(extension, "_request_id", broken)
+    monkeypatch.setattr(request_path, "settle_request_id", broken)
     monkeypatch.setattr(audit.pipeline(), "submit", broken)
     client = app.test_client()
     assert client.get("/ok").status_code == 200

@@ -10,13 +10,12 @@ from email.utils import format_datetime
 import pytest
 
 from immutablelog._uuid import uuid7
+from immutablelog.retry_policy import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 from immutablelog.sdk.events import WireEvent
 from immutablelog.sdk.transport import (
-    MAX_RETRY_AFTER_SECONDS,
     HttpTransport,
     RejectedBatchError,
     RetryableDeliveryError,
-    parse_retry_after,
 )
 from tests.sdk.fake_ledger import FakeLedger, Fault
 

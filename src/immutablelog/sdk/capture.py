@@ -35,6 +35,7 @@ from immutablelog.sdk.events import (
     UUIDS,
     WireEvent,
     clamp_payload,
+    finite,
     http_message,
     severity_from,
     severity_level,
@@ -92,6 +93,29 @@ def first_query_values(query_string: str) -> dict[str, str]:
     for key, value in parse_qsl(text, keep_blank_values=True):
         values.setdefault(key, value)
     return values
+
+
+#: Exception messages are cut to this many characters at capture: a huge message would sit in
+#: the queue only to make the 12 KB clamp drop the whole error block, exception type included.
+MAX_EXCEPTION_MESSAGE: Final = 4000
+
+
+#: Actor types kept as they are without a call (the common ones).
+PLAIN_ACTOR_TYPES: Final = frozenset({str, int, dict})
+
+
+def plain_actor(actor: Any) -> Any:
+    """Turn an actor object (say, an ORM user) into data *now*, in the request thread.
+
+    The worker serializes events later, in another thread, where touching a lazy-loading model
+    or a request-bound proxy would be unsafe. Dicts, lists, tuples, floats and booleans are kept
+    as they are, other mappings become dicts, and anything else becomes its ``str()``.
+    """
+    if isinstance(actor, dict | list | tuple | float | bool):
+        return actor
+    if isinstance(actor, Mapping):
+        return dict(actor)
+    return str(actor)
 
 
 class RequestCapture(NamedTuple):
@@ -215,8 +239,9 @@ def _iso(timestamp: float) -> str:
     return f"{prefix}+00:00"
 
 
-# The C encoder json.dumps(ensure_ascii=False, default=str) ends up using, built once.
-_encode_json: Final = c_make_encoder(None, str, _escape, None, ": ", ", ", False, False, True)
+# The C encoder json.dumps(ensure_ascii=False, default=str, allow_nan=False) ends up using,
+# built once.
+_encode_json: Final = c_make_encoder(None, str, _escape, None, ": ", ", ", False, False, False)
 
 
 def _json(value: Any) -> str:
@@ -224,7 +249,10 @@ def _json(value: Any) -> str:
         return "null"
     if type(value) is int:
         return str(value)
-    return "".join(_encode_json(value, 0))
+    try:
+        return "".join(_encode_json(value, 0))
+    except ValueError:  # NaN or infinity: JSON has no such numbers, the ledger refuses them
+        return "".join(_encode_json(finite(value), 0))
 
 
 def _request_text(

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from immutablelog.sdk.capture import EventBuilder, custom_capture, validate_kind
+from immutablelog.sdk.context import current as current_context
 from immutablelog.sdk.options import DeliveryOptions, default_spool_dir
 from immutablelog.sdk.pipeline import DeliveryPipeline
 from immutablelog.sdk.redaction import Redactor, Scrubber
@@ -170,9 +171,15 @@ class ImmutableLogClient:
 
         ``data`` lands in the payload's ``data`` object after redaction; ``actor`` (a string or
         a dict) in ``context.actor``; ``request_id`` correlates the event with a request or job
-        (default: the event's own id). Returns immediately; delivery happens in the background.
+        (default: the current audit context's — the request that queued this job — else the
+        event's own id; the actor likewise). Returns immediately; delivery happens in the
+        background.
         """
         validate_kind(kind)
+        context = current_context()
+        if context is not None:  # work a request started (a job, a copied context)
+            request_id = request_id or context.request_id
+            actor = actor if actor is not None else context.actor()
         capture = custom_capture(
             event_name,
             kind,

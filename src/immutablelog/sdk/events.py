@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _escape
@@ -72,11 +73,26 @@ def http_message(method: str, path: str, status_code: int | None, exc_type: str 
 # One encoder for every payload (``json.dumps`` with options builds a new one per call).
 # ``default=str`` keeps a custom event whose data holds a datetime or Decimal deliverable instead
 # of failing in the worker thread, far away from the code that recorded it.
-_PAYLOAD_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, default=str)
+_PAYLOAD_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as its text (``"nan"``, ``"inf"``): JSON has
+    no such numbers, and the ledger refuses a document that holds them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
 
 
 def _dumps(payload: dict[str, Any]) -> str:
-    text = _PAYLOAD_ENCODER.encode(payload)
+    try:
+        text = _PAYLOAD_ENCODER.encode(payload)
+    except ValueError:  # a NaN or an infinity somewhere (rare: only then is it walked)
+        text = _PAYLOAD_ENCODER.encode(finite(payload))
     if not text.isascii():
         # Lone surrogates (from undecodable bytes) cannot be sent as UTF-8: replace them, so the
         # string we keep is exactly the text the server receives, stores and hashes.

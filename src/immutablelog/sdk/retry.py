@@ -1,18 +1,17 @@
-"""When to try again after a transient delivery failure: exponential backoff with jitter, never
-sooner than the server's ``Retry-After``."""
+"""When one destination tries again after a transient delivery failure (the project's one
+retry policy, :mod:`immutablelog.retry_policy`, kept per destination)."""
 
 from __future__ import annotations
 
-import random
+from immutablelog.retry_policy import backoff
 
 
 class RetrySchedule:
     """The retry clock of one destination (monotonic seconds).
 
-    Each failure doubles the delay from ``initial`` up to ``maximum``, drawn with "equal
-    jitter" — at least half the exponential delay, so backoff really grows, plus a random half,
-    so a fleet of processes does not retry in lockstep. A success resets it; a flush brings the
-    next attempt forward but still honours the server's ``Retry-After``.
+    Each failure doubles the delay from ``initial`` up to ``maximum`` (with jitter, see
+    :func:`~immutablelog.retry_policy.backoff`). A success resets it; a flush brings the next
+    attempt forward but still honours the server's ``Retry-After``.
     """
 
     __slots__ = ("_attempt", "_initial", "_maximum", "next_attempt_at", "not_before")
@@ -28,8 +27,7 @@ class RetrySchedule:
 
     def failed(self, now: float, retry_after: float | None) -> float:
         """Record a failure at ``now``; returns the time of the next attempt."""
-        delay = min(self._maximum, self._initial * 2**self._attempt)
-        delay = delay / 2 + random.uniform(0, delay / 2)
+        delay = backoff(self._attempt, self._initial, self._maximum)
         self._attempt = min(self._attempt + 1, 32)
         self.not_before = now + retry_after if retry_after else 0.0
         self.next_attempt_at = max(now + delay, self.not_before)

@@ -26,7 +26,6 @@ import json
 import os
 import socket
 import ssl
-import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,13 +33,10 @@ from typing import Any, Final, Literal, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
+from immutablelog.retry_policy import is_transient, parse_retry_after
 from immutablelog.sdk.events import WireEvent
 
 USER_AGENT: Final = "immutablelog-python/0.1"
-
-#: Longest ``Retry-After`` the transport will honour; a misconfigured server must not be able to
-#: park delivery for days.
-MAX_RETRY_AFTER_SECONDS: Final = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,24 +110,6 @@ class Transport(Protocol):
     def close(self) -> None:
         """Release connections. The transport may be used again afterwards (reconnects)."""
         ...
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), capped."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 EndpointMode = Literal["auto", "batch", "single"]
@@ -350,7 +328,7 @@ def _error_for(answer: _Answer) -> DeliveryError:
     status = answer.status
     reason = str(data.get("reason")) if data.get("reason") is not None else None
     message = f"HTTP {status}: {data.get('message') or answer.reason}"
-    if status >= 500 or status in (408, 425, 429):
+    if is_transient(status):
         retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         return RetryableDeliveryError(
             message, status=status, reason=reason, retry_after=retry_after

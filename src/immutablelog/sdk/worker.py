@@ -91,6 +91,7 @@ class DeliveryWorker:
         self._calls: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._previous: threading.Thread | None = None  # the last one started
+        self._starting = 0  # attach() calls starting a thread right now
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -100,16 +101,25 @@ class DeliveryWorker:
             self._pipelines[pipeline] = None
             starting = self._thread is None
             previous = self._previous
-        if starting and previous is not None and previous is not threading.current_thread():
-            # A thread that found nothing to serve has left its loop; let it finish, so that
-            # there is never more than one.
-            previous.join(1.0)
-        with self._lock:
-            if self._thread is None and pipeline in self._pipelines:
-                self._thread = self._previous = threading.Thread(
-                    target=self._run, name=f"{WORKER_THREAD_PREFIX}-{os.getpid()}", daemon=True
-                )
-                self._thread.start()
+            # Until the new thread runs, a flush in another thread must not take the worker
+            # for gone (and its events for undeliverable).
+            self._starting += starting
+        try:
+            if starting and previous is not None and previous is not threading.current_thread():
+                # A thread that found nothing to serve has left its loop; let it finish, so
+                # that there is never more than one.
+                previous.join(1.0)
+            with self._lock:
+                if self._thread is None and pipeline in self._pipelines:
+                    self._thread = self._previous = threading.Thread(
+                        target=self._run,
+                        name=f"{WORKER_THREAD_PREFIX}-{os.getpid()}",
+                        daemon=True,
+                    )
+                    self._thread.start()
+        finally:
+            with self._lock:
+                self._starting -= starting
         self.doorbell.ring()
 
     def detach(self, pipeline: Serviced) -> None:
@@ -138,8 +148,9 @@ class DeliveryWorker:
                 logger.exception("ImmutableLog: error in a deferred delivery task")
 
     def alive(self) -> bool:
+        """Whether a thread serves the pipelines (or is being started to)."""
         thread = self._thread
-        return thread is not None and thread.is_alive()
+        return self._starting > 0 or (thread is not None and thread.is_alive())
 
     def is_current_thread(self) -> bool:
         return threading.current_thread() is self._thread

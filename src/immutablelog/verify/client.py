@@ -2,17 +2,15 @@
 
 Every method returns raw material — note text, page bytes, proof hashes — for the verifier to
 check itself; nothing the server says is taken as a verdict. Transient failures (connection
-errors, timeouts, 429/502/503/504) are retried with exponential backoff, honouring
-``Retry-After``; anything else becomes :class:`CouldNotCheck` with the server's own reason, so
-the caller can tell an outage (exit 2) from evidence (exit 1).
+errors, timeouts, 5xx, 408/425/429) are retried as :mod:`immutablelog.retry_policy` says,
+honouring ``Retry-After``; anything else becomes :class:`CouldNotCheck` with the server's own
+reason, so the caller can tell an outage (exit 2) from evidence (exit 1).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import random
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,9 +21,10 @@ import orjson
 
 from immutablelog import __version__
 from immutablelog.entry import ENTRIES_MEDIA_TYPE
+from immutablelog.retry_policy import backoff, is_transient, parse_retry_after
 from immutablelog.verify.report import CouldNotCheck
 
-_RETRY_STATUS: Final = frozenset({429, 502, 503, 504})
+#: A person is waiting: a server's Retry-After is honoured up to this long.
 _MAX_RETRY_AFTER: Final = 30.0
 
 
@@ -180,7 +179,7 @@ class LogClient:
                 self._sleep(attempt, None)
                 attempt += 1
                 continue
-            if response.status_code in _RETRY_STATUS and attempt < self.retries:
+            if is_transient(response.status_code) and attempt < self.retries:
                 self._sleep(attempt, response.headers.get("Retry-After"))
                 attempt += 1
                 continue
@@ -189,11 +188,8 @@ class LogClient:
             raise _refusal(path, response)
 
     def _sleep(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.backoff * (2**attempt) * (0.5 + random.random())
-        if retry_after is not None:
-            with contextlib.suppress(ValueError):  # an HTTP date: keep our own delay
-                delay = max(delay, min(float(retry_after), _MAX_RETRY_AFTER))
-        time.sleep(delay)
+        delay = backoff(attempt, self.backoff, _MAX_RETRY_AFTER)
+        time.sleep(max(delay, parse_retry_after(retry_after, cap=_MAX_RETRY_AFTER) or 0.0))
 
 
 def _refusal(path: str, response: httpx.Response) -> CouldNotCheck:
