@@ -31,20 +31,16 @@ variables (see :mod:`immutablelog.sdk.settings`).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
 from immutablelog.sdk.capture import MAX_EXCEPTION_MESSAGE, accept_request_id, plain_actor
 from immutablelog.sdk.context import AuditContext, bind, unbind
 from immutablelog.sdk.events import UUIDS
-from immutablelog.sdk.options import DeliveryOptions
-from immutablelog.sdk.redaction import Scrubber
-from immutablelog.sdk.settings import UNSET, _Unset, environment_config, resolve_settings
-from immutablelog.sdk.stats import DeliveryStats
-from immutablelog.sdk.transport import Transport
+from immutablelog.sdk.integration import AuditOptions, Integration
+from immutablelog.sdk.settings import environment_config
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,8 +48,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 ActorFromScope = Callable[[Scope], Any]
-
-logger = logging.getLogger("immutablelog.asgi")
 
 DEFAULT_SERVICE_NAME: Final = "asgi-service"
 #: The status recorded for a request whose client left before any response started
@@ -65,50 +59,20 @@ CLIENT_CLOSED_REQUEST: Final = 499
 _RECORDING: ContextVar[bool] = ContextVar("immutablelog_asgi_recording", default=False)
 
 
-class AuditMiddleware:
-    """Records every HTTP request the wrapped ASGI application answers (module docstring)."""
+class AuditMiddleware(Integration):
+    """Records every HTTP request the wrapped ASGI application answers (module docstring).
+
+    Keyword arguments: ``actor``, a function of the scope naming who acted, and the settings
+    of :class:`~immutablelog.sdk.integration.AuditOptions`.
+    """
 
     def __init__(
-        self,
-        app: ASGIApp,
-        api_key: str = "",
-        api_url: str = "",
-        service_name: str | _Unset = UNSET,
-        env: str | _Unset = UNSET,
-        skip_paths: Iterable[str] | None = None,
-        *,
-        actor: ActorFromScope | None = None,
-        trusted_proxies: int | None = None,
-        redact_keys: Iterable[str] = (),
-        allow_keys: Iterable[str] = (),
-        scrubber: Scrubber | None = None,
-        capture_headers: Iterable[str] = (),
-        max_body_bytes: int | None = None,
-        delivery: DeliveryOptions | None = None,
-        transport: Transport | None = None,
+        self, app: ASGIApp, *, actor: ActorFromScope | None = None, **options: Unpack[AuditOptions]
     ) -> None:
+        super().__init__(environment_config(), DEFAULT_SERVICE_NAME, options)
         self.app = app
-        self.settings = resolve_settings(
-            environment_config(),
-            default_service_name=DEFAULT_SERVICE_NAME,
-            api_key=api_key,
-            api_url=api_url,
-            service_name=service_name,
-            env=env,
-            skip_paths=skip_paths,
-            trusted_proxies=trusted_proxies,
-            redact_keys=redact_keys,
-            allow_keys=allow_keys,
-            capture_headers=capture_headers,
-            max_body_bytes=max_body_bytes,
-            delivery=delivery,
-        )
-        builder = self.settings.builder(scrubber)
-        self._build = builder.build
-        self._lease = self.settings.lease(builder, owner=self, transport=transport)
         self._actor = actor
         self._header_names = tuple((name, name.lower()) for name in self.settings.capture_headers)
-        self._hook_error_logged = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -131,27 +95,10 @@ class AuditMiddleware:
         async def send_after_flush(message: Message) -> None:
             if message["type"] == "lifespan.shutdown.complete":
                 timeout = self.settings.delivery.shutdown_timeout
-                await asyncio.to_thread(self._lease.pipeline.flush, timeout)
+                await asyncio.to_thread(self.flush, timeout)
             await send(message)
 
         return send_after_flush
-
-    def flush(self, timeout: float | None = 5.0) -> bool:
-        """Wait (blocking) until the events recorded so far are delivered; False on timeout."""
-        return self._lease.pipeline.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Flush and let go of the pipeline (also done at exit)."""
-        return self._lease.close(timeout)
-
-    def stats(self) -> DeliveryStats:
-        return self._lease.pipeline.stats()
-
-    def _log_hook_error(self) -> None:
-        # A bug in the audit layer must not fail the application's request; log it once.
-        if not self._hook_error_logged:
-            self._hook_error_logged = True
-            logger.exception("ImmutableLog: error while recording a request (logged once)")
 
 
 class _Exchange:
@@ -283,7 +230,7 @@ class _Exchange:
                 (name, headers[key]) for name, key in audit._header_names if key in headers
             )
         client = scope.get("client")
-        audit._lease.pipeline.submit(
+        audit.submit(
             (  # a RequestCapture as a plain tuple (see there why)
                 UUIDS.take(),
                 time.time(),
@@ -303,8 +250,7 @@ class _Exchange:
                 body,
                 content_type,
                 captured,
-            ),
-            audit._build,
+            )
         )
 
 

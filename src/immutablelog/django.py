@@ -25,40 +25,21 @@ that left); an exception a view raised is in the event of the 500 Django makes o
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
 from immutablelog.sdk.context import AuditContext, bind, unbind
-from immutablelog.sdk.settings import environment_config, resolve_settings
-from immutablelog.sdk.stats import DeliveryStats
+from immutablelog.sdk.integration import AuditOptions, Integration
+from immutablelog.sdk.settings import environment_config
 from immutablelog.wsgi import RequestState, header_keys, request_capture, settle_request_id
-
-logger = logging.getLogger("immutablelog.django")
 
 DEFAULT_SERVICE_NAME: Final = "django-service"
 _EXCEPTION_ATTR: Final = "_immutablelog_exception"
-_ARGUMENTS: Final = frozenset(
-    {
-        "api_key",
-        "api_url",
-        "service_name",
-        "env",
-        "skip_paths",
-        "trusted_proxies",
-        "redact_keys",
-        "allow_keys",
-        "capture_headers",
-        "max_body_bytes",
-        "delivery",
-    }
-)
-
 ActorOfRequest = Callable[[HttpRequest], Any]
 
 
@@ -88,33 +69,25 @@ class _Body:
         return body
 
 
-class AuditMiddleware:
+class AuditMiddleware(Integration):
     """See the module docstring."""
 
     sync_capable = True
     async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        configured = dict(getattr(django_settings, "IMMUTABLELOG", {}) or {})
+        actor = configured.pop("actor", None)
+        unknown = set(configured) - set(AuditOptions.__annotations__)
+        if unknown:
+            raise ValueError(f"unknown IMMUTABLELOG settings: {', '.join(sorted(unknown))}")
+        super().__init__(environment_config(), DEFAULT_SERVICE_NAME, cast(AuditOptions, configured))
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
-        configured = dict(getattr(django_settings, "IMMUTABLELOG", {}) or {})
-        actor = configured.pop("actor", None)
-        scrubber = configured.pop("scrubber", None)
-        transport = configured.pop("transport", None)
-        unknown = set(configured) - _ARGUMENTS
-        if unknown:
-            raise ValueError(f"unknown IMMUTABLELOG settings: {', '.join(sorted(unknown))}")
-        self.settings = resolve_settings(
-            environment_config(), default_service_name=DEFAULT_SERVICE_NAME, **configured
-        )
-        builder = self.settings.builder(scrubber)
-        self._build = builder.build
-        self._lease = self.settings.lease(builder, owner=self, transport=transport)
         self._actor: ActorOfRequest = actor or default_actor
         self._header_keys = header_keys(self.settings.capture_headers)
-        self._hook_error_logged = False
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
@@ -248,18 +221,6 @@ class AuditMiddleware:
                 header_keys=self._header_keys,
             )
             if capture is not None:
-                self._lease.pipeline.submit(capture, self._build)
+                self.submit(capture)
         except Exception:
             self._log_hook_error()
-
-    def flush(self, timeout: float | None = 5.0) -> bool:
-        """Wait until the events recorded so far are delivered; False on timeout."""
-        return self._lease.pipeline.flush(timeout)
-
-    def stats(self) -> DeliveryStats:
-        return self._lease.pipeline.stats()
-
-    def _log_hook_error(self) -> None:
-        if not self._hook_error_logged:
-            self._hook_error_logged = True
-            logger.exception("ImmutableLog: error while recording a request (logged once)")

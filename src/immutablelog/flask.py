@@ -27,12 +27,10 @@ must not contain requests that never happened.
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from flask import Flask, current_app, g, has_app_context, has_request_context, request
@@ -48,13 +46,19 @@ from immutablelog.sdk.capture import (
     plain_actor,
     validate_kind,
 )
-from immutablelog.sdk.client import API_KEY_ENV_VARS, URL_ENV_VARS, from_env, lease_pipeline
 from immutablelog.sdk.context import AuditContext, bind, unbind
 from immutablelog.sdk.context import current as current_context
 from immutablelog.sdk.log_handler import ImmutableLogHandler
 from immutablelog.sdk.options import DeliveryOptions
 from immutablelog.sdk.pipeline import Build, DeliveryPipeline
-from immutablelog.sdk.redaction import Redactor, Scrubber
+from immutablelog.sdk.redaction import Scrubber
+from immutablelog.sdk.settings import (
+    DEFAULT_ENV,
+    DEFAULT_SKIP_PATHS,
+    UNSET,
+    _Unset,
+    resolve_settings,
+)
 from immutablelog.sdk.sharing import PipelineLease
 from immutablelog.sdk.stats import DeliveryStats
 from immutablelog.sdk.transport import Transport
@@ -72,11 +76,6 @@ logger = logging.getLogger("immutablelog.flask")
 
 #: Seed defaults.
 DEFAULT_SERVICE_NAME: Final = "flask-service"
-DEFAULT_ENV: Final = "production"
-DEFAULT_SKIP_PATHS: Final = ("/health", "/healthz")
-
-#: Request bodies up to this size are kept for error events (after redaction).
-DEFAULT_MAX_BODY_BYTES: Final = 4096
 
 
 ActorLoader = Callable[[], Any]
@@ -184,24 +183,6 @@ class _Middleware:
             unbind(token)
 
 
-class _Unset(enum.Enum):
-    """The type of :data:`UNSET`."""
-
-    UNSET = "unset"
-
-
-#: Default of the constructor arguments that ``app.config`` may fill in: an explicit argument
-#: wins even when it equals the default (``env="production"`` beats ``IMMUTABLELOG_ENV``).
-UNSET: Final = _Unset.UNSET
-
-
-def _setting(explicit: str | _Unset, configured: Any, default: str) -> str:
-    """An explicit argument, else a non-empty ``app.config`` value, else the default."""
-    if explicit is not UNSET:
-        return explicit
-    return str(configured) if configured else default
-
-
 class ImmutableLogAudit:
     """Flask extension for ImmutableLog audit logging (seed-compatible; see module docstring).
 
@@ -281,55 +262,24 @@ class ImmutableLogAudit:
 
     def init_app(self, app: Flask) -> None:
         """Register the hooks on ``app`` (application-factory pattern); blueprints need nothing."""
-        config = app.config
         arg_key, arg_url, arg_service, arg_env = self._args
-        api_key = arg_key or config.get("IMMUTABLELOG_API_KEY") or from_env(API_KEY_ENV_VARS)
-        api_url = arg_url or config.get("IMMUTABLELOG_URL") or from_env(URL_ENV_VARS)
-        service_name = _setting(
-            arg_service, config.get("IMMUTABLELOG_SERVICE_NAME"), DEFAULT_SERVICE_NAME
+        settings = resolve_settings(
+            app.config,
+            default_service_name=DEFAULT_SERVICE_NAME,
+            api_key=arg_key,
+            api_url=arg_url,
+            service_name=arg_service,
+            env=arg_env,
+            skip_paths=self._skip_paths_arg if self._explicit_skip_paths else None,
+            trusted_proxies=self._trusted_proxies,
+            redact_keys=self._redact_keys,
+            allow_keys=self._allow_keys,
+            capture_headers=self._capture_headers,
+            max_body_bytes=self._max_body_bytes,
+            delivery=self._delivery,
         )
-        env = _setting(arg_env, config.get("IMMUTABLELOG_ENV"), DEFAULT_ENV)
-        skip_paths = (
-            self._skip_paths_arg
-            if self._explicit_skip_paths
-            else set(config.get("IMMUTABLELOG_SKIP_PATHS") or DEFAULT_SKIP_PATHS)
-        )
-        trusted_proxies = (
-            self._trusted_proxies
-            if self._trusted_proxies is not None
-            else int(config.get("IMMUTABLELOG_TRUSTED_PROXIES", 0))
-        )
-        max_body_bytes = (
-            self._max_body_bytes
-            if self._max_body_bytes is not None
-            else int(config.get("IMMUTABLELOG_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
-        )
-        delivery = self._delivery or DeliveryOptions()
-        if delivery.spool_dir is None and config.get("IMMUTABLELOG_SPOOL_DIR"):
-            delivery = replace(delivery, spool_dir=str(config["IMMUTABLELOG_SPOOL_DIR"]))
-        if delivery.dead_letter_path is None and config.get("IMMUTABLELOG_DEAD_LETTER_PATH"):
-            delivery = replace(
-                delivery, dead_letter_path=str(config["IMMUTABLELOG_DEAD_LETTER_PATH"])
-            )
-        builder = EventBuilder(
-            service_name=service_name,
-            env=env,
-            redactor=Redactor(
-                self._redact_keys + tuple(config.get("IMMUTABLELOG_REDACT_KEYS", ())),
-                self._allow_keys + tuple(config.get("IMMUTABLELOG_ALLOW_KEYS", ())),
-            ),
-            trusted_proxies=trusted_proxies,
-            scrubber=self._scrubber,
-        )
-        lease = lease_pipeline(
-            builder,
-            url=api_url or "",
-            api_key=api_key or "",
-            service_name=service_name,
-            options=delivery,
-            transport=self._transport,
-            owner=app,
-        )
+        builder = settings.builder(self._scrubber)
+        lease = settings.lease(builder, owner=app, transport=self._transport)
         binding = self._bindings.get(app)
         if binding is None:
             binding = _AppBinding(self)
@@ -338,18 +288,17 @@ class ImmutableLogAudit:
             app.teardown_request(binding.teardown_request)
             self._bindings[app] = binding
         binding.configure(
-            skip_paths=frozenset(skip_paths),
-            max_body_bytes=max_body_bytes,
-            capture_headers=self._capture_headers
-            or tuple(config.get("IMMUTABLELOG_CAPTURE_HEADERS", ())),
+            skip_paths=settings.skip_paths,
+            max_body_bytes=settings.max_body_bytes,
+            capture_headers=settings.capture_headers,
             builder=builder,
             lease=lease,
         )
         self._last_binding = binding
         # Reflect what this app resolved to, like the seed's attributes.
-        self.api_key, self.api_url = api_key or "", api_url or ""
-        self.service_name, self.env = service_name, env
-        self.skip_paths = set(skip_paths)
+        self.api_key, self.api_url = settings.api_key, settings.api_url
+        self.service_name, self.env = settings.service_name, settings.env
+        self.skip_paths = set(settings.skip_paths)
 
         app.extensions["immutablelog"] = self
 

@@ -18,10 +18,9 @@ shape.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, Unpack
 
 from immutablelog.sdk.capture import (
     MAX_EXCEPTION_MESSAGE,
@@ -31,16 +30,12 @@ from immutablelog.sdk.capture import (
 )
 from immutablelog.sdk.context import AuditContext, bind, unbind
 from immutablelog.sdk.events import UUIDS
-from immutablelog.sdk.options import DeliveryOptions
-from immutablelog.sdk.redaction import Scrubber
-from immutablelog.sdk.settings import UNSET, _Unset, environment_config, resolve_settings
-from immutablelog.sdk.stats import DeliveryStats
-from immutablelog.sdk.transport import Transport
+from immutablelog.sdk.integration import AuditOptions, Integration
+from immutablelog.sdk.settings import environment_config
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-logger = logging.getLogger("immutablelog.wsgi")
 
 #: Where per-request state lives: the WSGI environ (namespaced, as PEP 3333 recommends).
 STATE_KEY: Final = "immutablelog.state"
@@ -245,50 +240,24 @@ def header_keys(names: Iterable[str]) -> tuple[tuple[str, str], ...]:
     return tuple((name, "HTTP_" + name.upper().replace("-", "_")) for name in names)
 
 
-class AuditMiddleware:
-    """Records every request the wrapped WSGI application serves (see the module docstring)."""
+class AuditMiddleware(Integration):
+    """Records every request the wrapped WSGI application serves (see the module docstring).
+
+    Keyword arguments: ``actor``, a function of the environ naming who acted, and the settings
+    of :class:`~immutablelog.sdk.integration.AuditOptions`.
+    """
 
     def __init__(
         self,
         app: WSGIApplication,
-        api_key: str = "",
-        api_url: str = "",
-        service_name: str | _Unset = UNSET,
-        env: str | _Unset = UNSET,
-        skip_paths: Iterable[str] | None = None,
         *,
         actor: ActorFromEnviron | None = None,
-        trusted_proxies: int | None = None,
-        redact_keys: Iterable[str] = (),
-        allow_keys: Iterable[str] = (),
-        scrubber: Scrubber | None = None,
-        capture_headers: Iterable[str] = (),
-        max_body_bytes: int | None = None,
-        delivery: DeliveryOptions | None = None,
-        transport: Transport | None = None,
+        **options: Unpack[AuditOptions],
     ) -> None:
+        super().__init__(environment_config(), DEFAULT_SERVICE_NAME, options)
         self.app = app
-        self.settings = resolve_settings(
-            environment_config(),
-            default_service_name=DEFAULT_SERVICE_NAME,
-            api_key=api_key,
-            api_url=api_url,
-            service_name=service_name,
-            env=env,
-            skip_paths=skip_paths,
-            trusted_proxies=trusted_proxies,
-            redact_keys=redact_keys,
-            allow_keys=allow_keys,
-            capture_headers=capture_headers,
-            max_body_bytes=max_body_bytes,
-            delivery=delivery,
-        )
-        builder = self.settings.builder(scrubber)
-        self._build = builder.build
-        self._lease = self.settings.lease(builder, owner=self, transport=transport)
         self._actor = actor
         self._header_keys = header_keys(self.settings.capture_headers)
-        self._hook_error_logged = False
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -329,25 +298,9 @@ class AuditMiddleware:
                 header_keys=self._header_keys,
             )
             if capture is not None:
-                self._lease.pipeline.submit(capture, self._build)
+                self.submit(capture)
         except Exception:
             self._log_hook_error()
-
-    def flush(self, timeout: float | None = 5.0) -> bool:
-        """Wait until the events recorded so far are delivered; False on timeout."""
-        return self._lease.pipeline.flush(timeout)
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Flush and let go of the pipeline (also done at exit)."""
-        return self._lease.close(timeout)
-
-    def stats(self) -> DeliveryStats:
-        return self._lease.pipeline.stats()
-
-    def _log_hook_error(self) -> None:
-        if not self._hook_error_logged:
-            self._hook_error_logged = True
-            logger.exception("ImmutableLog: error while recording a request (logged once)")
 
 
 class _RecordedOnClose:

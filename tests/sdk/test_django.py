@@ -10,14 +10,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.live import LiveServer, free_port
+from tests.live import LiveServer, free_port, wait_healthy
 
 SETTINGS = textwrap.dedent(
     """
@@ -150,14 +149,7 @@ def test_one_event_per_request_on_a_real_server(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, f"{kind} did not start"
-                time.sleep(0.1)
+        wait_healthy(server, url, 30, lambda: "(its output is not kept)")
         for n in range(10):
             answer = httpx.get(url + "/ok", headers={"X-Request-Id": f"dj-{n}", "X-User": "ann"})
             assert answer.text == "ok" and answer.headers["x-request-id"] == f"dj-{n}"

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,27 @@ def jobs(
         sys.modules.pop("jobs", None)
 
 
+def queuing_app(
+    server: LiveServer, tmp_path: Path, actor: Any, queue: Callable[[int], object]
+) -> tuple[Flask, ImmutableLogAudit]:
+    """A Flask app, audited, whose view queues the invoice's job as ``actor``."""
+    app = Flask("shop")
+
+    @app.post("/invoices/<int:number>/send")
+    def send(number: int) -> str:
+        g.imtbl_actor = actor
+        queue(number)
+        return "queued"
+
+    audit = ImmutableLogAudit(
+        app,
+        api_key=server.ingest_key,
+        api_url=server.url,
+        delivery=DeliveryOptions(spool_dir=str(tmp_path / "app-spool")),
+    )
+    return app, audit
+
+
 def sent_events(server: LiveServer) -> list[dict[str, Any]]:
     return [e for e in server.entries() if e["event_name"] == "invoice.sent"]
 
@@ -106,19 +127,8 @@ def sent_events(server: LiveServer) -> list[dict[str, Any]]:
 def test_a_task_queued_in_a_request_records_with_its_request_id_and_actor(
     live_server: LiveServer, jobs: Any, tmp_path: Path
 ) -> None:
-    app = Flask("shop")
-
-    @app.post("/invoices/<int:number>/send")
-    def send(number: int) -> str:
-        g.imtbl_actor = {"id": "ann", "password": "hunter2"}
-        jobs.send_invoice.delay(number)
-        return "queued"
-
-    audit = ImmutableLogAudit(
-        app,
-        api_key=live_server.ingest_key,
-        api_url=live_server.url,
-        delivery=DeliveryOptions(spool_dir=str(tmp_path / "app-spool")),
+    app, audit = queuing_app(
+        live_server, tmp_path, {"id": "ann", "password": "hunter2"}, jobs.send_invoice.delay
     )
     try:
         answer = app.test_client().post("/invoices/7/send", headers={"X-Request-Id": "req-inv-7"})
@@ -172,19 +182,8 @@ def test_an_rq_job_enqueued_in_a_request_records_with_its_request_id_and_actor(
     queue = AuditQueue(
         f"immutablelog-test-{uuid.uuid4().hex}", connection=redis.Redis.from_url(broker)
     )
-    app = Flask("shop")
-
-    @app.post("/invoices/<int:number>/send")
-    def send(number: int) -> str:
-        g.imtbl_actor = "ann"
-        queue.enqueue(rq_jobs.send_invoice, number)
-        return "queued"
-
-    audit = ImmutableLogAudit(
-        app,
-        api_key=live_server.ingest_key,
-        api_url=live_server.url,
-        delivery=DeliveryOptions(spool_dir=str(tmp_path / "app-spool")),
+    app, audit = queuing_app(
+        live_server, tmp_path, "ann", lambda number: queue.enqueue(rq_jobs.send_invoice, number)
     )
     try:
         answer = app.test_client().post("/invoices/9/send", headers={"X-Request-Id": "req-rq-9"})

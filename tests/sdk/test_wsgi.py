@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.live import LiveServer, free_port
+from tests.live import LiveServer, free_port, wait_healthy
 
 APP = textwrap.dedent(
     """
@@ -73,14 +72,7 @@ def test_gunicorn_preload_two_workers_one_event_per_request(
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=1)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline, "gunicorn did not start"
-                time.sleep(0.1)
+        wait_healthy(gunicorn, url, 30, lambda: "(its output is not kept)")
         ids = [f"wsgi-{n}" for n in range(40)]
         for request_id in ids:
             assert httpx.get(url + "/", headers={"X-Request-Id": request_id}).text == "ok"
