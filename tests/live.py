@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,25 @@ class LiveServer(LiveProcess):
         assert [json.loads(e)["index"] for e in raw] == list(range(len(raw)))
         assert root_from_leaves(leaf_hash(e) for e in raw) == checkpoint.root_hash
         return checkpoint
+
+
+@contextlib.contextmanager
+def served_in_thread(app: Any, **config: Any) -> Iterator[str]:
+    """An ASGI app on a real uvicorn server in a thread of this process (for faults injected
+    into the app's objects); yields its URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, port=port, log_level="critical", **{"lifespan": "off", **config})
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -110,7 +111,7 @@ async def events(request: Request) -> Response:
     """``/v1/events`` is one resource (so that a 405 lists both of its methods in Allow)."""
     if request.method == "POST":
         return await ingest.post_event(request)
-    return await query.list_events(request)
+    return await run_in_threadpool(query.list_events, request)
 
 
 async def openapi(request: Request) -> Response:

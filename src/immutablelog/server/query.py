@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -133,7 +134,7 @@ def _query(request: Request) -> tuple[EventQuery, str]:
     )
 
 
-async def list_events(request: Request) -> Response:
+def list_events(request: Request) -> Response:
     """``GET /v1/events``: filtered, newest (or oldest) first, keyset-paginated."""
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
@@ -143,7 +144,7 @@ async def list_events(request: Request) -> Response:
     return JSONResponse({"events": [event_body(e) for e in found], "next_cursor": cursor})
 
 
-async def get_event(request: Request) -> Response:
+def get_event(request: Request) -> Response:
     """``GET /v1/events/{id}``: the event, its leaf hash and an inclusion proof."""
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
@@ -175,13 +176,13 @@ async def get_event(request: Request) -> Response:
     )
 
 
-async def verify_log(request: Request) -> Response:
+def verify_log(request: Request) -> Response:
     """``GET /v1/verify``: the server re-checks its own log (see ledger/integrity.py)."""
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
     start = int_param(request, "from", 0)
     end = int_param(request, "to") if "to" in request.query_params else None
-    report = await asyncio.to_thread(ledger.check_integrity, tenant, start, end)
+    report = ledger.check_integrity(tenant, start, end)
     return JSONResponse(report.as_dict())
 
 
@@ -222,14 +223,15 @@ async def export(request: Request) -> Response:
     ``immutablelog verify --bundle`` checks offline. The export is itself recorded.
     """
     ledger: Ledger = request.app.state.ledger
-    key, tenant = require_key(ledger, request, "read")
+    key, tenant = await run_in_threadpool(require_key, ledger, request, "read")
     kind = _choice(request, "format", ("jsonl", "csv"))
-    latest = ledger.checkpoint(tenant)
-    size, note = latest.size, latest.note
     witnessing: Witnessing | None = request.app.state.witnessing
     if witnessing is not None:
         # A bundle carries the newest checkpoint the witnesses cosigned, with them.
-        size, note = witnessing.served_checkpoint(tenant)
+        size, note = await run_in_threadpool(witnessing.served_checkpoint, tenant)
+    else:
+        latest = await run_in_threadpool(ledger.checkpoint, tenant)
+        size, note = latest.size, latest.note
     await asyncio.wrap_future(
         ledger.record_admin_event(
             tenant,

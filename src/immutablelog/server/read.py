@@ -1,4 +1,8 @@
-"""Read endpoints that serve what a verifier needs: checkpoints, raw entries, proofs."""
+"""Read endpoints that serve what a verifier needs: checkpoints, raw entries, proofs.
+
+Endpoints that read the database are plain functions, which Starlette runs on its thread
+pool: a slow database then holds up those reads, never the event loop (ingest, health).
+"""
 
 from __future__ import annotations
 
@@ -44,7 +48,7 @@ async def get_log_key(request: Request) -> Response:
     return PlainTextResponse(ledger.verifier_key() + "\n", media_type=_NOTE_TYPE)
 
 
-async def get_checkpoint(request: Request) -> Response:
+def get_checkpoint(request: Request) -> Response:
     """The latest signed checkpoint (C2SP signed note), or the one at ``?size=``."""
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
@@ -62,7 +66,7 @@ async def get_checkpoint(request: Request) -> Response:
     return Response(note, media_type=_NOTE_TYPE, headers={"Cache-Control": "no-store"})
 
 
-async def get_inclusion_proof(request: Request) -> Response:
+def get_inclusion_proof(request: Request) -> Response:
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
     index = int_param(request, "index")
@@ -74,7 +78,7 @@ async def get_inclusion_proof(request: Request) -> Response:
     return JSONResponse({"index": index, "tree_size": size, "hashes": _b64(proof)})
 
 
-async def get_consistency_proof(request: Request) -> Response:
+def get_consistency_proof(request: Request) -> Response:
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
     first = int_param(request, "first")
@@ -86,7 +90,7 @@ async def get_consistency_proof(request: Request) -> Response:
     return JSONResponse({"first": first, "second": second, "hashes": _b64(proof)})
 
 
-async def get_entries(request: Request) -> Response:
+def get_entries(request: Request) -> Response:
     """Raw entry bytes for ``start <= index < end``: JSON items, or length-prefixed records
     when the client accepts ``application/octet-stream``."""
     ledger: Ledger = request.app.state.ledger

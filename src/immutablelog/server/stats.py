@@ -3,7 +3,6 @@ the filters of ``GET /v1/events``. The viewer draws its chart from it."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -16,6 +15,7 @@ from immutablelog.ledger import Ledger, Tenant
 from immutablelog.ledger.storage import EventQuery
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
+from immutablelog.server.params import single
 from immutablelog.server.query import _query as event_query
 
 #: Each interval as the length of the ``received_at`` prefix that names its buckets
@@ -69,21 +69,21 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def event_counts(request: Request) -> Response:
+def event_counts(request: Request) -> Response:
     """``GET /v1/event-counts?interval=minute|hour|day|month|year|auto`` with the filters of
     ``GET /v1/events``: non-empty buckets, oldest first, each with a count per event type."""
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
-    interval = request.query_params.get("interval", "auto")
+    interval = single(request, "interval") or "auto"
     if interval != "auto" and interval not in INTERVALS:
         raise ApiError(
             400, "invalid_parameter", f"interval must be auto or one of {', '.join(INTERVALS)}"
         )
     query = replace(event_query(request)[0], after_index=None)
     if interval == "auto":
-        interval = await asyncio.to_thread(_auto_interval, ledger, tenant, query)
+        interval = _auto_interval(ledger, tenant, query)
     width = INTERVALS[interval][0]
-    rows = await asyncio.to_thread(ledger.count_events, tenant, query, width)
+    rows = ledger.count_events(tenant, query, width)
     counts: dict[str, dict[str, int]] = {}
     for prefix, kind, count in rows:
         counts.setdefault(prefix, dict.fromkeys(_TYPE_ORDER, 0))[kind] = count

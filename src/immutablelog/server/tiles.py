@@ -83,7 +83,7 @@ def _access(request: Request) -> tuple[Ledger, TileAccess]:
     return request.app.state.ledger, request.app.state.tile_access
 
 
-async def get_checkpoint(request: Request) -> Response:
+def get_checkpoint(request: Request) -> Response:
     ledger, access = _access(request)
     tenant, public = access.tenant(ledger, request, entries=lambda: False)
     witnessing: Witnessing | None = request.app.state.witnessing
@@ -96,7 +96,7 @@ async def get_checkpoint(request: Request) -> Response:
     return Response(note, media_type=_NOTE_TYPE, headers={"Cache-Control": cache})
 
 
-async def get_tile(request: Request) -> Response:
+def get_tile(request: Request) -> Response:
     ledger, access = _access(request)
     tenant, public = access.tenant(
         ledger, request, entries=lambda: _tile(request).level == ENTRIES_LEVEL

@@ -17,6 +17,7 @@ import re
 from importlib.resources import files
 from typing import Any, Final
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -144,7 +145,7 @@ async def record_access(request: Request) -> Response:
     """``POST /v1/viewer/access``: the viewer records a sign-in or an export before it
     proceeds; the event is durably in the log when this answers."""
     ledger: Ledger = request.app.state.ledger
-    key, tenant = require_key(ledger, request, "read")
+    key, tenant = await run_in_threadpool(require_key, ledger, request, "read")
     # An object of objects: {"filters": {...}} is as deep as a record goes.
     body = await read_json(request, MAX_ACCESS_BODY_BYTES, max_depth=2)
     if not isinstance(body, dict):
