@@ -37,7 +37,7 @@ from contextvars import ContextVar
 from typing import Any, Final, Unpack
 
 from immutablelog.sdk.capture import MAX_EXCEPTION_MESSAGE, accept_request_id, plain_actor
-from immutablelog.sdk.context import AuditContext, bind, unbind
+from immutablelog.sdk.context import bind_request, unbind
 from immutablelog.sdk.events import UUIDS
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.settings import environment_config
@@ -137,7 +137,7 @@ class _Exchange:
             self.body, self.body_limit = [], int(length)
 
     async def run(self, receive: Receive, send: Send) -> None:
-        token = bind(AuditContext(self.request_id, self._actor))
+        token = bind_request(self.request_id, self._actor)
         try:
             await self.audit.app(self.scope, self._receiver(receive), self._sender(send))
         except BaseException as exc:

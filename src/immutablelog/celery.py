@@ -22,7 +22,7 @@ from immutablelog.sdk.context import AuditContext, bind, current, unbind
 #: The message header that carries the context.
 HEADER: Final = "immutablelog_context"
 
-_tokens: dict[str, Token[AuditContext | None]] = {}
+_tokens: dict[str, Token[Any]] = {}
 
 
 def carry_audit_context() -> None:

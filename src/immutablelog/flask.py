@@ -46,7 +46,7 @@ from immutablelog.sdk.capture import (
     plain_actor,
     validate_kind,
 )
-from immutablelog.sdk.context import AuditContext, bind, unbind
+from immutablelog.sdk.context import bind_request, unbind
 from immutablelog.sdk.context import current as current_context
 from immutablelog.sdk.log_handler import ImmutableLogHandler
 from immutablelog.sdk.options import DeliveryOptions
@@ -92,6 +92,8 @@ class _AppBinding:
 
     def __init__(self, audit: ImmutableLogAudit) -> None:
         self.audit = audit
+        # Made once: who acted in the current request (bound methods are made on each access).
+        self.actor_of = audit._request_actor
         self.skip_paths: frozenset[str] = frozenset()
         self.max_body_bytes = 0
         self.header_keys: tuple[tuple[str, str], ...] = ()
@@ -128,6 +130,13 @@ class _AppBinding:
             if state is None:
                 return  # a context pushed by hand, or a path the middleware skipped
             flask_g = g._get_current_object().__dict__
+            audit = self.audit
+
+            def actor_of() -> Any:  # g's own dict: far cheaper than through its proxy
+                actor = flask_g.get("imtbl_actor")
+                if actor is None and audit.actor_loader is not None:
+                    actor = audit._load_actor()
+                return actor
 
             capture = request_capture(
                 state,
@@ -136,7 +145,7 @@ class _AppBinding:
                 method=req.method,
                 path=req.path,
                 event_name=flask_g.get("imtbl_event_name"),
-                actor_of=self.audit._request_actor,
+                actor_of=actor_of,
                 header_keys=self.header_keys,
             )
             if capture is not None:
@@ -176,7 +185,7 @@ class _Middleware:
         if state is None:
             return self.wsgi_app(environ, start_response)
         # Work the view starts (a Celery task, say) carries the request id and actor along.
-        token = bind(AuditContext(state.request_id, binding.audit._request_actor))
+        token = bind_request(state.request_id, binding.actor_of)
         try:
             return self.wsgi_app(environ, noting_start_response(state, start_response))
         finally:

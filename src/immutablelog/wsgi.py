@@ -28,7 +28,7 @@ from immutablelog.sdk.capture import (
     accept_request_id,
     plain_actor,
 )
-from immutablelog.sdk.context import AuditContext, bind, unbind
+from immutablelog.sdk.context import bind_request, unbind
 from immutablelog.sdk.events import UUIDS
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.settings import environment_config
@@ -267,7 +267,7 @@ class AuditMiddleware(Integration):
             state = None
         if state is None:
             return self.app(environ, start_response)
-        token = bind(AuditContext(state.request_id, lambda: self._actor_of(environ)))
+        token = bind_request(state.request_id, lambda: self._actor_of(environ))
         try:
             result = self.app(environ, noting_start_response(state, start_response))
         except BaseException as exc:

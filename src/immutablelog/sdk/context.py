@@ -14,16 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
 from typing import Any
 
 from immutablelog.sdk.capture import PLAIN_ACTOR_TYPES, plain_actor
 
 
-@dataclass(frozen=True, slots=True)
 class AuditContext:
-    request_id: str
-    actor_of: Callable[[], Any] = lambda: None
+    """A request id, and how to tell who acted in that request. (A plain slotted class: one is
+    made per request, and a frozen dataclass costs several times as much to make.)"""
+
+    __slots__ = ("actor_of", "request_id")
+
+    def __init__(self, request_id: str, actor_of: Callable[[], Any] = lambda: None) -> None:
+        self.request_id = request_id
+        self.actor_of = actor_of
 
     def actor(self) -> Any:
         """Who acted, as plain data (never raises: an actor that cannot be told is None)."""
@@ -47,19 +51,30 @@ class AuditContext:
         return cls(carried["request_id"], lambda: actor)
 
 
-_CURRENT: ContextVar[AuditContext | None] = ContextVar("immutablelog_audit_context", default=None)
+#: The bound context; a request binds a plain (request id, actor_of) tuple, the cheapest thing
+#: to make on every request, turned into an AuditContext only when someone asks.
+_Bound = AuditContext | tuple[str, Callable[[], Any]] | None
+_CURRENT: ContextVar[_Bound] = ContextVar("immutablelog_audit_context", default=None)
 
 
 def current() -> AuditContext | None:
     """The audit context of the running code, if any."""
-    return _CURRENT.get()
+    value = _CURRENT.get()
+    if type(value) is tuple:
+        return AuditContext(*value)
+    return value  # type: ignore[return-value]
 
 
-def bind(context: AuditContext | None) -> Token[AuditContext | None]:
+def bind(context: AuditContext | None) -> Token[_Bound]:
     return _CURRENT.set(context)
 
 
-def unbind(token: Token[AuditContext | None]) -> None:
+def bind_request(request_id: str, actor_of: Callable[[], Any]) -> Token[_Bound]:
+    """Bind the context of a request being served (its id; who acted, asked when needed)."""
+    return _CURRENT.set((request_id, actor_of))
+
+
+def unbind(token: Token[_Bound]) -> None:
     _CURRENT.reset(token)
 
 

@@ -74,7 +74,8 @@ def event_counts(request: Request) -> Response:
     ``GET /v1/events``: non-empty buckets, oldest first, each with a count per event type."""
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
-    interval = single(request, "interval") or "auto"
+    interval = single(request, "interval")
+    interval = "auto" if interval is None else interval
     if interval != "auto" and interval not in INTERVALS:
         raise ApiError(
             400, "invalid_parameter", f"interval must be auto or one of {', '.join(INTERVALS)}"
