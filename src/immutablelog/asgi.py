@@ -41,6 +41,7 @@ from immutablelog.sdk.context import bind_request, unbind
 from immutablelog.sdk.events import UUIDS
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.settings import environment_config
+from immutablelog.wsgi import kept_body_length
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -131,10 +132,9 @@ class _Exchange:
         self.recorded = False
         self.body: list[bytes] | None = None
         self.body_limit = 0
-        length = self.headers.get("content-length", "")
-        limit = audit.settings.max_body_bytes
-        if length.isascii() and length.isdigit() and 0 < int(length) <= limit:
-            self.body, self.body_limit = [], int(length)
+        length = kept_body_length(self.headers.get("content-length"), audit.settings.max_body_bytes)
+        if length is not None:
+            self.body, self.body_limit = [], length
 
     async def run(self, receive: Receive, send: Send) -> None:
         token = bind_request(self.request_id, self._actor)

@@ -36,7 +36,13 @@ from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from immutablelog.sdk.context import bind_request, unbind
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.settings import environment_config
-from immutablelog.wsgi import RequestState, header_keys, request_capture, settle_request_id
+from immutablelog.wsgi import (
+    RequestState,
+    header_keys,
+    kept_body_length,
+    request_capture,
+    settle_request_id,
+)
 
 DEFAULT_SERVICE_NAME: Final = "django-service"
 _EXCEPTION_ATTR: Final = "_immutablelog_exception"
@@ -133,9 +139,8 @@ class AuditMiddleware(Integration):
             state = RequestState(
                 time.perf_counter(), settle_request_id(request.META.get("HTTP_X_REQUEST_ID"))
             )
-            length = request.META.get("CONTENT_LENGTH") or ""
             limit = self.settings.max_body_bytes
-            if length.isascii() and length.isdigit() and 0 < int(length) <= limit:
+            if kept_body_length(request.META.get("CONTENT_LENGTH"), limit) is not None:
                 state.body = _Body(request)
             return state
         except Exception:

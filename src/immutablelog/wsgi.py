@@ -137,6 +137,15 @@ def late_state(environ: dict[str, Any]) -> RequestState:
     return state
 
 
+def kept_body_length(content_length: str | None, limit: int) -> int | None:
+    """The body's declared length if the body is small enough to keep for error events."""
+    if content_length and content_length.isascii() and content_length.isdigit():
+        length = int(content_length)
+        if 0 < length <= limit:
+            return length
+    return None
+
+
 def begin(
     environ: dict[str, Any], skip_paths: frozenset[str], max_body_bytes: int
 ) -> RequestState | None:
@@ -147,12 +156,10 @@ def begin(
     state = RequestState(time.perf_counter(), settle_request_id(environ.get("HTTP_X_REQUEST_ID")))
     environ[STATE_KEY] = state
     if max_body_bytes:
-        length = environ.get("CONTENT_LENGTH")
-        if length and length.isascii() and length.isdigit() and "wsgi.input" in environ:
-            expected = int(length)
-            if 0 < expected <= max_body_bytes:
-                state.body = recorder = BodyRecorder(environ["wsgi.input"], expected)
-                environ["wsgi.input"] = recorder
+        expected = kept_body_length(environ.get("CONTENT_LENGTH"), max_body_bytes)
+        if expected is not None and "wsgi.input" in environ:
+            state.body = recorder = BodyRecorder(environ["wsgi.input"], expected)
+            environ["wsgi.input"] = recorder
     return state
 
 

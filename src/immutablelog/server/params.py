@@ -71,6 +71,16 @@ def text_param(request: Request, name: str, max_chars: int = MAX_TEXT_CHARS) -> 
     return value
 
 
+def choice_param(request: Request, name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when absent; an empty value is not absent)."""
+    value = single(request, name)
+    if value is None:
+        return choices[0]
+    if value not in choices:
+        raise ApiError(400, "invalid_parameter", f"{name} must be {' or '.join(choices)}")
+    return value
+
+
 def time_param(request: Request, name: str) -> datetime | None:
     """An RFC 3339 time with its zone, as UTC (``9999-12-31T23:59:59-14:00`` is past
     year 9999 in UTC, and refused like any other time that cannot be represented)."""

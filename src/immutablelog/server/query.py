@@ -24,6 +24,7 @@ from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
 from immutablelog.server.params import (
     MAX_TEXT_CHARS,
+    choice_param,
     int_param,
     position,
     single,
@@ -78,18 +79,8 @@ def event_body(stored: StoredEntry) -> dict[str, Any]:
     return body
 
 
-def _choice(request: Request, name: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices`` (the first when absent; an empty value is not absent)."""
-    value = single(request, name)
-    if value is None:
-        return choices[0]
-    if value not in choices:
-        raise ApiError(400, "invalid_parameter", f"{name} must be {' or '.join(choices)}")
-    return value
-
-
-def _query(request: Request) -> tuple[EventQuery, str]:
-    order = _choice(request, "order", ("desc", "asc"))
+def event_query(request: Request) -> tuple[EventQuery, str]:
+    order = choice_param(request, "order", ("desc", "asc"))
     descending = order == "desc"
     limit = int_param(request, "limit", DEFAULT_PAGE, maximum=MAX_PAGE)
     if limit < 1:
@@ -138,7 +129,7 @@ def list_events(request: Request) -> Response:
     """``GET /v1/events``: filtered, newest (or oldest) first, keyset-paginated."""
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
-    query, digest = _query(request)
+    query, digest = event_query(request)
     found = ledger.query(tenant, query)
     cursor = _encode_cursor(found[-1].index, digest) if len(found) == query.limit else None
     return JSONResponse({"events": [event_body(e) for e in found], "next_cursor": cursor})
@@ -224,7 +215,7 @@ async def export(request: Request) -> Response:
     """
     ledger: Ledger = request.app.state.ledger
     key, tenant = await run_in_threadpool(require_key, ledger, request, "read")
-    kind = _choice(request, "format", ("jsonl", "csv"))
+    kind = choice_param(request, "format", ("jsonl", "csv"))
     witnessing: Witnessing | None = request.app.state.witnessing
     if witnessing is not None:
         # A bundle carries the newest checkpoint the witnesses cosigned, with them.

@@ -14,9 +14,9 @@ from immutablelog.entry import EVENT_TYPES
 from immutablelog.ledger import Ledger, Tenant
 from immutablelog.ledger.storage import EventQuery
 from immutablelog.server.auth import require_key
-from immutablelog.server.errors import ApiError, JSONResponse
-from immutablelog.server.params import single
-from immutablelog.server.query import _query as event_query
+from immutablelog.server.errors import JSONResponse
+from immutablelog.server.params import choice_param
+from immutablelog.server.query import event_query
 
 #: Each interval as the length of the ``received_at`` prefix that names its buckets
 #: (``2026-12-07T11`` is an hour), and roughly how long it is, for choosing one.
@@ -74,12 +74,7 @@ def event_counts(request: Request) -> Response:
     ``GET /v1/events``: non-empty buckets, oldest first, each with a count per event type."""
     ledger: Ledger = request.app.state.ledger
     _, tenant = require_key(ledger, request, "read")
-    interval = single(request, "interval")
-    interval = "auto" if interval is None else interval
-    if interval != "auto" and interval not in INTERVALS:
-        raise ApiError(
-            400, "invalid_parameter", f"interval must be auto or one of {', '.join(INTERVALS)}"
-        )
+    interval = choice_param(request, "interval", ("auto", *INTERVALS))
     query = replace(event_query(request)[0], after_index=None)
     if interval == "auto":
         interval = _auto_interval(ledger, tenant, query)
