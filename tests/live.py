@@ -21,7 +21,7 @@ import httpx
 
 from immutablelog.checkpoint import Checkpoint, Verifier, open_checkpoint
 from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
-from immutablelog.ledger.ledger import ADMIN_SERVICE
+from immutablelog.entry import ADMIN_SERVICE
 from immutablelog.merkle import leaf_hash, root_from_leaves, verify_consistency
 
 #: One client for every test request: creating an httpx client costs tens of milliseconds

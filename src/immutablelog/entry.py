@@ -4,6 +4,10 @@ The entry bytes are the RFC 8785 (JCS) serialization of a flat JSON object. They
 as the truth; every indexed column is derived from them. The server, the SDK's embedded mode
 and the independent verifier all use this module, so they agree on one encoding.
 
+Format 2 keeps personal data out of the hashed bytes: a client's event commits to its payload
+and extra meta (the *erasable part*) only through a salted hash, so the values can be erased
+later while every proof stays valid. docs/PROTOCOL.md §2 is the reference.
+
 We only ever put strings, integers within ±2**53, booleans and null into an entry, with
 ASCII keys. For that subset, orjson with sorted keys produces the JCS bytes exactly (same key
 order, same string escapes, no whitespace), ten times faster than the standard library and
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import struct
 from collections.abc import Mapping
@@ -27,7 +32,14 @@ import orjson
 from immutablelog import strict_json
 from immutablelog._uuid import uuid7_batch
 
-ENTRY_VERSION: Final = 1
+#: The format the server writes; format 1 entries stay readable and verifiable.
+ENTRY_VERSION: Final = 2
+ENTRY_VERSIONS: Final = frozenset({1, 2})
+#: Bytes of random salt per erasable part: enough that a short value (an e-mail address, an
+#: IP address) cannot be found by hashing guesses.
+SALT_BYTES: Final = 16
+#: The service of the log's own records (tenants, keys, exports, erasures).
+ADMIN_SERVICE: Final = "immutablelog"
 MAX_PAYLOAD_BYTES: Final = 12 * 1024
 #: How deeply objects and arrays may nest in a payload (``json_too_deep`` beyond).
 MAX_PAYLOAD_DEPTH: Final = 64
@@ -39,18 +51,37 @@ MAX_SAFE_INT: Final = 2**53 - 1
 EVENT_TYPES: Final = frozenset({"success", "info", "warning", "error"})
 
 #: ``GET /v1/entries`` answers this media type, when asked for it, with one record per entry:
-#: the entry's index (8 bytes) and byte length (4 bytes), big-endian, then the entry bytes.
-#: Server and verifier read the framing from here so they cannot drift apart.
+#: the entry's index (8 bytes), its byte length and its erasable part's byte length (4 bytes
+#: each), big-endian, then the entry bytes, then the erasable part (salt, then values; none
+#: for a format 1 or clear entry, or once erased). Server and verifier read the framing from
+#: here so they cannot drift apart.
 ENTRIES_MEDIA_TYPE: Final = "application/octet-stream"
-ENTRY_RECORD: Final = struct.Struct(">QI")
+ENTRY_RECORD: Final = struct.Struct(">QII")
 
 #: Meta fields every entry carries, in addition to the server-assigned ones.
 REQUIRED_META: Final = ("type", "event_name", "service")
 OPTIONAL_META: Final = ("request_id", "env")
+#: The meta a format 2 entry holds in clear: what an event is, never who it is about.
+CLEAR_META: Final = (*REQUIRED_META, *OPTIONAL_META)
 #: Keys the server sets itself; a client cannot supply them through ``meta``.
 SERVER_FIELDS: Final = frozenset(
-    {"v", "tenant", "index", "id", "received_at", "idempotency_key", "payload"}
+    {
+        "v",
+        "tenant",
+        "index",
+        "id",
+        "received_at",
+        "idempotency_key",
+        "payload",
+        "erasable_hash",
+        "erased",
+    }
 )
+#: Every field of a format 2 entry that commits to an erasable part.
+COMMITTED_FIELDS: Final = frozenset(
+    {"v", "tenant", "index", "id", "received_at", "idempotency_key", "erasable_hash", *CLEAR_META}
+)
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 _EXTRA_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 
 
@@ -70,6 +101,39 @@ class PayloadTooLarge(EntryError):
 
 
 @dataclass(frozen=True, slots=True)
+class Erasable:
+    """The erasable part of a format 2 entry: a random salt and the JCS bytes of the values
+    (``payload`` and every extra meta field). The entry holds only ``commitment``."""
+
+    salt: bytes
+    values: bytes
+    commitment: str
+
+    @classmethod
+    def seal(cls, values: bytes, salt: bytes | None = None) -> Erasable:
+        salt = os.urandom(SALT_BYTES) if salt is None else salt
+        return cls(salt, values, erasable_hash(salt, values))
+
+    def to_bytes(self) -> bytes:
+        """Salt then values, as the binary entries record and the stores hold it."""
+        return self.salt + self.values
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Erasable:
+        if len(data) <= SALT_BYTES:
+            raise EntryError("invalid_erasable", "an erasable part is longer than its salt")
+        return cls.seal(data[SALT_BYTES:], data[:SALT_BYTES])
+
+
+def erasable_hash(salt: bytes, values: bytes) -> str:
+    """Hex ``SHA-256(0x02 || salt || values)``: the prefix keeps it apart from RFC 6962's
+    leaf (0x00) and node (0x01) hashes."""
+    if len(salt) != SALT_BYTES:
+        raise EntryError("invalid_erasable", f"the salt must be {SALT_BYTES} bytes")
+    return hashlib.sha256(b"\x02" + salt + values).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
 class Submission:
     """A validated event as a client submitted it, before the ledger assigns its place."""
 
@@ -80,6 +144,9 @@ class Submission:
     #: Hex SHA-256 of the payload's UTF-8 bytes, computed with the validation (off the
     #: single writer's thread).
     payload_hash: str
+    #: The salted values the entry commits to; ``None`` for the log's own records, whose
+    #: payload is public and stays in the entry.
+    erasable: Erasable | None
 
 
 def canonical_json(value: Mapping[str, Any]) -> bytes:
@@ -146,12 +213,17 @@ def validate_submission(
     meta: Any,
     idempotency_key: Any,
     client_fields: Mapping[str, Any] | None = None,
+    *,
+    clear: bool = False,
+    salt: bytes | None = None,
 ) -> Submission:
     """Check one submitted event and normalize it.
 
     ``payload`` is the JSON document as a string (stored byte for byte) or as an object
     (stored as its compact serialization). ``client_fields`` are extra meta taken from
-    request headers (client time zone), validated like any other meta.
+    request headers (client time zone), validated like any other meta. The erasable part is
+    sealed here, with a fresh salt unless ``salt`` is given, off the single writer's thread;
+    ``clear`` is for the log's own records only, never for what a client sent.
     """
     try:
         if isinstance(payload, dict):
@@ -212,8 +284,17 @@ def validate_submission(
 
     key = _check_text(idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY_CHARS)
     digest = hashlib.sha256(encoded)
+    erasable = None
+    if not clear:
+        extras["payload"] = payload
+        erasable = Erasable.seal(canonical_json(extras), salt)
     return Submission(
-        payload, normalized, key, _fingerprint(digest.digest(), normalized), digest.hexdigest()
+        payload,
+        normalized,
+        key,
+        _fingerprint(digest.digest(), normalized),
+        digest.hexdigest(),
+        erasable,
     )
 
 
@@ -224,9 +305,9 @@ def _fingerprint(payload_digest: bytes, meta: Mapping[str, Any]) -> bytes:
 
 
 def fingerprint_of(entry: Mapping[str, Any]) -> bytes:
-    """The fingerprint of the submission an entry was made from: a replay with the same
-    Idempotency-Key is a duplicate only if its fingerprint is this one. Never stored, so
-    its definition may change between releases."""
+    """The fingerprint of the submission an entry was made from (a revealed entry, see
+    :func:`reveal`): a replay with the same Idempotency-Key is a duplicate only if its
+    fingerprint is this one. Never stored, so its definition may change between releases."""
     meta = {k: v for k, v in entry.items() if k not in SERVER_FIELDS}
     return _fingerprint(hashlib.sha256(str(entry["payload"]).encode("utf-8")).digest(), meta)
 
@@ -234,8 +315,17 @@ def fingerprint_of(entry: Mapping[str, Any]) -> bytes:
 def build_entry(
     submission: Submission, *, tenant: str, index: int, entry_id: str, received_at: str
 ) -> dict[str, Any]:
-    """The entry object for a submission placed at ``index`` of ``tenant``'s log."""
-    entry: dict[str, Any] = dict(submission.meta)
+    """The format 2 entry object for a submission placed at ``index`` of ``tenant``'s log:
+    the clear meta and the commitment to its erasable part, or, for the log's own records,
+    every field in clear."""
+    meta = submission.meta
+    sealed = submission.erasable
+    if sealed is None:
+        entry: dict[str, Any] = dict(meta)
+        entry["payload"] = submission.payload
+    else:
+        entry = {name: meta[name] for name in CLEAR_META}
+        entry["erasable_hash"] = sealed.commitment
     entry.update(
         v=ENTRY_VERSION,
         tenant=tenant,
@@ -243,7 +333,6 @@ def build_entry(
         id=entry_id,
         received_at=received_at,
         idempotency_key=submission.idempotency_key,
-        payload=submission.payload,
     )
     return entry
 
@@ -266,9 +355,21 @@ def decode_entry(data: bytes) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise EntryError("invalid_entry", "entry bytes are not a JSON object")
     version = entry.get("v")
-    if type(version) is not int or version != ENTRY_VERSION:
+    if type(version) is not int or version not in ENTRY_VERSIONS:
         raise EntryError("invalid_entry", f"unsupported entry version {version!r}")
-    for name in ("tenant", "id", "received_at", "idempotency_key", "payload", *REQUIRED_META):
+    committed = version == 2 and "erasable_hash" in entry
+    if committed:
+        if "payload" in entry:
+            raise EntryError("invalid_entry", "an entry holds either a payload or its hash")
+        if not isinstance(entry["erasable_hash"], str) or not _HEX_SHA256.match(
+            entry["erasable_hash"]
+        ):
+            raise EntryError("invalid_entry", "entry field erasable_hash is not a SHA-256")
+        stray = entry.keys() - COMMITTED_FIELDS
+        if stray:
+            raise EntryError("invalid_entry", f"entry holds {min(stray)} outside its erasable part")
+    required = ("tenant", "id", "received_at", "idempotency_key", *REQUIRED_META)
+    for name in required if committed else (*required, "payload"):
         if not isinstance(entry.get(name), str):
             raise EntryError("invalid_entry", f"entry field {name} is missing or not a string")
     index = entry.get("index")
@@ -284,8 +385,49 @@ def decode_entry(data: bytes) -> dict[str, Any]:
     return entry
 
 
+def decode_erasable(entry: Mapping[str, Any], data: bytes) -> dict[str, Any]:
+    """The values of a committed entry's erasable part (salt, then values), refusing a part
+    whose salted hash is not the entry's ``erasable_hash`` or whose values are not the
+    canonical encoding of a payload and extra meta."""
+    part = Erasable.from_bytes(data)
+    if part.commitment != entry.get("erasable_hash"):
+        raise EntryError("erasable_mismatch", "the erasable part does not match erasable_hash")
+    try:
+        values = orjson.loads(part.values)
+    except orjson.JSONDecodeError as exc:
+        raise EntryError("invalid_erasable", f"erasable values are not JSON: {exc}") from None
+    if not isinstance(values, dict) or not isinstance(values.get("payload"), str):
+        raise EntryError("invalid_erasable", "erasable values hold no payload string")
+    for key, value in values.items():
+        if key == "payload":
+            continue
+        if key in CLEAR_META:
+            raise EntryError("invalid_erasable", f"erasable values hold the clear field {key}")
+        try:
+            _check_extra(key, value)
+        except EntryError as exc:
+            raise EntryError("invalid_erasable", exc.message, exc.field) from None
+    if canonical_json(values) != part.values:
+        raise EntryError("invalid_erasable", "erasable values are not in canonical form")
+    return values
+
+
+def reveal(entry: Mapping[str, Any], values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The event a reader sees: the entry with its erasable values put back. ``values`` is
+    ``None`` for an entry without an erasable part (format 1, the log's own records)."""
+    if values is None:
+        return dict(entry)
+    return {**entry, **values}
+
+
+def is_committed(entry: Mapping[str, Any]) -> bool:
+    """Whether an entry keeps its payload and extra meta in an erasable part."""
+    return "erasable_hash" in entry
+
+
 def payload_hash(entry: Mapping[str, Any]) -> str:
-    """Hex SHA-256 of the payload bytes exactly as the client sent them."""
+    """Hex SHA-256 of the payload bytes exactly as the client sent them (of a revealed
+    entry: the payload is not in a committed entry's bytes)."""
     return hashlib.sha256(str(entry["payload"]).encode("utf-8")).hexdigest()
 
 

@@ -26,7 +26,7 @@ from immutablelog.checkpoint import (
     open_checkpoint,
     sign_checkpoint,
 )
-from immutablelog.entry import Submission, timestamp, validate_submission
+from immutablelog.entry import ADMIN_SERVICE, Submission, timestamp, validate_submission
 from immutablelog.ledger import keys
 from immutablelog.ledger.integrity import IntegrityReport, check_log
 from immutablelog.ledger.sequencer import AppendResult, CommitStats, Sequencer
@@ -47,7 +47,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_LOG_NAME = "immutablelog"
 DEFAULT_TENANT = "default"
 #: The ``service`` of events the log records about itself.
-ADMIN_SERVICE = "immutablelog"
 #: Authenticated keys kept in memory per ledger (the cache is simply emptied when full).
 _LIVE_KEYS_CACHED = 10_000
 _TENANT_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
@@ -419,7 +418,7 @@ class Ledger:
         """Append an event about the log itself (keys, tenants, exports) to its own log."""
         payload = json.dumps({"message": event_name, **details}, separators=(",", ":"))
         meta = {"type": "info", "event_name": event_name, "service": ADMIN_SERVICE}
-        submission = validate_submission(payload, meta, uuid7())
+        submission = validate_submission(payload, meta, uuid7(), clear=True)
         return self.submit(tenant, [submission])
 
     def verifier_key(self) -> str:
