@@ -1,18 +1,22 @@
 """The server's own integrity check (``GET /v1/verify``).
 
 It recomputes every leaf from the stored entry bytes, rebuilds the roots, compares them with
-every signed checkpoint in range, checks each signature and each derived column. It finds
+every signed checkpoint in range, checks each signature and each derived column, and each
+erasable part against its entry's commitment (a missing one must be covered by an erasure
+record). It finds
 accidents and clumsy tampering; it cannot find a history rewritten together with all of its
 hashes and signatures — only a verifier that kept an earlier checkpoint can (``verify/``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from immutablelog.checkpoint import NoteError, Verifier, open_checkpoint
-from immutablelog.entry import EntryError, decode_entry
+from immutablelog.entry import EntryError, decode_entry, decode_erasable, is_committed, reveal
+from immutablelog.erasure import ErasureRecord
 from immutablelog.ledger.storage import AuditRow, Storage, StoredCheckpoint, Tenant
 from immutablelog.merkle import CompactRange, frontier_ids, leaf_hash
 
@@ -21,8 +25,8 @@ MAX_BREAKS = 100
 
 @dataclass(frozen=True, slots=True)
 class Break:
-    """One finding: ``kind`` is altered_entry, altered_column, missing_entry, extra_entry,
-    root_mismatch or bad_signature."""
+    """One finding: ``kind`` is altered_entry, altered_column, altered_erasable,
+    missing_erasable, missing_entry, extra_entry, root_mismatch or bad_signature."""
 
     kind: str
     message: str
@@ -44,6 +48,8 @@ class IntegrityReport:
     start: int
     end: int
     events_checked: int = 0
+    #: Entries whose erasable part is gone, each covered by an erasure record.
+    events_erased: int = 0
     checkpoints_checked: int = 0
     breaks: list[Break] = field(default_factory=list)
     truncated: bool = False
@@ -65,18 +71,53 @@ class IntegrityReport:
             "from": self.start,
             "to": self.end,
             "events_checked": self.events_checked,
+            "events_erased": self.events_erased,
             "checkpoints_checked": self.checkpoints_checked,
             "breaks": [b.as_dict() for b in self.breaks],
             "truncated": self.truncated,
         }
 
 
-def _check_row(row: AuditRow, expected: int, tenant: Tenant, report: IntegrityReport) -> None:
+#: The erasure record covering an index, if any.
+RecordFor = Callable[[int], ErasureRecord | None]
+
+
+def _revealed(
+    row: AuditRow, entry: dict[str, Any], record_for: RecordFor, report: IntegrityReport
+) -> dict[str, Any]:
+    """The entry with its erasable values (as its derived columns were made from), after
+    checking them against its commitment; missing values must be covered by a record."""
+    if not is_committed(entry):
+        return entry
+    if row.erasable is None:
+        if record_for(row.index) is None:
+            report.add(
+                Break(
+                    "missing_erasable",
+                    "the erasable part is missing and no erasure record covers it",
+                    row.index,
+                    row.id,
+                )
+            )
+        else:
+            report.events_erased += 1
+        return entry
+    try:
+        return reveal(entry, decode_erasable(entry, row.erasable))
+    except EntryError as exc:
+        report.add(Break("altered_erasable", exc.message, row.index, row.id))
+        return entry
+
+
+def _check_row(
+    row: AuditRow, expected: int, tenant: Tenant, report: IntegrityReport, record_for: RecordFor
+) -> None:
     try:
         entry = decode_entry(row.data)
     except EntryError as exc:
         report.add(Break("altered_entry", f"entry bytes are invalid: {exc}", row.index, row.id))
         return
+    entry = _revealed(row, entry, record_for, report)
     if entry["index"] != expected or entry["tenant"] != tenant.name:
         report.add(
             Break("altered_entry", "the entry names another index or tenant", row.index, row.id)
@@ -136,6 +177,7 @@ def check_log(
     verifier: Verifier,
     start: int = 0,
     end: int | None = None,
+    record_for: RecordFor = lambda index: None,
 ) -> IntegrityReport:
     """Check entries ``[start, end)`` (default: the whole signed log) and their checkpoints.
 
@@ -156,7 +198,7 @@ def check_log(
         while rng.size < row.index:  # a gap: entries are missing
             report.add(Break("missing_entry", f"no entry at index {rng.size}", rng.size))
             rng.append(bytes(32))
-        _check_row(row, rng.size, tenant, report)
+        _check_row(row, rng.size, tenant, report, record_for)
         rng.append(leaf_hash(row.data))
         report.events_checked += 1
         while upcoming is not None and upcoming.size <= rng.size:

@@ -28,8 +28,10 @@ from immutablelog.checkpoint import (
 )
 from immutablelog.entry import ADMIN_SERVICE, Submission, timestamp, validate_submission
 from immutablelog.ledger import keys
+from immutablelog.ledger.erasing import Eraser, event_view
 from immutablelog.ledger.integrity import IntegrityReport, check_log
-from immutablelog.ledger.sequencer import AppendResult, CommitStats, Sequencer
+from immutablelog.ledger.retention import RetentionSweeper
+from immutablelog.ledger.sequencer import Accepted, AppendResult, CommitStats, Sequencer
 from immutablelog.ledger.storage import (
     AlreadyExists,
     ApiKey,
@@ -80,6 +82,8 @@ class LedgerConfig:
     database_url: str | None = None
     idempotency_retention: timedelta = timedelta(hours=24)
     max_batch_events: int = 10_000
+    #: Seconds between retention sweeps of a started ledger (a server).
+    retention_interval: float = 3600.0
 
     @property
     def key_path(self) -> Path:
@@ -126,6 +130,10 @@ class Ledger:
         self._bind_signing_key()
         self._commit_listeners: list[CommitListener] = []
         self._upkeep = Upkeep(storage)
+        self.erasures = Eraser(storage, self._append_records)
+        self._sweeper = RetentionSweeper(
+            self.erasures, self.tenants, self.config.retention_interval
+        )
         self._live_keys: dict[bytes, ApiKey] = {}
         self._keys_version = -1
         self._sequencer = Sequencer(
@@ -196,8 +204,10 @@ class Ledger:
         index catches up before the first write)."""
         self._sequencer.start()
         self._upkeep.start()
+        self._sweeper.start()
 
     def close(self) -> None:
+        self._sweeper.stop()
         stopped = self._sequencer.stop()
         if self._upkeep.stop() and stopped:
             self.storage.close()
@@ -370,8 +380,14 @@ class Ledger:
     def entries(self, tenant: Tenant, start: int, end: int) -> Iterator[StoredEntry]:
         return self.storage.entries(tenant.id, start, end)
 
-    def entry_bytes(self, tenant: Tenant, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    def entry_bytes(
+        self, tenant: Tenant, start: int, end: int
+    ) -> Iterator[tuple[int, bytes, bytes | None]]:
         return self.storage.entry_bytes(tenant.id, start, end)
+
+    def event_view(self, tenant: Tenant, stored: StoredEntry) -> dict[str, Any]:
+        """The event a reader sees (see :func:`erasing.event_view`)."""
+        return event_view(stored, lambda index: self.erasures.index.record_for(tenant.id, index))
 
     def entry(self, tenant: Tenant, entry_id: str) -> StoredEntry:
         found = self.storage.entry_by_id(tenant.id, entry_id)
@@ -409,7 +425,15 @@ class Ledger:
         self, tenant: Tenant, start: int = 0, end: int | None = None
     ) -> IntegrityReport:
         verifier = Verifier(self.signer.verifier_key())
-        return check_log(self.storage, tenant, self.origin(tenant), verifier, start, end)
+        return check_log(
+            self.storage,
+            tenant,
+            self.origin(tenant),
+            verifier,
+            start,
+            end,
+            lambda index: self.erasures.index.record_for(tenant.id, index),
+        )
 
     # the log's own audit trail ---------------------------------------------------------
     def record_admin_event(
@@ -417,9 +441,38 @@ class Ledger:
     ) -> Future[list[AppendResult]]:
         """Append an event about the log itself (keys, tenants, exports) to its own log."""
         payload = json.dumps({"message": event_name, **details}, separators=(",", ":"))
+        return self._submit_records(tenant, event_name, [payload])
+
+    def _submit_records(
+        self, tenant: Tenant, event_name: str, payloads: Sequence[str]
+    ) -> Future[list[AppendResult]]:
+        """The log's own records (clear entries: nothing in them is erasable), in one
+        commit."""
         meta = {"type": "info", "event_name": event_name, "service": ADMIN_SERVICE}
-        submission = validate_submission(payload, meta, uuid7(), clear=True)
-        return self.submit(tenant, [submission])
+        return self.submit(
+            tenant, [validate_submission(p, meta, uuid7(), clear=True) for p in payloads]
+        )
+
+    def _append_records(
+        self, tenant: Tenant, event_name: str, payloads: Sequence[str]
+    ) -> list[int]:
+        results = self._submit_records(tenant, event_name, payloads).result(60.0)
+        indexes = []
+        for result in results:
+            if not isinstance(result, Accepted):
+                raise LedgerError(result.reason, result.message)
+            indexes.append(result.index)
+        return indexes
+
+    def set_retention(self, tenant: Tenant, days: int | None) -> None:
+        """Keep ``tenant``'s erasable values ``days`` days (``None``: for good); the sweep
+        erases older ones. Recorded in the log."""
+        if days is not None and not 1 <= days <= 36_500:
+            raise LedgerError("invalid_field", "retention is 1 to 36500 days")
+        self.storage.set_retention_days(tenant.id, days)
+        self.record_admin_event(
+            tenant, "immutablelog.retention.set", {"tenant": tenant.name, "days": days}
+        ).result()
 
     def verifier_key(self) -> str:
         return self.signer.verifier_key()

@@ -25,13 +25,17 @@ from typing import Any
 
 from immutablelog.checkpoint import Checkpoint, Signer, sign_checkpoint
 from immutablelog.entry import (
+    EntryError,
     Submission,
     build_entry,
     decode_entry,
+    decode_erasable,
     encode_entry,
     fingerprint_of,
+    is_committed,
     new_entry_ids,
     payload_hash,
+    reveal,
     timestamp,
 )
 from immutablelog.ledger.health import RepeatedFailure
@@ -109,14 +113,28 @@ _KEY_REUSED = Rejected(
 
 
 def _replayable(stored: StoredEntry) -> _Prior:
-    """The fingerprint of a stored entry's submission, and the answer it was given."""
+    """The fingerprint of a stored entry's submission, and the answer it was given.
+
+    An entry whose erasable part was erased has no fingerprint left (``b""``): a replay
+    of its key is answered as the original, a duplicate, whatever its body, since what it
+    could be compared with is gone (and must not be rebuilt from the replay)."""
     entry = decode_entry(stored.data)
-    return fingerprint_of(entry), Accepted(
+    fingerprint, digest = b"", ""
+    if not is_committed(entry):
+        fingerprint, digest = fingerprint_of(entry), payload_hash(entry)
+    elif stored.erasable is not None:
+        try:
+            revealed = reveal(entry, decode_erasable(entry, stored.erasable))
+        except EntryError:  # altered behind the ledger: nothing to compare with either
+            revealed = None
+        if revealed is not None:
+            fingerprint, digest = fingerprint_of(revealed), payload_hash(revealed)
+    return fingerprint, Accepted(
         index=stored.index,
         entry_id=stored.id,
         received_at=stored.received_at,
         leaf_hash=leaf_hash(stored.data),
-        payload_hash=payload_hash(entry),
+        payload_hash=digest,
         request_id=entry.get("request_id"),
         duplicate=True,
     )
@@ -124,8 +142,10 @@ def _replayable(stored: StoredEntry) -> _Prior:
 
 def _replay(prior: _Prior, sub: Submission) -> AppendResult:
     """The answer to a submission whose key is taken: the original answer, marked as a
-    duplicate, if it is the same event; else a rejection."""
+    duplicate, if it is the same event (or the original was erased); else a rejection."""
     fingerprint, accepted = prior
+    if not fingerprint:  # erased: the replay's own payload hash stands in for the lost one
+        return replace(accepted, payload_hash=sub.payload_hash, duplicate=True)
     if fingerprint != sub.fingerprint:
         return _KEY_REUSED
     return accepted if accepted.duplicate else replace(accepted, duplicate=True)
@@ -481,6 +501,7 @@ def _place(
                     actor=_text_or_none(meta.get("actor")),
                     idempotency_key=key,
                     leaf=leaf,
+                    erasable=sub.erasable,
                 )
             )
             accepted = Accepted(

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from immutablelog.entry import Erasable
 from immutablelog.merkle import NodeID
 
 if TYPE_CHECKING:
@@ -114,6 +115,9 @@ class StoredEntry:
     id: str
     received_at: str
     data: bytes
+    #: The erasable part (salt, then values) stored beside a format 2 entry; ``None`` for a
+    #: format 1 or clear entry, and once erased.
+    erasable: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +148,9 @@ class NewEntry:
     actor: str | None
     idempotency_key: str
     leaf: bytes
+    #: The erasable part (salt, then values) of a format 2 entry, stored in a row of its
+    #: own so that erasing it deletes it for real.
+    erasable: Erasable | None = None
 
     def row(self, tenant_id: int) -> tuple[object, ...]:
         """The values for :data:`ENTRY_COLUMNS`, in that order."""
@@ -180,6 +187,27 @@ DERIVED_COLUMNS = (
 
 #: The columns of an entry row, in the order of :meth:`NewEntry.row`.
 ENTRY_COLUMNS = ("tenant_id", "idx", *DERIVED_COLUMNS, "entry", "leaf")
+#: Derived columns that hold erasable values: nulled when the entry's values are erased.
+ERASABLE_COLUMNS = ("actor",)
+
+
+def erasable_values(tenant_id: int, rows: Sequence[NewEntry]) -> list[object]:
+    """``(tenant_id, idx, salt, values)`` of each row with an erasable part, one after
+    another (the columns of the ``erasables`` table)."""
+    values: list[object] = []
+    extend = values.extend
+    for row in rows:
+        part = row.erasable
+        if part is not None:
+            extend((tenant_id, row.index, part.salt, part.values))
+    return values
+
+
+def joined_part(salt: bytes | None, values: bytes | None) -> bytes | None:
+    """The erasable part as read from its two columns (``None`` where there is none)."""
+    if salt is None or values is None:
+        return None
+    return bytes(salt) + bytes(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +220,7 @@ class AuditRow:
     data: bytes
     leaf: bytes
     columns: dict[str, str | None]
+    erasable: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,9 +386,11 @@ class Storage(Protocol):
 
     def entries(self, tenant_id: int, start: int, end: int) -> Iterator[StoredEntry]: ...
 
-    def entry_bytes(self, tenant_id: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-        """``(index, entry bytes)`` of ``[start, end)`` in index order: what bulk readers
-        need, without building a :class:`StoredEntry` per row."""
+    def entry_bytes(
+        self, tenant_id: int, start: int, end: int
+    ) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """``(index, entry bytes, erasable part)`` of ``[start, end)`` in index order: what
+        bulk readers need, without building a :class:`StoredEntry` per row."""
         ...
 
     def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None: ...
@@ -389,6 +420,35 @@ class Storage(Protocol):
 
     def search_backlog(self) -> int:
         """How many entries, of all tenants, the full-text index does not cover yet."""
+        ...
+
+    # erasure
+    def erase(self, tenant_id: int, indexes: Sequence[int]) -> int:
+        """Delete the erasable parts of ``indexes`` for real (values and salt), null the
+        derived columns that held values, and purge them from the search index; return
+        how many parts were still there. Idempotent: a crash part-way is finished by
+        calling it again. Only after an erasure record covering them was committed."""
+        ...
+
+    def erasable_indexes(
+        self,
+        tenant_id: int,
+        *,
+        actor: str | None = None,
+        received_before: str | None = None,
+        start: int = 0,
+        end: int | None = None,
+    ) -> list[int]:
+        """The indexes in ``[start, end)`` whose erasable part is still stored, of entries
+        by ``actor`` and/or received before ``received_before`` when given, in order."""
+        ...
+
+    def retention_days(self) -> dict[int, int]:
+        """The tenants with a retention policy: days their erasable values are kept."""
+        ...
+
+    def set_retention_days(self, tenant_id: int, days: int | None) -> None:
+        """Set (or with ``None`` remove) a tenant's retention policy."""
         ...
 
     def checkpoint_log(self) -> None:

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from immutablelog import __version__
 from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, StorageError
 from immutablelog.ledger.health import Fault
-from immutablelog.server import errors, ingest, query, read, tiles, viewer
+from immutablelog.server import erasures, errors, ingest, query, read, tiles, viewer
 from immutablelog.server.errors import JSONResponse
 from immutablelog.server.metrics import CONTENT_TYPE, METRICS_TOKEN_ENV, Metrics, token_matches
 from immutablelog.server.openapi import openapi_document
@@ -114,6 +114,20 @@ async def events(request: Request) -> Response:
     return await run_in_threadpool(query.list_events, request)
 
 
+async def event(request: Request) -> Response:
+    """``/v1/events/{id}``: read it, or (admin) erase its values."""
+    if request.method == "DELETE":
+        return await erasures.erase_event(request)
+    return await run_in_threadpool(query.get_event, request)
+
+
+async def erasures_resource(request: Request) -> Response:
+    """``/v1/erasures``: record an erasure, or list those recorded."""
+    if request.method == "POST":
+        return await erasures.post_erasure(request)
+    return await run_in_threadpool(erasures.list_erasures, request)
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(openapi_document())
 
@@ -121,7 +135,8 @@ async def openapi(request: Request) -> Response:
 ROUTES = [
     Route("/v1/events", events, methods=["GET", "POST"]),
     Route("/v1/events/batch", ingest.post_batch, methods=["POST"]),
-    Route("/v1/events/{event_id}", query.get_event, methods=["GET"]),
+    Route("/v1/events/{event_id}", event, methods=["GET", "DELETE"]),
+    Route("/v1/erasures", erasures_resource, methods=["GET", "POST"]),
     Route("/v1/verify", query.verify_log, methods=["GET"]),
     Route("/v1/export", query.export, methods=["GET"]),
     Route("/v1/checkpoint", read.get_checkpoint, methods=["GET"]),

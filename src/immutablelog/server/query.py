@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from immutablelog.entry import EVENT_TYPES, decode_entry, timestamp
+from immutablelog.entry import EVENT_TYPES, timestamp
 from immutablelog.ledger import Ledger, LedgerError, Tenant
 from immutablelog.ledger.storage import DERIVED_COLUMNS, EventQuery, StoredEntry
 from immutablelog.merkle import leaf_hash
@@ -31,13 +31,13 @@ from immutablelog.server.params import (
     text_param,
     time_param,
 )
-from immutablelog.server.read import ledger_error
+from immutablelog.server.read import entry_item, ledger_error
 from immutablelog.server.witnessing import Witnessing
 
 MAX_PAGE: Final = 1000
 DEFAULT_PAGE: Final = 100
 EXPORT_PAGE: Final = 1000
-BUNDLE_FORMAT: Final = "immutablelog-bundle/1"
+BUNDLE_FORMAT: Final = "immutablelog-bundle/2"
 CSV_COLUMNS: Final = ("index", *DERIVED_COLUMNS, "payload", "leaf_hash")
 _TEXT_FILTERS: Final = ("service", "env", "type", "event_name", "request_id", "actor", "q")
 _FILTERS: Final = (*_TEXT_FILTERS, "since", "until")
@@ -72,9 +72,11 @@ def _decode_cursor(cursor: str, digest: str) -> int:
     return index
 
 
-def event_body(stored: StoredEntry) -> dict[str, Any]:
-    """An event as readers see it: the decoded entry (the truth) plus its leaf hash."""
-    body = decode_entry(stored.data)
+def event_body(ledger: Ledger, tenant: Tenant, stored: StoredEntry) -> dict[str, Any]:
+    """An event as readers see it: the decoded entry (the truth) with its erasable values
+    put back, or what erased them (:func:`~immutablelog.ledger.erasing.event_view`), plus
+    its leaf hash."""
+    body = ledger.event_view(tenant, stored)
     body["leaf_hash"] = leaf_hash(stored.data).hex()
     return body
 
@@ -132,7 +134,8 @@ def list_events(request: Request) -> Response:
     query, digest = event_query(request)
     found = ledger.query(tenant, query)
     cursor = _encode_cursor(found[-1].index, digest) if len(found) == query.limit else None
-    return JSONResponse({"events": [event_body(e) for e in found], "next_cursor": cursor})
+    events = [event_body(ledger, tenant, e) for e in found]
+    return JSONResponse({"events": events, "next_cursor": cursor})
 
 
 def get_event(request: Request) -> Response:
@@ -157,7 +160,7 @@ def get_event(request: Request) -> Response:
         raise ledger_error(exc) from None
     return JSONResponse(
         {
-            "event": event_body(stored),
+            "event": event_body(ledger, tenant, stored),
             "index": stored.index,
             "leaf_hash": leaf_hash(stored.data).hex(),
             "tree_size": checkpoint.size,
@@ -177,7 +180,9 @@ def verify_log(request: Request) -> Response:
     return JSONResponse(report.as_dict())
 
 
-def _bundle_lines(ledger: Ledger, tenant: Tenant, note: str, size: int) -> Iterator[bytes]:
+def _bundle_lines(
+    ledger: Ledger, tenant: Tenant, note: str, size: int, with_parts: bool
+) -> Iterator[bytes]:
     header = {
         "format": BUNDLE_FORMAT,
         "origin": ledger.origin(tenant),
@@ -187,9 +192,10 @@ def _bundle_lines(ledger: Ledger, tenant: Tenant, note: str, size: int) -> Itera
     }
     yield orjson.dumps(header) + b"\n"
     for start in range(0, size, EXPORT_PAGE):
-        chunk = list(ledger.entries(tenant, start, min(size, start + EXPORT_PAGE)))
+        chunk = list(ledger.entry_bytes(tenant, start, min(size, start + EXPORT_PAGE)))
         yield b"".join(
-            orjson.dumps({"index": e.index, "entry": e.data.decode("utf-8")}) + b"\n" for e in chunk
+            orjson.dumps(entry_item(index, data, part if with_parts else None)) + b"\n"
+            for index, data, part in chunk
         )
 
 
@@ -199,7 +205,7 @@ def _csv_lines(ledger: Ledger, tenant: Tenant, size: int) -> Iterator[bytes]:
     writer.writerow(CSV_COLUMNS)
     for start in range(0, size, EXPORT_PAGE):
         for stored in ledger.entries(tenant, start, min(size, start + EXPORT_PAGE)):
-            event = event_body(stored)
+            event = event_body(ledger, tenant, stored)
             writer.writerow(["" if event.get(c) is None else event.get(c) for c in CSV_COLUMNS])
         yield buffer.getvalue().encode("utf-8")
         buffer.seek(0)
@@ -210,12 +216,14 @@ def _csv_lines(ledger: Ledger, tenant: Tenant, size: int) -> Iterator[bytes]:
 async def export(request: Request) -> Response:
     """``GET /v1/export?format=jsonl|csv``: the whole signed log, streamed in constant memory.
 
-    JSONL is a self-contained bundle (signed checkpoint, verifier key, every entry) that
-    ``immutablelog verify --bundle`` checks offline. The export is itself recorded.
+    JSONL is a self-contained bundle (signed checkpoint, verifier key, every entry with its
+    erasable part, or without with ``erasable=0``) that ``immutablelog verify --bundle``
+    checks offline. The export is itself recorded.
     """
     ledger: Ledger = request.app.state.ledger
     key, tenant = await run_in_threadpool(require_key, ledger, request, "read")
     kind = choice_param(request, "format", ("jsonl", "csv"))
+    with_parts = choice_param(request, "erasable", ("1", "0")) == "1"
     witnessing: Witnessing | None = request.app.state.witnessing
     if witnessing is not None:
         # A bundle carries the newest checkpoint the witnesses cosigned, with them.
@@ -242,7 +250,7 @@ async def export(request: Request) -> Response:
             headers=headers,
         )
     return StreamingResponse(
-        _bundle_lines(ledger, tenant, note, size),
+        _bundle_lines(ledger, tenant, note, size, with_parts),
         media_type="application/x-ndjson",
         headers=headers,
     )

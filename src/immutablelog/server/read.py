@@ -7,12 +7,12 @@ pool: a slow database then holds up those reads, never the event loop (ingest, h
 from __future__ import annotations
 
 import base64
-from typing import Final
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from immutablelog.entry import ENTRIES_MEDIA_TYPE, ENTRY_RECORD
+from immutablelog.entry import ENTRIES_MEDIA_TYPE, ENTRY_RECORD, SALT_BYTES
 from immutablelog.ledger import Ledger, LedgerError, Tenant
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
@@ -32,6 +32,22 @@ def _size_param(request: Request, name: str, ledger: Ledger, tenant: Tenant) -> 
     if name in request.query_params:
         return int_param(request, name)
     return ledger.checkpoint(tenant).size
+
+
+def erasable_json(part: bytes | None) -> dict[str, str] | None:
+    """An erasable part as JSON carries it: the salt in hex, the values as text."""
+    if part is None:
+        return None
+    return {"salt": part[:SALT_BYTES].hex(), "values": part[SALT_BYTES:].decode("utf-8")}
+
+
+def entry_item(index: int, data: bytes, part: bytes | None) -> dict[str, Any]:
+    """One entry of ``/v1/entries`` and of a bundle: its bytes as text, and its erasable
+    part when stored (and wanted)."""
+    item: dict[str, Any] = {"index": index, "entry": data.decode("utf-8")}
+    if part is not None:
+        item["erasable"] = erasable_json(part)
+    return item
 
 
 def ledger_error(exc: LedgerError) -> ApiError:
@@ -108,10 +124,7 @@ def get_entries(request: Request) -> Response:
             media_type=ENTRIES_MEDIA_TYPE,
             headers={"Vary": "Accept"},
         )
-    entries = [
-        {"index": e.index, "entry": e.data.decode("utf-8")}
-        for e in ledger.entries(tenant, start, end)
-    ]
+    entries = [entry_item(*row) for row in ledger.entry_bytes(tenant, start, end)]
     return JSONResponse({"start": start, "entries": entries}, headers={"Vary": "Accept"})
 
 
@@ -133,14 +146,17 @@ def accepts_binary(accept: str) -> bool:
 
 
 def _entry_records(ledger: Ledger, tenant: Tenant, start: int, end: int) -> bytes:
-    """Records of ``ENTRY_RECORD`` header + entry bytes, stopping once past the byte cap."""
+    """Records of ``ENTRY_RECORD`` header + entry bytes + erasable part, stopping once past
+    the byte cap."""
     parts: list[bytes] = []
     pack = ENTRY_RECORD.pack
     size = 0
-    for index, data in ledger.entry_bytes(tenant, start, end):
-        parts.append(pack(index, len(data)))
+    for index, data, part in ledger.entry_bytes(tenant, start, end):
+        part = part or b""
+        parts.append(pack(index, len(data), len(part)))
         parts.append(data)
-        size += len(data)
+        parts.append(part)
+        size += len(data) + len(part)
         if size >= MAX_BINARY_PAGE_BYTES:
             break
     return b"".join(parts)

@@ -31,7 +31,7 @@ def tile_bytes(ledger: Ledger, tenant: Tenant, tile: TileRef) -> bytes:
 
 def entry_bundle(ledger: Ledger, tenant: Tenant, tile: TileRef) -> bytes:
     parts: list[bytes] = []
-    for index, data in ledger.entry_bytes(tenant, tile.first, tile.first + tile.width):
+    for index, data, _ in ledger.entry_bytes(tenant, tile.first, tile.first + tile.width):
         if len(data) > MAX_BUNDLED_ENTRY_BYTES:
             raise EntryTooLarge(
                 f"entry {index} is {len(data)} bytes, more than a tile bundle can hold; "

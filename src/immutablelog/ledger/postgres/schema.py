@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 # Arbitrary constants: the advisory lock every process takes while it checks or migrates the
 # schema, so several processes starting at once do not race on CREATE TABLE; and the one
@@ -238,5 +238,32 @@ $$;
 CREATE TRIGGER meta_log_key_fixed BEFORE UPDATE OR DELETE ON {schema}.meta
     FOR EACH ROW WHEN (OLD.key = 'log_key')
     EXECUTE FUNCTION {schema}.immutablelog_log_key_fixed();
+""",
+    4: """
+-- Entry format 2: a client's payload and extra meta (the erasable part: a random salt and
+-- the values) live beside the entry, which holds only their salted hash. Erasing deletes
+-- the row (and the erasure vacuums the table); the proofs never read it.
+CREATE TABLE {schema}.erasables (
+    tenant_id bigint NOT NULL,
+    idx bigint NOT NULL,
+    salt bytea NOT NULL,
+    erasable_values bytea NOT NULL,
+    PRIMARY KEY (tenant_id, idx)
+);
+CREATE TRIGGER erasables_no_update BEFORE UPDATE ON {schema}.erasables
+    FOR EACH ROW EXECUTE FUNCTION {schema}.immutablelog_append_only();
+
+-- Entries stay append-only, but for one thing: erasure nulls the derived actor column (a
+-- copy of an erasable value, kept for queries). Nothing else of an entry can change.
+DROP TRIGGER entries_no_update ON {schema}.entries;
+CREATE TRIGGER entries_no_update BEFORE UPDATE OF tenant_id, idx, id, received_at, type,
+    event_name, service, env, request_id, idempotency_key, entry, leaf ON {schema}.entries
+    FOR EACH ROW EXECUTE FUNCTION {schema}.immutablelog_append_only();
+CREATE TRIGGER entries_actor_erased_only BEFORE UPDATE OF actor ON {schema}.entries
+    FOR EACH ROW WHEN (NEW.actor IS NOT NULL)
+    EXECUTE FUNCTION {schema}.immutablelog_append_only();
+
+-- Retention: how many days a tenant's erasable values are kept (NULL: for good).
+ALTER TABLE {schema}.tenants ADD COLUMN retention_days bigint;
 """,
 }

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -51,7 +52,9 @@ from immutablelog.ledger.storage import (
     Tenant,
     api_key_from_row,
     check_tree_end,
+    erasable_values,
     event_filters,
+    joined_part,
     stored_scopes,
 )
 from immutablelog.merkle import NodeID
@@ -85,7 +88,14 @@ def _checkpoint(row: Sequence[Any]) -> StoredCheckpoint:
 
 
 def _entry(row: Sequence[Any]) -> StoredEntry:
-    return StoredEntry(int(row[0]), row[1], row[2], bytes(row[3]))
+    """A :class:`StoredEntry` from ``idx, id, received_at, entry[, salt, values]``."""
+    part = joined_part(row[4], row[5]) if len(row) > 4 else None
+    return StoredEntry(int(row[0]), row[1], row[2], bytes(row[3]), part)
+
+
+#: The erasable part beside an entry ``e`` (as ``x``; NULL columns when there is none).
+_WITH_PART = "LEFT JOIN erasables AS x ON x.tenant_id = e.tenant_id AND x.idx = e.idx"
+_STORED_COLUMNS = "e.idx, e.id, e.received_at, e.entry, x.salt, x.erasable_values"
 
 
 def _tenant(row: Sequence[Any]) -> Tenant:
@@ -272,9 +282,10 @@ class _Transaction:
         if not keys:
             return {}
         rows = self._conn.execute(
-            "SELECT DISTINCT ON (idempotency_key) idempotency_key, idx, id, received_at, entry "
-            "FROM entries WHERE tenant_id = %s AND idempotency_key = ANY(%s::text[]) "
-            "AND received_at >= %s ORDER BY idempotency_key, idx DESC",
+            f"SELECT DISTINCT ON (e.idempotency_key) e.idempotency_key, {_STORED_COLUMNS} "
+            f"FROM entries AS e {_WITH_PART} WHERE e.tenant_id = %s "
+            "AND e.idempotency_key = ANY(%s::text[]) "
+            "AND e.received_at >= %s ORDER BY e.idempotency_key, e.idx DESC",
             (tenant_id, list(keys), received_since),
         )
         return {row[0]: _entry(row[1:]) for row in rows}
@@ -293,6 +304,18 @@ class _Transaction:
             copy.set_types(_ENTRY_TYPES)
             for r in rows:
                 copy.write_row(r.row(tenant_id))
+        parts = erasable_values(tenant_id, rows)
+        if parts:
+            with (
+                self._conn.cursor() as cur,
+                cur.copy(
+                    "COPY erasables (tenant_id, idx, salt, erasable_values) "
+                    "FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.set_types(["int8", "int8", "bytea", "bytea"])
+                for start in range(0, len(parts), 4):
+                    copy.write_row(parts[start : start + 4])
 
     def insert_nodes(self, tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
         if not nodes:
@@ -669,12 +692,13 @@ class PostgresStorage:
         Each page borrows a connection only while it is fetched, so a slow or abandoned
         reader (an export over HTTP) pins neither a connection nor a transaction. Entries
         never change once written, so pages read at different moments still fit together.
-        ``columns`` must start with ``idx``.
+        ``columns`` (of ``e``, the entry, and ``x``, its erasable part) must start with
+        ``e.idx``.
         """
         while start < end:
             rows = self._query(
-                f"SELECT {columns} FROM entries "
-                "WHERE tenant_id = %s AND idx >= %s AND idx < %s ORDER BY idx LIMIT %s",
+                f"SELECT {columns} FROM entries AS e {_WITH_PART} "
+                "WHERE e.tenant_id = %s AND e.idx >= %s AND e.idx < %s ORDER BY e.idx LIMIT %s",
                 (tenant_id, start, end, _PAGE_ROWS),
             )
             yield from rows
@@ -683,19 +707,29 @@ class PostgresStorage:
             start = int(rows[-1][0]) + 1
 
     def entries(self, tenant_id: int, start: int, end: int) -> Iterator[StoredEntry]:
-        for row in self._pages("idx, id, received_at, entry", tenant_id, start, end):
+        for row in self._pages(_STORED_COLUMNS, tenant_id, start, end):
             yield _entry(row)
 
-    def entry_bytes(self, tenant_id: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-        for idx, data in self._pages("idx, entry", tenant_id, start, end):
-            yield int(idx), bytes(data)
+    def entry_bytes(
+        self, tenant_id: int, start: int, end: int
+    ) -> Iterator[tuple[int, bytes, bytes | None]]:
+        columns = "e.idx, e.entry, x.salt, x.erasable_values"
+        for idx, data, salt, values in self._pages(columns, tenant_id, start, end):
+            yield int(idx), bytes(data), joined_part(salt, values)
 
     def audit_rows(self, tenant_id: int, start: int, end: int) -> Iterator[AuditRow]:
-        columns = f"idx, entry, leaf, {', '.join(DERIVED_COLUMNS)}"
-        for idx, data, leaf, *derived in self._pages(columns, tenant_id, start, end):
+        derived_columns = ", ".join(f"e.{c}" for c in DERIVED_COLUMNS)
+        columns = f"e.idx, e.entry, e.leaf, x.salt, x.erasable_values, {derived_columns}"
+        for idx, data, leaf, salt, parts, *derived in self._pages(columns, tenant_id, start, end):
             values = dict(zip(DERIVED_COLUMNS, derived, strict=True))
             yield AuditRow(
-                int(idx), values["id"], values["received_at"], bytes(data), bytes(leaf), values
+                int(idx),
+                values["id"],
+                values["received_at"],
+                bytes(data),
+                bytes(leaf),
+                values,
+                joined_part(salt, parts),
             )
 
     def checkpoints(self, tenant_id: int, min_size: int, max_size: int) -> list[StoredCheckpoint]:
@@ -713,7 +747,17 @@ class PostgresStorage:
         return int(rows[0][0])
 
     def query(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
-        return [_entry(row) for row in self._query(*_event_query(tenant_id, query))]
+        found = [_entry(row) for row in self._query(*_event_query(tenant_id, query))]
+        if not found:
+            return found
+        # The erasable parts in a second statement: the query builder selects entries only.
+        rows = self._query(
+            "SELECT idx, salt, erasable_values FROM erasables "
+            "WHERE tenant_id = %s AND idx = ANY(%s::int8[])",
+            (tenant_id, [e.index for e in found]),
+        )
+        parts = {int(idx): bytes(salt) + bytes(values) for idx, salt, values in rows}
+        return [replace(e, erasable=parts.get(e.index)) for e in found]
 
     def count_events(
         self, tenant_id: int, query: EventQuery, width: int
@@ -728,6 +772,74 @@ class PostgresStorage:
 
     def checkpoint_log(self) -> None:
         """PostgreSQL checkpoints its own WAL."""
+
+    # erasure ---------------------------------------------------------------------------
+    def erase(self, tenant_id: int, indexes: Sequence[int]) -> int:
+        if not indexes:
+            return 0
+        with self.write() as tx:
+            conn = tx._conn
+            # The search indexer holds this lock while it reads values: it must not put
+            # back what is erased here.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SEARCH_LOCK_ID,))
+            wanted = list(indexes)
+            conn.execute(
+                "DELETE FROM entries_search WHERE tenant_id = %s AND idx = ANY(%s::int8[])",
+                (tenant_id, wanted),
+            )
+            conn.execute(
+                "UPDATE entries SET actor = NULL WHERE tenant_id = %s AND idx = ANY(%s::int8[]) "
+                "AND actor IS NOT NULL",
+                (tenant_id, wanted),
+            )
+            erased = conn.execute(
+                "DELETE FROM erasables WHERE tenant_id = %s AND idx = ANY(%s::int8[])",
+                (tenant_id, wanted),
+            ).rowcount
+        # Deleted rows stay in the table's pages until vacuumed: vacuum them now.
+        with self._connection() as conn:  # autocommit: VACUUM runs outside a transaction
+            conn.execute("VACUUM (INDEX_CLEANUP ON) erasables, entries_search, entries")
+        return int(erased)
+
+    def erasable_indexes(
+        self,
+        tenant_id: int,
+        *,
+        actor: str | None = None,
+        received_before: str | None = None,
+        start: int = 0,
+        end: int | None = None,
+    ) -> list[int]:
+        where = ["x.tenant_id = %s", "x.idx >= %s"]
+        params: list[object] = [tenant_id, start]
+        if end is not None:
+            where.append("x.idx < %s")
+            params.append(end)
+        if received_before is not None:
+            where += ["e.received_at < %s"]
+            params.append(received_before)
+        if actor is not None:
+            where.append("e.actor = %s")
+            params.append(actor)
+        rows = self._query(
+            "SELECT x.idx FROM entries AS e JOIN erasables AS x "
+            "ON x.tenant_id = e.tenant_id AND x.idx = e.idx "
+            f"WHERE e.tenant_id = %s AND {' AND '.join(where)} ORDER BY x.idx",
+            [tenant_id, *params],
+        )
+        return [int(idx) for (idx,) in rows]
+
+    def retention_days(self) -> dict[int, int]:
+        rows = self._query(
+            "SELECT id, retention_days FROM tenants WHERE retention_days IS NOT NULL"
+        )
+        return {int(tid): int(days) for tid, days in rows}
+
+    def set_retention_days(self, tenant_id: int, days: int | None) -> None:
+        with self.write() as tx:
+            tx._conn.execute(
+                "UPDATE tenants SET retention_days = %s WHERE id = %s", (days, tenant_id)
+            )
 
     def index_search(self, limit: int) -> int:
         """Index up to ``limit`` entries, oldest first per tenant, tenants in id order, in
@@ -791,11 +903,16 @@ class PostgresStorage:
             for tenant_id, start, end in ranges:
                 # ::json, not ::jsonb: only the payload is unescaped, so an escaped NUL
                 # elsewhere in the entry cannot fail the cast.
+                # The payload is in the entry (format 1, clear records) or in its
+                # erasable values (format 2; none once erased).
                 tx._conn.execute(
                     "INSERT INTO entries_search (tenant_id, idx, document) "
-                    "SELECT tenant_id, idx, to_tsvector('simple', coalesce("
-                    "immutablelog_search_words(convert_from(entry, 'UTF8')::json ->> 'payload'), "
-                    "'')) FROM entries WHERE tenant_id = %s AND idx >= %s AND idx < %s "
+                    "SELECT e.tenant_id, e.idx, to_tsvector('simple', coalesce("
+                    "immutablelog_search_words(coalesce("
+                    "convert_from(e.entry, 'UTF8')::json ->> 'payload', "
+                    "convert_from(x.erasable_values, 'UTF8')::json ->> 'payload')), '')) "
+                    f"FROM entries AS e {_WITH_PART} "
+                    "WHERE e.tenant_id = %s AND e.idx >= %s AND e.idx < %s "
                     "ON CONFLICT (tenant_id, idx) DO NOTHING",
                     (tenant_id, start, end),
                 )
@@ -808,7 +925,8 @@ class PostgresStorage:
 
     def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None:
         rows = self._query(
-            "SELECT idx, id, received_at, entry FROM entries WHERE id = %s AND tenant_id = %s",
+            f"SELECT {_STORED_COLUMNS} FROM entries AS e {_WITH_PART} "
+            "WHERE e.id = %s AND e.tenant_id = %s",
             (entry_id, tenant_id),
         )
         return _entry(rows[0]) if rows else None

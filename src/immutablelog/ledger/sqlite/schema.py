@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 _APPEND_ONLY = """
 CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
@@ -142,5 +142,32 @@ CREATE TRIGGER meta_log_key_fixed BEFORE UPDATE ON meta WHEN OLD.key = 'log_key'
 BEGIN SELECT RAISE(ABORT, 'the log key is fixed once recorded'); END;
 CREATE TRIGGER meta_log_key_kept BEFORE DELETE ON meta WHEN OLD.key = 'log_key'
 BEGIN SELECT RAISE(ABORT, 'the log key is fixed once recorded'); END;
+""",
+    4: """
+-- Entry format 2: a client's payload and extra meta (the erasable part: a random salt and
+-- the values) live beside the entry, which holds only their salted hash. Erasing deletes
+-- the row (secure_delete overwrites it on disk); the proofs never read it.
+CREATE TABLE erasables (
+    tenant_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    salt BLOB NOT NULL,
+    erasable_values BLOB NOT NULL,
+    PRIMARY KEY (tenant_id, idx)
+) WITHOUT ROWID;
+CREATE TRIGGER erasables_no_update BEFORE UPDATE ON erasables
+BEGIN SELECT RAISE(ABORT, 'an erasable part is erased, never changed'); END;
+
+-- Entries stay append-only, but for one thing: erasure nulls the derived actor column (a
+-- copy of an erasable value, kept for queries). Nothing else of an entry can change.
+DROP TRIGGER entries_no_update;
+CREATE TRIGGER entries_no_update BEFORE UPDATE OF tenant_id, idx, id, received_at, type,
+    event_name, service, env, request_id, idempotency_key, entry, leaf ON entries
+BEGIN SELECT RAISE(ABORT, 'entries is append-only'); END;
+CREATE TRIGGER entries_actor_erased_only BEFORE UPDATE OF actor ON entries
+WHEN NEW.actor IS NOT NULL
+BEGIN SELECT RAISE(ABORT, 'entries is append-only (an actor can only be erased)'); END;
+
+-- Retention: how many days a tenant's erasable values are kept (NULL: for good).
+ALTER TABLE tenants ADD COLUMN retention_days INTEGER;
 """,
 }

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,7 +35,9 @@ from immutablelog.ledger.storage import (
     Tenant,
     api_key_from_row,
     check_tree_end,
+    erasable_values,
     event_filters,
+    joined_part,
     prefix_range,
     stored_scopes,
 )
@@ -207,16 +210,20 @@ class _Transaction:
             chunk = _padded(chunk)
             marks = ",".join("?" * len(chunk))
             # INDEXED BY: on its own the planner prefers the time index, scanning the window.
-            for key, idx, eid, received, data in self._conn.execute(
-                f"SELECT idempotency_key, idx, id, received_at, entry FROM entries "
-                f"INDEXED BY entries_by_idempotency_key "
-                f"WHERE tenant_id = ? AND idempotency_key IN ({marks})",
+            for key, idx, eid, received, data, salt, values in self._conn.execute(
+                f"SELECT e.idempotency_key, e.idx, e.id, e.received_at, e.entry, x.salt, "
+                f"x.erasable_values FROM entries AS e "
+                f"INDEXED BY entries_by_idempotency_key LEFT JOIN erasables AS x "
+                f"ON x.tenant_id = e.tenant_id AND x.idx = e.idx "
+                f"WHERE e.tenant_id = ? AND e.idempotency_key IN ({marks})",
                 (tenant_id, *chunk),
             ):
                 if received < received_since:
                     continue
                 if key not in found or found[key].index < idx:
-                    found[key] = StoredEntry(idx, eid, received, bytes(data))
+                    found[key] = StoredEntry(
+                        idx, eid, received, bytes(data), joined_part(salt, values)
+                    )
         return found
 
     def live_keys(self, key_ids: Collection[int], scope: str) -> set[int]:
@@ -237,6 +244,14 @@ class _Transaction:
             len(ENTRY_COLUMNS),
             _entry_values(tenant_id, rows),
         )
+        parts = erasable_values(tenant_id, rows)
+        if parts:
+            _insert_rows(
+                self._conn,
+                "INSERT INTO erasables (tenant_id, idx, salt, erasable_values) VALUES ",
+                4,
+                parts,
+            )
 
     def insert_nodes(self, tenant_id: int, nodes: Sequence[tuple[NodeID, bytes]]) -> None:
         _insert_rows(
@@ -288,6 +303,8 @@ class SQLiteStorage:
         conn.execute(f"PRAGMA cache_size = {_CACHE_KIB}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_AUTOCHECKPOINT_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT_BYTES}")
+        # What is deleted (erased values) is overwritten on disk, not left in free space.
+        conn.execute("PRAGMA secure_delete = ON")
         return conn
 
     @property
@@ -511,30 +528,43 @@ class SQLiteStorage:
 
     def entries(self, tenant_id: int, start: int, end: int) -> Iterator[StoredEntry]:
         cur = self._conn.execute(
-            "SELECT idx, id, received_at, entry FROM entries "
-            "WHERE tenant_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            f"SELECT e.idx, e.id, e.received_at, e.entry, x.salt, x.erasable_values "
+            f"FROM entries AS e {_WITH_PART} "
+            "WHERE e.tenant_id = ? AND e.idx >= ? AND e.idx < ? ORDER BY e.idx",
             (tenant_id, start, end),
         )
-        for idx, eid, received, data in cur:
-            yield StoredEntry(idx, eid, received, bytes(data))
+        for idx, eid, received, data, salt, values in cur:
+            yield StoredEntry(idx, eid, received, bytes(data), joined_part(salt, values))
 
-    def entry_bytes(self, tenant_id: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-        return self._conn.execute(  # BLOBs come back as bytes: the rows are the answer
-            "SELECT idx, entry FROM entries "
-            "WHERE tenant_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
+    def entry_bytes(
+        self, tenant_id: int, start: int, end: int
+    ) -> Iterator[tuple[int, bytes, bytes | None]]:
+        cur = self._conn.execute(  # BLOBs come back as bytes
+            f"SELECT e.idx, e.entry, x.salt, x.erasable_values FROM entries AS e {_WITH_PART} "
+            "WHERE e.tenant_id = ? AND e.idx >= ? AND e.idx < ? ORDER BY e.idx",
             (tenant_id, start, end),
         )
+        for idx, data, salt, values in cur:
+            yield idx, data, None if salt is None else salt + values
 
     def audit_rows(self, tenant_id: int, start: int, end: int) -> Iterator[AuditRow]:
+        columns = ", ".join(f"e.{c}" for c in DERIVED_COLUMNS)
         cur = self._conn.execute(
-            f"SELECT idx, entry, leaf, {', '.join(DERIVED_COLUMNS)} FROM entries "
-            "WHERE tenant_id = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            f"SELECT e.idx, e.entry, e.leaf, x.salt, x.erasable_values, {columns} "
+            f"FROM entries AS e {_WITH_PART} "
+            "WHERE e.tenant_id = ? AND e.idx >= ? AND e.idx < ? ORDER BY e.idx",
             (tenant_id, start, end),
         )
-        for idx, data, leaf, *columns in cur:
-            values = dict(zip(DERIVED_COLUMNS, columns, strict=True))
+        for idx, data, leaf, salt, parts, *derived in cur:
+            values = dict(zip(DERIVED_COLUMNS, derived, strict=True))
             yield AuditRow(
-                idx, values["id"], values["received_at"], bytes(data), bytes(leaf), values
+                idx,
+                values["id"],
+                values["received_at"],
+                bytes(data),
+                bytes(leaf),
+                values,
+                joined_part(salt, parts),
             )
 
     def checkpoints(self, tenant_id: int, min_size: int, max_size: int) -> list[StoredCheckpoint]:
@@ -552,6 +582,24 @@ class SQLiteStorage:
         return int(row[0])
 
     def query(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
+        return self._with_parts(tenant_id, self._query_entries(tenant_id, query))
+
+    def _with_parts(self, tenant_id: int, found: list[StoredEntry]) -> list[StoredEntry]:
+        """``found`` with their erasable parts, read in one statement (the query builders
+        select entries only)."""
+        if not found:
+            return found
+        parts: dict[int, bytes] = {}
+        for chunk in _chunks([e.index for e in found]):
+            rows = self._conn.execute(
+                "SELECT idx, salt, erasable_values FROM erasables WHERE tenant_id = ? "
+                f"AND idx IN ({','.join('?' * len(chunk))})",
+                (tenant_id, *chunk),
+            )
+            parts.update((idx, salt + values) for idx, salt, values in rows)
+        return [replace(e, erasable=parts.get(e.index)) for e in found]
+
+    def _query_entries(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]:
         if query.event_name_prefix and not query.text:
             # A prefix range must be sorted by idx before the limit applies, which is slow
             # when the prefix is common. Common prefixes fill a page from the newest rows,
@@ -654,6 +702,101 @@ class SQLiteStorage:
         ).fetchone()
         return max(0, int(backlog))
 
+    # erasure ---------------------------------------------------------------------------
+    def erase(self, tenant_id: int, indexes: Sequence[int]) -> int:
+        if not indexes:
+            return 0
+        erased = 0
+        search = self._search_conn
+        # The search file's lock throughout: the indexer must not read the values between
+        # their purge from the index and their deletion.
+        with self._file_lock(self._search_lock_path):
+            search.execute("PRAGMA search.secure_delete = ON")
+            try:
+                with _transaction(search, "BEGIN"):
+                    purged = _purge_search(search, tenant_id, indexes)
+                with self.write() as tx:
+                    for chunk in _chunks(indexes):
+                        marks = ",".join("?" * len(chunk))
+                        erased += tx._conn.execute(
+                            f"DELETE FROM erasables WHERE tenant_id = ? AND idx IN ({marks})",
+                            (tenant_id, *chunk),
+                        ).rowcount
+                        tx._conn.execute(
+                            f"UPDATE entries SET actor = NULL WHERE tenant_id = ? "
+                            f"AND idx IN ({marks}) AND actor IS NOT NULL",
+                            (tenant_id, *chunk),
+                        )
+                if purged:
+                    # A 'delete' only adds tombstones; the words stay in older segments
+                    # until they are merged with them. Merge them all.
+                    search.execute(
+                        "INSERT INTO search.entries_search (entries_search) VALUES ('optimize')"
+                    )
+            finally:
+                search.execute("PRAGMA search.secure_delete = OFF")
+            # Old page images would otherwise stay in the write-ahead logs.
+            for conn, schema in ((self._conn, "main"), (search, "search")):
+                conn.execute(f"PRAGMA {schema}.wal_checkpoint(TRUNCATE)").fetchall()
+        return erased
+
+    def erasable_indexes(
+        self,
+        tenant_id: int,
+        *,
+        actor: str | None = None,
+        received_before: str | None = None,
+        start: int = 0,
+        end: int | None = None,
+    ) -> list[int]:
+        where = ["x.tenant_id = ?", "x.idx >= ?"]
+        params: list[object] = [tenant_id, start]
+        if end is not None:
+            where.append("x.idx < ?")
+            params.append(end)
+        if received_before is not None:
+            where.append("e.received_at < ?")
+            params.append(received_before)
+        join = "JOIN main.erasables AS x ON x.tenant_id = e.tenant_id AND x.idx = e.idx"
+        if actor is None:
+            rows = self._conn.execute(
+                f"SELECT x.idx FROM main.entries AS e {join} WHERE {' AND '.join(where)} "
+                "ORDER BY x.idx",
+                params,
+            )
+            return [int(idx) for (idx,) in rows]
+        # By actor: the search file's lookup for what it covers, a scan of the rest.
+        conn = self._search_conn
+        with _transaction(conn, "BEGIN"):
+            row = conn.execute(_COVERED_ROWID).fetchone()
+            covered = int(row[0]) if row else 0
+            looked_up = conn.execute(
+                "SELECT x.idx FROM search.lookup AS l INDEXED BY lookup_by_actor "
+                f"JOIN main.entries AS e ON e.rowid = l.entry_rowid {join} "
+                f"WHERE l.tenant_id = ? AND l.actor = ? AND l.entry_rowid <= ? "
+                f"AND e.actor = ? AND {' AND '.join(where)}",
+                [tenant_id, actor, covered, actor, *params],
+            ).fetchall()
+            tail = conn.execute(
+                f"SELECT x.idx FROM main.entries AS e NOT INDEXED {join} "
+                f"WHERE e.rowid > ? AND e.tenant_id = ? AND e.actor = ? "
+                f"AND {' AND '.join(where)}",
+                [covered, tenant_id, actor, *params],
+            ).fetchall()
+        return sorted({int(idx) for (idx,) in looked_up + tail})
+
+    def retention_days(self) -> dict[int, int]:
+        rows = self._conn.execute(
+            "SELECT id, retention_days FROM tenants WHERE retention_days IS NOT NULL"
+        )
+        return {int(tid): int(days) for tid, days in rows}
+
+    def set_retention_days(self, tenant_id: int, days: int | None) -> None:
+        with self.write() as tx:
+            tx._conn.execute(
+                "UPDATE tenants SET retention_days = ? WHERE id = ?", (days, tenant_id)
+            )
+
     def checkpoint_log(self) -> None:
         # PASSIVE copies what no reader still needs and neither waits for nor blocks the
         # writer; what it leaves is copied by the next round.
@@ -675,6 +818,7 @@ class SQLiteStorage:
                     "INSERT INTO search.entries_search (entries_search) VALUES ('delete-all')"
                 )
                 conn.execute("DELETE FROM search.lookup")
+                conn.execute("DELETE FROM search.erased")
                 done = 0
         # The last entry of this slice: the limit-th after the progress mark, else the newest.
         last_of_slice = "SELECT rowid, id FROM main.entries WHERE rowid > ? ORDER BY rowid "
@@ -686,9 +830,9 @@ class SQLiteStorage:
             return 0
         cur = conn.execute(
             "INSERT INTO search.entries_search (rowid, payload, service, type, env) "
-            "SELECT rowid, json_extract(entry, '$.payload'), service, type, env "
-            "FROM main.entries "
-            "WHERE rowid > ? AND rowid <= ?",
+            f"SELECT e.rowid, {_PAYLOAD}, e.service, e.type, e.env "
+            f"FROM main.entries AS e {_WITH_PART} "
+            "WHERE e.rowid > ? AND e.rowid <= ?",
             (done, top[0]),
         )
         conn.execute(
@@ -706,14 +850,25 @@ class SQLiteStorage:
 
     def entry_by_id(self, tenant_id: int, entry_id: str) -> StoredEntry | None:
         row = self._conn.execute(
-            "SELECT idx, id, received_at, entry FROM entries WHERE id = ? AND tenant_id = ?",
+            f"SELECT e.idx, e.id, e.received_at, e.entry, x.salt, x.erasable_values "
+            f"FROM entries AS e {_WITH_PART} WHERE e.id = ? AND e.tenant_id = ?",
             (entry_id, tenant_id),
         ).fetchone()
-        return StoredEntry(row[0], row[1], row[2], bytes(row[3])) if row else None
+        if row is None:
+            return None
+        return StoredEntry(row[0], row[1], row[2], bytes(row[3]), joined_part(row[4], row[5]))
 
 
+#: The erasable part beside an entry ``e`` (as ``x``; NULL columns when there is none).
+_WITH_PART = "LEFT JOIN main.erasables AS x ON x.tenant_id = e.tenant_id AND x.idx = e.idx"
+#: The payload of an entry ``e`` with its part ``x``: in the entry (format 1, clear
+#: records) or in the erasable values (format 2; NULL once erased).
+_PAYLOAD = (
+    "COALESCE(json_extract(e.entry, '$.payload'), "
+    "json_extract(CAST(x.erasable_values AS TEXT), '$.payload'))"
+)
 #: Bump when the search file's tables change: an older file is then dropped and rebuilt.
-_SEARCH_LAYOUT = "3"
+_SEARCH_LAYOUT = "4"
 #: Filters that the full-text index also answers, so that a search with them intersects
 #: posting lists instead of joining every match of a common word.
 _FTS_FILTERS = ("service", "type", "env")
@@ -736,6 +891,7 @@ CREATE TABLE IF NOT EXISTS search.lookup (
 CREATE INDEX IF NOT EXISTS search.lookup_by_event_name ON lookup (tenant_id, event_name);
 CREATE INDEX IF NOT EXISTS search.lookup_by_request_id ON lookup (tenant_id, request_id);
 CREATE INDEX IF NOT EXISTS search.lookup_by_actor ON lookup (tenant_id, actor);
+CREATE TABLE IF NOT EXISTS search.erased (entry_rowid INTEGER PRIMARY KEY);
 """
 _FTS_AUTOMERGE = 16
 #: The rowid of the last entry the search file covers (absent: none).
@@ -757,7 +913,7 @@ def _create_search_file(conn: sqlite3.Connection) -> None:
         return
     conn.executescript(
         "DROP TABLE IF EXISTS search.entries_search; DROP TABLE IF EXISTS search.lookup; "
-        "DELETE FROM search.meta;"
+        "DROP TABLE IF EXISTS search.erased; DELETE FROM search.meta;"
     )
     conn.executescript(_SEARCH_SCHEMA)
     # FTS5 merges a level's segments once it holds this many (default 4): each word's
@@ -768,6 +924,41 @@ def _create_search_file(conn: sqlite3.Connection) -> None:
         (_FTS_AUTOMERGE,),
     )
     conn.execute("INSERT INTO search.meta (key, value) VALUES ('layout', ?)", (_SEARCH_LAYOUT,))
+
+
+def _purge_search(conn: sqlite3.Connection, tenant_id: int, indexes: Sequence[int]) -> int:
+    """Take the entries at ``indexes`` out of the search file (inside its transaction):
+    their words from the full-text index, their actor from the lookups. A contentless
+    index forgets a row only when told the words it was given, so this runs while the
+    values are still stored; ``search.erased`` marks rows already taken out, so that a
+    second run (after a crash before the values were deleted) never deletes twice."""
+    row = conn.execute(_COVERED_ROWID).fetchone()
+    covered = int(row[0]) if row else 0
+    purged = 0
+    for chunk in _chunks(indexes):
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT e.rowid, {_PAYLOAD}, e.service, e.type, e.env "
+            f"FROM main.entries AS e {_WITH_PART} "
+            f"WHERE e.tenant_id = ? AND e.idx IN ({marks}) AND e.rowid <= ? "
+            "AND x.salt IS NOT NULL AND e.rowid NOT IN (SELECT entry_rowid FROM search.erased)",
+            (tenant_id, *chunk, covered),
+        ).fetchall()
+        conn.executemany(
+            "INSERT INTO search.entries_search (entries_search, rowid, payload, service, type, "
+            "env) VALUES ('delete', ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.executemany(
+            "INSERT INTO search.erased (entry_rowid) VALUES (?)", [(r[0],) for r in rows]
+        )
+        conn.execute(
+            "UPDATE search.lookup SET actor = NULL WHERE actor IS NOT NULL AND entry_rowid IN "
+            f"(SELECT rowid FROM main.entries WHERE tenant_id = ? AND idx IN ({marks}))",
+            (tenant_id, *chunk),
+        )
+        purged += len(rows)
+    return purged
 
 
 def _fts_phrase(text: str) -> str:
