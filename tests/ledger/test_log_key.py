@@ -14,6 +14,7 @@ import pytest
 from immutablelog.checkpoint import Signer
 from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, LedgerError
 from immutablelog.ledger.storage import Storage
+from immutablelog.ledger.sqlite.schema import SCHEMA_VERSION
 from tests.ledger.test_storage_contract import (
     INTEGRITY,
     LOG_NAME,
@@ -53,13 +54,23 @@ def _checkpoints(storage: Storage) -> int:
 
 def _forget_log_key(storage: Storage) -> None:
     """Make the database look as it did before the log key was recorded (version 2)."""
+    # Version 4 (erasable parts) undone first.
     if _is_sqlite(storage):
         statements = [
+            "DROP TABLE erasables",
+            "DROP TRIGGER entries_actor_erased_only",
+            "ALTER TABLE tenants DROP COLUMN retention_days",
             "DROP TRIGGER meta_log_key_fixed",
             "DROP TRIGGER meta_log_key_kept",
         ]
     else:
         statements = [
+            "DROP TABLE erasables",
+            "DROP TRIGGER entries_actor_erased_only ON entries",
+            "DROP TRIGGER entries_no_update ON entries",
+            "CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries "
+            "FOR EACH ROW EXECUTE FUNCTION immutablelog_append_only()",
+            "ALTER TABLE tenants DROP COLUMN retention_days",
             "DROP TRIGGER meta_log_key_fixed ON meta",
             "DROP FUNCTION immutablelog_log_key_fixed()",
         ]
@@ -131,7 +142,7 @@ def test_an_existing_log_adopts_the_key_that_signed_its_latest_checkpoints(
     with Ledger.open(host_a) as reopened:
         assert reopened.verifier_key() == key
     assert storage.log_key() == key
-    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
 
 
 def test_the_recorded_key_cannot_be_changed_or_removed(storage: Storage, tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from immutablelog.entry import build_entry, decode_entry, encode_entry, validate
 from immutablelog.ledger import Accepted, Ledger, LedgerConfig, LedgerError, Rejected
 from immutablelog.ledger.ledger import open_storage
 from immutablelog.ledger.sqlite import SQLiteStorage
+from immutablelog.ledger.sqlite.schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from immutablelog.ledger.storage import (
     DERIVED_COLUMNS,
     AlreadyExists,
@@ -205,6 +206,7 @@ def append_events(
                     actor=sub.meta.get("actor"),
                     idempotency_key=sub.idempotency_key,
                     leaf=leaf_hash(data),
+                    erasable=sub.erasable,
                 )
             )
         tx.insert_entries(tenant_id, rows)
@@ -229,7 +231,9 @@ def make_key(storage: Storage, tenant_id: int, name: str, scopes: set[str] | Non
 
 def test_initialize_is_idempotent_and_keeps_the_first_log_name(storage: Storage) -> None:
     assert storage.initialize("another.name") == LOG_NAME
-    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SQLITE_SCHEMA_VERSION),)
+    ]
 
 
 def test_concurrent_initialize_of_a_fresh_store(
@@ -388,8 +392,10 @@ def test_entries_read_back_per_tenant(storage: Storage) -> None:
         (r.index, r.id, r.received_at, r.data) for r in rows
     ]
     assert [e.index for e in storage.entries(acme, 2, 5)] == [2, 3, 4]
-    assert list(storage.entry_bytes(acme, 0, 100)) == [(e.index, e.data) for e in stored]
-    assert [i for i, _ in storage.entry_bytes(acme, 2, 5)] == [2, 3, 4]
+    assert list(storage.entry_bytes(acme, 0, 100)) == [
+        (e.index, e.data, e.erasable) for e in stored
+    ]
+    assert [i for i, _, _ in storage.entry_bytes(acme, 2, 5)] == [2, 3, 4]
     assert list(storage.entry_bytes(beta, 5, 5)) == []
     assert list(storage.entries(acme, 5, 5)) == []
     assert [e.data for e in storage.entries(beta, 0, 10)] == [r.data for r in beta_rows]
@@ -407,7 +413,7 @@ def test_entries_stream_in_order_across_pages(storage: Storage) -> None:
     assert [e.data for e in storage.entries(tenant_id, 499, 1001)] == [
         r.data for r in rows[499:1001]
     ]
-    assert [d for _, d in storage.entry_bytes(tenant_id, 499, 1001)] == [
+    assert [d for _, d, _ in storage.entry_bytes(tenant_id, 499, 1001)] == [
         r.data for r in rows[499:1001]
     ]
 
