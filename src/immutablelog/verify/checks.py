@@ -265,6 +265,28 @@ def _bundle_part(erasable: Any) -> bytes | None:
     return bytes.fromhex(salt) + values.encode("utf-8")
 
 
+def _bundle_parts(erasables: list[Any]) -> list[bytes | None] | None:
+    """:func:`_bundle_part` for a whole block at once, ``None`` if one is malformed."""
+    given = [e for e in erasables if e is not None]
+    if not given:
+        return [None] * len(erasables)
+    if set(map(type, given)) != {dict} or set(map(len, given)) != {2}:
+        return None
+    salts = [e["salt"] for e in given]
+    values = [e["values"] for e in given]
+    if set(map(type, salts)) != _STR or set(map(type, values)) != _STR:
+        return None
+    if set(map(len, salts)) != {2 * SALT_BYTES} or not _HEX_DIGITS.issuperset("".join(salts)):
+        return None
+    made = iter(
+        [
+            bytes.fromhex(salt) + text.encode("utf-8")
+            for salt, text in zip(salts, values, strict=True)
+        ]
+    )
+    return [None if e is None else next(made) for e in erasables]
+
+
 def _lines_as_array(
     block: bytes,
 ) -> tuple[list[int], list[str | None], list[bytes | None]] | None:
@@ -289,8 +311,10 @@ def _lines_as_array(
         items = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
         positions = [item["index"] for item in items]
         texts: list[str | None] = [item["entry"] for item in items]
-        parts = [_bundle_part(item.get("erasable")) for item in items]
+        parts = _bundle_parts([item.get("erasable") for item in items])
     except (orjson.JSONDecodeError, TypeError, KeyError, ValueError, AttributeError):
+        return None
+    if parts is None:
         return None
     if len(items) != lines or not {2, 3}.issuperset(map(len, items)):
         return None
@@ -386,15 +410,16 @@ def check_entries(
     erasures: tuple[ErasureRecord, ...] = ()
     last_id: str | None = None
     if content:
-        facts = _fast_content_check(present_at, present, tenant)
-        if facts is None:
-            slow_anomalies, runs, facts = _slow_content_check(
-                list(zip(present_at, present, strict=True)), tenant
-            )
-            anomalies.extend(slow_anomalies)
-            index_runs = tuple(runs)
-        last_id = facts.last_id
-        part_anomalies, unrevealed, erasures = _check_parts(present_at, present_parts, facts)
+        with _gc_paused():  # once for both checks: re-enabling it may start a collection
+            facts = _fast_content_check(present_at, present, tenant)
+            if facts is None:
+                slow_anomalies, runs, facts = _slow_content_check(
+                    list(zip(present_at, present, strict=True)), tenant
+                )
+                anomalies.extend(slow_anomalies)
+                index_runs = tuple(runs)
+            last_id = facts.last_id
+            part_anomalies, unrevealed, erasures = _check_parts(present_at, present_parts, facts)
         anomalies.extend(part_anomalies)
     anomalies.sort(key=lambda a: a.position)
     return ChunkResult(
@@ -465,14 +490,19 @@ def _fast_slice(
     clear: list[dict[str, Any]] = dicts
     hashes = [d.get("erasable_hash") for d in dicts]
     if hashes.count(None) != count:
-        clear = []
-        for i, (entry, digest, version) in enumerate(zip(dicts, hashes, versions, strict=True)):
-            if digest is None:
-                clear.append(entry)
-            elif version == 2 and _is_hex_sha256(digest) and COMMITTED_FIELDS.issuperset(entry):
-                commitments.append((offset + i, digest))
-            else:
-                return False  # a format 1 entry may hold the name as meta: decode_entry decides
+        # Checked a slice at a time, not entry by entry: the per-entry calls would cost more
+        # than the rest of the check. (A format 1 entry may hold the name as meta: the
+        # version check sends it to decode_entry, which decides.)
+        places = [i for i, digest in enumerate(hashes) if digest is not None]
+        clear = [d for d, digest in zip(dicts, hashes, strict=True) if digest is None]
+        digests = [hashes[i] for i in places]
+        if {versions[i] for i in places} != {2} or set(map(type, digests)) != _STR:
+            return False
+        if set(map(len, digests)) != {64} or not _HEX_DIGITS.issuperset("".join(digests)):
+            return False
+        if not COMMITTED_FIELDS.issuperset(set().union(*(dicts[i] for i in places))):
+            return False
+        commitments = [(offset + i, digest) for i, digest in zip(places, digests, strict=True)]
     try:
         if set(map(type, map(_get_payload, clear))) - _STR:
             return False
@@ -487,10 +517,6 @@ def _fast_slice(
         )
     facts.last_id = texts[1][-1]
     return True
-
-
-def _is_hex_sha256(value: Any) -> bool:
-    return type(value) is str and len(value) == 64 and _HEX_DIGITS.issuperset(value)
 
 
 @contextmanager
@@ -582,6 +608,14 @@ def _check_revealed(revealed: list[tuple[int, str, bytes]]) -> list[Anomaly]:
     """Each part must hash to its entry's commitment and hold valid, canonical values."""
     anomalies: list[Anomaly] = []
     sha256 = hashlib.sha256
+    parts = [part for _, _, part in revealed]
+    computed = [sha256(b"\x02" + part).hexdigest() for part in parts]
+    if (
+        computed == [digest for _, digest, _ in revealed]
+        and min(map(len, parts)) > SALT_BYTES
+        and _values_pass(parts)
+    ):
+        return anomalies
     matching: list[tuple[int, str, bytes]] = []
     for position, digest, part in revealed:
         if len(part) <= SALT_BYTES or sha256(b"\x02" + part).hexdigest() != digest:
@@ -607,24 +641,23 @@ def _check_revealed(revealed: list[tuple[int, str, bytes]]) -> list[Anomaly]:
 def _values_pass(parts: list[bytes]) -> bool:
     """Whether every part's values are what ``decode_erasable`` accepts (the fast path)."""
     texts = [part[SALT_BYTES:] for part in parts]
-    with _gc_paused():
-        try:
-            values = list(map(orjson.loads, texts))
-            payloads = list(map(_get_payload, values))
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return False
-        if set(map(type, payloads)) != _STR:
-            return False
-        keys: set[str] = set().union(*values)
-        if not all(map(_value_key_ok, keys)):
-            return False
-        flat = list(chain.from_iterable(map(dict.values, values)))
-        if not _VALUE_TYPES.issuperset(map(type, flat)):
-            return False
-        if any(type(v) is int and abs(v) > MAX_SAFE_INT for v in flat):
-            return False
-        joined = orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
-        return joined == b"[" + b",".join(texts) + b"]"
+    try:
+        values = list(map(orjson.loads, texts))
+        payloads = list(map(_get_payload, values))
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return False
+    if set(map(type, payloads)) != _STR:
+        return False
+    keys: set[str] = set().union(*values)
+    if not all(map(_value_key_ok, keys)):
+        return False
+    flat = list(chain.from_iterable(map(dict.values, values)))
+    if not _VALUE_TYPES.issuperset(map(type, flat)):
+        return False
+    if any(abs(v) > MAX_SAFE_INT for v in flat if type(v) is int):
+        return False
+    joined = orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
+    return joined == b"[" + b",".join(texts) + b"]"
 
 
 def _value_key_ok(key: str) -> bool:
