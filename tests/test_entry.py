@@ -120,13 +120,94 @@ def test_fingerprint_tells_bodies_apart_but_not_keys() -> None:
 
 @pytest.mark.parametrize("payload", ["{}", '{"name": "Zoë", "n": 1}', '"text"'])
 def test_a_stored_entry_gives_back_its_submissions_fingerprint(payload: str) -> None:
-    from immutablelog.entry import build_entry, decode_entry, encode_entry, fingerprint_of
+    from immutablelog.entry import (
+        build_entry,
+        decode_entry,
+        decode_erasable,
+        encode_entry,
+        fingerprint_of,
+        reveal,
+    )
 
     sub = validate_submission(payload, {**META, "actor": "a", "flag": True}, "key")
-    entry = build_entry(sub, tenant="t", index=3, entry_id="id", received_at="now")
-    assert fingerprint_of(decode_entry(encode_entry(entry))) == sub.fingerprint
+    assert sub.erasable is not None
+    entry = decode_entry(
+        encode_entry(build_entry(sub, tenant="t", index=3, entry_id="id", received_at="now"))
+    )
+    event = reveal(entry, decode_erasable(entry, sub.erasable.to_bytes()))
+    assert fingerprint_of(event) == sub.fingerprint
     other = validate_submission(payload + " ", {**META, "actor": "a", "flag": True}, "key")
-    assert fingerprint_of(entry) != other.fingerprint
+    assert fingerprint_of(event) != other.fingerprint
+
+
+def test_format_2_keeps_personal_values_out_of_the_hashed_bytes() -> None:
+    from immutablelog.entry import SALT_BYTES, build_entry, encode_entry, erasable_hash
+
+    meta = {**META, "actor": "alice@example.com", "ip": "203.0.113.9", "request_id": "r-1"}
+    first = validate_submission('{"card": "4111"}', meta, "key")
+    second = validate_submission('{"card": "4111"}', meta, "key")
+    data = encode_entry(build_entry(first, tenant="t", index=0, entry_id="i", received_at="r"))
+    for secret in (b"alice", b"203.0.113.9", b"4111", b"card"):
+        assert secret not in data
+    assert b'"request_id":"r-1"' in data and b'"event_name"' in data
+    assert first.erasable is not None and second.erasable is not None
+    # A fresh salt each time: the same values never give the same commitment.
+    assert len(first.erasable.salt) == SALT_BYTES
+    assert first.erasable.salt != second.erasable.salt
+    assert first.erasable.commitment != second.erasable.commitment
+    assert first.erasable.commitment == erasable_hash(first.erasable.salt, first.erasable.values)
+    assert first.fingerprint == second.fingerprint  # a replay is still recognised
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda part: bytes([part[0] ^ 1]) + part[1:],  # salt
+        lambda part: part.replace(b"alice", b"alicf"),  # a value
+        lambda part: part[:16],  # no values
+        lambda part: part[:10],  # not even a salt
+    ],
+)
+def test_an_erasable_part_that_does_not_match_is_refused(damage: Any) -> None:
+    from immutablelog.entry import build_entry, decode_erasable
+
+    sub = validate_submission("{}", {**META, "actor": "alice"}, "key")
+    assert sub.erasable is not None
+    entry = build_entry(sub, tenant="t", index=0, entry_id="i", received_at="r")
+    with pytest.raises(EntryError):
+        decode_erasable(entry, damage(sub.erasable.to_bytes()))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        b'{"actor":"a"}',  # no payload
+        b'{"payload":7}',
+        b'{"payload":"{}","type":"info"}',  # a clear field
+        b'{"payload":"{}","v":1}',  # a server field
+        b'{"payload":"{}", "actor":"a"}',  # not canonical
+        b'{"payload":"{}","x":1.5}',
+        b"[1]",
+        b"not json",
+    ],
+)
+def test_erasable_values_must_be_a_canonical_payload_and_meta(values: bytes) -> None:
+    from immutablelog.entry import decode_erasable, erasable_hash
+
+    salt = bytes(16)
+    with pytest.raises(EntryError):
+        decode_erasable({"erasable_hash": erasable_hash(salt, values)}, salt + values)
+
+
+def test_the_logs_own_records_stay_clear_and_clients_cannot_name_the_commitment() -> None:
+    from immutablelog.entry import build_entry, is_committed
+
+    sub = validate_submission('{"message": "x"}', META, "key", clear=True)
+    entry = build_entry(sub, tenant="t", index=0, entry_id="i", received_at="r")
+    assert sub.erasable is None and not is_committed(entry) and entry["payload"]
+    for reserved in ("erasable_hash", "erased"):
+        with pytest.raises(EntryError):
+            validate_submission("{}", {**META, reserved: "x"}, "key")
 
 
 @pytest.mark.parametrize(
@@ -135,6 +216,7 @@ def test_a_stored_entry_gives_back_its_submissions_fingerprint(payload: str) -> 
         b"not json",
         b"[]",
         b'{"v":2}',
+        b'{"v":3}',
         b'{"v":1,"tenant":"t"}',
         b'{"event_name":"e","id":"i","idempotency_key":"k","index":-1,"payload":"{}",'
         b'"received_at":"r","service":"s","tenant":"t","type":"info","v":1}',

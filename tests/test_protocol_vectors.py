@@ -22,9 +22,13 @@ from immutablelog.entry import (
     ENTRY_RECORD,
     build_entry,
     decode_entry,
+    decode_erasable,
     encode_entry,
+    payload_hash,
+    reveal,
     validate_submission,
 )
+from immutablelog.erasure import read_erasure
 from immutablelog.merkle import (
     CompactRange,
     ProofNodes,
@@ -46,21 +50,17 @@ LEAVES = [bytes.fromhex(e["leaf_hash"]) for e in ENTRIES]
 
 
 @pytest.mark.parametrize("vector", ENTRIES, ids=[str(e["index"]) for e in ENTRIES])
-def test_a_submission_becomes_exactly_the_entry_bytes(vector: dict[str, Any]) -> None:
+def test_format_1_entries_stay_readable(vector: dict[str, Any]) -> None:
+    """Format 1 (the payload inside the hashed bytes) is what earlier releases wrote."""
     submitted = vector["submission"]
     submission = validate_submission(
         submitted["payload"], submitted["meta"], submitted["idempotency_key"]
     )
-    entry = build_entry(
-        submission,
-        tenant=vector["tenant"],
-        index=vector["index"],
-        entry_id=vector["id"],
-        received_at=vector["received_at"],
-    )
-    data = encode_entry(entry)
-    assert data == bytes.fromhex(vector["entry_hex"]) == vector["entry"].encode("utf-8")
-    assert decode_entry(data) == entry
+    data = bytes.fromhex(vector["entry_hex"])
+    assert data == vector["entry"].encode("utf-8")
+    entry = decode_entry(data)
+    assert entry["v"] == 1 and entry["payload"] == submission.payload
+    assert {k: entry[k] for k in submission.meta} == dict(submission.meta)
     assert submission.payload_hash == vector["payload_hash"]
     assert leaf_hash(data).hex() == vector["leaf_hash"]
 
@@ -171,7 +171,90 @@ def test_the_signed_checkpoint_from_the_written_rules() -> None:
 def test_the_binary_entries_record() -> None:
     vector = VECTORS["entries_record"]
     data = ENTRY_BYTES[vector["index"]]
-    assert (ENTRY_RECORD.pack(vector["index"], len(data)) + data).hex() == vector["hex"]
+    assert (ENTRY_RECORD.pack(vector["index"], len(data), 0) + data).hex() == vector["hex"]
     record = bytes.fromhex(vector["hex"])
     assert int.from_bytes(record[:8], "big") == vector["index"]
-    assert int.from_bytes(record[8:12], "big") == len(record) - 12
+    assert int.from_bytes(record[8:12], "big") == len(record) - 16
+    assert int.from_bytes(record[12:16], "big") == 0  # a format 1 entry has no erasable part
+
+
+V2 = VECTORS["format_2"]
+
+
+@pytest.mark.parametrize("vector", V2["entries"], ids=[str(e["index"]) for e in V2["entries"]])
+def test_format_2_a_submission_becomes_exactly_the_entry_bytes(vector: dict[str, Any]) -> None:
+    submitted = vector["submission"]
+    salt = bytes.fromhex(vector["salt_hex"])
+    submission = validate_submission(
+        submitted["payload"], submitted["meta"], submitted["idempotency_key"], salt=salt
+    )
+    entry = build_entry(
+        submission,
+        tenant=vector["tenant"],
+        index=vector["index"],
+        entry_id=vector["id"],
+        received_at=vector["received_at"],
+    )
+    data = encode_entry(entry)
+    assert data == bytes.fromhex(vector["entry_hex"]) == vector["entry"].encode("utf-8")
+    assert decode_entry(data) == entry
+    assert submission.erasable is not None
+    assert submission.erasable.values == vector["erasable_values"].encode("utf-8")
+    assert submission.erasable.commitment == vector["erasable_hash"] == entry["erasable_hash"]
+    event = reveal(entry, decode_erasable(entry, submission.erasable.to_bytes()))
+    assert payload_hash(event) == submission.payload_hash == vector["payload_hash"]
+    assert leaf_hash(data).hex() == vector["leaf_hash"]
+
+
+@pytest.mark.parametrize("vector", V2["entries"], ids=[str(e["index"]) for e in V2["entries"]])
+def test_format_2_from_the_written_rules(vector: dict[str, Any]) -> None:
+    submitted = vector["submission"]
+    payload = submitted["payload"]
+    if not isinstance(payload, str):  # an object is sent on as its compact serialization
+        payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    clear = ("type", "event_name", "service", "request_id", "env")
+    values = {k: v for k, v in submitted["meta"].items() if k not in clear}
+    values["payload"] = payload
+    jcs = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert jcs == vector["erasable_values"]
+    salt = bytes.fromhex(vector["salt_hex"])
+    commitment = hashlib.sha256(b"\x02" + salt + jcs.encode("utf-8")).hexdigest()
+    assert commitment == vector["erasable_hash"]
+    entry = {name: submitted["meta"].get(name) for name in clear}
+    entry |= {
+        "v": 2,
+        "tenant": vector["tenant"],
+        "index": vector["index"],
+        "id": vector["id"],
+        "received_at": vector["received_at"],
+        "idempotency_key": submitted["idempotency_key"],
+        "erasable_hash": commitment,
+    }
+    text = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert text == vector["entry"]
+    leaf = hashlib.sha256(b"\x00" + text.encode("utf-8")).hexdigest()
+    assert leaf == vector["leaf_hash"]
+
+
+def test_format_2_erasure_record_and_root() -> None:
+    vector = V2["erasure_record"]
+    record = read_erasure(decode_entry(bytes.fromhex(vector["entry_hex"])))
+    assert record is not None
+    assert (record.index, record.ranges) == (2, ((0, 1),))
+    assert json.loads(vector["entry"])["payload"] == vector["payload"]
+    assert "zoe" not in vector["entry"]  # a record names indexes, never values
+    leaves = [bytes.fromhex(e["leaf_hash"]) for e in V2["entries"]]
+    leaves.append(bytes.fromhex(vector["leaf_hash"]))
+    assert root_from_leaves(leaves).hex() == V2["root"]
+
+
+def test_format_2_binary_entries_record() -> None:
+    vector = V2["entries_record"]
+    record = bytes.fromhex(vector["hex"])
+    index, length, part_length = ENTRY_RECORD.unpack_from(record)
+    assert index == vector["index"] and len(record) == 16 + length + part_length
+    entry = V2["entries"][index]
+    assert record[16 : 16 + length].hex() == entry["entry_hex"]
+    part = record[16 + length :]
+    assert part[:16].hex() == entry["salt_hex"]
+    assert part[16:].decode("utf-8") == entry["erasable_values"]

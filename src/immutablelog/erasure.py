@@ -146,14 +146,32 @@ class Coverage:
 
     def record_for(self, index: int) -> ErasureRecord | None:
         """A record covering ``index``, if any."""
+        ((_, _, record),) = self.split(index, index + 1)
+        return record
+
+    def split(self, start: int, end: int) -> list[tuple[int, int, ErasureRecord | None]]:
+        """``[start, end)`` cut into pieces, each with a record covering it or ``None``."""
         if len(self._added) != self._indexed:
             self._build()
-        at = bisect.bisect_right(self._starts, index) - 1
-        if at >= 0:
-            start, end, record = self._spans[at]
-            if start <= index < end:
-                return record
-        return None
+        pieces: list[tuple[int, int, ErasureRecord | None]] = []
+        at = max(0, bisect.bisect_right(self._starts, start) - 1)
+        position = start
+        while position < end:
+            if at < len(self._spans) and self._spans[at][1] <= position:
+                at += 1
+                continue
+            if at >= len(self._spans) or self._spans[at][0] >= end:
+                pieces.append((position, end, None))
+                break
+            span_start, span_end, record = self._spans[at]
+            if span_start > position:
+                pieces.append((position, span_start, None))
+                position = span_start
+            stop = min(span_end, end)
+            pieces.append((position, stop, record))
+            position = stop
+            at += 1
+        return pieces
 
     def _build(self) -> None:
         # A sweep in order of start: where ranges overlap (an index erased twice), the

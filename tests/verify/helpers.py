@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,20 +60,33 @@ class CountingTransport(httpx.HTTPTransport):
         return response
 
 
-def encode_records(items: list[tuple[int, bytes]]) -> bytes:
-    """A binary ``GET /v1/entries`` body holding ``(index, entry bytes)`` records."""
-    return b"".join(ENTRY_RECORD.pack(i, len(d)) + d for i, d in items)
+def encode_records(
+    items: Sequence[tuple[int, bytes] | tuple[int, bytes, bytes | None]],
+) -> bytes:
+    """A binary ``GET /v1/entries`` body of ``(index, entry bytes[, erasable part])``."""
+    out = []
+    for index, data, *rest in items:
+        part = rest[0] if rest and rest[0] is not None else b""
+        out.append(ENTRY_RECORD.pack(index, len(data), len(part)) + data + part)
+    return b"".join(out)
 
 
 def decode_records(body: bytes) -> list[tuple[int, bytes]]:
-    """The records of a well-formed binary ``GET /v1/entries`` body."""
-    out: list[tuple[int, bytes]] = []
+    """The ``(index, entry bytes)`` records of a well-formed binary ``GET /v1/entries`` body."""
+    return [(index, data) for index, data, _ in decode_records_with_parts(body)]
+
+
+def decode_records_with_parts(body: bytes) -> list[tuple[int, bytes, bytes | None]]:
+    """The records of a well-formed binary ``GET /v1/entries`` body, with erasable parts."""
+    out: list[tuple[int, bytes, bytes | None]] = []
     offset = 0
     while offset < len(body):
-        index, length = ENTRY_RECORD.unpack_from(body, offset)
+        index, length, part_length = ENTRY_RECORD.unpack_from(body, offset)
         offset += ENTRY_RECORD.size
-        out.append((index, body[offset : offset + length]))
+        data = body[offset : offset + length]
         offset += length
+        out.append((index, data, body[offset : offset + part_length] or None))
+        offset += part_length
     assert offset == len(body)
     return out
 
@@ -100,11 +114,12 @@ def write_bundle(server: LiveServer, path: Path) -> list[bytes]:
     size = int(note.split("\n")[1])
     entries = server.raw_entries()[:size]
     header = {
-        "format": "immutablelog-bundle/1",
+        "format": "immutablelog-bundle/2",
         "origin": note.split("\n")[0],
         "log_key": server.verifier_key,
         "checkpoint": note,
         "tree_size": size,
+        "erasable": "omitted",  # the entry bytes only: what is proven is their clear fields
     }
     lines = [orjson.dumps(header)]
     lines += [orjson.dumps({"index": i, "entry": e.decode()}) for i, e in enumerate(entries)]

@@ -50,20 +50,60 @@ GOOD = [entry(i) for i in range(8)]
 # Each is entry 3 changed in a way decode_entry (or our stricter index/v rule) refuses.
 BAD_ENTRY_3 = {
     "whitespace": mutate(GOOD[3], b'"index":3', b'"index": 3'),
-    "unsorted": b'{"v":1,' + GOOD[3][1:].replace(b',"v":1}', b"}"),
-    "bool version": mutate(GOOD[3], b'"v":1', b'"v":true'),
-    "float version": mutate(GOOD[3], b'"v":1', b'"v":1.0'),
+    "unsorted": b'{"v":2,' + GOOD[3][1:].replace(b',"v":2}', b"}"),
+    "bool version": mutate(GOOD[3], b'"v":2', b'"v":true'),
+    "float version": mutate(GOOD[3], b'"v":2', b'"v":2.0'),
+    "unknown version": mutate(GOOD[3], b'"v":2', b'"v":3'),
     "missing service": mutate(GOOD[3], b'"service":"s",', b""),
     "escaped slash": mutate(GOOD[3], b'"type":"info"', b'"type":"in\\/fo"'),
     "not json": b"{not json",
     "array": b"[1,2,3]",
-    "duplicate key": mutate(GOOD[3], b'"v":1', b'"v":1,"v":1'),
+    "duplicate key": mutate(GOOD[3], b'"v":2', b'"v":2,"v":2'),
+    "payload beside its hash": mutate(GOOD[3], b'"env":null', b'"env":null,"payload":"{}"'),
+    "extra meta beside the hash": mutate(GOOD[3], b'"env":null', b'"actor":"a","env":null'),
+    "hash in capitals": GOOD[3].replace(
+        GOOD[3][GOOD[3].index(b'"erasable_hash":"') + 17 :][:64],
+        GOOD[3][GOOD[3].index(b'"erasable_hash":"') + 17 :][:64].upper(),
+    ),
+    "short hash": mutate(GOOD[3], b'"erasable_hash":"', b'"erasable_hash":"0'),
+    "hash of a format 1 entry": mutate(GOOD[3], b'"v":2', b'"v":1'),
     "float extra": mutate(GOOD[3], b'"service":"s"', b'"score":1.5,"service":"s"'),
     "list extra": mutate(GOOD[3], b'"service":"s"', b'"service":"s","tags":[1]'),
     "object extra": mutate(GOOD[3], b'"service":"s"', b'"service":"s","tags":{"a":1}'),
     "index as bool": mutate(GOOD[3], b'"index":3', b'"index":true'),
     "tenant as number": mutate(GOOD[3], b'"tenant":"default"', b'"tenant":7'),
 }
+
+
+def entry_v1(index: int, **meta: object) -> bytes:
+    """An entry as an earlier release wrote it: format 1, the payload inside."""
+    return encode_entry(
+        {
+            "v": 1,
+            "tenant": TENANT,
+            "index": index,
+            "id": f"id-{index}",
+            "received_at": "2026-01-01T00:00:00.000000Z",
+            "idempotency_key": f"key-{index}",
+            "type": "info",
+            "event_name": "e",
+            "service": "s",
+            "request_id": None,
+            "env": None,
+            "payload": f'{{"n": {index}}}',
+            **meta,
+        }
+    )
+
+
+def test_format_1_entries_and_mixed_pages_pass() -> None:
+    mixed = [entry_v1(0), entry_v1(1, actor="a"), *GOOD[2:]]
+    result = check_page(page(mixed), 0, 8, TENANT)
+    assert result.anomalies == () and result.unrevealed == ((2, 8),)
+    bad = mutate(mixed[1], b'"payload":"{\\"n\\": 1}"', b'"payload":7')
+    assert _entry_problem(bad) is not None
+    result = check_page(page([mixed[0], bad, *mixed[2:]]), 0, 8, TENANT)
+    assert [(a.kind, a.position) for a in result.anomalies] == [("non_canonical_entry", 1)]
 
 
 def test_clean_page_passes_with_leaves_and_subtrees() -> None:
@@ -134,8 +174,9 @@ RECORD_0 = page(GOOD[:1])
         b"nope",  # shorter than a record header
         RECORD_0[:-1],  # truncated inside the entry
         RECORD_0 + RECORD_0[:5],  # truncated inside the next header
-        ENTRY_RECORD.pack(0, len(GOOD[0]) + 1) + GOOD[0],  # length past the end
-        ENTRY_RECORD.pack(0, 2**32 - 1) + GOOD[0],
+        ENTRY_RECORD.pack(0, len(GOOD[0]) + 1, 0) + GOOD[0],  # length past the end
+        ENTRY_RECORD.pack(0, 2**32 - 1, 0) + GOOD[0],
+        ENTRY_RECORD.pack(0, len(GOOD[0]), 20) + GOOD[0] + b"x" * 19,  # part past the end
     ],
 )
 def test_malformed_pages_are_errors_not_findings(body: bytes) -> None:
@@ -151,11 +192,11 @@ def test_empty_page_is_no_entries() -> None:
 def test_short_length_prefix_leaves_a_non_canonical_entry() -> None:
     # The length says one byte less, and the next header takes up the stray byte and more:
     # the framing breaks there, so the page is refused as a whole.
-    body = ENTRY_RECORD.pack(0, len(GOOD[0]) - 1) + GOOD[0] + page(GOOD[1:3], 1)
+    body = ENTRY_RECORD.pack(0, len(GOOD[0]) - 1, 0) + GOOD[0] + page(GOOD[1:3], 1)
     with pytest.raises(MalformedAnswer):
         check_page(body, 0, 3, TENANT)
     # A length that still frames the page (two entries fused into one record) is evidence.
-    fused = ENTRY_RECORD.pack(0, len(GOOD[0]) + len(GOOD[1])) + GOOD[0] + GOOD[1]
+    fused = ENTRY_RECORD.pack(0, len(GOOD[0]) + len(GOOD[1]), 0) + GOOD[0] + GOOD[1]
     result = check_page(fused + page(GOOD[2:4], 2), 0, 4, TENANT)
     assert [(a.kind, a.position) for a in result.anomalies] == [
         ("non_canonical_entry", 0),

@@ -2,10 +2,14 @@
 
 A bundle is JSON Lines. The first line is the header::
 
-    {"format": "immutablelog-bundle/1", "origin": "...", "log_key": "<verifier key>",
+    {"format": "immutablelog-bundle/2", "origin": "...", "log_key": "<verifier key>",
      "checkpoint": "<signed note text>", "tree_size": N}
 
-then one line per entry, ``{"index": i, "entry": "<entry text>"}`` for i = 0 … N-1 in order.
+then one line per entry, ``{"index": i, "entry": "<entry text>"}`` for i = 0 … N-1 in order,
+with ``"erasable": {"salt": "<hex>", "values": "<text>"}`` for a format 2 entry whose erasable
+part the bundle carries. A header with ``"erasable": "omitted"`` says the bundle carries none
+(one for a reader who must not see personal data): it proves every entry's clear fields and
+commitment, and the values it lacks are reported as withheld, not as missing.
 The file is read in blocks of whole lines, each checked (in worker processes for big bundles)
 exactly like a page from the server, and the rebuilt root must be the signed one.
 
@@ -38,7 +42,9 @@ from immutablelog.verify.state import load_state
 from immutablelog.verify.trust import Stop, choose_key, open_signed_checkpoint, run_checks
 from immutablelog.verify.witnesses import WitnessPolicy
 
-BUNDLE_FORMAT: Final = "immutablelog-bundle/1"
+BUNDLE_FORMAT: Final = "immutablelog-bundle/2"
+#: Format 1 bundles (before erasable parts) read the same way.
+READABLE_FORMATS: Final = frozenset({"immutablelog-bundle/1", BUNDLE_FORMAT})
 _BLOCK_BYTES: Final = 4 << 20
 _MAX_LINE_BYTES: Final = 64 << 20
 _MAX_HEADER_BYTES: Final = 4 << 20
@@ -88,13 +94,15 @@ def _read_header(handle: BinaryIO) -> dict[str, Any]:
         header = orjson.loads(line)
     except orjson.JSONDecodeError:
         raise CouldNotCheck("bundle", "the first line is not a JSON bundle header") from None
-    if not isinstance(header, dict) or header.get("format") != BUNDLE_FORMAT:
-        raise CouldNotCheck("bundle", f"not an {BUNDLE_FORMAT} bundle")
+    if not isinstance(header, dict) or header.get("format") not in READABLE_FORMATS:
+        raise CouldNotCheck("bundle", f"not an {BUNDLE_FORMAT} (or /1) bundle")
     for name in ("origin", "log_key", "checkpoint"):
         if not isinstance(header.get(name), str):
             raise CouldNotCheck("bundle", f"the bundle header has no string {name!r}")
     if type(header.get("tree_size")) is not int:
         raise CouldNotCheck("bundle", "the bundle header has no integer 'tree_size'")
+    if header.get("erasable", "included") not in ("included", "omitted"):
+        raise CouldNotCheck("bundle", "the bundle header's 'erasable' is not included/omitted")
     return header
 
 
@@ -173,7 +181,8 @@ def _verify(
             )
     if prefix is not None and prefix[0] == 0:
         prefix = None
-    rebuild = Rebuild(report, CompactRange(), checkpoint.size, prefix)
+    withheld = header.get("erasable") == "omitted"
+    rebuild = Rebuild(report, CompactRange(), checkpoint.size, prefix, withheld=withheld)
     try:
         progress.start(checkpoint.size)
         try:

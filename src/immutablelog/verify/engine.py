@@ -16,6 +16,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar
 
+from immutablelog.erasure import Coverage, Range
 from immutablelog.merkle import CompactRange, node_hash
 from immutablelog.verify.checks import Anomaly, ChunkResult, IndexRun
 from immutablelog.verify.report import CouldNotCheck, Finding, FindingKind, Report
@@ -26,6 +27,9 @@ T = TypeVar("T")
 #: Spans of findings kept for telling explained differences from new ones; past this many,
 #: the report is long enough and memory matters more.
 _MAX_EXPLAINED = 10_000
+
+#: Erasure records listed in a report (all of them are counted and matched).
+MAX_ERASURES_LISTED = 200
 
 #: Below this many entries, starting worker processes costs more than it saves.
 PARALLEL_MIN_ENTRIES = 50_000
@@ -148,8 +152,11 @@ class Rebuild:
         frontier: CompactRange,
         limit: int,
         prefix: tuple[int, bytes, tuple[bytes, ...]] | None = None,
+        *,
+        withheld: bool = False,
     ) -> None:
         self.report = report
+        self.withheld = withheld  # the source sends no erasable parts at all, by design
         self.frontier = frontier
         self.limit = limit
         self.first_leaf = frontier.size
@@ -165,6 +172,8 @@ class Rebuild:
         self._run: IndexRun | None = None
         self._last_id: str | None = None
         self._extra_reported = False
+        self._coverage = Coverage()
+        self._unrevealed: list[Range] = []
 
     def close(self) -> None:
         self._leaves.close()
@@ -190,6 +199,19 @@ class Rebuild:
             self._add(finding_of(anomaly))
         for run in result.index_runs:
             self._merge_run(run)
+        self._unrevealed.extend(result.unrevealed)
+        for record in result.erasures:
+            self._coverage.add(record)
+            if len(self.report.erasures) < MAX_ERASURES_LISTED:
+                self.report.erasures.append(
+                    {
+                        "index": record.index,
+                        "at": record.received_at,
+                        "by": record.by,
+                        "reason": record.reason,
+                        "count": sum(end - start for start, end in record.ranges),
+                    }
+                )
         usable = max(0, min(result.contiguous, self.limit - result.start))
         if usable < result.contiguous and not self._extra_reported:
             self._extra_reported = True
@@ -243,7 +265,31 @@ class Rebuild:
         if self._run is not None:
             self._emit_run(self._run)
             self._run = None
+        self._match_erasures()
         self.report.findings.sort(key=lambda f: -1 if f.index is None else f.index)
+
+    def _match_erasures(self) -> None:
+        """Entries sent without their erasable part are erased if an erasure record in the
+        log covers them, withheld if the source sends no parts, and tampered with otherwise.
+        (A record comes after what it erases, so this waits for the end.)"""
+        for start, end in self._unrevealed:
+            for first, stop, record in self._coverage.split(start, end):
+                if record is not None:
+                    self.report.erased_entries += stop - first
+                    continue
+                if self.withheld:
+                    self.report.withheld_entries += stop - first
+                    continue
+                which = f"entry {first}" if stop - first == 1 else f"entries {first}..{stop - 1}"
+                self._add(
+                    Finding(
+                        FindingKind.MISSING_VALUES,
+                        f"the payload and meta of {which} are gone, and no erasure record "
+                        "in the log covers them",
+                        first,
+                        stop,
+                    )
+                )
 
     def _grow(self, result: ChunkResult, usable: int) -> None:
         leaves = result.leaves[: usable * 32]

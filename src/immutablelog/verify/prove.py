@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from immutablelog.checkpoint import Checkpoint
-from immutablelog.entry import decode_entry
+from immutablelog.entry import decode_entry, decode_erasable, is_committed, reveal
 from immutablelog.merkle import ProofError
 from immutablelog.merkle import verify_inclusion as merkle_verify_inclusion
 from immutablelog.verify.checks import MalformedAnswer, check_page, parse_page
@@ -77,7 +77,8 @@ def _prove(
     try:
         raw = client.entries_page(index, index + 1)
         page = check_page(raw, index, index + 1, tenant)
-        data = parse_page(raw)[1][0] if page.contiguous == 1 else None
+        _, datas, parts = parse_page(raw)
+        data, part = (datas[0], parts[0]) if page.contiguous == 1 else (None, None)
     except MalformedAnswer as exc:
         raise CouldNotCheck("malformed_answer", f"GET /v1/entries: {exc}") from None
     report.entries_checked = page.received
@@ -112,5 +113,13 @@ def _prove(
     if report.findings_total:
         return
     event = decode_entry(data)
+    if is_committed(event):
+        if part is None:
+            report.warnings.append(
+                f"the payload and meta of entry {index} were not sent (erased, or withheld): "
+                "what is proven is its clear fields and its commitment to them"
+            )
+        else:  # the page check has already held the part to the commitment
+            event = reveal(event, decode_erasable(event, part))
     event["leaf_hash"] = leaf.hex()
     report.event = event

@@ -45,6 +45,9 @@ class FindingKind(enum.StrEnum):
     INCONSISTENT_HISTORY = "inconsistent_history"
     ROLLBACK = "rollback"
     MALFORMED_BUNDLE = "malformed_bundle"
+    ALTERED_VALUES = "altered_values"
+    MISSING_VALUES = "missing_values"
+    INVALID_ERASURE = "invalid_erasure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,12 @@ class Report:
     event: dict[str, Any] | None = None
     #: The witnesses whose valid cosignatures the checkpoint carried (with a witness policy).
     witnesses: list[str] | None = None
+    #: Entries whose erasable values are gone under an erasure the log records (intact).
+    erased_entries: int = 0
+    #: Entries whose values the source left out by design (a bundle without erasable parts).
+    withheld_entries: int = 0
+    #: The erasure records among the entries checked: who, when, why, how many.
+    erasures: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, finding: Finding) -> None:
         self.findings_total += 1
@@ -152,10 +161,16 @@ class Report:
             out["event"] = self.event
         if self.witnesses is not None:
             out["witnesses"] = list(self.witnesses)
+        if self.erasures or self.erased_entries:
+            out["erased_entries"] = self.erased_entries
+            out["erasures"] = list(self.erasures)
+        if self.withheld_entries:
+            out["withheld_entries"] = self.withheld_entries
         return out
 
 
 _SHOWN_FINDINGS = 50
+_SHOWN_ERASURES = 10
 
 
 def render_human(report: Report, console: Console) -> None:
@@ -181,6 +196,21 @@ def render_human(report: Report, console: Console) -> None:
             f"  event       index {event.get('index')}  id {escape(str(event.get('id')))}  "
             f"{escape(str(event.get('type')))} {escape(str(event.get('event_name')))} "
             f"({escape(str(event.get('service')))}) at {escape(str(event.get('received_at')))}"
+        )
+    if report.erasures or report.erased_entries:
+        console.print(
+            f"  erased      {report.erased_entries:,} entries' values, under "
+            f"{len(report.erasures):,} erasure records in the log"
+        )
+        for record in report.erasures[:_SHOWN_ERASURES]:
+            console.print(
+                f"    index {record['index']} at {escape(record['at'])} by "
+                f"{escape(record['by'])}: {escape(record['reason'])} ({record['count']:,})"
+            )
+    if report.withheld_entries:
+        console.print(
+            f"  withheld    {report.withheld_entries:,} entries' values are not in this source: "
+            "their clear fields and commitments are what is proven"
         )
     for warning in report.warnings:
         console.print(f"  [yellow]warning[/yellow]     {escape(warning)}")
