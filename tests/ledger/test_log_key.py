@@ -13,8 +13,8 @@ import pytest
 
 from immutablelog.checkpoint import Signer
 from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, LedgerError
-from immutablelog.ledger.storage import Storage
 from immutablelog.ledger.sqlite.schema import SCHEMA_VERSION
+from immutablelog.ledger.storage import Storage
 from tests.ledger.test_storage_contract import (
     INTEGRITY,
     LOG_NAME,
@@ -142,7 +142,9 @@ def test_an_existing_log_adopts_the_key_that_signed_its_latest_checkpoints(
     with Ledger.open(host_a) as reopened:
         assert reopened.verifier_key() == key
     assert storage.log_key() == key
-    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
 
 
 def test_the_recorded_key_cannot_be_changed_or_removed(storage: Storage, tmp_path: Path) -> None:

@@ -13,6 +13,20 @@ CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table}
 BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;
 """
 
+#: The erasable parts' table (version 4), on its own so a test can stand for a previous
+#: release's database that this release's code can still write to.
+ERASABLES_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS erasables (
+    tenant_id INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    salt BLOB NOT NULL,
+    erasable_values BLOB NOT NULL,
+    PRIMARY KEY (tenant_id, idx)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS erasables_no_update BEFORE UPDATE ON erasables
+BEGIN SELECT RAISE(ABORT, 'an erasable part is erased, never changed'); END;
+"""
+
 MIGRATIONS: Final[dict[int, str]] = {
     1: """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -147,16 +161,9 @@ BEGIN SELECT RAISE(ABORT, 'the log key is fixed once recorded'); END;
 -- Entry format 2: a client's payload and extra meta (the erasable part: a random salt and
 -- the values) live beside the entry, which holds only their salted hash. Erasing deletes
 -- the row (secure_delete overwrites it on disk); the proofs never read it.
-CREATE TABLE erasables (
-    tenant_id INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    salt BLOB NOT NULL,
-    erasable_values BLOB NOT NULL,
-    PRIMARY KEY (tenant_id, idx)
-) WITHOUT ROWID;
-CREATE TRIGGER erasables_no_update BEFORE UPDATE ON erasables
-BEGIN SELECT RAISE(ABORT, 'an erasable part is erased, never changed'); END;
-
+"""
+    + ERASABLES_TABLE
+    + """
 -- Entries stay append-only, but for one thing: erasure nulls the derived actor column (a
 -- copy of an erasable value, kept for queries). Nothing else of an entry can change.
 DROP TRIGGER entries_no_update;
