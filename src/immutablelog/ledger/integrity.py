@@ -17,7 +17,13 @@ from typing import Any
 from immutablelog.checkpoint import NoteError, Verifier, open_checkpoint
 from immutablelog.entry import EntryError, decode_entry, decode_erasable, is_committed, reveal
 from immutablelog.erasure import ErasureRecord
-from immutablelog.ledger.storage import AuditRow, Storage, StoredCheckpoint, Tenant
+from immutablelog.ledger.storage import (
+    ERASABLE_COLUMNS,
+    AuditRow,
+    Storage,
+    StoredCheckpoint,
+    Tenant,
+)
 from immutablelog.merkle import CompactRange, frontier_ids, leaf_hash
 
 MAX_BREAKS = 100
@@ -84,9 +90,10 @@ RecordFor = Callable[[int], ErasureRecord | None]
 
 def _revealed(
     row: AuditRow, entry: dict[str, Any], record_for: RecordFor, report: IntegrityReport
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """The entry with its erasable values (as its derived columns were made from), after
-    checking them against its commitment; missing values must be covered by a record."""
+    checking them against its commitment; missing values must be covered by a record.
+    ``None`` where values are missing or altered without one (already a break)."""
     if not is_committed(entry):
         return entry
     if row.erasable is None:
@@ -99,14 +106,14 @@ def _revealed(
                     row.id,
                 )
             )
-        else:
-            report.events_erased += 1
+            return None
+        report.events_erased += 1
         return entry
     try:
         return reveal(entry, decode_erasable(entry, row.erasable))
     except EntryError as exc:
         report.add(Break("altered_erasable", exc.message, row.index, row.id))
-        return entry
+        return None
 
 
 def _check_row(
@@ -117,7 +124,7 @@ def _check_row(
     except EntryError as exc:
         report.add(Break("altered_entry", f"entry bytes are invalid: {exc}", row.index, row.id))
         return
-    entry = _revealed(row, entry, record_for, report)
+    revealed = _revealed(row, entry, record_for, report)
     if entry["index"] != expected or entry["tenant"] != tenant.name:
         report.add(
             Break("altered_entry", "the entry names another index or tenant", row.index, row.id)
@@ -132,7 +139,9 @@ def _check_row(
             )
         )
     for column, stored in row.columns.items():
-        value = entry.get(column)
+        if revealed is None and column in ERASABLE_COLUMNS:
+            continue  # what it was derived from is gone (a break already says so)
+        value = (revealed or entry).get(column)
         if stored != (value if isinstance(value, str) else None):
             report.add(
                 Break(
