@@ -8,6 +8,7 @@ from immutablelog import __version__
 from immutablelog.cli.backup import backup
 from immutablelog.cli.config import config_option
 from immutablelog.cli.demo import demo
+from immutablelog.cli.erase import erase, erasures
 from immutablelog.cli.export import export
 from immutablelog.cli.keys import keys
 from immutablelog.cli.serve import serve
@@ -36,3 +37,5 @@ cli.add_command(backup)
 cli.add_command(demo)
 cli.add_command(tiles)
 cli.add_command(witness)
+cli.add_command(erase)
+cli.add_command(erasures)

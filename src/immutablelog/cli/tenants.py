@@ -35,3 +35,20 @@ def list_(data_dir: Path, database_url: str | None) -> None:
         for tenant in ledger.tenants():
             table.add_row(tenant.name, str(ledger.checkpoint(tenant).size), tenant.created_at)
     Console().print(table)
+
+
+@tenants.command("set-retention")
+@click.argument("name")
+@click.option("--days", type=click.IntRange(1, 36_500), default=None, help="Days to keep values.")
+@click.option("--forever", is_flag=True, help="Remove the policy: keep values for good.")
+@ledger_options
+def set_retention(
+    name: str, days: int | None, forever: bool, data_dir: Path, database_url: str | None
+) -> None:
+    """Keep tenant NAME's erasable values (payload, actor, extra meta) --days N days: a
+    running server's sweep then erases older ones, recording each sweep in the log."""
+    if (days is None) == (not forever):
+        raise click.UsageError("give --days N or --forever")
+    with open_ledger(config_for(data_dir, database_url)) as ledger:
+        ledger.set_retention(ledger.tenant(name), days)
+    click.echo(f"{name}: values kept {'for good' if forever else f'{days} days'}")

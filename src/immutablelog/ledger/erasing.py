@@ -74,6 +74,17 @@ class ErasureOutcome:
         }
 
 
+def record_json(record: ErasureRecord) -> dict[str, Any]:
+    """An erasure record as ``GET /v1/erasures`` and ``erasures export`` list it."""
+    return {
+        "index": record.index,
+        "at": record.received_at,
+        "reason": record.reason,
+        "by": record.by,
+        "ranges": [list(span) for span in record.ranges],
+    }
+
+
 class ErasureIndex:
     """Which erasure record covers an index, per tenant: read from the log's own records
     on demand and cached (records are only ever appended, so the cache only grows)."""

@@ -11,7 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from immutablelog.ledger import Ledger
-from immutablelog.ledger.erasing import MAX_ERASE_IDS, ErasureOutcome, ErasureRefused
+from immutablelog.ledger.erasing import (
+    MAX_ERASE_IDS,
+    ErasureOutcome,
+    ErasureRefused,
+    record_json,
+)
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
 from immutablelog.server.ingest import read_json
@@ -100,17 +105,5 @@ def list_erasures(request: Request) -> Response:
     _, tenant = require_key(ledger, request, "admin")
     records = ledger.erasures.index.records(tenant.id)
     return JSONResponse(
-        {
-            "origin": ledger.origin(tenant),
-            "erasures": [
-                {
-                    "index": r.index,
-                    "at": r.received_at,
-                    "reason": r.reason,
-                    "by": r.by,
-                    "ranges": [list(span) for span in r.ranges],
-                }
-                for r in records
-            ],
-        }
+        {"origin": ledger.origin(tenant), "erasures": [record_json(r) for r in records]}
     )

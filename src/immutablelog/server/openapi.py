@@ -11,6 +11,8 @@ from typing import Any
 
 from immutablelog import __version__
 from immutablelog.entry import EVENT_TYPES, MAX_IDEMPOTENCY_KEY_CHARS
+from immutablelog.erasure import MAX_REASON_CHARS
+from immutablelog.ledger.erasing import MAX_ERASE_IDS
 from immutablelog.server.params import MAX_POSITION, MAX_TEXT_CHARS
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -215,7 +217,67 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json({"$ref": "#/components/schemas/EventWithProof"}, "Event"),
                         **_errors(400, 401, 403, 404),
                     },
-                }
+                },
+                "delete": {
+                    "summary": "Erase the event's values (payload, actor, extra meta); admin "
+                    "key. Recorded in the log first; every proof stays valid",
+                    **_READ,
+                    "parameters": [
+                        {
+                            "name": "event_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "reason",
+                            "in": "query",
+                            "required": True,
+                            "description": "Why (kept in the log for good: say why, not whom)",
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_REASON_CHARS,
+                                "pattern": _NO_NUL,
+                            },
+                        },
+                        _TENANT_QUERY,
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Erasure"}, "Erased"),
+                        **_errors(400, 401, 403, 404, 422, 503),
+                    },
+                },
+            },
+            "/v1/erasures": {
+                "get": {
+                    "summary": "Every erasure the log records (indexes, when, why, by whom); "
+                    "admin key",
+                    **_READ,
+                    "parameters": [_TENANT_QUERY],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/ErasureList"}, "Erasures"),
+                        **_errors(400, 401, 403),
+                    },
+                },
+                "post": {
+                    "summary": f"Erase the values of up to {MAX_ERASE_IDS} events by id, or of "
+                    "every event of one actor; admin key",
+                    **_READ,
+                    "parameters": [_TENANT_QUERY],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ErasureRequest"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/Erasure"}, "Erased"),
+                        **_errors(400, 401, 403, 404, 413, 422, 503),
+                    },
+                },
             },
             "/v1/verify": {
                 "get": {
@@ -243,6 +305,13 @@ def openapi_document() -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "schema": {"type": "string", "enum": ["jsonl", "csv"]},
+                        },
+                        {
+                            "name": "erasable",
+                            "in": "query",
+                            "required": False,
+                            "description": "0: a bundle without the entries' erasable parts",
+                            "schema": {"type": "string", "enum": ["1", "0"]},
                         },
                         _TENANT_QUERY,
                     ],
@@ -535,6 +604,15 @@ def _schemas() -> dict[str, Any]:
                         "properties": {
                             "index": {"type": "integer"},
                             "entry": {"type": "string", "description": "RFC 8785 entry bytes"},
+                            "erasable": {
+                                "type": "object",
+                                "description": "The entry's erasable part, while stored",
+                                "required": ["salt", "values"],
+                                "properties": {
+                                    "salt": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                                    "values": {"type": "string"},
+                                },
+                            },
                         },
                     },
                 },
@@ -565,6 +643,46 @@ def _schemas() -> dict[str, Any]:
                 "tree_size": {"type": "integer"},
                 "inclusion_proof": {"type": "array", "items": {"type": "string"}},
                 "checkpoint": {"type": "string"},
+            },
+        },
+        "Erasure": {
+            "type": "object",
+            "required": ["records", "ranges", "erased"],
+            "properties": {
+                "records": {
+                    "type": "array",
+                    "description": "Indexes of the erasure records that log it",
+                    "items": {"type": "integer"},
+                },
+                "ranges": {
+                    "type": "array",
+                    "description": "The erased indexes, as half-open [start, end) ranges",
+                    "items": {"type": "array", "items": {"type": "integer"}},
+                },
+                "erased": {"type": "integer", "description": "Values deleted now"},
+            },
+        },
+        "ErasureRequest": {
+            "type": "object",
+            "required": ["reason"],
+            "additionalProperties": False,
+            "properties": {
+                "ids": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_ERASE_IDS,
+                    "items": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS},
+                },
+                "actor": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS},
+                "reason": {"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS},
+            },
+        },
+        "ErasureList": {
+            "type": "object",
+            "required": ["origin", "erasures"],
+            "properties": {
+                "origin": {"type": "string"},
+                "erasures": {"type": "array", "items": {"type": "object"}},
             },
         },
         "IntegrityReport": {
