@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from immutablelog.checkpoint import Checkpoint, Verifier, open_checkpoint
-from immutablelog.entry import ADMIN_SERVICE
+from immutablelog.entry import ADMIN_SERVICE, decode_entry, decode_erasable, reveal
 from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
 from immutablelog.merkle import leaf_hash, root_from_leaves, verify_consistency
 
@@ -169,28 +169,42 @@ class LiveServer(LiveProcess):
     def headers(self, key: str | None = None, **more: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.ingest_key}", **more}
 
+    def _rows(self, sql: str, tenant: str) -> list[tuple[Any, ...]]:
+        """Rows of a query with one parameter (the tenant), straight from the database."""
+        if self.database_url:
+            import psycopg
+
+            with psycopg.connect(self.database_url) as pg:
+                return pg.execute(sql.replace("?", "%s"), (tenant,)).fetchall()
+        conn = sqlite3.connect(f"file:{self.data_dir / 'ledger.db'}?mode=ro", uri=True)
+        try:
+            return conn.execute(sql, (tenant,)).fetchall()
+        finally:
+            conn.close()
+
     def raw_entries(self, tenant: str = DEFAULT_TENANT) -> list[bytes]:
         """Every stored entry of ``tenant`` in index order, read straight from the database."""
         sql = (
             "SELECT e.entry FROM entries e JOIN tenants t ON t.id = e.tenant_id "
             "WHERE t.name = ? ORDER BY e.idx"
         )
-        if self.database_url:
-            import psycopg
-
-            with psycopg.connect(self.database_url) as pg:
-                rows = pg.execute(sql.replace("?", "%s"), (tenant,)).fetchall()
-            return [bytes(row[0]) for row in rows]
-        conn = sqlite3.connect(f"file:{self.data_dir / 'ledger.db'}?mode=ro", uri=True)
-        try:
-            rows = conn.execute(sql, (tenant,)).fetchall()
-        finally:
-            conn.close()
-        return [bytes(row[0]) for row in rows]
+        return [bytes(row[0]) for row in self._rows(sql, tenant)]
 
     def entries(self, tenant: str = DEFAULT_TENANT, *, admin: bool = False) -> list[dict[str, Any]]:
-        """Stored entries, decoded; without the log's own admin events unless ``admin``."""
-        decoded = [json.loads(data) for data in self.raw_entries(tenant)]
+        """Stored events as readers see them (each entry with its erasable values, checked
+        against its commitment); without the log's own admin events unless ``admin``."""
+        sql = (
+            "SELECT e.entry, x.salt, x.erasable_values FROM entries e "
+            "JOIN tenants t ON t.id = e.tenant_id "
+            "LEFT JOIN erasables x ON x.tenant_id = e.tenant_id AND x.idx = e.idx "
+            "WHERE t.name = ? ORDER BY e.idx"
+        )
+        decoded = []
+        for data, salt, values in self._rows(sql, tenant):
+            entry = decode_entry(bytes(data))
+            if salt is not None:
+                entry = reveal(entry, decode_erasable(entry, bytes(salt) + bytes(values)))
+            decoded.append(entry)
         return [e for e in decoded if admin or e["service"] != ADMIN_SERVICE]
 
     def get(self, path: str, **params: Any) -> httpx.Response:

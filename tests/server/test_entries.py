@@ -30,10 +30,10 @@ def test_binary_records_are_the_stored_bytes(live_server: LiveServer) -> None:
     assert records(response.content) == [(i, stored[i]) for i in range(3, 20)]
     # Without the header (or preferring JSON only), the JSON page as before.
     body = get(live_server, "/v1/entries?start=3&end=5", "application/json").json()
-    assert body == {
-        "start": 3,
-        "entries": [{"index": i, "entry": stored[i].decode()} for i in (3, 4)],
-    }
+    assert body["start"] == 3
+    assert [(e["index"], e["entry"]) for e in body["entries"]] == [
+        (i, stored[i].decode()) for i in (3, 4)
+    ]
     # Past the end: an empty page, not an error.
     assert get(live_server, "/v1/entries?start=500", ENTRIES_MEDIA_TYPE).content == b""
 

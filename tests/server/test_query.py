@@ -202,7 +202,7 @@ def test_export_bundle_is_complete_and_recorded(seeded: LiveServer) -> None:
     assert response.status_code == 200
     lines = [json.loads(line) for line in response.text.splitlines()]
     header, entries = lines[0], lines[1:]
-    assert header["format"] == "immutablelog-bundle/1"
+    assert header["format"] == "immutablelog-bundle/2"
     assert header["log_key"] == seeded.verifier_key
     checkpoint = open_checkpoint(Verifier(seeded.verifier_key), header["checkpoint"])
     assert [e["index"] for e in entries] == list(range(checkpoint.size))

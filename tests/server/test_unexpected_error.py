@@ -66,14 +66,14 @@ def test_a_hanging_read_holds_up_only_itself(
     ledger: Ledger, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release, entered = threading.Event(), threading.Event()
-    real_entries = ledger.entries
+    real_entries = ledger.entry_bytes
 
     def hanging_entries(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         assert release.wait(30), "the test never released the read"
         return real_entries(*args, **kwargs)
 
-    monkeypatch.setattr(ledger, "entries", hanging_entries)
+    monkeypatch.setattr(ledger, "entry_bytes", hanging_entries)
     read = {"Authorization": f"Bearer {keys['read']}"}
     with served_in_thread(create_app(ledger), http=ApiHttpProtocol) as url:
         answers: list[httpx.Response] = []
