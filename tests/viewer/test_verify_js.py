@@ -334,3 +334,49 @@ def test_browser_and_python_agree_on_every_vector(
     # Both verdicts occur, so agreement is not agreement on "everything passes".
     assert {ok for ok, _ in expected} == {True, False}
     watched.assert_quiet()
+
+
+CHECK_ERASABLE = """
+async (cases) => {
+  const v = await import("./assets/verify.js");
+  const verdicts = [];
+  for (const [entry, part] of cases) {
+    try {
+      verdicts.push([true, await v.checkErasable(entry, part)]);
+    } catch (error) {
+      if (!(error instanceof v.VerifyError)) throw error;
+      verdicts.push([false, null]);
+    }
+  }
+  return verdicts;
+}
+"""
+
+
+def test_browser_and_python_agree_on_erasable_parts(
+    context: pw_sync.BrowserContext, server: LiveServer
+) -> None:
+    import json
+
+    from immutablelog.entry import EntryError, build_entry, decode_erasable, validate_submission
+
+    meta = {"type": "info", "event_name": "user.login", "service": "web", "actor": "zoë"}
+    sub = validate_submission('{"note": "café"}', meta, "k")
+    assert sub.erasable is not None
+    entry = build_entry(sub, tenant="t", index=0, entry_id="i", received_at="now")
+    part = {"salt": sub.erasable.salt.hex(), "values": sub.erasable.values.decode()}
+    other_salt = {**part, "salt": bytes(16).hex()}
+    other_values = {**part, "values": part["values"].replace("zoë", "zoe")}
+    cases = [[entry, part], [entry, other_salt], [entry, other_values]]
+    watched = watch(context, server.url)
+    watched.page.goto(server.url + "/")
+    in_browser = watched.page.evaluate(CHECK_ERASABLE, cases)
+    for (_, case), (ok, values) in zip(cases, in_browser, strict=True):
+        raw = bytes.fromhex(case["salt"]) + case["values"].encode()
+        try:
+            expected = [True, decode_erasable(entry, raw)]
+        except EntryError:
+            expected = [False, None]
+        assert [ok, values] == expected, json.dumps(case)
+    assert [ok for ok, _ in in_browser] == [True, False, False]
+    watched.assert_quiet()

@@ -27,7 +27,9 @@ const CSV_COLUMNS = [
   "idempotency_key", "payload", "leaf_hash",
 ];
 // Entry fields shown in their own rows of the detail view rather than under "Meta".
-const ENTRY_FIELDS = new Set(["v", "tenant", "index", "id", "received_at", "idempotency_key", "payload"]);
+const ENTRY_FIELDS = new Set([
+  "v", "tenant", "index", "id", "received_at", "idempotency_key", "payload", "erasable_hash", "erased", "tampered",
+]);
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -530,7 +532,14 @@ function renderEvent(entry, leafHex) {
   if (entry.actor) field(list, "Actor", entry.actor);
   if (entry.request_id) field(list, "Request", requestLink(entry.request_id));
   field(list, "Leaf hash", el("code", null, leafHex));
-  $("detail-payload").replaceChildren(renderPayload(entry.payload));
+  const erased = entry.erased;
+  $("detail-payload").replaceChildren(
+    erased
+      ? el("p", "erased", `Erased ${erased.at} by ${erased.by}: ${erased.reason} (erasure record ${erased.index})`)
+      : entry.payload == null
+        ? el("p", "erased", `Values missing: ${entry.tampered ?? "not served"}`)
+        : renderPayload(entry.payload),
+  );
   const meta = Object.fromEntries(Object.entries(entry).filter(([name]) => !ENTRY_FIELDS.has(name) && name !== "leaf_hash"));
   $("detail-meta").replaceChildren(renderJSON(meta));
 }
@@ -543,10 +552,13 @@ async function openEvent(eventId) {
   $("detail-meta").replaceChildren();
   let body;
   let entryText;
+  let erasable;
   try {
     body = await getJSON(`v1/events/${encodeURIComponent(eventId)}`);
     const page = await getJSON("v1/entries", { start: body.index, end: body.index + 1 });
-    entryText = page.entries.find((e) => e.index === body.index)?.entry;
+    const item = page.entries.find((e) => e.index === body.index);
+    entryText = item?.entry;
+    erasable = item?.erasable;
   } catch (failure) {
     if (failure instanceof ApiError && failure.status === 401) return signOut();
     badge(false, `Not verified: ${describe(failure)}`);
@@ -561,6 +573,7 @@ async function openEvent(eventId) {
   try {
     const { checkpoint, leaf, entry } = await verifyEvent(state.key, {
       entryText,
+      erasable,
       index: body.index,
       treeSize: body.tree_size,
       proof: body.inclusion_proof,
@@ -568,8 +581,9 @@ async function openEvent(eventId) {
     });
     if (entry.id !== eventId) throw new VerifyError(`the entry at index ${body.index} is ${entry.id}, not ${eventId}`);
     const took = performance.measure("immutablelog:verified", "immutablelog:verify").duration.toFixed(1);
-    // What is shown is what was hashed, not the server's rendering of it.
-    renderEvent(entry, toHex(leaf));
+    // What is shown is what was hashed, not the server's rendering of it (an erasure is
+    // the server's word: its record is an entry of the same log).
+    renderEvent({ ...entry, erased: body.event.erased }, toHex(leaf));
     badge(
       true,
       `Verified in this browser: entry ${body.index} is in the log's tree of ${checkpoint.size} ` +

@@ -358,11 +358,29 @@ export async function openCheckpoint(key, note, expectedOrigin = null) {
 }
 
 /**
+ * The values of a format 2 entry's erasable part ({salt: hex, values: text}), once
+ * SHA-256(0x02 || salt || values) is the entry's erasable_hash; throws a VerifyError if not.
+ */
+export async function checkErasable(entry, erasable) {
+  const salt = fromHex(erasable.salt);
+  const digest = toHex(await sha256(concat(Uint8Array.of(2), salt, utf8.encode(erasable.values))));
+  if (salt.length !== 16 || digest !== entry.erasable_hash) {
+    throw new VerifyError("the erasable part does not match the entry's erasable_hash");
+  }
+  const values = JSON.parse(erasable.values);
+  if (values === null || typeof values !== "object" || typeof values.payload !== "string") {
+    throw new VerifyError("the erasable values hold no payload");
+  }
+  return values;
+}
+
+/**
  * The whole check behind an event's badge: the checkpoint is signed by the pinned key for
- * this tenant's log, and the entry's bytes hash through the proof to its root.
+ * this tenant's log, and the entry's bytes hash through the proof to its root; a format 2
+ * entry's erasable part, when given, matches its commitment (and its values are put back).
  * Returns {checkpoint, leaf, entry} or throws a VerifyError naming what failed.
  */
-export async function verifyEvent(key, { entryText, index, treeSize, proof, note }) {
+export async function verifyEvent(key, { entryText, erasable, index, treeSize, proof, note }) {
   let entry;
   try {
     entry = JSON.parse(entryText);
@@ -389,6 +407,9 @@ export async function verifyEvent(key, { entryText, index, treeSize, proof, note
     await verifyInclusion(index, checkpoint.size, leaf, proof.map((h) => b64decode(h, "proof hash")), checkpoint.root);
   } catch (error) {
     throw new VerifyError(`the entry is not in the signed tree: ${error.message}`);
+  }
+  if (entry.erasable_hash !== undefined && erasable) {
+    entry = { ...entry, ...(await checkErasable(entry, erasable)) };
   }
   return { checkpoint, leaf, entry };
 }
