@@ -7,6 +7,7 @@ layers over it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,7 @@ from immutablelog.ledger.storage import (
     ApiKey,
     EventQuery,
     Storage,
+    StorageError,
     StoredCheckpoint,
     StoredEntry,
     Tenant,
@@ -210,6 +212,8 @@ class Ledger:
         self._sweeper.stop()
         stopped = self._sequencer.stop()
         if self._upkeep.stop() and stopped:
+            with contextlib.suppress(StorageError):  # the next start purges it instead
+                self.storage.purge_erased()  # what an erasure just now left behind
             self.storage.close()
         else:
             # Closing connections under a live writer would crash it mid-commit; the process

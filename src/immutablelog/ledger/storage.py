@@ -430,6 +430,14 @@ class Storage(Protocol):
         calling it again. Only after an erasure record covering them was committed."""
         ...
 
+    def purge_erased(self) -> bool:
+        """Remove what erasures left behind in free space and old versions (SQLite: the
+        search index's merged segments, the write-ahead logs; PostgreSQL: a VACUUM), if an
+        erasure happened since the last call; return whether one had. Off the erasure's
+        path (the upkeep thread runs it): it rewrites indexes whose size grows with the log.
+        """
+        ...
+
     def erasable_indexes(
         self,
         tenant_id: int,

@@ -1,4 +1,5 @@
-"""Upkeep behind the writer, on a thread of its own: the search index and the WAL.
+"""Upkeep behind the writer, on a thread of its own: the search index, the WAL, and the
+physical clean-up after erasures (``Storage.purge_erased``).
 
 Both jobs are work a commit would otherwise do, moved off the writer's path:
 
@@ -44,6 +45,7 @@ class Upkeep:
         self._lock = threading.Lock()
         self._checkpoint_failures = RepeatedFailure(logger, "WAL checkpoints")
         self._indexing_failures = RepeatedFailure(logger, "search indexing")
+        self._purge_failures = RepeatedFailure(logger, "purging erased values")
 
     def start(self) -> None:
         with self._lock:
@@ -70,7 +72,16 @@ class Upkeep:
         while not self._stopping.is_set():
             self._catch_up()
             self._checkpoint()
+            self._purge()
             self._stopping.wait(self._interval)
+
+    def _purge(self) -> None:
+        try:
+            self._storage.purge_erased()
+        except Exception as exc:  # the thread must outlive any failure
+            self._purge_failures.raised(exc)
+        else:
+            self._purge_failures.succeeded()
 
     def _checkpoint(self) -> None:
         try:

@@ -796,10 +796,21 @@ class PostgresStorage:
                 "DELETE FROM erasables WHERE tenant_id = %s AND idx = ANY(%s::int8[])",
                 (tenant_id, wanted),
             ).rowcount
-        # Deleted rows stay in the table's pages until vacuumed: vacuum them now.
-        with self._connection() as conn:  # autocommit: VACUUM runs outside a transaction
-            conn.execute("VACUUM (INDEX_CLEANUP ON) erasables, entries_search, entries")
+            if erased:
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('purge_pending', '1') "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                )
         return int(erased)
+
+    def purge_erased(self) -> bool:
+        if not self._query("SELECT 1 FROM meta WHERE key = 'purge_pending'"):
+            return False
+        self._query("DELETE FROM meta WHERE key = 'purge_pending'")
+        # Deleted rows and old row versions (the nulled actor, its index entries) stay in
+        # the pages until vacuumed. (Autocommit: VACUUM runs outside a transaction.)
+        self._query("VACUUM (INDEX_CLEANUP ON) erasables, entries_search, entries")
+        return True
 
     def erasable_indexes(
         self,

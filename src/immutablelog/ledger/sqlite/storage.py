@@ -711,34 +711,48 @@ class SQLiteStorage:
         # The search file's lock throughout: the indexer must not read the values between
         # their purge from the index and their deletion.
         with self._file_lock(self._search_lock_path):
+            with _transaction(search, "BEGIN"):
+                if _purge_search(search, tenant_id, indexes):
+                    search.execute(
+                        "INSERT INTO search.meta (key, value) VALUES ('purge_pending', '1') "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                    )
+            with self.write() as tx:
+                for chunk in _chunks(indexes):
+                    marks = ",".join("?" * len(chunk))
+                    erased += tx._conn.execute(
+                        f"DELETE FROM erasables WHERE tenant_id = ? AND idx IN ({marks})",
+                        (tenant_id, *chunk),
+                    ).rowcount
+                    tx._conn.execute(
+                        f"UPDATE entries SET actor = NULL WHERE tenant_id = ? "
+                        f"AND idx IN ({marks}) AND actor IS NOT NULL",
+                        (tenant_id, *chunk),
+                    )
+        # Old page images stay in the write-ahead log until it is reset.
+        self._conn.execute("PRAGMA main.wal_checkpoint(TRUNCATE)").fetchall()
+        return erased
+
+    def purge_erased(self) -> bool:
+        search = self._search_conn
+        row = search.execute("SELECT value FROM search.meta WHERE key = 'purge_pending'").fetchone()
+        if row is None:
+            return False
+        with self._file_lock(self._search_lock_path):
+            # A 'delete' only adds tombstones: the words stay in older segments until those
+            # are merged with them. Merge them all, overwriting what is freed.
             search.execute("PRAGMA search.secure_delete = ON")
             try:
-                with _transaction(search, "BEGIN"):
-                    purged = _purge_search(search, tenant_id, indexes)
-                with self.write() as tx:
-                    for chunk in _chunks(indexes):
-                        marks = ",".join("?" * len(chunk))
-                        erased += tx._conn.execute(
-                            f"DELETE FROM erasables WHERE tenant_id = ? AND idx IN ({marks})",
-                            (tenant_id, *chunk),
-                        ).rowcount
-                        tx._conn.execute(
-                            f"UPDATE entries SET actor = NULL WHERE tenant_id = ? "
-                            f"AND idx IN ({marks}) AND actor IS NOT NULL",
-                            (tenant_id, *chunk),
-                        )
-                if purged:
-                    # A 'delete' only adds tombstones; the words stay in older segments
-                    # until they are merged with them. Merge them all.
+                with _transaction(search, "BEGIN IMMEDIATE"):
                     search.execute(
                         "INSERT INTO search.entries_search (entries_search) VALUES ('optimize')"
                     )
+                    search.execute("DELETE FROM search.meta WHERE key = 'purge_pending'")
             finally:
                 search.execute("PRAGMA search.secure_delete = OFF")
-            # Old page images would otherwise stay in the write-ahead logs.
-            for conn, schema in ((self._conn, "main"), (search, "search")):
-                conn.execute(f"PRAGMA {schema}.wal_checkpoint(TRUNCATE)").fetchall()
-        return erased
+            search.execute("PRAGMA search.wal_checkpoint(TRUNCATE)").fetchall()
+        self._conn.execute("PRAGMA main.wal_checkpoint(TRUNCATE)").fetchall()
+        return True
 
     def erasable_indexes(
         self,
