@@ -255,3 +255,22 @@ def test_a_batch_of_entry_ids_is_distinct_uuid7_of_one_millisecond() -> None:
     assert len({p.int >> 80 for p in parsed}) == 1  # one timestamp
     assert {value[19] for value in ids} == set("89ab")  # variant 10, then two random bits
     assert new_entry_ids(0) == []
+
+
+def test_a_forked_child_never_reuses_its_parents_salts() -> None:
+    """Salts are cut from a per-thread pool; a child after fork must draw its own."""
+    import os
+
+    validate_submission("{}", META, "key")  # the pool now holds salts the child inherits
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        sub = validate_submission("{}", META, "key")
+        os.write(write_end, sub.erasable.salt if sub.erasable else b"")
+        os._exit(0)
+    os.close(write_end)
+    child_salt = os.read(read_end, 64)
+    os.waitpid(pid, 0)
+    parent = validate_submission("{}", META, "key")
+    assert parent.erasable is not None and len(child_salt) == 16
+    assert child_salt != parent.erasable.salt

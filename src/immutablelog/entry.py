@@ -22,6 +22,7 @@ import json
 import os
 import re
 import struct
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,6 +101,36 @@ class PayloadTooLarge(EntryError):
     """The payload exceeds :data:`MAX_PAYLOAD_BYTES` (answered with 413, not 422)."""
 
 
+class _SaltPool(threading.local):
+    """Salts cut from one ``os.urandom`` call per 256 entries and thread: a call per salt
+    costs more than sealing the values. A child process after ``fork`` draws afresh, so
+    parent and child never hand out the same salt."""
+
+    _generation = 0  # bumped in every forked child
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.offset = 0
+        self.generation = -1
+
+    def take(self) -> bytes:
+        if self.offset >= len(self.buffer) or self.generation != _SaltPool._generation:
+            self.buffer = os.urandom(SALT_BYTES * 256)
+            self.offset = 0
+            self.generation = _SaltPool._generation
+        start = self.offset
+        self.offset = start + SALT_BYTES
+        return self.buffer[start : self.offset]
+
+
+def _forked() -> None:
+    _SaltPool._generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+_SALTS = _SaltPool()
+
+
 @dataclass(frozen=True, slots=True)
 class Erasable:
     """The erasable part of a format 2 entry: a random salt and the JCS bytes of the values
@@ -111,7 +142,7 @@ class Erasable:
 
     @classmethod
     def seal(cls, values: bytes, salt: bytes | None = None) -> Erasable:
-        salt = os.urandom(SALT_BYTES) if salt is None else salt
+        salt = _SALTS.take() if salt is None else salt
         return cls(salt, values, erasable_hash(salt, values))
 
     def to_bytes(self) -> bytes:

@@ -137,6 +137,14 @@ class LogClient:
             raise CouldNotCheck("malformed_answer", f"GET /v1/events/{event_id} gave no index")
         return index
 
+    def erasure_hint(self, event_id: str) -> int | None:
+        """The index of the erasure record the server says covers event ``event_id``, if
+        any. Only a hint: ``prove`` fetches that record and checks it."""
+        body = self._json(f"/v1/events/{quote(event_id, safe='')}", {})
+        erased = body.get("erased")
+        index = erased.get("index") if isinstance(erased, dict) else None
+        return index if type(index) is int and index >= 0 else None
+
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         body = self._json("/v1/proofs/inclusion", {"index": str(index), "size": str(size)})
         if body.get("index") != index or body.get("tree_size") != size:

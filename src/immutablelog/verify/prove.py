@@ -4,9 +4,10 @@ checked here against a checkpoint whose signature is checked here."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from immutablelog.checkpoint import Checkpoint
-from immutablelog.entry import decode_entry, decode_erasable, is_committed, reveal
+from immutablelog.entry import EntryError, decode_entry, decode_erasable, is_committed, reveal
 from immutablelog.merkle import ProofError
 from immutablelog.merkle import verify_inclusion as merkle_verify_inclusion
 from immutablelog.verify.checks import MalformedAnswer, check_page, parse_page
@@ -115,11 +116,61 @@ def _prove(
     event = decode_entry(data)
     if is_committed(event):
         if part is None:
-            report.warnings.append(
-                f"the payload and meta of entry {index} were not sent (erased, or withheld): "
-                "what is proven is its clear fields and its commitment to them"
-            )
-        else:  # the page check has already held the part to the commitment
-            event = reveal(event, decode_erasable(event, part))
+            erased = _prove_erasure(client, report, checkpoint, tenant, index, event["id"])
+            if erased is None:
+                return
+            event = {**event, "payload": None, "erased": erased}
+        else:
+            try:
+                event = reveal(event, decode_erasable(event, part))
+            except EntryError as exc:  # hashes to the commitment, so committed so
+                report.add(Finding(FindingKind.ALTERED_VALUES, exc.message, index))
+                return
     event["leaf_hash"] = leaf.hex()
     report.event = event
+
+
+def _prove_erasure(
+    client: LogClient,
+    report: Report,
+    checkpoint: Checkpoint,
+    tenant: str,
+    index: int,
+    event_id: str,
+) -> dict[str, Any] | None:
+    """An entry served without its values is proven erased only by an erasure record that
+    is itself in the signed tree and covers it; the server names the record, this checks it.
+    Returns what the record says, or ``None`` after a finding."""
+    hint = client.erasure_hint(event_id)
+    record = None
+    if hint is not None and index < hint < checkpoint.size:
+        try:
+            raw = client.entries_page(hint, hint + 1)
+            page = check_page(raw, hint, hint + 1, tenant)
+        except MalformedAnswer as exc:
+            raise CouldNotCheck("malformed_answer", f"GET /v1/entries: {exc}") from None
+        if page.contiguous == 1 and not page.anomalies:
+            proof = client.inclusion_proof(hint, checkpoint.size)
+            try:
+                merkle_verify_inclusion(
+                    hint, checkpoint.size, page.leaves, proof, checkpoint.root_hash
+                )
+                record = page.erasures[0] if page.erasures else None
+            except ProofError:
+                record = None
+    if record is None or not any(start <= index < end for start, end in record.ranges):
+        report.add(
+            Finding(
+                FindingKind.MISSING_VALUES,
+                f"the payload and meta of entry {index} are gone, and the server names no "
+                "erasure record in the signed log that covers it",
+                index,
+                entry_id=event_id,
+            )
+        )
+        return None
+    report.erased_entries = 1
+    erased = {"index": record.index, "at": record.received_at, "reason": record.reason}
+    erased["by"] = record.by
+    report.erasures.append({**erased, "count": sum(e - s for s, e in record.ranges)})
+    return erased
