@@ -39,6 +39,7 @@ TRIGGERS = (
     "checkpoints_no_delete",
     "checkpoints_cover_entries",
     "checkpoints_grow",
+    "erasables_no_update",
 )
 EVENTS = 40
 
@@ -91,39 +92,50 @@ def forged_row(tenant_id: int, index: int) -> tuple[Any, ...]:
         build_entry(submission, tenant="default", index=index, entry_id=entry_id,
                     received_at=received)
     )  # fmt: skip
+    assert submission.erasable is not None
     return (
         tenant_id, index, entry_id, received, "success", "payment.sent", "svc", None, None,
-        None, submission.idempotency_key, data, leaf_hash(data),
+        None, submission.idempotency_key, data, leaf_hash(data), submission.erasable.salt,
+        submission.erasable.values,
     )  # fmt: skip
 
 
 def insert_row(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """The forged entry and its erasable part, as a thorough attacker writes them."""
     conn.execute(
         "INSERT INTO entries (tenant_id, idx, id, received_at, type, event_name, service, env, "
         "request_id, actor, idempotency_key, entry, leaf) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        row,
+        row[:13],
     )
+    conn.execute("INSERT INTO erasables VALUES (?, ?, ?, ?)", (row[0], row[1], *row[13:]))
 
 
 def shift_indexes(conn: sqlite3.Connection, tenant_id: int, start: int, by: int) -> None:
     # Two passes through negative numbers: a one-step UPDATE would collide on the primary key.
-    conn.execute(
-        "UPDATE entries SET idx = -idx - 1 WHERE tenant_id = ? AND idx >= ?", (tenant_id, start)
-    )
-    conn.execute(
-        "UPDATE entries SET idx = -idx - 1 + ? WHERE tenant_id = ? AND idx < 0", (by, tenant_id)
-    )
+    # The erasable parts move with their entries.
+    for table in ("entries", "erasables"):
+        conn.execute(
+            f"UPDATE {table} SET idx = -idx - 1 WHERE tenant_id = ? AND idx >= ?",
+            (tenant_id, start),
+        )
+        conn.execute(
+            f"UPDATE {table} SET idx = -idx - 1 + ? WHERE tenant_id = ? AND idx < 0",
+            (by, tenant_id),
+        )
 
 
 def alter_payload(conn: sqlite3.Connection, tenant_id: int, index: int) -> None:
-    """Change one byte of an entry's payload ("event" -> "Event"), keeping its length."""
+    """Change one byte of an entry's payload ("event" -> "Event"), keeping its length: in
+    its erasable part, where a format 2 entry's payload is."""
     (data,) = conn.execute(
-        "SELECT entry FROM entries WHERE tenant_id = ? AND idx = ?", (tenant_id, index)
+        "SELECT erasable_values FROM erasables WHERE tenant_id = ? AND idx = ?",
+        (tenant_id, index),
     ).fetchone()
     changed = bytes(data).replace(b'\\"event ', b'\\"Event ', 1)
     assert len(changed) == len(data) and changed != data
     conn.execute(
-        "UPDATE entries SET entry = ? WHERE tenant_id = ? AND idx = ?", (changed, tenant_id, index)
+        "UPDATE erasables SET erasable_values = ? WHERE tenant_id = ? AND idx = ?",
+        (changed, tenant_id, index),
     )
 
 
@@ -141,7 +153,7 @@ def test_one_changed_payload_byte_is_pinpointed(server: LiveServer, tmp_path: Pa
     ):
         code, body = verify(server, *extra)
         assert code == 1, body
-        assert kinds_at(body) == [("altered_entry", victim)]
+        assert kinds_at(body) == [("altered_values", victim)]
         assert body["findings"][0]["entry_id"] == victim_id
         assert body["state_saved"] is False
 
@@ -162,7 +174,7 @@ def test_workers_checking_runs_of_pages_pinpoint_an_altered_entry(
     with client(server) as remote:
         report = verify_remote(remote, state_path=None, pinned_key=server.verifier_key, workers=2)
     assert report.exit_code == 1
-    assert [(f.kind, f.index) for f in report.findings] == [(FindingKind.ALTERED_ENTRY, victim)]
+    assert [(f.kind, f.index) for f in report.findings] == [(FindingKind.ALTERED_VALUES, victim)]
 
 
 def test_deleted_entry_is_pinpointed(server: LiveServer, tmp_path: Path) -> None:
@@ -178,7 +190,8 @@ def test_deleted_entry_is_pinpointed(server: LiveServer, tmp_path: Path) -> None
 
 def test_deleted_and_renumbered_entry_is_pinpointed(server: LiveServer, tmp_path: Path) -> None:
     def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
-        conn.execute("DELETE FROM entries WHERE tenant_id = ? AND idx = 23", (tenant_id,))
+        for table in ("entries", "erasables"):
+            conn.execute(f"DELETE FROM {table} WHERE tenant_id = ? AND idx = 23", (tenant_id,))
         shift_indexes(conn, tenant_id, 24, -1)
 
     tamper(server, attack)
@@ -227,10 +240,11 @@ def test_swapped_entries_are_pinpointed(server: LiveServer, tmp_path: Path) -> N
     ids = (stored_id(server, first), stored_id(server, second))
 
     def attack(conn: sqlite3.Connection, tenant_id: int) -> None:
-        swap = "UPDATE entries SET idx = ? WHERE tenant_id = ? AND idx = ?"
-        conn.execute(swap, (-1, tenant_id, first))
-        conn.execute(swap, (first, tenant_id, second))
-        conn.execute(swap, (second, tenant_id, -1))
+        for table in ("entries", "erasables"):  # each part moves with its entry
+            swap = f"UPDATE {table} SET idx = ? WHERE tenant_id = ? AND idx = ?"
+            conn.execute(swap, (-1, tenant_id, first))
+            conn.execute(swap, (first, tenant_id, second))
+            conn.execute(swap, (second, tenant_id, -1))
 
     tamper(server, attack)
     code, body = verify(server, "--state", tmp_path / "s.json")
@@ -249,14 +263,17 @@ def rewrite_history(conn: sqlite3.Connection, tenant_id: int, signer: Signer) ->
     nodes: list[tuple[int, int, bytes]] = []
     for idx, data in rows:
         entry = orjson.loads(data)
-        entry["payload"] = entry["payload"].replace("event", "forged")
+        if "payload" in entry:  # the log's own records hold theirs
+            entry["payload"] = entry["payload"].replace("event", "forged")
+        else:  # a format 2 entry commits to its payload: forge what it holds in clear
+            entry["event_name"] = "forged." + entry["event_name"]
         forged = encode_entry(entry)
         leaf = leaf_hash(forged)
         leaves.append(leaf)
         nodes += [(lv, i, h) for (lv, i), h in tree.append(leaf)[1:]]
         conn.execute(
-            "UPDATE entries SET entry = ?, leaf = ? WHERE tenant_id = ? AND idx = ?",
-            (forged, leaf, tenant_id, idx),
+            "UPDATE entries SET entry = ?, leaf = ?, event_name = ? WHERE tenant_id = ? AND idx = ?",
+            (forged, leaf, entry["event_name"], tenant_id, idx),
         )
     conn.execute("DELETE FROM nodes WHERE tenant_id = ?", (tenant_id,))
     conn.executemany(
