@@ -272,7 +272,8 @@ def rewrite_history(conn: sqlite3.Connection, tenant_id: int, signer: Signer) ->
         leaves.append(leaf)
         nodes += [(lv, i, h) for (lv, i), h in tree.append(leaf)[1:]]
         conn.execute(
-            "UPDATE entries SET entry = ?, leaf = ?, event_name = ? WHERE tenant_id = ? AND idx = ?",
+            "UPDATE entries SET entry = ?, leaf = ?, event_name = ? "
+            "WHERE tenant_id = ? AND idx = ?",
             (forged, leaf, entry["event_name"], tenant_id, idx),
         )
     conn.execute("DELETE FROM nodes WHERE tenant_id = ?", (tenant_id,))

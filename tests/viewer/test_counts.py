@@ -3,7 +3,6 @@ backends, and its parameters against bad input."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,8 +22,7 @@ def _counts(server: LiveServer, **params: Any) -> dict[str, Any]:
 
 def _expected(server: LiveServer, width: int, **match: Any) -> dict[str, Counter[str]]:
     expected: dict[str, Counter[str]] = {}
-    for data in server.raw_entries():
-        entry = json.loads(data)
+    for entry in server.entries(admin=True):
         if all(entry.get(k) == v for k, v in match.items()):
             expected.setdefault(entry["received_at"][:width], Counter())[entry["type"]] += 1
     return expected

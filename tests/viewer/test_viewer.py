@@ -96,7 +96,7 @@ def viewer(context: pw_sync.BrowserContext, server: LiveServer) -> Watched:
 
 def stored(server: LiveServer, **match: Any) -> list[dict[str, Any]]:
     """Entries as stored, newest first, restricted to those whose fields equal ``match``."""
-    entries = [json.loads(data) for data in server.raw_entries()]
+    entries = server.entries(admin=True)
     return [e for e in reversed(entries) if all(e.get(k) == v for k, v in match.items())]
 
 
