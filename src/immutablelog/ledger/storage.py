@@ -277,6 +277,22 @@ def event_filters(
     return where, params
 
 
+def erasable_filters(
+    tenant_id: int, mark: str, start: int, end: int | None, received_before: str | None
+) -> tuple[list[str], list[object]]:
+    """The WHERE terms of :meth:`Storage.erasable_indexes` over entries ``e`` joined with
+    their erasable parts ``x``, with ``mark`` as the parameter placeholder."""
+    where = [f"x.tenant_id = {mark}", f"x.idx >= {mark}"]
+    params: list[object] = [tenant_id, start]
+    if end is not None:
+        where.append(f"x.idx < {mark}")
+        params.append(end)
+    if received_before is not None:
+        where.append(f"e.received_at < {mark}")
+        params.append(received_before)
+    return where, params
+
+
 def prefix_range(prefix: str) -> tuple[str, str]:
     """Bounds of the strings starting with ``prefix``: a range, not LIKE, so that no
     character needs escaping and an index on the column serves it."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from immutablelog.ledger.health import RepeatedFailure
 from immutablelog.ledger.storage import Storage
@@ -71,25 +72,18 @@ class Upkeep:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._catch_up()
-            self._checkpoint()
-            self._purge()
+            self._guarded(self._storage.checkpoint_log, self._checkpoint_failures)
+            self._guarded(self._storage.purge_erased, self._purge_failures)
             self._stopping.wait(self._interval)
 
-    def _purge(self) -> None:
+    @staticmethod
+    def _guarded(job: Callable[[], object], failures: RepeatedFailure) -> None:
         try:
-            self._storage.purge_erased()
+            job()
         except Exception as exc:  # the thread must outlive any failure
-            self._purge_failures.raised(exc)
+            failures.raised(exc)
         else:
-            self._purge_failures.succeeded()
-
-    def _checkpoint(self) -> None:
-        try:
-            self._storage.checkpoint_log()
-        except Exception as exc:  # the thread must outlive any failure
-            self._checkpoint_failures.raised(exc)
-        else:
-            self._checkpoint_failures.succeeded()
+            failures.succeeded()
 
     def _catch_up(self) -> None:
         try:

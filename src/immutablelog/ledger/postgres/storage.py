@@ -52,6 +52,7 @@ from immutablelog.ledger.storage import (
     Tenant,
     api_key_from_row,
     check_tree_end,
+    erasable_filters,
     erasable_values,
     event_filters,
     joined_part,
@@ -821,14 +822,7 @@ class PostgresStorage:
         start: int = 0,
         end: int | None = None,
     ) -> list[int]:
-        where = ["x.tenant_id = %s", "x.idx >= %s"]
-        params: list[object] = [tenant_id, start]
-        if end is not None:
-            where.append("x.idx < %s")
-            params.append(end)
-        if received_before is not None:
-            where += ["e.received_at < %s"]
-            params.append(received_before)
+        where, params = erasable_filters(tenant_id, "%s", start, end, received_before)
         if actor is not None:
             where.append("e.actor = %s")
             params.append(actor)

@@ -35,6 +35,7 @@ from immutablelog.ledger.storage import (
     Tenant,
     api_key_from_row,
     check_tree_end,
+    erasable_filters,
     erasable_values,
     event_filters,
     joined_part,
@@ -763,14 +764,7 @@ class SQLiteStorage:
         start: int = 0,
         end: int | None = None,
     ) -> list[int]:
-        where = ["x.tenant_id = ?", "x.idx >= ?"]
-        params: list[object] = [tenant_id, start]
-        if end is not None:
-            where.append("x.idx < ?")
-            params.append(end)
-        if received_before is not None:
-            where.append("e.received_at < ?")
-            params.append(received_before)
+        where, params = erasable_filters(tenant_id, "?", start, end, received_before)
         join = "JOIN main.erasables AS x ON x.tenant_id = e.tenant_id AND x.idx = e.idx"
         if actor is None:
             rows = self._conn.execute(
