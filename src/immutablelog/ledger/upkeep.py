@@ -72,9 +72,12 @@ class Upkeep:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._catch_up()
-            self._guarded(self._storage.checkpoint_log, self._checkpoint_failures)
+            self._checkpoint()
             self._guarded(self._storage.purge_erased, self._purge_failures)
             self._stopping.wait(self._interval)
+
+    def _checkpoint(self) -> None:
+        self._guarded(self._storage.checkpoint_log, self._checkpoint_failures)
 
     @staticmethod
     def _guarded(job: Callable[[], object], failures: RepeatedFailure) -> None:
