@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,11 +237,39 @@ def _raw(data_dir: Path) -> bytes:
 
 
 def _cli(*args: str) -> str:
-    import subprocess
-    import sys
-
     done = subprocess.run(
         [sys.executable, "-m", "immutablelog", *args], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr + done.stdout
     return done.stdout
+
+
+def test_the_cli_erases_through_a_server_and_sets_retention(server: LiveServer) -> None:
+    (target,) = post_events(server, "mallory", 1, SECRET)
+    out = _cli(
+        "erase", "--id", target, "--reason", "by the cli", "--url", server.url,
+        "--key", server.admin_key,
+    )  # fmt: skip
+    assert json.loads(out)["erased"] == 1
+    assert server.get(f"/v1/events/{target}").json()["event"]["erased"]["reason"] == "by the cli"
+    refused = subprocess.run(
+        [sys.executable, "-m", "immutablelog", "erase", "--id", target, "--reason", "r",
+         "--url", server.url, "--key", server.read_key],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "403" in refused.stderr
+    assert "give --id" in _cli_fails("erase", "--reason", "r", "--url", server.url)
+    _cli("tenants", "set-retention", "default", "--days", "30", "--data-dir", str(server.data_dir))
+    records = [
+        e for e in server.entries(admin=True) if e["event_name"] == "immutablelog.retention.set"
+    ]
+    assert json.loads(records[-1]["payload"])["days"] == 30
+    assert "give --days" in _cli_fails("tenants", "set-retention", "default")
+
+
+def _cli_fails(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "immutablelog", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    return done.stderr
