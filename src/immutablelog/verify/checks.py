@@ -440,7 +440,7 @@ class _Facts:
     place in the list checked) commit to which hash, and which are erasure records."""
 
     last_id: str | None = None
-    commitments: list[tuple[int, str]] = field(default_factory=list)
+    commitments: list[tuple[int, str, str]] = field(default_factory=list)  # place, hash, id
     erasures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -455,10 +455,16 @@ def _checked_facts(datas: list[bytes]) -> _Facts:
             continue
         at = data.find(b'"erasable_hash":"')
         if at >= 0:
-            facts.commitments.append((place, data[at + 17 : at + 81].decode("ascii", "replace")))
+            digest = data[at + 17 : at + 81].decode("ascii", "replace")
+            facts.commitments.append((place, digest, _id_of_checked(data)))
         elif record in data:
             facts.erasures.append((place, orjson.loads(data)))
     return facts
+
+
+def _id_of_checked(data: bytes) -> str:
+    at = data.find(b'"id":"') + 6
+    return data[at : data.find(b'"', at)].decode("utf-8", "replace")
 
 
 def _fast_content_check(positions: list[int], datas: list[bytes], tenant: str) -> _Facts | None:
@@ -500,7 +506,7 @@ def _fast_slice(
         return False
     if not _VALUE_TYPES.issuperset(map(type, chain.from_iterable(map(dict.values, dicts)))):
         return False
-    commitments: list[tuple[int, str]] = []
+    commitments: list[tuple[int, str, str]] = []
     clear: list[dict[str, Any]] = dicts
     hashes = [d.get("erasable_hash") for d in dicts]
     if hashes.count(None) != count:
@@ -516,7 +522,10 @@ def _fast_slice(
             return False
         if not COMMITTED_FIELDS.issuperset(set().union(*(dicts[i] for i in places))):
             return False
-        commitments = [(offset + i, digest) for i, digest in zip(places, digests, strict=True)]
+        ids = texts[1]
+        commitments = [
+            (offset + i, digest, ids[i]) for i, digest in zip(places, digests, strict=True)
+        ]
     try:
         if set(map(type, map(_get_payload, clear))) - _STR:
             return False
@@ -561,7 +570,7 @@ def _slow_content_check(
         else:
             entry = orjson.loads(data)
             if entry["v"] == 2 and "erasable_hash" in entry:
-                facts.commitments.append((place, entry["erasable_hash"]))
+                facts.commitments.append((place, entry["erasable_hash"], entry["id"]))
             elif entry["event_name"] == ERASURE_EVENT:
                 facts.erasures.append((place, entry))
             if entry["tenant"] != tenant:
@@ -595,13 +604,13 @@ def _check_parts(
     without one, and read the erasure records."""
     anomalies: list[Anomaly] = []
     missing: list[int] = []
-    revealed: list[tuple[int, str, bytes]] = []
-    for place, digest in facts.commitments:
+    revealed: list[tuple[int, str, bytes, str]] = []
+    for place, digest, entry_id in facts.commitments:
         part = parts[place]
         if part is None:
             missing.append(positions[place])
         else:
-            revealed.append((positions[place], digest, part))
+            revealed.append((positions[place], digest, part, entry_id))
     if revealed:
         anomalies.extend(_check_revealed(revealed))
     erasures: list[ErasureRecord] = []
@@ -618,16 +627,16 @@ def _check_parts(
     return anomalies, tuple(to_ranges(missing)), tuple(erasures)
 
 
-def _check_revealed(revealed: list[tuple[int, str, bytes]]) -> list[Anomaly]:
+def _check_revealed(revealed: list[tuple[int, str, bytes, str]]) -> list[Anomaly]:
     """Each part must hash to its entry's commitment. That binds the values to the signed
     tree byte for byte; their JSON form is checked where they are shown (``prove``, the
     server's reads, ``decode_erasable``), not here, where it would double the cost of a
     run for nothing a changed byte could hide behind."""
     sha256 = hashlib.sha256
-    computed = [sha256(b"\x02" + part).hexdigest() for _, _, part in revealed]
+    computed = [sha256(b"\x02" + part).hexdigest() for _, _, part, _ in revealed]
     if (
-        computed == [digest for _, digest, _ in revealed]
-        and min(len(part) for _, _, part in revealed) > SALT_BYTES
+        computed == [digest for _, digest, _, _ in revealed]
+        and min(len(part) for _, _, part, _ in revealed) > SALT_BYTES
     ):
         return []
     return [
@@ -636,8 +645,9 @@ def _check_revealed(revealed: list[tuple[int, str, bytes]]) -> list[Anomaly]:
             position,
             "the erasable part does not hash to the entry's erasable_hash "
             "(its salt or values were changed)",
+            entry_id,
         )
-        for (position, digest, part), mine in zip(revealed, computed, strict=True)
+        for (position, digest, part, entry_id), mine in zip(revealed, computed, strict=True)
         if mine != digest or len(part) <= SALT_BYTES
     ]
 
