@@ -178,6 +178,7 @@ def test_a_changed_salt_or_value_is_tampered(tmp_path: Path, damage: str) -> Non
         log.parts[3] = part[:SALT_BYTES]
     report = verify(log.bundle(tmp_path / "b.jsonl"))
     assert kinds(report) == ["altered_values"] and report.findings[0].index == 3
+    assert report.findings[0].entry_id == "id-3"
 
 
 def test_a_bundle_without_values_proves_the_clear_fields(tmp_path: Path) -> None:
