@@ -29,15 +29,19 @@ from immutablelog.checkpoint import (
 from immutablelog.entry import Submission, timestamp, validate_submission
 from immutablelog.ledger import keys
 from immutablelog.ledger.integrity import IntegrityReport, check_log
+from immutablelog.ledger.key_history import signing_keys
+from immutablelog.ledger.keyring import KeyRing
 from immutablelog.ledger.sequencer import AppendResult, CommitStats, Sequencer
 from immutablelog.ledger.storage import (
     AlreadyExists,
     ApiKey,
     EventQuery,
+    SigningKeyMissing,
     Storage,
     StoredCheckpoint,
     StoredEntry,
     Tenant,
+    WriteTransaction,
 )
 from immutablelog.ledger.upkeep import Upkeep
 from immutablelog.merkle import EMPTY_ROOT, consistency_nodes, inclusion_nodes
@@ -113,16 +117,17 @@ class Ledger:
     """Tenants, keys and one append-only, signed Merkle log per tenant."""
 
     def __init__(
-        self, storage: Storage, signer: Signer, config: LedgerConfig | None = None
+        self, storage: Storage, keyring: KeyRing, config: LedgerConfig | None = None
     ) -> None:
         self.config = config or LedgerConfig()
         self.storage = storage
-        self.signer = signer
+        self.keyring = keyring
         self.log_name = storage.initialize(self.config.log_name)
-        if signer.name != self.log_name:
+        if keyring.log_name != self.log_name:
             raise LedgerError(
                 "key_mismatch",
-                f"the signing key is named {signer.name!r} but this log is {self.log_name!r}",
+                f"the signing keys are named {keyring.log_name!r} but this log is "
+                f"{self.log_name!r}",
             )
         self._bind_signing_key()
         self._commit_listeners: list[CommitListener] = []
@@ -131,7 +136,7 @@ class Ledger:
         self._keys_version = -1
         self._sequencer = Sequencer(
             storage,
-            signer,
+            self._signers,
             self.log_name,
             max_batch_events=self.config.max_batch_events,
             idempotency_retention=self.config.idempotency_retention,
@@ -146,31 +151,31 @@ class Ledger:
         try:
             # The stored log name wins over the configured one: a log never changes its name.
             log_name = storage.initialize(config.log_name)
-            named = storage.log_key()
-            if named is not None and not config.key_path.exists():
-                # Another host made this log: a new key here could only be refused.
-                raise LedgerError(
-                    "key_missing",
-                    f"this log is signed by the key {named}, and there is no key file at "
-                    f"{config.key_path}. {_PROVIDE_KEY}",
-                )
-            config.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            signer = load_or_create_signer(config.key_path, log_name)
-            return cls(storage, signer, config)
+            if not storage.log_keys():
+                # A new log (or one from before keys were recorded): this host's key file,
+                # made now if there is none, is checked and recorded by the constructor.
+                config.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                load_or_create_signer(config.key_path, log_name)
+            return cls(storage, KeyRing(config.key_path, log_name), config)
         except BaseException:
             storage.close()
             raise
 
     def _bind_signing_key(self) -> None:
-        """Sign only a log whose database names this key, recording it on first use.
+        """Sign only a log whose database names this host's keys, recording the first key.
 
         A log without a recorded key (new, or from before keys were recorded) adopts this
-        one only if it signed the latest checkpoint of every tenant: whoever holds another
-        key is told which key to bring instead of signing checkpoints no verifier accepts.
+        host's key only if it signed the latest checkpoint of every tenant: whoever holds
+        another key is told which key to bring instead of signing checkpoints no verifier
+        accepts. A log with a key history needs the keys that sign now (a host without them
+        refuses to start), and a host whose own key file is not in that history is refused.
         """
-        ours = self.signer.verifier_key()
-        named = self.storage.log_key()
-        if named is None:
+        primary = self.keyring.primary()
+        history = self.storage.log_keys()
+        if not history:
+            if primary is None:
+                raise LedgerError("key_missing", f"there is no key file at {self.keyring.key_path}")
+            ours = primary.verifier_key()
             verifier = Verifier(ours)
             for tenant in self.storage.list_tenants():
                 latest = self.storage.latest_checkpoint(tenant.id)
@@ -184,13 +189,23 @@ class Ledger:
                         f"the latest checkpoint of tenant {tenant.name!r} is not signed by this "
                         f"host's key {ours}. {_PROVIDE_KEY}",
                     ) from None
-            named = self.storage.bind_log_key(ours)
-        if named != ours:
+            self.storage.bind_log_key(ours)
+            history = self.storage.log_keys()
+        signing = signing_keys(history, timestamp())
+        if primary is not None and primary.verifier_key() not in {k.key for k in history}:
             raise LedgerError(
                 "key_mismatch",
-                f"this log is signed by the key {named}, but this host's key "
-                f"({self.config.key_path}) is {ours}. {_PROVIDE_KEY}",
+                f"this log is signed by the key {signing[-1].key}, but this host's key "
+                f"({self.keyring.key_path}) is {primary.verifier_key()}. {_PROVIDE_KEY}",
             )
+        try:
+            self.keyring.signers(signing)
+        except SigningKeyMissing as exc:
+            raise LedgerError("key_missing", f"{exc}. {_PROVIDE_KEY}") from None
+
+    def _signers(self, tx: WriteTransaction, now: str) -> list[Signer]:
+        """The keys that sign a checkpoint made in ``tx`` at ``now``, as its database says."""
+        return self.keyring.signers(signing_keys(tx.log_keys(), now))
 
     def start(self) -> None:
         """Start the writer and the upkeep thread now (a server does, so that the search
@@ -248,7 +263,8 @@ class Ledger:
         try:
             with self.storage.write() as tx:
                 tenant = tx.create_tenant(name, now)
-                note = sign_checkpoint(self.signer, Checkpoint(self.origin(tenant), 0, EMPTY_ROOT))
+                empty = Checkpoint(self.origin(tenant), 0, EMPTY_ROOT)
+                note = sign_checkpoint(self._signers(tx, now), empty)
                 tx.insert_checkpoint(tenant.id, 0, EMPTY_ROOT, note, now)
         except AlreadyExists as exc:
             raise LedgerError("tenant_exists", str(exc)) from None
@@ -409,8 +425,8 @@ class Ledger:
     def check_integrity(
         self, tenant: Tenant, start: int = 0, end: int | None = None
     ) -> IntegrityReport:
-        verifier = Verifier(self.signer.verifier_key())
-        return check_log(self.storage, tenant, self.origin(tenant), verifier, start, end)
+        verifiers = [Verifier(key.key) for key in self.storage.log_keys()]
+        return check_log(self.storage, tenant, self.origin(tenant), verifiers, start, end)
 
     # the log's own audit trail ---------------------------------------------------------
     def record_admin_event(
@@ -423,4 +439,5 @@ class Ledger:
         return self.submit(tenant, [submission])
 
     def verifier_key(self) -> str:
-        return self.signer.verifier_key()
+        """The log's newest key: the one that signs once a rotation under way has ended."""
+        return self.storage.log_keys()[-1].key
