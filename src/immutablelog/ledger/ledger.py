@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from immutablelog.checkpoint import (
 from immutablelog.entry import Submission, timestamp, validate_submission
 from immutablelog.ledger import keys
 from immutablelog.ledger.integrity import IntegrityReport, check_log
-from immutablelog.ledger.key_history import signing_keys
+from immutablelog.ledger.key_history import Handover, LogKey, signing_keys
 from immutablelog.ledger.keyring import KeyRing
 from immutablelog.ledger.sequencer import AppendResult, CommitStats, Sequencer
 from immutablelog.ledger.storage import (
@@ -66,6 +66,19 @@ _PROVIDE_KEY = (
 )
 
 
+#: The shortest rotation: long enough that witnesses and verifiers can see both signatures.
+MIN_TRANSITION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A rotation of the log key: the outgoing key retires at ``old_key_retires_at``."""
+
+    old_key: str
+    new_key: str
+    old_key_retires_at: str
+
+
 class LedgerError(ValueError):
     """A request the ledger refuses: ``reason`` is a machine code for the API's error body."""
 
@@ -89,6 +102,14 @@ class LedgerConfig:
     @property
     def key_path(self) -> Path:
         return self.signing_key_file or self.data_dir / "log-signing.key"
+
+
+def _rotation_in_progress(current: list[LogKey]) -> LedgerError:
+    return LedgerError(
+        "rotation_in_progress",
+        f"a rotation is under way until {current[0].retired_at}: wait for it to end or end it "
+        "with `immutablelog log-key finish`",
+    )
 
 
 def check_tenant_name(name: str) -> str:
@@ -427,6 +448,78 @@ class Ledger:
     ) -> IntegrityReport:
         verifiers = [Verifier(key.key) for key in self.storage.log_keys()]
         return check_log(self.storage, tenant, self.origin(tenant), verifiers, start, end)
+
+    # the log's keys ------------------------------------------------------------------------
+    def log_keys(self) -> list[LogKey]:
+        """The log's keys over its rotations, oldest first."""
+        return self.storage.log_keys()
+
+    def handovers(self, tenant: Tenant) -> list[Handover]:
+        """The tenant's checkpoints signed by an outgoing and an incoming key."""
+        return self.storage.handovers(tenant.id)
+
+    def rotate_log_key(self, new_key: str, transition: timedelta) -> Rotation:
+        """Start signing with ``new_key`` (held by this host) beside the current key, which
+        retires after ``transition``.
+
+        In one transaction: the new key joins the history, the old one gets its retirement
+        time, and each tenant's latest checkpoint is signed again by both (the handover a
+        verifier that trusts the old key follows). Every host's next commit reads the new
+        history, so from then on every checkpoint carries both signatures until the old key
+        retires. Then each tenant's log records the rotation.
+        """
+        if transition < MIN_TRANSITION:
+            raise LedgerError(
+                "bad_transition",
+                f"the transition must last at least {int(MIN_TRANSITION.total_seconds())} "
+                "seconds, so that verifiers and witnesses see checkpoints signed by both keys",
+            )
+        current = signing_keys(self.storage.log_keys(), timestamp())
+        if len(current) != 1:
+            raise _rotation_in_progress(current)
+        incoming = self.keyring.signer(new_key)
+        if incoming is None:
+            raise LedgerError(
+                "key_missing",
+                f"this host holds no private key for {new_key} in {self.keyring.directory}: "
+                "make one with `immutablelog log-key generate` and copy its file to every host",
+            )
+        started = datetime.now(UTC)
+        now, ends = timestamp(started), timestamp(started + transition)
+        with self.storage.write() as tx:
+            history = tx.log_keys()
+            if any(key.key == new_key for key in history):
+                raise LedgerError("key_exists", f"{new_key} is already one of the log's keys")
+            current = signing_keys(history, now)
+            if len(current) != 1:
+                raise _rotation_in_progress(current)
+            (outgoing,) = self.keyring.signers(current)
+            tx.add_log_key(new_key, now)
+            tx.retire_log_keys(new_key, ends)
+            tenants = self.storage.list_tenants()
+            for tenant in tenants:
+                latest = self.checkpoint(tenant)
+                body = Checkpoint(self.origin(tenant), latest.size, latest.root)
+                note = sign_checkpoint([outgoing, incoming], body)
+                tx.insert_handover(tenant.id, Handover(current[0].key, new_key, latest.size, note))
+        details = {"old_key": current[0].key, "new_key": new_key, "old_key_retires_at": ends}
+        for tenant in tenants:
+            self.record_admin_event(tenant, "immutablelog.log_key.rotated", details).result()
+        return Rotation(current[0].key, new_key, ends)
+
+    def finish_rotation(self) -> Rotation:
+        """End the rotation under way now: only the newest key signs from the next commit."""
+        now = timestamp()
+        with self.storage.write() as tx:
+            current = signing_keys(tx.log_keys(), now)
+            if len(current) < 2:
+                raise LedgerError("no_rotation", "no rotation of the log key is under way")
+            tx.retire_log_keys(current[-1].key, now)
+        details = {"old_key": current[0].key, "new_key": current[-1].key, "old_key_retired_at": now}
+        for tenant in self.storage.list_tenants():
+            event = "immutablelog.log_key.rotation_finished"
+            self.record_admin_event(tenant, event, details).result()
+        return Rotation(current[0].key, current[-1].key, now)
 
     # the log's own audit trail ---------------------------------------------------------
     def record_admin_event(

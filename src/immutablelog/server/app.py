@@ -129,6 +129,7 @@ ROUTES = [
     Route("/v1/proofs/inclusion", read.get_inclusion_proof, methods=["GET"]),
     Route("/v1/proofs/consistency", read.get_consistency_proof, methods=["GET"]),
     Route("/v1/log-key", read.get_log_key, methods=["GET"]),
+    Route("/v1/log-keys", read.get_log_keys, methods=["GET"]),
     Route("/tlog/{tenant}/checkpoint", tiles.get_checkpoint, methods=["GET"]),
     Route("/tlog/{tenant}/tile/{path:path}", tiles.get_tile, methods=["GET"]),
     Route("/livez", livez, methods=["GET"]),

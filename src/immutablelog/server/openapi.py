@@ -413,8 +413,21 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/log-key": {
                 "get": {
-                    "summary": "The log's verifier key (signed-note verifier key form)",
+                    "summary": "The log's verifier key (signed-note verifier key form); "
+                    "during a rotation, the incoming one",
                     "responses": {"200": _text("Verifier key")},
+                }
+            },
+            "/v1/log-keys": {
+                "get": {
+                    "summary": "The log's keys over its rotations, and the tenant's handover "
+                    "checkpoints (signed by the outgoing and the incoming key)",
+                    **_READ,
+                    "parameters": [_TENANT_QUERY],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/LogKeys"}, "Key history"),
+                        **_errors(400, 401, 403),
+                    },
                 }
             },
             "/tlog/{tenant}/checkpoint": {
@@ -689,6 +702,37 @@ def _schemas() -> dict[str, Any]:
                 "events_checked": {"type": "integer"},
                 "checkpoints_checked": {"type": "integer"},
                 "breaks": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "LogKeys": {
+            "type": "object",
+            "required": ["keys", "handovers"],
+            "properties": {
+                "keys": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["key", "added_at", "retired_at"],
+                        "properties": {
+                            "key": {"type": "string"},
+                            "added_at": {"type": "string"},
+                            "retired_at": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+                "handovers": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["old_key", "new_key", "size", "checkpoint"],
+                        "properties": {
+                            "old_key": {"type": "string"},
+                            "new_key": {"type": "string"},
+                            "size": {"type": "integer"},
+                            "checkpoint": {"type": "string"},
+                        },
+                    },
+                },
             },
         },
         "Proof": {

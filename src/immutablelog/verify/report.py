@@ -108,6 +108,10 @@ class Report:
     event: dict[str, Any] | None = None
     #: The witnesses whose valid cosignatures the checkpoint carried (with a witness policy).
     witnesses: list[str] | None = None
+    #: Rotations of the log key followed in this run (each vouched for by the key before it).
+    key_rotations: list[str] = field(default_factory=list)
+    #: The keys trusted before them, oldest first.
+    replaced_keys: list[str] = field(default_factory=list)
 
     def add(self, finding: Finding) -> None:
         self.findings_total += 1
@@ -152,6 +156,8 @@ class Report:
             out["event"] = self.event
         if self.witnesses is not None:
             out["witnesses"] = list(self.witnesses)
+        if self.key_rotations:
+            out["key_rotations"] = list(self.key_rotations)
         return out
 
 
@@ -182,6 +188,8 @@ def render_human(report: Report, console: Console) -> None:
             f"{escape(str(event.get('type')))} {escape(str(event.get('event_name')))} "
             f"({escape(str(event.get('service')))}) at {escape(str(event.get('received_at')))}"
         )
+    for rotation in report.key_rotations:
+        console.print(f"  [cyan]key rotated[/cyan] {escape(rotation)}")
     for warning in report.warnings:
         console.print(f"  [yellow]warning[/yellow]     {escape(warning)}")
     if status is Status.TAMPERED:

@@ -89,7 +89,7 @@ class KeyHistoryRows:
     def handovers(self: _Backend, tenant_id: int) -> list[Handover]:
         rows = self._conn.execute(
             "SELECT old_key, new_key, size, note FROM log_key_handovers WHERE tenant_id = ? "
-            "ORDER BY size, rowid",
+            "ORDER BY size, new_key",
             (tenant_id,),
         )
         return [Handover(old, new, size, note) for old, new, size, note in rows]
