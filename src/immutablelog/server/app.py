@@ -185,7 +185,7 @@ def create_app(
     app.state.witnessing = None
     app.state.observe_witnesses = None
     if witnesses is not None:
-        app.state.witnessing = Witnessing(the_ledger, witnesses, the_ledger.config.data_dir)
+        app.state.witnessing = Witnessing(the_ledger, witnesses)
         app.state.observe_witnesses = app.state.witnessing.register_metrics(
             app.state.metrics.registry
         )
