@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from immutablelog.checkpoint import Checkpoint, Signer, Verifier, open_checkpoint
-from immutablelog.entry import validate_submission
+from immutablelog.entry import Submission, validate_submission
 from immutablelog.ledger import Ledger, LedgerError
 from immutablelog.ledger.keyring import ROTATED_KEY_FILE
 from immutablelog.ledger.storage import SigningKeyMissing, Storage
@@ -25,7 +25,7 @@ __all__ = ["storage"]
 DAY = timedelta(days=1)
 
 
-def _event(n: int) -> object:
+def _event(n: int) -> Submission:
     return validate_submission(
         f'{{"n": {n}}}', {"type": "info", "event_name": "t", "service": "s"}, f"rotation-{n}"
     )
