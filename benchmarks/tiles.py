@@ -144,6 +144,66 @@ class Ingest:
         conn.close()
 
 
+class Flood:
+    """As fast as the server takes them: 1,000-event batches back to back from ``clients``
+    keep-alive connections (bodies encoded beforehand), for ``seconds``. Ingest capacity."""
+
+    def __init__(self, server: LiveServer, seconds: float, seed: int, clients: int = 2) -> None:
+        self.server = server
+        self.seconds = seconds
+        self.clients = clients
+        events = seed_events(int(seconds * 20_000), seed)
+        self.bodies: list[bytes] = []
+        while len(self.bodies) < seconds * 20:
+            batch = [e for _, e in zip(range(1000), events, strict=False)]
+            self.bodies.append(
+                orjson.dumps(
+                    {
+                        "events": [
+                            {
+                                "payload": e.payload,
+                                "meta": e.meta,
+                                "idempotency_key": e.idempotency_key,
+                            }
+                            for e in batch
+                        ]
+                    }
+                )
+            )
+        self.acked = 0
+        self._lock = threading.Lock()
+
+    def run(self) -> float:
+        """Events acknowledged per second."""
+        host, port = self.server.url.removeprefix("http://").split(":")
+        headers = {**self.server.headers(), "Content-Type": "application/json"}
+        bodies = iter(self.bodies)
+        started = time.perf_counter()
+
+        def client() -> None:
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            while time.perf_counter() - started < self.seconds:
+                with self._lock:
+                    body = next(bodies, None)
+                if body is None:
+                    break
+                conn.request("POST", "/v1/events/batch", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"ingest answered {response.status}")
+                with self._lock:
+                    self.acked += 1000
+            conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(self.clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return self.acked / (time.perf_counter() - started)
+
+
 class CosignWatcher(threading.Thread):
     """Polls the tiles checkpoint; records when each size became cosigned by every witness."""
 
@@ -193,6 +253,7 @@ def witnessing(root: Path, server: LiveServer, seconds: float, seed: int) -> lis
         base = Ingest(server, seconds, seed)
         base.run()
         base_cpu = process_tree_cpu(server.process.pid if server.process else 0) - cpu_before
+        flood_without = [Flood(server, seconds / 2, seed + 10).run()]
         idle.stop.set()
         idle.join()
         server.stop()
@@ -211,8 +272,15 @@ def witnessing(root: Path, server: LiveServer, seconds: float, seed: int) -> lis
         load.run()
         cpu = process_tree_cpu(server.process.pid if server.process else 0) - cpu_before
         time.sleep(2)  # let the last batches be cosigned
+        flood_with = Flood(server, seconds / 2, seed + 11).run()
         watcher.stop.set()
         watcher.join()
+        server.stop()
+        # Without witnesses once more, so that drift on a shared machine shows.
+        server.extra_env = {}
+        server.start()
+        flood_without.append(Flood(server, seconds / 2, seed + 12).run())
+        server.stop()
         waits = [watcher.latency(at, index) for at, index in load.acked]
         missing = sum(w is None for w in waits)
         stats.append(
@@ -234,6 +302,13 @@ def witnessing(root: Path, server: LiveServer, seconds: float, seed: int) -> lis
                 f"server CPU {cpu:.2f} s vs {base_cpu:.2f} s without "
                 f"({(cpu / base_cpu - 1) * 100 if base_cpu else 0:+.1f}%)",
             )
+        )
+        mean_without = sum(flood_without) / len(flood_without)
+        console.print(
+            f"ingest capacity (1,000-event batches, 2 clients): without witnesses "
+            f"{flood_without[0]:,.0f} then {flood_without[1]:,.0f} events/s; with 2 witnesses "
+            f"{flood_with:,.0f} events/s ({(flood_with / mean_without - 1) * 100:+.1f}% against "
+            "the mean without; target: no more than 5% lower)"
         )
     finally:
         server.kill()

@@ -105,8 +105,10 @@ def test_a_rotation_signs_with_both_keys_then_the_new_one_on_every_host(
         assert _signed_by(b.checkpoint(acme).note, old, new) == [False, True]
         a.append(acme, [_event(6)])
         assert _signed_by(a.checkpoint(acme).note, old, new) == [False, True]
-        # Old checkpoints still verify, by the key that signed them.
+        # Old checkpoints still verify, by the key that signed them (which a bundle names).
         assert open_checkpoint(Verifier(old), a.checkpoint_at(acme, before.size).note)
+        assert a.key_that_signed(a.checkpoint_at(acme, before.size).note) == old
+        assert a.key_that_signed(a.checkpoint(acme).note) == new
         assert a.check_integrity(acme).valid and b.check_integrity(acme).valid
         with pytest.raises(LedgerError) as none:
             a.finish_rotation()

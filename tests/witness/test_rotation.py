@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import psycopg
 from click.testing import CliRunner
+from tlog_scales import tlog
+from tlog_scales.signing import Vkey
 
 from immutablelog.checkpoint import Signer, Verifier
 from immutablelog.cli.commands import cli
@@ -39,6 +41,16 @@ def log_key_command(server: LiveServer, *args: str) -> subprocess.CompletedProce
         where += ["--database-url", server.database_url]
     return subprocess.run(
         [sys.executable, "-m", "immutablelog", "log-key", *args, *where],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def tiles_sync(server: LiveServer, out: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "immutablelog", "tiles", "sync", "--to", str(out)]
+    return subprocess.run(
+        [*command, "--data-dir", str(server.data_dir)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -178,9 +190,11 @@ def test_two_postgres_hosts_follow_a_rotation_with_a_witness_and_verifiers(
 def test_a_sqlite_server_follows_a_rotation_made_beside_it(tmp_path: Path) -> None:
     server = LiveServer(tmp_path / "data")
     server.start()
+    static = tmp_path / "static"
     try:
         ingest(server, 10)
         old = server.verifier_key
+        assert tiles_sync(server, static).returncode == 0
         rotated = log_key_command(server, "rotate", "--transition", "2m")
         assert rotated.returncode == 0, rotated.stderr
         new = rotated.stdout.strip()
@@ -197,6 +211,13 @@ def test_a_sqlite_server_follows_a_rotation_made_beside_it(tmp_path: Path) -> No
         assert log_key_command(server, "finish").returncode == 0
         assert post_one(server).is_success
         assert not signed_by(checkpoint(server), old)
+        # tiles sync goes on across the rotation (it checks its old checkpoint by either key),
+        # and a tlog client holding the new key reads what it wrote.
+        synced = tiles_sync(server, static)
+        assert synced.returncode == 0, synced.stderr
+        written = (static / "checkpoint").read_text()
+        tlog.Checkpoint.from_text(written).verify(Vkey.from_string(new))
+        assert size_of(written) == size_of(checkpoint(server))
         audit = httpx.get(
             server.url + "/v1/verify", headers=server.headers(server.read_key), timeout=60
         ).json()

@@ -446,13 +446,28 @@ class Ledger:
     def check_integrity(
         self, tenant: Tenant, start: int = 0, end: int | None = None
     ) -> IntegrityReport:
-        verifiers = [Verifier(key.key) for key in self.storage.log_keys()]
-        return check_log(self.storage, tenant, self.origin(tenant), verifiers, start, end)
+        return check_log(self.storage, tenant, self.origin(tenant), self.verifiers(), start, end)
 
     # the log's keys ------------------------------------------------------------------------
     def log_keys(self) -> list[LogKey]:
         """The log's keys over its rotations, oldest first."""
         return self.storage.log_keys()
+
+    def verifiers(self) -> list[Verifier]:
+        """Verifiers of every key the log has had: a checkpoint of this log carries a valid
+        signature of at least one (the one that signed when it was made)."""
+        return [Verifier(key.key) for key in self.storage.log_keys()]
+
+    def key_that_signed(self, note: str) -> str:
+        """The newest of the log's keys with a valid signature on ``note`` (what a bundle
+        names: a checkpoint from before a rotation carries only the old key's)."""
+        for key in reversed(self.storage.log_keys()):
+            try:
+                if Verifier(key.key).check(note)[1]:
+                    return key.key
+            except NoteError:
+                continue
+        return self.verifier_key()
 
     def handovers(self, tenant: Tenant) -> list[Handover]:
         """The tenant's checkpoints signed by an outgoing and an incoming key."""
