@@ -129,6 +129,9 @@ def test_two_postgres_hosts_follow_a_rotation_with_a_witness_and_verifiers(
         refused = post_one(b)
         assert refused.status_code == 503, refused.text
         assert refused.json()["reason"] == "signing_key_missing"
+        ready = httpx.get(b.url + "/readyz", timeout=10)
+        assert ready.status_code == 503 and new in ready.json()["message"]
+        assert ready.json()["checks"]["signing_keys"] == "missing"
         assert post_one(a).is_success
         note = checkpoint(a)
         assert signed_by(note, old) and signed_by(note, new)
@@ -136,6 +139,7 @@ def test_two_postgres_hosts_follow_a_rotation_with_a_witness_and_verifiers(
         key_file = next(a.data_dir.glob("log-key-*.key"))
         shutil.copy(key_file, b.data_dir / key_file.name)
         assert post_one(b).is_success
+        assert httpx.get(b.url + "/readyz", timeout=10).json()["checks"]["signing_keys"] == "ok"
         note = checkpoint(b)
         assert signed_by(note, old) and signed_by(note, new)
         listed = log_key_command(b, "list", "--json")

@@ -453,6 +453,12 @@ class Ledger:
         """The log's keys over its rotations, oldest first."""
         return self.storage.log_keys()
 
+    def missing_signing_keys(self) -> list[str]:
+        """The keys that sign now of which this host holds no private key (it cannot commit
+        until their files are in its key directory)."""
+        now = signing_keys(self.storage.log_keys(), timestamp())
+        return [key.key for key in now if self.keyring.signer(key.key) is None]
+
     def verifiers(self) -> list[Verifier]:
         """Verifiers of every key the log has had: a checkpoint of this log carries a valid
         signature of at least one (the one that signed when it was made)."""

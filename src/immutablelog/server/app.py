@@ -74,10 +74,20 @@ async def readyz(request: Request) -> Response:
     if Fault.STORAGE_FULL in faults:
         storage = "full"
         problem = problem or faults[Fault.STORAGE_FULL]
+    signing = "ok"
+    if database == "ok":
+        with contextlib.suppress(StorageError, TimeoutError):
+            missing = await _within_timeout(ledger.missing_signing_keys)
+            if missing:
+                signing = "missing"
+                problem = problem or (
+                    f"this host lacks the log key {missing[0]}, which signs now (see its log)"
+                )
     broken = ledger.broken_logs()
     checks = {
         "database": database,
         "storage": storage,
+        "signing_keys": signing,
         # One tenant's broken log does not stop this server from serving the others.
         "logs": f"{len(broken)} refused (log_integrity)" if broken else "ok",
     }
