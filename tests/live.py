@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 
 from immutablelog.checkpoint import Checkpoint, Verifier, open_checkpoint
-from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
 from immutablelog.entry import ADMIN_SERVICE
+from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
 from immutablelog.merkle import leaf_hash, root_from_leaves, verify_consistency
 
 #: One client for every test request: creating an httpx client costs tens of milliseconds

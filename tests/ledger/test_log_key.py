@@ -13,6 +13,7 @@ import pytest
 
 from immutablelog.checkpoint import Signer
 from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, LedgerError
+from immutablelog.ledger.sqlite.schema import SCHEMA_VERSION
 from immutablelog.ledger.storage import Storage
 from tests.ledger.test_storage_contract import (
     INTEGRITY,
@@ -53,6 +54,8 @@ def _checkpoints(storage: Storage) -> int:
 
 def _forget_log_key(storage: Storage) -> None:
     """Make the database look as it did before the log key was recorded (version 2)."""
+    for table in ("log_keys", "log_key_handovers", "cosignatures", "witness_status"):
+        raw_sql(storage, f"DROP TABLE {table}")
     if _is_sqlite(storage):
         statements = [
             "DROP TRIGGER meta_log_key_fixed",
@@ -62,6 +65,7 @@ def _forget_log_key(storage: Storage) -> None:
         statements = [
             "DROP TRIGGER meta_log_key_fixed ON meta",
             "DROP FUNCTION immutablelog_log_key_fixed()",
+            "DROP FUNCTION immutablelog_log_keys_fixed()",
         ]
     statements += [
         "DELETE FROM meta WHERE key = 'log_key'",
@@ -131,7 +135,10 @@ def test_an_existing_log_adopts_the_key_that_signed_its_latest_checkpoints(
     with Ledger.open(host_a) as reopened:
         assert reopened.verifier_key() == key
     assert storage.log_key() == key
-    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+        (str(SCHEMA_VERSION),)
+    ]
+    assert [k.key for k in storage.log_keys()] == [key]
 
 
 def test_the_recorded_key_cannot_be_changed_or_removed(storage: Storage, tmp_path: Path) -> None:

@@ -196,6 +196,10 @@ def test_a_version_1_ledger_is_upgraded_and_its_payloads_searchable(
     config = LedgerConfig(data_dir=tmp_path / "d")
     with monkeypatch.context() as old_release:
         old_release.setattr(sqlite_storage, "SCHEMA_VERSION", 1)
+        # Version 1 had no key history: its one key signed, unrecorded.
+        old_release.setattr(SQLiteStorage, "log_keys", lambda self: [])
+        old_release.setattr(Ledger, "_bind_signing_key", lambda self: None)
+        old_release.setattr(Ledger, "_signers", lambda self, tx, now: [self.keyring.primary()])
         with Ledger.open(config) as ledger:
             ledger.create_tenant("default")
             ledger.append(ledger.tenant("default"), [event(n, "axolotl") for n in range(4)])

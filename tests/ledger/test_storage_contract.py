@@ -229,7 +229,7 @@ def make_key(storage: Storage, tenant_id: int, name: str, scopes: set[str] | Non
 
 def test_initialize_is_idempotent_and_keeps_the_first_log_name(storage: Storage) -> None:
     assert storage.initialize("another.name") == LOG_NAME
-    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+    assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
 
 
 def test_concurrent_initialize_of_a_fresh_store(

@@ -8,6 +8,7 @@ hashes and signatures — only a verifier that kept an earlier checkpoint can (`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,11 @@ def _check_row(row: AuditRow, expected: int, tenant: Tenant, report: IntegrityRe
 
 
 def _check_checkpoint(
-    stored: StoredCheckpoint, root: bytes, verifier: Verifier, origin: str, report: IntegrityReport
+    stored: StoredCheckpoint,
+    root: bytes,
+    verifier: Verifier | Sequence[Verifier],
+    origin: str,
+    report: IntegrityReport,
 ) -> None:
     report.checkpoints_checked += 1
     try:
@@ -133,7 +138,7 @@ def check_log(
     storage: Storage,
     tenant: Tenant,
     origin: str,
-    verifier: Verifier,
+    verifier: Verifier | Sequence[Verifier],
     start: int = 0,
     end: int | None = None,
 ) -> IntegrityReport:

@@ -16,7 +16,9 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from immutablelog.entry import timestamp
 from immutablelog.ledger.health import Fault, StorageHealth
+from immutablelog.ledger.sqlite.key_history import KeyHistoryRows, KeyHistoryTransaction
 from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
@@ -175,7 +177,7 @@ _TREE_END = (
 )
 
 
-class _Transaction:
+class _Transaction(KeyHistoryTransaction):
     """A write transaction on one connection; see :class:`WriteTransaction`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -256,7 +258,7 @@ class _Transaction:
         )
 
 
-class SQLiteStorage:
+class SQLiteStorage(KeyHistoryRows):
     """A :class:`~immutablelog.ledger.storage.Storage` on one SQLite database file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -409,6 +411,8 @@ class SQLiteStorage:
                 "INSERT INTO meta (key, value) VALUES ('log_key', ?) ON CONFLICT DO NOTHING",
                 (verifier_key,),
             )
+            if not tx.log_keys():
+                tx.add_log_key(verifier_key, timestamp())
         bound = self.log_key()
         assert bound is not None
         return bound
