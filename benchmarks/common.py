@@ -223,7 +223,9 @@ def single_request(event: Event, auth: dict[str, str]) -> bytes:
 
 # -- the load generator -------------------------------------------------------------------------
 
-Mode = Literal["batch", "single"]
+#: ``batch``/``single``: events to the ledger's ingest; ``get``: ``GET path`` of an app (its
+#: requests are "acknowledged" when answered 200).
+Mode = Literal["batch", "single", "get"]
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,7 @@ class LoadSpec:
     warmup_requests: int
     seed: int
     keys: KeyStyle = "uuid7"
+    path: str = "/"
 
 
 @dataclass
@@ -273,6 +276,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def build_requests(spec: LoadSpec) -> list[bytes]:
     total = spec.requests + spec.warmup_requests
+    if spec.mode == "get":
+        return [f"GET {spec.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()] * total
     if spec.mode == "single":
         return [single_request(e, spec.auth) for e in seed_events(total, spec.seed, spec.keys)]
     events = seed_events(total * spec.batch_size, spec.seed, spec.keys)
@@ -316,6 +321,8 @@ async def _drive(port: int, mode: Mode, requests: list[bytes], concurrency: int)
                 result.statuses[status] += 1
                 if mode == "single":
                     result.acked += status == 202
+                elif mode == "get":
+                    result.acked += status == 200
                 elif status == 200:
                     answer = orjson.loads(body)
                     result.acked += answer["accepted"]

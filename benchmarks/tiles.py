@@ -17,7 +17,9 @@ In one run, minutes apart, on the same pre-filled log (in-process fill, as bench
 3. two ``immutablelog witness serve`` processes and the server asking them every 0.25 s, under
    1,000 events/s (batches of 100 every 0.1 s): for each batch, the time from its 2xx to the
    first tiles checkpoint cosigned by both witnesses that covers it; the same load on the same
-   server without witnesses gives the ingest latency and server CPU witnessing is compared to.
+   server without witnesses gives the ingest latency and server CPU witnessing is compared to;
+4. ingest capacity (1,000-event batches back to back from 2 clients) without and with the
+   witnesses, in alternating rounds on fresh server processes: what witnessing costs ingest.
 
 Targets are printed beside the numbers, never asserted.
 """
@@ -29,6 +31,7 @@ import http.client
 import json
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -144,6 +147,66 @@ class Ingest:
         conn.close()
 
 
+class Flood:
+    """As fast as the server takes them: 1,000-event batches back to back from ``clients``
+    keep-alive connections (bodies encoded beforehand), for ``seconds``. Ingest capacity."""
+
+    def __init__(self, server: LiveServer, seconds: float, seed: int, clients: int = 2) -> None:
+        self.server = server
+        self.seconds = seconds
+        self.clients = clients
+        events = seed_events(int(seconds * 20_000), seed)
+        self.bodies: list[bytes] = []
+        while len(self.bodies) < seconds * 20:
+            batch = [e for _, e in zip(range(1000), events, strict=False)]
+            self.bodies.append(
+                orjson.dumps(
+                    {
+                        "events": [
+                            {
+                                "payload": e.payload,
+                                "meta": e.meta,
+                                "idempotency_key": e.idempotency_key,
+                            }
+                            for e in batch
+                        ]
+                    }
+                )
+            )
+        self.acked = 0
+        self._lock = threading.Lock()
+
+    def run(self) -> float:
+        """Events acknowledged per second."""
+        host, port = self.server.url.removeprefix("http://").split(":")
+        headers = {**self.server.headers(), "Content-Type": "application/json"}
+        bodies = iter(self.bodies)
+        started = time.perf_counter()
+
+        def client() -> None:
+            conn = http.client.HTTPConnection(host, int(port), timeout=60)
+            while time.perf_counter() - started < self.seconds:
+                with self._lock:
+                    body = next(bodies, None)
+                if body is None:
+                    break
+                conn.request("POST", "/v1/events/batch", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"ingest answered {response.status}")
+                with self._lock:
+                    self.acked += 1000
+            conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(self.clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return self.acked / (time.perf_counter() - started)
+
+
 class CosignWatcher(threading.Thread):
     """Polls the tiles checkpoint; records when each size became cosigned by every witness."""
 
@@ -176,7 +239,18 @@ class CosignWatcher(threading.Thread):
         return None
 
 
-def witnessing(root: Path, server: LiveServer, seconds: float, seed: int) -> list[Stat]:
+def _rates(values: list[float]) -> str:
+    return ", ".join(f"{v:,.0f}" for v in values)
+
+
+def witnessing(
+    root: Path,
+    server: LiveServer,
+    seconds: float,
+    seed: int,
+    rounds: int = 3,
+    flood_seconds: float = 10.0,
+) -> list[Stat]:
     origin = f"immutablelog/{DEFAULT_TENANT}"
     witnesses = [
         LiveWitness(root / f"w{n}", f"bench.example/w{n}", [(origin, server.verifier_key)])
@@ -213,6 +287,19 @@ def witnessing(root: Path, server: LiveServer, seconds: float, seed: int) -> lis
         time.sleep(2)  # let the last batches be cosigned
         watcher.stop.set()
         watcher.join()
+        server.stop()
+        # Ingest capacity, in alternating rounds (a fresh server each, with the witnesses'
+        # environment or without), so that a shared machine's drift hits both sides alike.
+        with_env = server.extra_env
+        floods: dict[bool, list[float]] = {False: [], True: []}
+        for round_ in range(rounds):
+            for witnessed in (False, True):
+                server.extra_env = with_env if witnessed else {}
+                server.start()
+                floods[witnessed].append(
+                    Flood(server, flood_seconds, seed + 10 + 2 * round_ + witnessed).run()
+                )
+                server.stop()
         waits = [watcher.latency(at, index) for at, index in load.acked]
         missing = sum(w is None for w in waits)
         stats.append(
@@ -235,6 +322,13 @@ def witnessing(root: Path, server: LiveServer, seconds: float, seed: int) -> lis
                 f"({(cpu / base_cpu - 1) * 100 if base_cpu else 0:+.1f}%)",
             )
         )
+        without, with_ = statistics.median(floods[False]), statistics.median(floods[True])
+        console.print(
+            f"ingest capacity (1,000-event batches, 2 clients, {rounds} alternating rounds of "
+            f"{flood_seconds:g} s): without witnesses {_rates(floods[False])} events/s, "
+            f"with 2 witnesses {_rates(floods[True])}; medians {without:,.0f} vs {with_:,.0f} "
+            f"({(with_ / without - 1) * 100:+.1f}%; target: no more than 5% lower)"
+        )
     finally:
         server.kill()
         for witness in witnesses:
@@ -249,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="data directory to keep (reused if filled)")
     parser.add_argument("--seconds", type=float, default=None, help="witness load duration")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=3, help="ingest capacity rounds, each way")
+    parser.add_argument("--flood-seconds", type=float, default=10.0, help="one capacity run")
     args = parser.parse_args(argv)
     entries = args.entries or (20_000 if args.quick else 1_000_000)
     samples = 300 if args.quick else 2000
@@ -286,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         console.print(f"witnessing: {seconds:.0f} s of 1,000 events/s without, then with…")
-        stats += witnessing(root, server, seconds, args.seed + 3)
+        stats += witnessing(root, server, seconds, args.seed + 3, args.rounds, args.flood_seconds)
     finally:
         server.kill()
         if args.keep is None:

@@ -17,7 +17,7 @@ and notes interoperate with the Go ecosystem (tlog tooling, witnesses):
     verifier:  <name>+<8 hex key id>+<base64(0x01 || 32-byte public key)>
     signer:    PRIVATE+KEY+<name>+<8 hex key id>+<base64(0x01 || 32-byte seed)>
 
-The only I/O in this module is :func:`load_or_create_signer`.
+The only I/O in this module is reading and writing key files.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import os
 import pathlib
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -48,7 +49,11 @@ __all__ = [
     "Verifier",
     "load_or_create_signer",
     "open_checkpoint",
+    "read_key_file",
     "sign_checkpoint",
+    "sign_note",
+    "verify_by_any",
+    "write_key_file",
 ]
 
 # Bounds keep a hostile server from making verifiers do unbounded work. The
@@ -283,12 +288,24 @@ class Signer:
 
     def sign(self, text: str) -> str:
         """Return the signed note: ``text``, a blank line, and one signature line."""
-        raw = _check_text_chars(text, "note text")
-        if not text.endswith("\n"):
-            raise NoteError("note text must end with a newline")
-        sig = self._private_key.sign(raw)
+        return sign_note([self], text)
+
+    def signature_line(self, text: str) -> str:
+        """This key's signature line for note text ``text`` (checked by the caller)."""
+        sig = self._private_key.sign(text.encode("utf-8"))
         b64 = base64.b64encode(self.key_id + sig).decode("ascii")
-        return f"{text}\n{_SIG_PREFIX}{self.name} {b64}\n"
+        return f"{_SIG_PREFIX}{self.name} {b64}\n"
+
+
+def sign_note(signers: Sequence[Signer], text: str) -> str:
+    """``text``, a blank line, and a signature line of each signer, in order (during a key
+    rotation a note carries the outgoing and the incoming key's)."""
+    _check_text_chars(text, "note text")
+    if not text.endswith("\n"):
+        raise NoteError("note text must end with a newline")
+    if not signers:
+        raise NoteError("a note needs at least one signer")
+    return text + "\n" + "".join(signer.signature_line(text) for signer in signers)
 
 
 # --- verification -----------------------------------------------------------
@@ -366,6 +383,14 @@ class Verifier:
         spec requires, but a bad signature claiming to be ours rejects the
         whole note: it means tampering, not an unrelated party.
         """
+        text, found = self.check(note)
+        if not found:
+            raise NoteError(f"note has no signature from key {self.name}+{self.key_id.hex()}")
+        return text
+
+    def check(self, note: str) -> tuple[str, bool]:
+        """The note text, and whether this key signed it (False: no signature of this key;
+        a signature claiming this key that does not verify raises :class:`NoteError`)."""
         text, sigs = _split_note(note)
         body = text.encode("utf-8")
         found = False
@@ -379,21 +404,32 @@ class Verifier:
             except InvalidSignature as exc:
                 raise NoteError(f"invalid signature for key {name}+{key_id.hex()}") from exc
             found = True
-        if not found:
-            raise NoteError(f"note has no signature from key {self.name}+{self.key_id.hex()}")
-        return text
+        return text, found
+
+
+def verify_by_any(verifiers: Sequence[Verifier], note: str) -> str:
+    """The note text if at least one of ``verifiers`` signed it (a log's keys over its
+    rotations); any of them claimed and invalid rejects it, as :meth:`Verifier.verify`."""
+    text, signed = "", False
+    for verifier in verifiers:
+        text, found = verifier.check(note)
+        signed = signed or found
+    if not signed:
+        names = ", ".join(f"{v.name}+{v.key_id.hex()}" for v in verifiers)
+        raise NoteError(f"note has no signature from any of the keys {names}")
+    return text
 
 
 # --- checkpoint convenience -------------------------------------------------
 
 
-def sign_checkpoint(signer: Signer, checkpoint: Checkpoint) -> str:
-    """Serialize and sign a checkpoint, returning the signed note."""
-    return signer.sign(checkpoint.to_text())
+def sign_checkpoint(signer: Signer | Sequence[Signer], checkpoint: Checkpoint) -> str:
+    """Serialize and sign a checkpoint (by one key, or each of several), returning the note."""
+    return sign_note([signer] if isinstance(signer, Signer) else signer, checkpoint.to_text())
 
 
 def open_checkpoint(
-    verifier: Verifier, note: str, expected_origin: str | None = None
+    verifier: Verifier | Sequence[Verifier], note: str, expected_origin: str | None = None
 ) -> Checkpoint:
     """Verify a signed checkpoint note and parse its body.
 
@@ -401,7 +437,10 @@ def open_checkpoint(
     talking to: a validly signed checkpoint for another tenant must not be
     accepted in its place.
     """
-    checkpoint = Checkpoint.from_text(verifier.verify(note))
+    text = (
+        verifier.verify(note) if isinstance(verifier, Verifier) else verify_by_any(verifier, note)
+    )
+    checkpoint = Checkpoint.from_text(text)
     if expected_origin is not None and checkpoint.origin != expected_origin:
         raise NoteError(
             f"checkpoint origin {checkpoint.origin!r} does not match expected {expected_origin!r}"
@@ -412,7 +451,7 @@ def open_checkpoint(
 # --- key file ---------------------------------------------------------------
 
 
-def _read_signer(path: pathlib.Path, name: str) -> Signer:
+def read_key_file(path: pathlib.Path, name: str) -> Signer:
     try:
         content = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -448,9 +487,23 @@ def load_or_create_signer(path: pathlib.Path, name: str) -> Signer:
     path = pathlib.Path(path)
     _check_key_name(name)
     if path.exists():
-        return _read_signer(path, name)
+        return read_key_file(path, name)
 
     signer = Signer.generate(name)
+    if not write_key_file(path, signer):
+        # Lost the race: the winner's file is complete (linked after fsync).
+        return read_key_file(path, name)
+    return signer
+
+
+def write_key_file(path: pathlib.Path, signer: Signer) -> bool:
+    """Write ``signer``'s private key to ``path`` (mode 0600) unless a file is there already;
+    return whether this call wrote it.
+
+    The key is fully written and fsynced under a unique temporary name, then hard-linked into
+    place: ``os.link`` fails if the target exists, so a reader never sees half a key and two
+    writers never replace each other's.
+    """
     data = (signer.private_key_string() + "\n").encode("utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -467,10 +520,9 @@ def load_or_create_signer(path: pathlib.Path, name: str) -> Signer:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            # Lost the race: the winner's file is complete (linked after fsync).
-            return _read_signer(path, name)
+            return False
         _fsync_dir(path.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    return signer
+    return True

@@ -54,7 +54,9 @@ def _checkpoints(storage: Storage) -> int:
 
 def _forget_log_key(storage: Storage) -> None:
     """Make the database look as it did before the log key was recorded (version 2)."""
-    # Version 4 (erasable parts) undone first.
+    # Versions 5 (erasable parts) and 4 (key history) undone first.
+    for table in ("log_keys", "log_key_handovers", "cosignatures", "witness_status"):
+        raw_sql(storage, f"DROP TABLE {table}")
     if _is_sqlite(storage):
         statements = [
             "DROP TABLE erasables",
@@ -73,6 +75,7 @@ def _forget_log_key(storage: Storage) -> None:
             "ALTER TABLE tenants DROP COLUMN retention_days",
             "DROP TRIGGER meta_log_key_fixed ON meta",
             "DROP FUNCTION immutablelog_log_key_fixed()",
+            "DROP FUNCTION immutablelog_log_keys_fixed()",
         ]
     statements += [
         "DELETE FROM meta WHERE key = 'log_key'",
@@ -145,6 +148,7 @@ def test_an_existing_log_adopts_the_key_that_signed_its_latest_checkpoints(
     assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [
         (str(SCHEMA_VERSION),)
     ]
+    assert [k.key for k in storage.log_keys()] == [key]
 
 
 def test_the_recorded_key_cannot_be_changed_or_removed(storage: Storage, tmp_path: Path) -> None:

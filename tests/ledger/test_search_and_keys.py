@@ -201,6 +201,10 @@ def test_a_version_1_ledger_is_upgraded_and_its_payloads_searchable(
         # This release's writer (standing in for the previous one) reads the erasable
         # parts' table; it stays empty, as format 1 entries have none.
         old_release.setitem(sqlite_storage.MIGRATIONS, 1, MIGRATIONS[1] + ERASABLES_TABLE)
+        # Version 1 had no key history: its one key signed, unrecorded.
+        old_release.setattr(SQLiteStorage, "log_keys", lambda self: [])
+        old_release.setattr(Ledger, "_bind_signing_key", lambda self: None)
+        old_release.setattr(Ledger, "_signers", lambda self, tx, now: [self.keyring.primary()])
         with Ledger.open(config) as ledger, writing_format_1():
             ledger.create_tenant("default")
             events = as_format_1([event(n, "axolotl") for n in range(4)])

@@ -91,7 +91,9 @@ def decode_records_with_parts(body: bytes) -> list[tuple[int, bytes, bytes | Non
     return out
 
 
-def binary_response(items: list[tuple[int, bytes]]) -> httpx.Response:
+def binary_response(
+    items: Sequence[tuple[int, bytes] | tuple[int, bytes, bytes | None]],
+) -> httpx.Response:
     return httpx.Response(
         200, content=encode_records(items), headers={"Content-Type": ENTRIES_MEDIA_TYPE}
     )

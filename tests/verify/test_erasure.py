@@ -178,6 +178,7 @@ def test_a_changed_salt_or_value_is_tampered(tmp_path: Path, damage: str) -> Non
         log.parts[3] = part[:SALT_BYTES]
     report = verify(log.bundle(tmp_path / "b.jsonl"))
     assert kinds(report) == ["altered_values"] and report.findings[0].index == 3
+    assert report.findings[0].entry_id == "id-3"
 
 
 def test_a_bundle_without_values_proves_the_clear_fields(tmp_path: Path) -> None:
@@ -293,3 +294,20 @@ def test_a_malformed_erasable_member_is_a_malformed_line(erasable: object) -> No
     )
     result = check_lines(lines, 0, TENANT)
     assert [(a.kind, a.position) for a in result.anomalies] == [("malformed_bundle", 1)]
+
+
+def test_entries_checked_before_still_have_their_parts_checked() -> None:
+    """A --full run only hashes entries an earlier run checked, but values may have been
+    changed or erased since: the root does not cover them, so parts are checked anyway."""
+    log = log_of(6)
+    log.erase([1])
+    part = log.parts[4]
+    assert part is not None
+    log.parts[4] = part.replace(b"bob", b"eve")
+    log.parts[5] = None
+    records = list(zip(range(len(log.entries)), log.entries, log.parts, strict=True))
+    for content in (True, False):
+        result = check_page(encode_records(records), 0, len(records), TENANT, content=content)
+        assert [(a.kind, a.position) for a in result.anomalies] == [("altered_values", 4)]
+        assert result.unrevealed == ((1, 2), (5, 6))
+        assert [r.ranges for r in result.erasures] == [((1, 2),)]

@@ -27,7 +27,7 @@ from tests.verify.helpers import (
     binary_response,
     cli_json,
     client,
-    decode_records,
+    decode_records_with_parts,
     ingest,
     run_cli,
 )
@@ -224,7 +224,8 @@ def test_prove_refuses_an_entry_that_is_not_the_event_asked_for(server: LiveServ
 def _rewriting(server: LiveServer, rewrite: Callable[[dict[str, object]], None]) -> LogClient:
     """A client whose server answers pages rewritten in flight (a man in the middle).
 
-    ``rewrite`` edits the page as ``{"entries": [{"index": i, "entry": text}, ...]}``.
+    ``rewrite`` edits the page as ``{"entries": [{"index": i, "entry": text, "part": bytes
+    or None}, ...]}`` (``part``: the erasable part, salt then values).
     """
 
     class Rewriting(httpx.HTTPTransport):
@@ -232,13 +233,15 @@ def _rewriting(server: LiveServer, rewrite: Callable[[dict[str, object]], None])
             response = super().handle_request(request)
             if request.url.path != "/v1/entries" or response.status_code != 200:
                 return response
-            items = decode_records(response.read())
+            items = decode_records_with_parts(response.read())
             body: dict[str, object] = {
-                "entries": [{"index": i, "entry": d.decode()} for i, d in items]
+                "entries": [{"index": i, "entry": d.decode(), "part": p} for i, d, p in items]
             }
             rewrite(body)
             entries: list[dict[str, Any]] = body["entries"]  # type: ignore[assignment]
-            return binary_response([(e["index"], e["entry"].encode()) for e in entries])
+            return binary_response(
+                [(e["index"], e["entry"].encode(), e.get("part")) for e in entries]
+            )
 
     return LogClient(server.url, server.read_key, transport=Rewriting())
 

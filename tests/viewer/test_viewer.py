@@ -423,7 +423,15 @@ def access_events(server: LiveServer, action: str) -> list[dict[str, Any]]:
         ),
         (b'{"action": "sign_in", "pad": "' + b"x" * 17_000 + b'"}', 413, "body_too_large"),
         (b'{"action": ' + b"[" * 3000 + b"]" * 3000 + b"}", None, None),
-        (b'{"action": "export", "format": "csv", "filters": {"q": "a\\u0000b"}}', None, None),
+        (
+            b'{"action": "export", "format": "csv", "filters": {"q": "a\\u0000b"}}',
+            422,
+            "invalid_field",
+        ),
+        # Values of any JSON kind where a name is expected (found by schemathesis).
+        (b'{"action": "export", "format": {}, "filters": {}}', 422, "invalid_field"),
+        (b'{"action": {}}', 422, "invalid_field"),
+        (b'{"action": ["sign_in"]}', 422, "invalid_field"),
         (b'{"action": "export", "format": "csv", "filters": {"q": "\\ud800"}}', None, None),
     ],
 )

@@ -11,6 +11,7 @@ from immutablelog.cli.demo import demo
 from immutablelog.cli.erase import erase, erasures
 from immutablelog.cli.export import export
 from immutablelog.cli.keys import keys
+from immutablelog.cli.log_key import log_key
 from immutablelog.cli.serve import serve
 from immutablelog.cli.tail import tail
 from immutablelog.cli.tenants import tenants
@@ -29,6 +30,7 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(tenants)
 cli.add_command(keys)
+cli.add_command(log_key)
 cli.add_command(verify)
 cli.add_command(prove)
 cli.add_command(export)

@@ -78,25 +78,25 @@ def list_(tenant: str | None, as_json: bool, data_dir: Path, database_url: str |
             r.prefix,
             r.tenant,
             ",".join(sorted(r.scopes)),
-            _minute(r.created_at),
-            _minute(r.last_used_at),
-            _minute(r.revoked_at),
+            minute(r.created_at),
+            minute(r.last_used_at),
+            minute(r.revoked_at),
             r.label or "",
         ]
         for r in records
     ]
-    for line in _columns(
+    for line in columns(
         ["PREFIX", "TENANT", "SCOPES", "CREATED", "LAST USED", "REVOKED", "LABEL"], rows
     ):
         click.echo(line)
 
 
-def _minute(timestamp: str | None) -> str:
+def minute(timestamp: str | None) -> str:
     """``2026-12-07T11:25:59.879215Z`` as ``2026-12-07 11:25``; ``--json`` has it whole."""
     return timestamp[:16].replace("T", " ") if timestamp else "-"
 
 
-def _columns(header: list[str], rows: list[list[str]]) -> list[str]:
+def columns(header: list[str], rows: list[list[str]]) -> list[str]:
     """Aligned plain columns at their natural width: an identifier is never cut to fit a
     terminal (the prefix is what ``keys revoke`` takes); a long line wraps instead."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]

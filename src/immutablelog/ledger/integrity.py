@@ -10,7 +10,7 @@ hashes and signatures — only a verifier that kept an earlier checkpoint can (`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +154,11 @@ def _check_row(
 
 
 def _check_checkpoint(
-    stored: StoredCheckpoint, root: bytes, verifier: Verifier, origin: str, report: IntegrityReport
+    stored: StoredCheckpoint,
+    root: bytes,
+    verifier: Verifier | Sequence[Verifier],
+    origin: str,
+    report: IntegrityReport,
 ) -> None:
     report.checkpoints_checked += 1
     try:
@@ -183,7 +187,7 @@ def check_log(
     storage: Storage,
     tenant: Tenant,
     origin: str,
-    verifier: Verifier,
+    verifier: Verifier | Sequence[Verifier],
     start: int = 0,
     end: int | None = None,
     record_for: RecordFor = lambda index: None,

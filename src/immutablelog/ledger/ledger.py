@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,21 @@ from immutablelog.entry import ADMIN_SERVICE, Submission, timestamp, validate_su
 from immutablelog.ledger import keys
 from immutablelog.ledger.erasing import Eraser, event_view
 from immutablelog.ledger.integrity import IntegrityReport, check_log
+from immutablelog.ledger.key_history import Handover, LogKey, signing_keys
+from immutablelog.ledger.keyring import KeyRing
 from immutablelog.ledger.retention import RetentionSweeper
 from immutablelog.ledger.sequencer import Accepted, AppendResult, CommitStats, Sequencer
 from immutablelog.ledger.storage import (
     AlreadyExists,
     ApiKey,
     EventQuery,
+    SigningKeyMissing,
     Storage,
     StorageError,
     StoredCheckpoint,
     StoredEntry,
     Tenant,
+    WriteTransaction,
 )
 from immutablelog.ledger.upkeep import Upkeep
 from immutablelog.merkle import EMPTY_ROOT, consistency_nodes, inclusion_nodes
@@ -63,6 +67,19 @@ _PROVIDE_KEY = (
     "Start this host with the log's own key file, copied from a host that serves this log: "
     f"--signing-key FILE or the environment variable {SIGNING_KEY_ENV}"
 )
+
+
+#: The shortest rotation: long enough that witnesses and verifiers can see both signatures.
+MIN_TRANSITION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A rotation of the log key: the outgoing key retires at ``old_key_retires_at``."""
+
+    old_key: str
+    new_key: str
+    old_key_retires_at: str
 
 
 class LedgerError(ValueError):
@@ -92,6 +109,14 @@ class LedgerConfig:
         return self.signing_key_file or self.data_dir / "log-signing.key"
 
 
+def _rotation_in_progress(current: list[LogKey]) -> LedgerError:
+    return LedgerError(
+        "rotation_in_progress",
+        f"a rotation is under way until {current[0].retired_at}: wait for it to end or end it "
+        "with `immutablelog log-key finish`",
+    )
+
+
 def check_tenant_name(name: str) -> str:
     if not name or len(name) > 64 or not set(name) <= _TENANT_NAME_CHARS:
         raise LedgerError(
@@ -118,16 +143,17 @@ class Ledger:
     """Tenants, keys and one append-only, signed Merkle log per tenant."""
 
     def __init__(
-        self, storage: Storage, signer: Signer, config: LedgerConfig | None = None
+        self, storage: Storage, keyring: KeyRing, config: LedgerConfig | None = None
     ) -> None:
         self.config = config or LedgerConfig()
         self.storage = storage
-        self.signer = signer
+        self.keyring = keyring
         self.log_name = storage.initialize(self.config.log_name)
-        if signer.name != self.log_name:
+        if keyring.log_name != self.log_name:
             raise LedgerError(
                 "key_mismatch",
-                f"the signing key is named {signer.name!r} but this log is {self.log_name!r}",
+                f"the signing keys are named {keyring.log_name!r} but this log is "
+                f"{self.log_name!r}",
             )
         self._bind_signing_key()
         self._commit_listeners: list[CommitListener] = []
@@ -140,7 +166,7 @@ class Ledger:
         self._keys_version = -1
         self._sequencer = Sequencer(
             storage,
-            signer,
+            self._signers,
             self.log_name,
             max_batch_events=self.config.max_batch_events,
             idempotency_retention=self.config.idempotency_retention,
@@ -155,31 +181,31 @@ class Ledger:
         try:
             # The stored log name wins over the configured one: a log never changes its name.
             log_name = storage.initialize(config.log_name)
-            named = storage.log_key()
-            if named is not None and not config.key_path.exists():
-                # Another host made this log: a new key here could only be refused.
-                raise LedgerError(
-                    "key_missing",
-                    f"this log is signed by the key {named}, and there is no key file at "
-                    f"{config.key_path}. {_PROVIDE_KEY}",
-                )
-            config.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            signer = load_or_create_signer(config.key_path, log_name)
-            return cls(storage, signer, config)
+            if not storage.log_keys():
+                # A new log (or one from before keys were recorded): this host's key file,
+                # made now if there is none, is checked and recorded by the constructor.
+                config.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                load_or_create_signer(config.key_path, log_name)
+            return cls(storage, KeyRing(config.key_path, log_name), config)
         except BaseException:
             storage.close()
             raise
 
     def _bind_signing_key(self) -> None:
-        """Sign only a log whose database names this key, recording it on first use.
+        """Sign only a log whose database names this host's keys, recording the first key.
 
         A log without a recorded key (new, or from before keys were recorded) adopts this
-        one only if it signed the latest checkpoint of every tenant: whoever holds another
-        key is told which key to bring instead of signing checkpoints no verifier accepts.
+        host's key only if it signed the latest checkpoint of every tenant: whoever holds
+        another key is told which key to bring instead of signing checkpoints no verifier
+        accepts. A log with a key history needs the keys that sign now (a host without them
+        refuses to start), and a host whose own key file is not in that history is refused.
         """
-        ours = self.signer.verifier_key()
-        named = self.storage.log_key()
-        if named is None:
+        primary = self.keyring.primary()
+        history = self.storage.log_keys()
+        if not history:
+            if primary is None:
+                raise LedgerError("key_missing", f"there is no key file at {self.keyring.key_path}")
+            ours = primary.verifier_key()
             verifier = Verifier(ours)
             for tenant in self.storage.list_tenants():
                 latest = self.storage.latest_checkpoint(tenant.id)
@@ -193,13 +219,23 @@ class Ledger:
                         f"the latest checkpoint of tenant {tenant.name!r} is not signed by this "
                         f"host's key {ours}. {_PROVIDE_KEY}",
                     ) from None
-            named = self.storage.bind_log_key(ours)
-        if named != ours:
+            self.storage.bind_log_key(ours)
+            history = self.storage.log_keys()
+        signing = signing_keys(history, timestamp())
+        if primary is not None and primary.verifier_key() not in {k.key for k in history}:
             raise LedgerError(
                 "key_mismatch",
-                f"this log is signed by the key {named}, but this host's key "
-                f"({self.config.key_path}) is {ours}. {_PROVIDE_KEY}",
+                f"this log is signed by the key {signing[-1].key}, but this host's key "
+                f"({self.keyring.key_path}) is {primary.verifier_key()}. {_PROVIDE_KEY}",
             )
+        try:
+            self.keyring.signers(signing)
+        except SigningKeyMissing as exc:
+            raise LedgerError("key_missing", f"{exc}. {_PROVIDE_KEY}") from None
+
+    def _signers(self, tx: WriteTransaction, now: str) -> list[Signer]:
+        """The keys that sign a checkpoint made in ``tx`` at ``now``, as its database says."""
+        return self.keyring.signers(signing_keys(tx.log_keys(), now))
 
     def start(self) -> None:
         """Start the writer and the upkeep thread now (a server does, so that the search
@@ -261,7 +297,8 @@ class Ledger:
         try:
             with self.storage.write() as tx:
                 tenant = tx.create_tenant(name, now)
-                note = sign_checkpoint(self.signer, Checkpoint(self.origin(tenant), 0, EMPTY_ROOT))
+                empty = Checkpoint(self.origin(tenant), 0, EMPTY_ROOT)
+                note = sign_checkpoint(self._signers(tx, now), empty)
                 tx.insert_checkpoint(tenant.id, 0, EMPTY_ROOT, note, now)
         except AlreadyExists as exc:
             raise LedgerError("tenant_exists", str(exc)) from None
@@ -428,16 +465,109 @@ class Ledger:
     def check_integrity(
         self, tenant: Tenant, start: int = 0, end: int | None = None
     ) -> IntegrityReport:
-        verifier = Verifier(self.signer.verifier_key())
         return check_log(
             self.storage,
             tenant,
             self.origin(tenant),
-            verifier,
+            self.verifiers(),
             start,
             end,
             lambda index: self.erasures.index.record_for(tenant.id, index),
         )
+
+    # the log's keys ------------------------------------------------------------------------
+    def log_keys(self) -> list[LogKey]:
+        """The log's keys over its rotations, oldest first."""
+        return self.storage.log_keys()
+
+    def missing_signing_keys(self) -> list[str]:
+        """The keys that sign now of which this host holds no private key (it cannot commit
+        until their files are in its key directory)."""
+        now = signing_keys(self.storage.log_keys(), timestamp())
+        return [key.key for key in now if self.keyring.signer(key.key) is None]
+
+    def verifiers(self) -> list[Verifier]:
+        """Verifiers of every key the log has had: a checkpoint of this log carries a valid
+        signature of at least one (the one that signed when it was made)."""
+        return [Verifier(key.key) for key in self.storage.log_keys()]
+
+    def key_that_signed(self, note: str) -> str:
+        """The newest of the log's keys with a valid signature on ``note`` (what a bundle
+        names: a checkpoint from before a rotation carries only the old key's)."""
+        for key in reversed(self.storage.log_keys()):
+            try:
+                if Verifier(key.key).check(note)[1]:
+                    return key.key
+            except NoteError:
+                continue
+        return self.verifier_key()
+
+    def handovers(self, tenant: Tenant) -> list[Handover]:
+        """The tenant's checkpoints signed by an outgoing and an incoming key."""
+        return self.storage.handovers(tenant.id)
+
+    def rotate_log_key(self, new_key: str, transition: timedelta) -> Rotation:
+        """Start signing with ``new_key`` (held by this host) beside the current key, which
+        retires after ``transition``.
+
+        In one transaction: the new key joins the history, the old one gets its retirement
+        time, and each tenant's latest checkpoint is signed again by both (the handover a
+        verifier that trusts the old key follows). Every host's next commit reads the new
+        history, so from then on every checkpoint carries both signatures until the old key
+        retires. Then each tenant's log records the rotation.
+        """
+        if transition < MIN_TRANSITION:
+            raise LedgerError(
+                "bad_transition",
+                f"the transition must last at least {int(MIN_TRANSITION.total_seconds())} "
+                "seconds, so that verifiers and witnesses see checkpoints signed by both keys",
+            )
+        current = signing_keys(self.storage.log_keys(), timestamp())
+        if len(current) != 1:
+            raise _rotation_in_progress(current)
+        incoming = self.keyring.signer(new_key)
+        if incoming is None:
+            raise LedgerError(
+                "key_missing",
+                f"this host holds no private key for {new_key} in {self.keyring.directory}: "
+                "make one with `immutablelog log-key generate` and copy its file to every host",
+            )
+        started = datetime.now(UTC)
+        now, ends = timestamp(started), timestamp(started + transition)
+        with self.storage.write() as tx:
+            history = tx.log_keys()
+            if any(key.key == new_key for key in history):
+                raise LedgerError("key_exists", f"{new_key} is already one of the log's keys")
+            current = signing_keys(history, now)
+            if len(current) != 1:
+                raise _rotation_in_progress(current)
+            (outgoing,) = self.keyring.signers(current)
+            tx.add_log_key(new_key, now)
+            tx.retire_log_keys(new_key, ends)
+            tenants = self.storage.list_tenants()
+            for tenant in tenants:
+                latest = self.checkpoint(tenant)
+                body = Checkpoint(self.origin(tenant), latest.size, latest.root)
+                note = sign_checkpoint([outgoing, incoming], body)
+                tx.insert_handover(tenant.id, Handover(current[0].key, new_key, latest.size, note))
+        details = {"old_key": current[0].key, "new_key": new_key, "old_key_retires_at": ends}
+        for tenant in tenants:
+            self.record_admin_event(tenant, "immutablelog.log_key.rotated", details).result()
+        return Rotation(current[0].key, new_key, ends)
+
+    def finish_rotation(self) -> Rotation:
+        """End the rotation under way now: only the newest key signs from the next commit."""
+        now = timestamp()
+        with self.storage.write() as tx:
+            current = signing_keys(tx.log_keys(), now)
+            if len(current) < 2:
+                raise LedgerError("no_rotation", "no rotation of the log key is under way")
+            tx.retire_log_keys(current[-1].key, now)
+        details = {"old_key": current[0].key, "new_key": current[-1].key, "old_key_retired_at": now}
+        for tenant in self.storage.list_tenants():
+            event = "immutablelog.log_key.rotation_finished"
+            self.record_admin_event(tenant, event, details).result()
+        return Rotation(current[0].key, current[-1].key, now)
 
     # the log's own audit trail ---------------------------------------------------------
     def record_admin_event(
@@ -479,4 +609,5 @@ class Ledger:
         ).result()
 
     def verifier_key(self) -> str:
-        return self.signer.verifier_key()
+        """The log's newest key: the one that signs once a rotation under way has ended."""
+        return self.storage.log_keys()[-1].key

@@ -51,6 +51,9 @@ from immutablelog.merkle import CompactRange, frontier_ids, leaf_hash
 
 logger = logging.getLogger(__name__)
 
+#: The keys that sign a checkpoint made in a write transaction at a time (a timestamp).
+SignersFor = Callable[[WriteTransaction, str], Sequence[Signer]]
+
 
 class LedgerClosed(RuntimeError):
     """The sequencer is stopping or stopped; nothing more is accepted."""
@@ -161,7 +164,7 @@ class Sequencer:
     def __init__(
         self,
         storage: Storage,
-        signer: Signer,
+        signers: SignersFor,
         log_name: str,
         *,
         max_batch_events: int = 10_000,
@@ -171,7 +174,9 @@ class Sequencer:
         maintenance_interval: float = 1.0,
     ) -> None:
         self._storage = storage
-        self._signer = signer
+        #: The keys that sign a checkpoint made in a transaction at a time (read from the
+        #: database in that transaction, so every host switches keys at the same commit).
+        self._signers = signers
         self._log_name = log_name
         self._max_batch = max_batch_events
         self._retention = idempotency_retention
@@ -321,9 +326,10 @@ class Sequencer:
         try:
             with self._storage.write() as tx:
                 refused = self._refuse_revoked_keys(tx, group, by_tenant)
+                signers = self._signers(tx, timestamp()) if by_tenant else []
                 for tenant_id, requests in by_tenant.items():
                     try:
-                        rng, n_new, n_dup = self._append_tenant(tx, requests, outcomes)
+                        rng, n_new, n_dup = self._append_tenant(tx, requests, outcomes, signers)
                     except LogIntegrityError as exc:
                         # Refused before anything of this tenant was written: the other
                         # tenants of the group still commit.
@@ -419,6 +425,7 @@ class Sequencer:
         tx: WriteTransaction,
         requests: list[_Request],
         outcomes: dict[int, list[AppendResult]],
+        signers: Sequence[Signer],
     ) -> tuple[CompactRange, int, int]:
         tenant = requests[0].tenant
         size = tx.lock_tenant(tenant.id)
@@ -432,7 +439,7 @@ class Sequencer:
             tx.insert_entries(tenant.id, rows)
             tx.insert_nodes(tenant.id, nodes)
             root = rng.root()
-            note = sign_checkpoint(self._signer, Checkpoint(self.origin(tenant), rng.size, root))
+            note = sign_checkpoint(signers, Checkpoint(self.origin(tenant), rng.size, root))
             tx.insert_checkpoint(tenant.id, rng.size, root, note, received_at)
         return rng, len(rows), n_dup
 

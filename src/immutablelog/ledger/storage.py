@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from immutablelog.entry import Erasable
+from immutablelog.ledger.key_history import KeyHistoryStorage, LogKeyTransaction
 from immutablelog.merkle import NodeID
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ class LogIntegrityError(StorageError):
             f"entries are stored up to index {stored_end - 1}"
         )
         self.tenant_id = tenant_id
+
+
+class SigningKeyMissing(StorageError):
+    """The database says a key must sign, and this host does not hold its private key:
+    nothing is signed (never with fewer keys than the log requires)."""
 
 
 def check_tree_end(tenant_id: int, size: int, stored_end: int) -> int:
@@ -299,7 +305,7 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix + _MAX_CHAR
 
 
-class WriteTransaction(Protocol):
+class WriteTransaction(LogKeyTransaction, Protocol):
     """One atomic, durable write. Committed when the context exits without an exception."""
 
     def lock_tenant(self, tenant_id: int) -> int:
@@ -334,7 +340,7 @@ class WriteTransaction(Protocol):
     ) -> None: ...
 
 
-class Storage(Protocol):
+class Storage(KeyHistoryStorage, Protocol):
     """Rows in, rows out. Safe to call from many threads; one writer at a time."""
 
     def initialize(self, log_name: str) -> str:

@@ -74,10 +74,20 @@ async def readyz(request: Request) -> Response:
     if Fault.STORAGE_FULL in faults:
         storage = "full"
         problem = problem or faults[Fault.STORAGE_FULL]
+    signing = "ok"
+    if database == "ok":
+        with contextlib.suppress(StorageError, TimeoutError):
+            missing = await _within_timeout(ledger.missing_signing_keys)
+            if missing:
+                signing = "missing"
+                problem = problem or (
+                    f"this host lacks the log key {missing[0]}, which signs now (see its log)"
+                )
     broken = ledger.broken_logs()
     checks = {
         "database": database,
         "storage": storage,
+        "signing_keys": signing,
         # One tenant's broken log does not stop this server from serving the others.
         "logs": f"{len(broken)} refused (log_integrity)" if broken else "ok",
     }
@@ -144,6 +154,7 @@ ROUTES = [
     Route("/v1/proofs/inclusion", read.get_inclusion_proof, methods=["GET"]),
     Route("/v1/proofs/consistency", read.get_consistency_proof, methods=["GET"]),
     Route("/v1/log-key", read.get_log_key, methods=["GET"]),
+    Route("/v1/log-keys", read.get_log_keys, methods=["GET"]),
     Route("/tlog/{tenant}/checkpoint", tiles.get_checkpoint, methods=["GET"]),
     Route("/tlog/{tenant}/tile/{path:path}", tiles.get_tile, methods=["GET"]),
     Route("/livez", livez, methods=["GET"]),
@@ -199,7 +210,7 @@ def create_app(
     app.state.witnessing = None
     app.state.observe_witnesses = None
     if witnesses is not None:
-        app.state.witnessing = Witnessing(the_ledger, witnesses, the_ledger.config.data_dir)
+        app.state.witnessing = Witnessing(the_ledger, witnesses)
         app.state.observe_witnesses = app.state.witnessing.register_metrics(
             app.state.metrics.registry
         )

@@ -15,7 +15,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.responses import Response
 
-from immutablelog.ledger.storage import LogIntegrityError, StorageError, StorageFull
+from immutablelog.ledger.storage import (
+    LogIntegrityError,
+    SigningKeyMissing,
+    StorageError,
+    StorageFull,
+)
 
 logger = logging.getLogger("immutablelog.server")
 
@@ -109,6 +114,14 @@ def storage_failure(exc: StorageError) -> ApiError:
             503,
             "storage_full",
             "the ledger's storage is full; nothing was written; retry later",
+            headers={"Retry-After": "30"},
+        )
+    if isinstance(exc, SigningKeyMissing):
+        return ApiError(
+            503,
+            "signing_key_missing",
+            "this server lacks a key the log must now be signed with (see its log); nothing "
+            "was written; retry, another server may have it",
             headers={"Retry-After": "30"},
         )
     if isinstance(exc, LogIntegrityError):

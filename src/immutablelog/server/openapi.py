@@ -14,6 +14,13 @@ from immutablelog.entry import EVENT_TYPES, MAX_IDEMPOTENCY_KEY_CHARS
 from immutablelog.erasure import MAX_REASON_CHARS
 from immutablelog.ledger.erasing import MAX_ERASE_IDS
 from immutablelog.server.params import MAX_POSITION, MAX_TEXT_CHARS
+from immutablelog.server.stats import AUTO_BUCKETS, INTERVALS
+from immutablelog.server.viewer import (
+    ACCESS_EVENTS,
+    EXPORT_FORMATS,
+    MAX_FILTER_CHARS,
+    MAX_FILTERS,
+)
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -78,6 +85,33 @@ _TENANT_QUERY: dict[str, Any] = {
     "schema": {"type": "string", "pattern": _NO_NUL},
 }
 _READ: dict[str, Any] = {"security": [{"bearer": []}]}
+
+
+def _event_filters() -> list[dict[str, Any]]:
+    """The filters of ``GET /v1/events``, shared by the operations that take them."""
+    return [
+        *[
+            _str_query(name)
+            for name in ("service", "env", "event_name", "request_id", "actor", "q")
+        ],
+        {
+            "name": "type",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": sorted(EVENT_TYPES)},
+        },
+        *[
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "format": "date-time"},
+            }
+            for name in ("since", "until")
+        ],
+    ]
+
+
 #: ``<L>/<N>[.p/<W>]`` or ``entries/<N>[.p/<W>]``: L 0-63, N in x-prefixed 3-digit elements
 #: without a leading x000, W 1-255 (tiles/layout.py parses it).
 _TILE_PATH = (
@@ -134,36 +168,8 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Search events, newest first, with an opaque cursor",
                     **_READ,
                     "parameters": [
-                        *[
-                            _str_query(name)
-                            for name in (
-                                "service",
-                                "env",
-                                "event_name",
-                                "request_id",
-                                "actor",
-                                "q",
-                            )
-                        ],
+                        *_event_filters(),
                         _CURSOR_QUERY,
-                        {
-                            "name": "type",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string", "enum": sorted(EVENT_TYPES)},
-                        },
-                        {
-                            "name": "since",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string", "format": "date-time"},
-                        },
-                        {
-                            "name": "until",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string", "format": "date-time"},
-                        },
                         {
                             "name": "order",
                             "in": "query",
@@ -278,6 +284,48 @@ def openapi_document() -> dict[str, Any]:
                         **_errors(400, 401, 403, 404, 413, 422, 503),
                     },
                 },
+            },
+            "/v1/event-counts": {
+                "get": {
+                    "summary": "How many events of each type fall in each stretch of time, "
+                    "for the filters of GET /v1/events (non-empty buckets, oldest first)",
+                    **_READ,
+                    "parameters": [
+                        *_event_filters(),
+                        {
+                            "name": "interval",
+                            "in": "query",
+                            "required": False,
+                            "description": "auto: the shortest that splits the range into "
+                            f"at most {AUTO_BUCKETS} buckets",
+                            "schema": {"type": "string", "enum": ["auto", *INTERVALS]},
+                        },
+                        _TENANT_QUERY,
+                    ],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/EventCounts"}, "Counts"),
+                        **_errors(400, 401, 403),
+                    },
+                }
+            },
+            "/v1/viewer/access": {
+                "post": {
+                    "summary": "Record a sign-in or an export of the viewer in the log "
+                    "(answered once the event is committed)",
+                    **_READ,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/ViewerAccess"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json({"$ref": "#/components/schemas/AccessRecorded"}, "Recorded"),
+                        **_errors(400, 401, 403, 413, 422, 503),
+                    },
+                }
             },
             "/v1/verify": {
                 "get": {
@@ -434,8 +482,21 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/log-key": {
                 "get": {
-                    "summary": "The log's verifier key (signed-note verifier key form)",
+                    "summary": "The log's verifier key (signed-note verifier key form); "
+                    "during a rotation, the incoming one",
                     "responses": {"200": _text("Verifier key")},
+                }
+            },
+            "/v1/log-keys": {
+                "get": {
+                    "summary": "The log's keys over its rotations, and the tenant's handover "
+                    "checkpoints (signed by the outgoing and the incoming key)",
+                    **_READ,
+                    "parameters": [_TENANT_QUERY],
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/LogKeys"}, "Key history"),
+                        **_errors(400, 401, 403),
+                    },
                 }
             },
             "/tlog/{tenant}/checkpoint": {
@@ -685,6 +746,71 @@ def _schemas() -> dict[str, Any]:
                 "erasures": {"type": "array", "items": {"type": "object"}},
             },
         },
+        "EventCounts": {
+            "type": "object",
+            "required": ["interval", "buckets"],
+            "properties": {
+                "interval": {"type": "string", "enum": list(INTERVALS)},
+                "buckets": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["start", "end", "total", "counts"],
+                        "properties": {
+                            "start": {"type": "string", "format": "date-time"},
+                            "end": {"type": "string", "format": "date-time"},
+                            "total": {"type": "integer", "minimum": 1},
+                            "counts": {
+                                "type": "object",
+                                "required": sorted(EVENT_TYPES),
+                                "properties": {
+                                    kind: {"type": "integer", "minimum": 0}
+                                    for kind in sorted(EVENT_TYPES)
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "ViewerAccess": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["action"],
+                    "properties": {"action": {"const": "sign_in"}},
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "required": ["action", "format"],
+                    "properties": {
+                        "action": {"const": "export"},
+                        "format": {"type": "string", "enum": sorted(EXPORT_FORMATS)},
+                        "filters": {
+                            "type": "object",
+                            "maxProperties": MAX_FILTERS,
+                            "propertyNames": {"pattern": "^[a-z_]{1,32}$"},
+                            "additionalProperties": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": MAX_FILTER_CHARS,
+                                "pattern": _NO_NUL,
+                            },
+                        },
+                    },
+                    "additionalProperties": False,
+                },
+            ]
+        },
+        "AccessRecorded": {
+            "type": "object",
+            "required": ["ok", "recorded"],
+            "properties": {
+                "ok": {"const": True},
+                "recorded": {"type": "string", "enum": sorted(ACCESS_EVENTS.values())},
+            },
+        },
         "IntegrityReport": {
             "type": "object",
             "required": ["valid", "tree_size", "events_checked", "checkpoints_checked", "breaks"],
@@ -694,6 +820,37 @@ def _schemas() -> dict[str, Any]:
                 "events_checked": {"type": "integer"},
                 "checkpoints_checked": {"type": "integer"},
                 "breaks": {"type": "array", "items": {"type": "object"}},
+            },
+        },
+        "LogKeys": {
+            "type": "object",
+            "required": ["keys", "handovers"],
+            "properties": {
+                "keys": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["key", "added_at", "retired_at"],
+                        "properties": {
+                            "key": {"type": "string"},
+                            "added_at": {"type": "string"},
+                            "retired_at": {"type": ["string", "null"]},
+                        },
+                    },
+                },
+                "handovers": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["old_key", "new_key", "size", "checkpoint"],
+                        "properties": {
+                            "old_key": {"type": "string"},
+                            "new_key": {"type": "string"},
+                            "size": {"type": "integer"},
+                            "checkpoint": {"type": "string"},
+                        },
+                    },
+                },
             },
         },
         "Proof": {

@@ -186,7 +186,7 @@ def _bundle_lines(
     header = {
         "format": BUNDLE_FORMAT,
         "origin": ledger.origin(tenant),
-        "log_key": ledger.verifier_key(),
+        "log_key": ledger.key_that_signed(note),
         "checkpoint": note,
         "tree_size": size,
     }

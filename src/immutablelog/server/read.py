@@ -64,6 +64,25 @@ async def get_log_key(request: Request) -> Response:
     return PlainTextResponse(ledger.verifier_key() + "\n", media_type=_NOTE_TYPE)
 
 
+def get_log_keys(request: Request) -> Response:
+    """The log's keys over its rotations, and the read key's tenant's handovers: checkpoints
+    signed by an outgoing and an incoming key, which a verifier that trusts the old key
+    checks itself before it trusts the new one."""
+    ledger: Ledger = request.app.state.ledger
+    _, tenant = require_key(ledger, request, "read")
+    keys = [
+        {"key": k.key, "added_at": k.added_at, "retired_at": k.retired_at}
+        for k in ledger.log_keys()
+    ]
+    handovers = [
+        {"old_key": h.old_key, "new_key": h.new_key, "size": h.size, "checkpoint": h.note}
+        for h in ledger.handovers(tenant)
+    ]
+    return JSONResponse(
+        {"keys": keys, "handovers": handovers}, headers={"Cache-Control": "no-store"}
+    )
+
+
 def get_checkpoint(request: Request) -> Response:
     """The latest signed checkpoint (C2SP signed note), or the one at ``?size=``."""
     ledger: Ledger = request.app.state.ledger

@@ -109,21 +109,21 @@ ACCESS_EVENTS: Final = {
 }
 EXPORT_FORMATS: Final = frozenset({"csv", "jsonl"})
 MAX_ACCESS_BODY_BYTES: Final = 16 * 1024
-_MAX_FILTERS: Final = 16
-_MAX_FILTER_CHARS: Final = 1000
+MAX_FILTERS: Final = 16
+MAX_FILTER_CHARS: Final = 1000
 _FILTER_NAME = re.compile(r"[a-z_]{1,32}\Z")
 
 
 def _export_details(body: dict[str, Any]) -> dict[str, Any]:
     kind = body.get("format")
-    if kind not in EXPORT_FORMATS:
+    if not isinstance(kind, str) or kind not in EXPORT_FORMATS:
         raise ApiError(422, "invalid_field", "format must be csv or jsonl", field="format")
     filters = body.get("filters", {})
-    if not isinstance(filters, dict) or len(filters) > _MAX_FILTERS:
+    if not isinstance(filters, dict) or len(filters) > MAX_FILTERS:
         raise ApiError(
             422,
             "invalid_field",
-            f"filters must be an object of at most {_MAX_FILTERS} filters",
+            f"filters must be an object of at most {MAX_FILTERS} filters",
             field="filters",
         )
     for name, value in filters.items():
@@ -131,11 +131,12 @@ def _export_details(body: dict[str, Any]) -> dict[str, Any]:
             raise ApiError(
                 422, "invalid_field", "filter names are lowercase letters and _", field="filters"
             )
-        if not isinstance(value, str) or not 0 < len(value) <= _MAX_FILTER_CHARS:
+        # A filter is a query parameter, and those never hold NUL.
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_FILTER_CHARS or "\x00" in value:
             raise ApiError(
                 422,
                 "invalid_field",
-                f"filters.{name} must be a string of 1..1000 characters",
+                f"filters.{name} must be a string of 1..{MAX_FILTER_CHARS} characters without NUL",
                 field=f"filters.{name}",
             )
     return {"format": kind, "filters": filters}
@@ -154,7 +155,7 @@ async def record_access(request: Request) -> Response:
     if unknown:
         raise ApiError(422, "invalid_field", f"unknown field {sorted(unknown)[0]!r}")
     action = body.get("action")
-    if action not in ACCESS_EVENTS:
+    if not isinstance(action, str) or action not in ACCESS_EVENTS:
         raise ApiError(
             422,
             "invalid_field",

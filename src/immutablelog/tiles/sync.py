@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from immutablelog.checkpoint import NoteError, Verifier, open_checkpoint
+from immutablelog.checkpoint import NoteError, open_checkpoint
 from immutablelog.ledger import Ledger, Tenant
 from immutablelog.merkle import ProofError, verify_consistency
 from immutablelog.tiles.layout import available, tiles_for_size
@@ -67,7 +67,7 @@ def _previous_size(ledger: Ledger, tenant: Tenant, directory: Path, size: int, r
     except (OSError, UnicodeDecodeError) as exc:
         raise SyncError(f"cannot read {path}: {exc}") from None
     try:
-        old = open_checkpoint(Verifier(ledger.verifier_key()), note, ledger.origin(tenant))
+        old = open_checkpoint(ledger.verifiers(), note, ledger.origin(tenant))
     except NoteError as exc:
         raise SyncError(f"{path} is not a checkpoint of this log: {exc}") from None
     if old.size > size:

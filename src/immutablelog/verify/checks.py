@@ -132,7 +132,9 @@ def check_page(raw: bytes, start: int, end: int, tenant: str, content: bool = Tr
     """Check a binary ``GET /v1/entries?start=&end=`` answer body (see :func:`parse_page`).
 
     ``content=False`` hashes without checking what the entries say: for entries a previous run
-    already checked, whose bytes the rebuilt root will prove unchanged.
+    already checked, whose bytes the rebuilt root will prove unchanged. Their erasable parts
+    are still checked: the root does not cover them, and values can be changed or erased at
+    any time after a run.
     """
     positions, datas, parts = parse_page(raw)
     return check_entries(positions, datas, start, end, tenant, content, parts)
@@ -402,8 +404,8 @@ def check_entries(
     unrevealed: tuple[Range, ...] = ()
     erasures: tuple[ErasureRecord, ...] = ()
     last_id: str | None = None
-    if content:
-        with _gc_paused():  # once for both checks: re-enabling it may start a collection
+    with _gc_paused():  # once for both checks: re-enabling it may start a collection
+        if content:
             facts = _fast_content_check(present_at, present, tenant)
             if facts is None:
                 slow_anomalies, runs, facts = _slow_content_check(
@@ -412,8 +414,10 @@ def check_entries(
                 anomalies.extend(slow_anomalies)
                 index_runs = tuple(runs)
             last_id = facts.last_id
-            part_anomalies, unrevealed, erasures = _check_parts(present_at, present_parts, facts)
-        anomalies.extend(part_anomalies)
+        else:
+            facts = _checked_facts(present)
+        part_anomalies, unrevealed, erasures = _check_parts(present_at, present_parts, facts)
+    anomalies.extend(part_anomalies)
     anomalies.sort(key=lambda a: a.position)
     return ChunkResult(
         start=start,
@@ -436,8 +440,31 @@ class _Facts:
     place in the list checked) commit to which hash, and which are erasure records."""
 
     last_id: str | None = None
-    commitments: list[tuple[int, str]] = field(default_factory=list)
+    commitments: list[tuple[int, str, str]] = field(default_factory=list)  # place, hash, id
     erasures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+
+
+def _checked_facts(datas: list[bytes]) -> _Facts:
+    """The facts of entries a previous run content-checked (valid and canonical, so their
+    bytes can be searched rather than parsed): sorted keys put ``v`` last, and in canonical
+    JSON these field names cannot occur inside a string, whose quotes are escaped."""
+    facts = _Facts()
+    record = b'"event_name":"' + ERASURE_EVENT.encode() + b'"'
+    for place, data in enumerate(datas):
+        if not data.endswith(b'"v":2}'):
+            continue
+        at = data.find(b'"erasable_hash":"')
+        if at >= 0:
+            digest = data[at + 17 : at + 81].decode("ascii", "replace")
+            facts.commitments.append((place, digest, _id_of_checked(data)))
+        elif record in data:
+            facts.erasures.append((place, orjson.loads(data)))
+    return facts
+
+
+def _id_of_checked(data: bytes) -> str:
+    at = data.find(b'"id":"') + 6
+    return data[at : data.find(b'"', at)].decode("utf-8", "replace")
 
 
 def _fast_content_check(positions: list[int], datas: list[bytes], tenant: str) -> _Facts | None:
@@ -479,7 +506,7 @@ def _fast_slice(
         return False
     if not _VALUE_TYPES.issuperset(map(type, chain.from_iterable(map(dict.values, dicts)))):
         return False
-    commitments: list[tuple[int, str]] = []
+    commitments: list[tuple[int, str, str]] = []
     clear: list[dict[str, Any]] = dicts
     hashes = [d.get("erasable_hash") for d in dicts]
     if hashes.count(None) != count:
@@ -495,7 +522,10 @@ def _fast_slice(
             return False
         if not COMMITTED_FIELDS.issuperset(set().union(*(dicts[i] for i in places))):
             return False
-        commitments = [(offset + i, digest) for i, digest in zip(places, digests, strict=True)]
+        ids = texts[1]
+        commitments = [
+            (offset + i, digest, ids[i]) for i, digest in zip(places, digests, strict=True)
+        ]
     try:
         if set(map(type, map(_get_payload, clear))) - _STR:
             return False
@@ -540,7 +570,7 @@ def _slow_content_check(
         else:
             entry = orjson.loads(data)
             if entry["v"] == 2 and "erasable_hash" in entry:
-                facts.commitments.append((place, entry["erasable_hash"]))
+                facts.commitments.append((place, entry["erasable_hash"], entry["id"]))
             elif entry["event_name"] == ERASURE_EVENT:
                 facts.erasures.append((place, entry))
             if entry["tenant"] != tenant:
@@ -574,13 +604,13 @@ def _check_parts(
     without one, and read the erasure records."""
     anomalies: list[Anomaly] = []
     missing: list[int] = []
-    revealed: list[tuple[int, str, bytes]] = []
-    for place, digest in facts.commitments:
+    revealed: list[tuple[int, str, bytes, str]] = []
+    for place, digest, entry_id in facts.commitments:
         part = parts[place]
         if part is None:
             missing.append(positions[place])
         else:
-            revealed.append((positions[place], digest, part))
+            revealed.append((positions[place], digest, part, entry_id))
     if revealed:
         anomalies.extend(_check_revealed(revealed))
     erasures: list[ErasureRecord] = []
@@ -597,16 +627,16 @@ def _check_parts(
     return anomalies, tuple(to_ranges(missing)), tuple(erasures)
 
 
-def _check_revealed(revealed: list[tuple[int, str, bytes]]) -> list[Anomaly]:
+def _check_revealed(revealed: list[tuple[int, str, bytes, str]]) -> list[Anomaly]:
     """Each part must hash to its entry's commitment. That binds the values to the signed
     tree byte for byte; their JSON form is checked where they are shown (``prove``, the
     server's reads, ``decode_erasable``), not here, where it would double the cost of a
     run for nothing a changed byte could hide behind."""
     sha256 = hashlib.sha256
-    computed = [sha256(b"\x02" + part).hexdigest() for _, _, part in revealed]
+    computed = [sha256(b"\x02" + part).hexdigest() for _, _, part, _ in revealed]
     if (
-        computed == [digest for _, digest, _ in revealed]
-        and min(len(part) for _, _, part in revealed) > SALT_BYTES
+        computed == [digest for _, digest, _, _ in revealed]
+        and min(len(part) for _, _, part, _ in revealed) > SALT_BYTES
     ):
         return []
     return [
@@ -615,8 +645,9 @@ def _check_revealed(revealed: list[tuple[int, str, bytes]]) -> list[Anomaly]:
             position,
             "the erasable part does not hash to the entry's erasable_hash "
             "(its salt or values were changed)",
+            entry_id,
         )
-        for (position, digest, part), mine in zip(revealed, computed, strict=True)
+        for (position, digest, part, entry_id), mine in zip(revealed, computed, strict=True)
         if mine != digest or len(part) <= SALT_BYTES
     ]
 

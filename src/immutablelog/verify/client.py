@@ -100,6 +100,30 @@ class LogClient:
             raise CouldNotCheck("malformed_answer", "GET /v1/log-key did not answer one key line")
         return text
 
+    def handovers(self) -> list[tuple[str, str, str]]:
+        """``GET /v1/log-keys``: the ``(old key, new key, checkpoint note)`` handovers of the
+        tenant's log, unchecked; none from a server without the endpoint."""
+        try:
+            body = self._json("/v1/log-keys", {})
+        except CouldNotCheck as exc:
+            if exc.reason == "not_found":
+                return []
+            raise
+        raw = body.get("handovers")
+        if not isinstance(raw, list):
+            raise CouldNotCheck("malformed_answer", "GET /v1/log-keys has no list of handovers")
+        out: list[tuple[str, str, str]] = []
+        for item in raw:
+            fields = (
+                [item.get(k) for k in ("old_key", "new_key", "checkpoint")]
+                if isinstance(item, dict)
+                else []
+            )
+            if len(fields) != 3 or not all(isinstance(f, str) for f in fields):
+                raise CouldNotCheck("malformed_answer", "GET /v1/log-keys has a bad handover")
+            out.append((str(fields[0]), str(fields[1]), str(fields[2])))
+        return out
+
     def checkpoint(self, size: int | None = None) -> str:
         """``GET /v1/checkpoint``: the signed note text, unchecked."""
         params = {} if size is None else {"size": str(size)}

@@ -47,7 +47,7 @@ def prove_event(
             index = client.locate_event(event_id)
         state = load_state(state_path) if state_path is not None else None
         verifier = choose_server_key(client, report, pinned_key, state)
-        checkpoint, tenant_name = fetch_checkpoint(
+        checkpoint, tenant_name, _ = fetch_checkpoint(
             client, report, verifier, tenant, state, witnesses
         )
         if state is not None:

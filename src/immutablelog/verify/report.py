@@ -117,6 +117,10 @@ class Report:
     withheld_entries: int = 0
     #: The erasure records among the entries checked: who, when, why, how many.
     erasures: list[dict[str, Any]] = field(default_factory=list)
+    #: Rotations of the log key followed in this run (each vouched for by the key before it).
+    key_rotations: list[str] = field(default_factory=list)
+    #: The keys trusted before them, oldest first.
+    replaced_keys: list[str] = field(default_factory=list)
 
     def add(self, finding: Finding) -> None:
         self.findings_total += 1
@@ -166,6 +170,8 @@ class Report:
             out["erasures"] = list(self.erasures)
         if self.withheld_entries:
             out["withheld_entries"] = self.withheld_entries
+        if self.key_rotations:
+            out["key_rotations"] = list(self.key_rotations)
         return out
 
 
@@ -212,6 +218,8 @@ def render_human(report: Report, console: Console) -> None:
             f"  withheld    {report.withheld_entries:,} entries' values are not in this source: "
             "their clear fields and commitments are what is proven"
         )
+    for rotation in report.key_rotations:
+        console.print(f"  [cyan]key rotated[/cyan] {escape(rotation)}")
     for warning in report.warnings:
         console.print(f"  [yellow]warning[/yellow]     {escape(warning)}")
     if status is Status.TAMPERED:

@@ -43,6 +43,8 @@ class VerifierState:
     frontier: tuple[bytes, ...]
     url: str | None = None
     verified_at: str | None = None
+    #: Keys this state trusted before the log rotated to ``log_key``, oldest first.
+    replaced_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -61,7 +63,7 @@ class VerifierState:
         return {**body, "checksum": _checksum(body)}
 
     def _body(self) -> dict[str, Any]:
-        return {
+        body = {
             "format": STATE_FORMAT,
             "url": self.url,
             "log_key": self.log_key,
@@ -71,6 +73,9 @@ class VerifierState:
             "frontier": [h.hex() for h in self.frontier],
             "verified_at": self.verified_at,
         }
+        if self.replaced_keys:  # absent until a rotation, so older files keep their checksum
+            body["replaced_keys"] = list(self.replaced_keys)
+        return body
 
     @classmethod
     def from_json(cls, data: Any) -> VerifierState:
@@ -92,6 +97,9 @@ class VerifierState:
             if not isinstance(data.get(name), str):
                 raise ValueError(f"{name} must be a string")
         url, verified_at = data.get("url"), data.get("verified_at")
+        replaced = data.get("replaced_keys", [])
+        if not isinstance(replaced, list) or not all(isinstance(k, str) for k in replaced):
+            raise ValueError("replaced_keys must be a list of keys")
         return cls(
             log_key=data["log_key"],
             origin=data["origin"],
@@ -100,6 +108,7 @@ class VerifierState:
             frontier=tuple(bytes.fromhex(h) for h in frontier),
             url=url if isinstance(url, str) else None,
             verified_at=verified_at if isinstance(verified_at, str) else None,
+            replaced_keys=tuple(replaced),
         )
 
 

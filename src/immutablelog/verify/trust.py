@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from immutablelog.checkpoint import Checkpoint, NoteError, Verifier
+from immutablelog.checkpoint import Checkpoint, NoteError, Verifier, _split_note
 from immutablelog.merkle import EMPTY_ROOT, CompactRange, ProofError, node_hash, verify_consistency
 from immutablelog.verify.checks import MalformedAnswer, check_page
 from immutablelog.verify.client import LogClient
@@ -58,8 +58,9 @@ def choose_key(
     ``unvouched()`` — the key the log itself names (the server's, a bundle's) — which proves
     only self-consistency, so it comes with ``unvouched_warning`` and ``unvouched_source``.
 
-    A pinned key that contradicts the state file is refused rather than re-pinned: a log
-    whose key really changed needs a new state file.
+    A pinned key that contradicts the state file is refused rather than re-pinned, unless
+    the state followed the log's own rotation from it (its ``replaced_keys``): a log whose
+    key changed without a handover needs a new state file.
     """
     if pinned_key is not None:
         pinned_key = pinned_key.strip()
@@ -67,13 +68,17 @@ def choose_key(
             verifier = Verifier(pinned_key)
         except NoteError as exc:
             raise CouldNotCheck("bad_argument", f"--log-key is not a verifier key: {exc}") from None
-        if state is not None and state.log_key != pinned_key:
+        source = "pinned"
+        if state is not None and pinned_key in state.replaced_keys:
+            pinned_key, verifier = state.log_key, Verifier(state.log_key)
+            source = "pinned, then followed to its successor (state file)"
+        elif state is not None and state.log_key != pinned_key:
             raise CouldNotCheck(
                 "bad_argument",
                 f"the state file was verified with log key {state.log_key}, not {pinned_key}; "
                 "if the log's key really changed, start a new state file",
             )
-        key, source = pinned_key, "pinned"
+        key = pinned_key
     elif state is not None:
         key, source = state.log_key, "saved in the state file"
         verifier = Verifier(key)
@@ -149,9 +154,10 @@ def fetch_checkpoint(
     tenant: str | None,
     state: VerifierState | None,
     witnesses: WitnessPolicy | None = None,
-) -> tuple[Checkpoint, str]:
+) -> tuple[Checkpoint, str, Verifier]:
     """The latest signed checkpoint (with ``witnesses``: the newest one they cosigned, with
-    their quorum), and the tenant its origin names."""
+    their quorum), the tenant its origin names, and the key it is signed with (the trusted
+    one's successor if the log rotated its key, see :func:`follow_rotation`)."""
     expected = f"{verifier.name}/{tenant}" if tenant is not None else None
     if state is not None:
         if expected is not None and state.origin != expected:
@@ -160,9 +166,9 @@ def fetch_checkpoint(
                 f"the state file is for {state.origin!r}, not {expected!r}; use another --state",
             )
         expected = state.origin
-    checkpoint = open_signed_checkpoint(
-        report, verifier, client.checkpoint(), expected, "the latest checkpoint"
-    )
+    note = client.checkpoint()
+    verifier = follow_rotation(client, report, verifier, note, expected)
+    checkpoint = open_signed_checkpoint(report, verifier, note, expected, "the latest checkpoint")
     tenant_name = checkpoint.origin[len(verifier.name) + 1 :]
     if witnesses is not None:
         what = "the cosigned checkpoint"
@@ -170,7 +176,68 @@ def fetch_checkpoint(
         checkpoint = open_signed_checkpoint(report, verifier, note, checkpoint.origin, what)
         report.witnesses = witnesses.check(report, note, what)
     report.tree_size, report.root_hash = checkpoint.size, checkpoint.root_hash
-    return checkpoint, tenant_name
+    return checkpoint, tenant_name, verifier
+
+
+#: More key rotations than this between two runs is not a log's ordinary life.
+MAX_ROTATIONS = 16
+
+
+def follow_rotation(
+    client: LogClient, report: Report, trusted: Verifier, note: str, expected: str | None
+) -> Verifier:
+    """The key to check ``note`` with: ``trusted``, or its successor if the log rotated it.
+
+    Only a note that carries a signature of another key of the log's name (a rotation under
+    way or done) makes the verifier look: the log's handovers are checkpoints of this log
+    signed by the key trusted so far *and* by the next one, and each one checked here moves
+    the trust one key on (said in the report, and kept in the state file). A note signed by
+    a key with no handover from the trusted key is then refused as before (bad signature).
+    """
+    try:
+        text, signatures = _split_note(note)
+        origin = Checkpoint.from_text(text).origin
+    except NoteError:
+        return trusted  # open_signed_checkpoint says what is wrong with it
+    if not any(n == trusted.name and k != trusted.key_id for n, k, _ in signatures):
+        return trusted
+    expected = expected or origin
+    handovers = client.handovers()
+    for _ in range(MAX_ROTATIONS):
+        successor = _handed_over(report, trusted, handovers, expected)
+        if successor is None:
+            break
+        trusted = successor
+    return trusted
+
+
+def _handed_over(
+    report: Report, trusted: Verifier, handovers: list[tuple[str, str, str]], origin: str
+) -> Verifier | None:
+    """The key a valid handover from ``trusted`` names, after saying so in the report."""
+    old = report.log_key
+    for old_key, new_key, handover in handovers:
+        if old_key != old:
+            continue
+        try:
+            successor = Verifier(new_key)
+            if successor.name != trusted.name:
+                raise NoteError(f"the new key is named {successor.name!r}")
+            trusted.verify(handover)
+            checkpoint = Checkpoint.from_text(successor.verify(handover))
+            if checkpoint.origin != origin:
+                raise NoteError(f"it is a checkpoint of {checkpoint.origin!r}")
+        except NoteError as exc:
+            report.warnings.append(f"ignored a handover from {old_key} to {new_key}: {exc}")
+            continue
+        report.key_rotations.append(
+            f"the log's key changed from {old_key} to {new_key}: its checkpoint of size "
+            f"{checkpoint.size} is signed by both; now trusting {new_key}"
+        )
+        report.replaced_keys.append(old_key)
+        report.log_key = new_key
+        return successor
+    return None
 
 
 def check_against_state(

@@ -83,7 +83,9 @@ def _verify_remote(
 ) -> None:
     state = load_state(state_path) if state_path is not None else None
     verifier = choose_server_key(client, report, pinned_key, state)
-    checkpoint, tenant_name = fetch_checkpoint(client, report, verifier, tenant, state, witnesses)
+    checkpoint, tenant_name, verifier = fetch_checkpoint(
+        client, report, verifier, tenant, state, witnesses
+    )
     if state is not None:
         check_against_state(client, report, state, checkpoint)
 
@@ -133,6 +135,7 @@ def _verify_remote(
             frontier=rebuild.frontier.hashes,
             url=client.url,
             verified_at=now(),
+            replaced_keys=(*(state.replaced_keys if state else ()), *report.replaced_keys),
         ),
     )
     report.state_saved = True

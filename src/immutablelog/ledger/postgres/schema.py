@@ -20,13 +20,16 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 # Arbitrary constants: the advisory lock every process takes while it checks or migrates the
 # schema, so several processes starting at once do not race on CREATE TABLE; and the one
 # that lets a single process at a time fill the search index.
 MIGRATION_LOCK_ID: Final = 0x1A7E_5C0D_0001
 SEARCH_LOCK_ID: Final = 0x1A7E_5C0D_0002
+#: With the current schema's hash as second key: the one process of a deployment that talks
+#: to the witnesses (a session-level lock, held while it pushes).
+WITNESSING_LOCK_CLASS: Final = 0x1A7E_5C0E
 
 _APPEND_ONLY = """
 CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {{schema}}.{table}
@@ -240,6 +243,66 @@ CREATE TRIGGER meta_log_key_fixed BEFORE UPDATE OR DELETE ON {schema}.meta
     EXECUTE FUNCTION {schema}.immutablelog_log_key_fixed();
 """,
     4: """
+-- The log's signing keys over time (its rotations). A key signs from added_at until
+-- retired_at; during a rotation the outgoing and the incoming key both sign. Rows are never
+-- removed, a key and its start never change, and a retirement can only move earlier.
+CREATE TABLE {schema}.log_keys (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    key text NOT NULL UNIQUE,
+    added_at text NOT NULL,
+    retired_at text
+);
+CREATE FUNCTION {schema}.immutablelog_log_keys_fixed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'UPDATE' OR NEW.key IS DISTINCT FROM OLD.key
+        OR NEW.added_at IS DISTINCT FROM OLD.added_at OR NEW.id IS DISTINCT FROM OLD.id
+        OR NEW.retired_at IS NULL
+        OR (OLD.retired_at IS NOT NULL AND NEW.retired_at > OLD.retired_at)
+    THEN
+        RAISE EXCEPTION 'a log key can only be retired, never changed or removed'
+            USING ERRCODE = 'integrity_constraint_violation';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER log_keys_fixed BEFORE UPDATE OR DELETE ON {schema}.log_keys
+    FOR EACH ROW EXECUTE FUNCTION {schema}.immutablelog_log_keys_fixed();
+CREATE TRIGGER log_keys_no_truncate BEFORE TRUNCATE ON {schema}.log_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.immutablelog_append_only();
+INSERT INTO {schema}.log_keys (key, added_at)
+    SELECT value, to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    FROM {schema}.meta WHERE key = 'log_key';
+
+-- Per tenant, a checkpoint signed by an outgoing and an incoming key (the handover).
+CREATE TABLE {schema}.log_key_handovers (
+    tenant_id bigint NOT NULL,
+    old_key text NOT NULL,
+    new_key text NOT NULL,
+    size bigint NOT NULL,
+    note text NOT NULL,
+    PRIMARY KEY (tenant_id, new_key)
+);
+"""
+    + _APPEND_ONLY.format(table="log_key_handovers")
+    + """
+-- What the witnesses cosigned, shared by every host (a per-host file before): the checked
+-- cosignature lines per tenant, size and witness key, and each witness's recent failures.
+CREATE TABLE {schema}.cosignatures (
+    tenant_id bigint NOT NULL,
+    size bigint NOT NULL,
+    witness text NOT NULL,
+    timestamp bigint NOT NULL,
+    line text NOT NULL,
+    PRIMARY KEY (tenant_id, size, witness)
+);
+CREATE TABLE {schema}.witness_status (
+    witness text PRIMARY KEY,
+    failures bigint NOT NULL,
+    last_error text
+);
+""",
+    5: """
 -- Entry format 2: a client's payload and extra meta (the erasable part: a random salt and
 -- the values) live beside the entry, which holds only their salted hash. Erasing deletes
 -- the row (and the erasure vacuums the table); the proofs never read it.

@@ -28,7 +28,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from immutablelog.entry import timestamp
 from immutablelog.ledger.health import Fault, StorageHealth
+from immutablelog.ledger.postgres.key_history import KeyHistoryRows, KeyHistoryTransaction
 from immutablelog.ledger.postgres.schema import (
     MIGRATION_LOCK_ID,
     MIGRATIONS,
@@ -224,7 +226,7 @@ def _configure(conn: Connection) -> None:
     conn.execute(f"SET idle_in_transaction_session_timeout = '{_IDLE_IN_TRANSACTION}'")
 
 
-class _Transaction:
+class _Transaction(KeyHistoryTransaction):
     """A write transaction on one connection; see :class:`WriteTransaction`."""
 
     def __init__(self, conn: Connection) -> None:
@@ -339,7 +341,7 @@ class _Transaction:
         )
 
 
-class PostgresStorage:
+class PostgresStorage(KeyHistoryRows):
     """A :class:`~immutablelog.ledger.storage.Storage` on a PostgreSQL database.
 
     ``url`` is a libpq connection string or ``postgresql://`` URL; the tables live in the
@@ -582,14 +584,17 @@ class PostgresStorage:
         return str(rows[0][0]) if rows else None
 
     def bind_log_key(self, verifier_key: str) -> str:
-        # One statement, safe to retry: whichever host records first wins, the others read it.
-        rows = self._query(
-            "WITH added AS (INSERT INTO meta (key, value) VALUES ('log_key', %s) "
-            "ON CONFLICT (key) DO NOTHING RETURNING value) "
-            "SELECT value FROM added UNION ALL SELECT value FROM meta WHERE key = 'log_key'",
-            (verifier_key,),
-        )
-        return str(rows[0][0])
+        # Whichever host records first wins; the others wait on its row, then read it.
+        with self.write() as tx:
+            tx._conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('log_key', %s) ON CONFLICT DO NOTHING",
+                (verifier_key,),
+            )
+            if not tx.log_keys():
+                tx.add_log_key(verifier_key, timestamp())
+        bound = self.log_key()
+        assert bound is not None
+        return bound
 
     # tenants and keys ------------------------------------------------------------------
     def get_tenant(self, name: str) -> Tenant | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 _APPEND_ONLY = """
 CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
@@ -158,6 +158,54 @@ CREATE TRIGGER meta_log_key_kept BEFORE DELETE ON meta WHEN OLD.key = 'log_key'
 BEGIN SELECT RAISE(ABORT, 'the log key is fixed once recorded'); END;
 """,
     4: """
+-- The log's signing keys over time (its rotations). A key signs from added_at until
+-- retired_at; during a rotation the outgoing and the incoming key both sign. Rows are never
+-- removed, a key and its start never change, and a retirement can only move earlier.
+CREATE TABLE log_keys (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    added_at TEXT NOT NULL,
+    retired_at TEXT
+);
+CREATE TRIGGER log_keys_kept BEFORE DELETE ON log_keys
+BEGIN SELECT RAISE(ABORT, 'the log key history is append-only'); END;
+CREATE TRIGGER log_keys_fixed BEFORE UPDATE ON log_keys
+WHEN NEW.key IS NOT OLD.key OR NEW.added_at IS NOT OLD.added_at OR NEW.id IS NOT OLD.id
+    OR NEW.retired_at IS NULL
+    OR (OLD.retired_at IS NOT NULL AND NEW.retired_at > OLD.retired_at)
+BEGIN SELECT RAISE(ABORT, 'a log key can only be retired, never changed'); END;
+INSERT INTO log_keys (key, added_at)
+    SELECT value, strftime('%Y-%m-%dT%H:%M:%fZ', 'now') FROM meta WHERE key = 'log_key';
+
+-- Per tenant, a checkpoint signed by an outgoing and an incoming key (the handover).
+CREATE TABLE log_key_handovers (
+    tenant_id INTEGER NOT NULL,
+    old_key TEXT NOT NULL,
+    new_key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    note TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, new_key)
+) WITHOUT ROWID;
+"""
+    + _APPEND_ONLY.format(table="log_key_handovers")
+    + """
+-- What the witnesses cosigned, shared by every host (a per-host file before): the checked
+-- cosignature lines per tenant, size and witness key, and each witness's recent failures.
+CREATE TABLE cosignatures (
+    tenant_id INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    witness TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    line TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, size, witness)
+) WITHOUT ROWID;
+CREATE TABLE witness_status (
+    witness TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL,
+    last_error TEXT
+) WITHOUT ROWID;
+""",
+    5: """
 -- Entry format 2: a client's payload and extra meta (the erasable part: a random salt and
 -- the values) live beside the entry, which holds only their salted hash. Erasing deletes
 -- the row (secure_delete overwrites it on disk); the proofs never read it.

@@ -17,7 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
+from immutablelog.entry import timestamp
 from immutablelog.ledger.health import Fault, StorageHealth
+from immutablelog.ledger.sqlite.key_history import KeyHistoryRows, KeyHistoryTransaction
 from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
@@ -179,7 +181,7 @@ _TREE_END = (
 )
 
 
-class _Transaction:
+class _Transaction(KeyHistoryTransaction):
     """A write transaction on one connection; see :class:`WriteTransaction`."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -272,7 +274,7 @@ class _Transaction:
         )
 
 
-class SQLiteStorage:
+class SQLiteStorage(KeyHistoryRows):
     """A :class:`~immutablelog.ledger.storage.Storage` on one SQLite database file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -427,6 +429,8 @@ class SQLiteStorage:
                 "INSERT INTO meta (key, value) VALUES ('log_key', ?) ON CONFLICT DO NOTHING",
                 (verifier_key,),
             )
+            if not tx.log_keys():
+                tx.add_log_key(verifier_key, timestamp())
         bound = self.log_key()
         assert bound is not None
         return bound

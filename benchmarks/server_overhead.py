@@ -1,0 +1,255 @@
+"""What does auditing cost a request on a real server? FastAPI on uvicorn (ASGI) and Django on
+gunicorn (WSGI), bare vs ImmutableLog vs sentry-sdk (errors only, and tracing every request) vs
+OpenTelemetry's instrumentation for the same framework, side by side in one run.
+
+Run from the repository root (the optional variants need the ``bench`` extra)::
+
+    .venv/bin/python -m benchmarks.server_overhead
+    .venv/bin/python -m benchmarks.server_overhead --rounds 5 --frameworks fastapi \\
+        --variants bare,ours --throughput-requests 40000
+
+Method:
+
+* Each variant is its own server process, started fresh for every round (uvicorn, one process,
+  uvloop and httptools; gunicorn, one gthread worker with 4 threads), serving one hello-world
+  route (``benchmarks/server_apps.py``). Rounds interleave the variants (the order rotates), so
+  drift in machine load hits all alike; reported numbers are medians over rounds, and "added"
+  is each round's variant minus that round's bare server.
+* The client is another process (``benchmarks/common.py``'s raw keep-alive HTTP/1.1 client):
+  after a warm-up, ``--latency-requests`` requests one at a time (p50, p99 as the client sees
+  them), then ``--throughput-requests`` over ``--concurrency`` connections (requests/s).
+* Ours delivers to a real ``immutablelog serve`` process at ``nice`` 10 (in production it runs
+  elsewhere; here it gets the CPU the app and the client leave). After the load the server gets
+  SIGTERM, delivers what is still queued and exits; then every request's event must be stored
+  (``events`` column). sentry-sdk and OTLP send to a local sink that counts envelopes and spans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tests.live import free_port
+
+from benchmarks.common import LoadGenerator, LoadSpec, percentile
+from benchmarks.flask_overhead import _Sink, start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FRAMEWORKS = ("fastapi", "django")
+VARIANTS = ("bare", "ours", "sentry", "sentry-tracing", "otel")
+NEEDS = {
+    "sentry": ("sentry_sdk",),
+    "sentry-tracing": ("sentry_sdk",),
+    "otel": (
+        "opentelemetry.exporter.otlp.proto.http",
+        "opentelemetry.instrumentation.fastapi",
+        "opentelemetry.instrumentation.django",
+    ),
+}
+
+
+def server_command(framework: str, port: int) -> list[str]:
+    if framework == "fastapi":
+        return [sys.executable, "-m", "uvicorn", "benchmarks.server_apps:asgi",
+                "--port", str(port), "--no-access-log", "--log-level", "warning",
+                "--loop", "uvloop", "--http", "httptools"]  # fmt: skip
+    return [sys.executable, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread",
+            "--threads", "4", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "300",
+            "benchmarks.server_apps:wsgi"]  # fmt: skip
+
+
+@dataclass
+class Sample:
+    """One variant's numbers in one round."""
+
+    p50: float
+    p99: float
+    rate: float
+
+
+@dataclass
+class Results:
+    samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
+    added: dict[tuple[str, str], list[tuple[float, float, float]]] = field(default_factory=dict)
+    requests: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+def available(variant: str) -> bool:
+    try:
+        for module in NEEDS.get(variant, ()):
+            __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def run_variant(
+    framework: str, variant: str, service: str, ledger: Any, sink_port: int, args: Any, tmp: Path
+) -> tuple[Sample, int]:
+    """Start the server, load it, stop it; the numbers and the requests it answered."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "BENCH_VARIANT": variant,
+        "BENCH_SERVICE": service,
+        "BENCH_URL": ledger.url,
+        "BENCH_API_KEY": ledger.ingest_key,
+        "BENCH_SINK_PORT": str(sink_port),
+        "BENCH_SPOOL": str(tmp / "spool" / service),
+    }
+    log = (tmp / f"{service}.log").open("wb")
+    server = subprocess.Popen(
+        server_command(framework, port), env=env, cwd=ROOT, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                raise SystemExit((tmp / f"{service}.log").read_text())
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/hello", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{framework}/{variant} did not start")
+            time.sleep(0.1)
+        latency = load(port, args.latency_requests, 1, args.warmup)
+        throughput = load(port, args.throughput_requests, args.concurrency, args.warmup)
+    finally:
+        server.send_signal(signal.SIGTERM)  # ours delivers what is still queued, then exits
+        server.wait(600)
+        log.close()
+    answered = 1 + sum(r.acked for r in (latency, throughput))  # + the readiness check
+    failed = sum(n for s, n in (latency.statuses + throughput.statuses).items() if s != 200)
+    if failed or latency.transport_errors or throughput.transport_errors:
+        raise SystemExit(f"{framework}/{variant}: {failed} failed requests")
+    sample = Sample(
+        p50=percentile(latency.latencies, 50) * 1e6,
+        p99=percentile(latency.latencies, 99) * 1e6,
+        rate=len(throughput.latencies) / throughput.elapsed,
+    )
+    return sample, answered
+
+
+def load(port: int, requests: int, concurrency: int, warmup: int) -> Any:
+    spec = LoadSpec(
+        port=port, auth={}, mode="get", requests=requests, batch_size=1,
+        concurrency=concurrency, warmup_requests=warmup, seed=0, path="/hello",
+    )  # fmt: skip
+    generator = LoadGenerator(spec)
+    generator.start()
+    try:
+        generator.wait_measuring()
+        return generator.result()
+    finally:
+        generator.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--latency-requests", type=int, default=3_000)
+    parser.add_argument("--throughput-requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=500)
+    args = parser.parse_args()
+    frameworks = args.frameworks.split(",")
+    variants = [v for v in args.variants.split(",") if available(v)]
+    skipped = set(args.variants.split(",")) - set(variants)
+    if skipped:
+        print(f"skipped (not installed): {', '.join(sorted(skipped))}", file=sys.stderr)
+    results = Results()
+    sink = _Sink()
+    with tempfile.TemporaryDirectory(prefix="server-overhead-") as tmp_name:
+        tmp = Path(tmp_name)
+        ledger = start_server(tmp, nice=10)
+        try:
+            for round_no in range(args.rounds):
+                for framework in frameworks:
+                    shift = round_no % len(variants)
+                    order = variants[shift:] + variants[:shift]
+                    this_round: dict[str, Sample] = {}
+                    for variant in order:
+                        service = f"bench-{framework}-{variant}-{round_no}"
+                        sample, answered = run_variant(
+                            framework, variant, service, ledger, sink.port, args, tmp
+                        )
+                        this_round[variant] = sample
+                        results.samples.setdefault((framework, variant), []).append(sample)
+                        results.requests[service] = answered
+                        print(
+                            f"round {round_no + 1} {framework:8} {variant:15} "
+                            f"p50 {sample.p50:7.1f} µs  p99 {sample.p99:7.1f} µs  "
+                            f"{sample.rate:7.0f} req/s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    if "bare" in this_round:
+                        bare = this_round["bare"]
+                        for variant, s in this_round.items():
+                            results.added.setdefault((framework, variant), []).append(
+                                (s.p50 - bare.p50, s.p99 - bare.p99, s.rate / bare.rate)
+                            )
+            stored = collections.Counter(e.get("service") for e in ledger.entries())
+        finally:
+            ledger.kill()
+    report(args, frameworks, variants, results, stored, sink)
+
+
+def report(
+    args: Any,
+    frameworks: list[str],
+    variants: list[str],
+    results: Results,
+    stored: collections.Counter[str],
+    sink: Any,
+) -> None:
+    med = statistics.median
+    print(
+        f"\n{args.rounds} rounds; per round and variant: {args.latency_requests} requests one at "
+        f"a time, then {args.throughput_requests} over {args.concurrency} connections; "
+        f"medians over rounds. load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print("| framework | variant | p50 | +p50 | p99 | +p99 | req/s | × bare | delivered |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for framework in frameworks:
+        for variant in variants:
+            samples = results.samples.get((framework, variant), [])
+            if not samples:
+                continue
+            added = results.added.get((framework, variant), [])
+            plus50 = f"{med(a[0] for a in added):+.1f} µs" if added else "–"
+            plus99 = f"{med(a[1] for a in added):+.1f} µs" if added else "–"
+            ratio = f"{med(a[2] for a in added):.2f}×" if added else "–"
+            delivered = ""
+            if variant == "ours":
+                services = [f"bench-{framework}-ours-{r}" for r in range(args.rounds)]
+                made = sum(results.requests[s] for s in services)
+                got = sum(stored[s] for s in services)
+                delivered = f"{got}/{made} events" + ("" if got == made else " (MISSING)")
+            print(
+                f"| {framework} | {variant} | {med(s.p50 for s in samples):.1f} µs | {plus50} | "
+                f"{med(s.p99 for s in samples):.1f} µs | {plus99} | "
+                f"{med(s.rate for s in samples):.0f} | {ratio} | {delivered} |"
+            )
+    print(f"\nsink: {sink.sentry_envelopes} Sentry envelopes, {sink.spans} OTLP spans")
+
+
+if __name__ == "__main__":
+    main()
