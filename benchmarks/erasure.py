@@ -131,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", default=None, help="a PostgreSQL server URL")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-erase", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args(argv)
-    backends = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
+    backends: list[tuple[str, str | None]] = [] if args.skip_sqlite else [("SQLite", None)]
+    backends += [("PostgreSQL", args.postgres)] if args.postgres else []
     with tempfile.TemporaryDirectory(prefix="erasure-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         for name, url in backends:

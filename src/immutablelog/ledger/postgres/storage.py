@@ -829,8 +829,16 @@ class PostgresStorage(KeyHistoryRows):
     ) -> list[int]:
         where, params = erasable_filters(tenant_id, "%s", start, end, received_before)
         if actor is not None:
-            where.append("e.actor = %s")
-            params.append(actor)
+            # Driven by the actor's index, each part probed by its key: a join would let
+            # the planner scan every erasable part of a big log.
+            rows = self._query(
+                "SELECT e.idx FROM entries AS e WHERE e.tenant_id = %s AND e.actor = %s "
+                f"AND {' AND '.join(w.replace('x.', 'e.') for w in where)} "
+                "AND EXISTS (SELECT 1 FROM erasables AS x "
+                "WHERE x.tenant_id = e.tenant_id AND x.idx = e.idx) ORDER BY e.idx",
+                [tenant_id, actor, *params],
+            )
+            return [int(idx) for (idx,) in rows]
         rows = self._query(
             "SELECT x.idx FROM entries AS e JOIN erasables AS x "
             "ON x.tenant_id = e.tenant_id AND x.idx = e.idx "
