@@ -397,6 +397,15 @@ class Storage(KeyHistoryStorage, Protocol):
         """How many entries, of all tenants, the full-text index does not cover yet."""
         ...
 
+    def roll_up(self, limit: int) -> int:
+        """Add up to ``limit`` not-yet-counted entries to the event counts kept ahead of
+        time (``ledger/rollup.py``); return how many."""
+        ...
+
+    def rollup_backlog(self) -> int:
+        """How many entries, of all tenants, the event counts do not cover yet."""
+        ...
+
     def checkpoint_log(self) -> None:
         """Copy committed changes from a write-ahead log into the database file, without
         blocking the writer (SQLite); nothing where the database server does it (PostgreSQL)."""

@@ -1,12 +1,15 @@
-"""Upkeep behind the writer, on a thread of its own: the search index and the WAL.
+"""Upkeep behind the writer, on a thread of its own: the search index, the event counts
+(``ledger/rollup.py``) and the WAL.
 
-Both jobs are work a commit would otherwise do, moved off the writer's path:
+Each job is work a commit would otherwise do, moved off the writer's path:
 
 * The search index is derived data: ingest never waits for it, and queries with ``q`` see
   an event within about half a second of its 2xx (it indexes every ``interval``, in one
   transaction per slice, which costs less per entry than indexing each commit on its own).
   Filling it takes no lock the writer needs (SQLite keeps the index in its own file;
   PostgreSQL lets one process at a time fill it).
+* The event counts are derived data too, filled the same way; a count adds the few
+  entries they do not cover yet from the entries themselves, so it is always exact.
 * SQLite's write-ahead log is copied into the database file here (a passive checkpoint,
   which never blocks the writer) instead of by whichever commit crosses SQLite's default
   threshold of 4 MB, which under load was nearly every commit. Pages rewritten by many
@@ -44,6 +47,7 @@ class Upkeep:
         self._lock = threading.Lock()
         self._checkpoint_failures = RepeatedFailure(logger, "WAL checkpoints")
         self._indexing_failures = RepeatedFailure(logger, "search indexing")
+        self._rollup_failures = RepeatedFailure(logger, "event counting")
 
     def start(self) -> None:
         with self._lock:
@@ -69,6 +73,7 @@ class Upkeep:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._catch_up()
+            self._roll_up()
             self._checkpoint()
             self._stopping.wait(self._interval)
 
@@ -88,3 +93,12 @@ class Upkeep:
             self._indexing_failures.raised(exc)
         else:
             self._indexing_failures.succeeded()
+
+    def _roll_up(self) -> None:
+        try:
+            while not self._stopping.is_set() and self._storage.roll_up(_SLICE) == _SLICE:
+                pass
+        except Exception as exc:  # the thread must outlive any failure
+            self._rollup_failures.raised(exc)
+        else:
+            self._rollup_failures.succeeded()

@@ -12,9 +12,10 @@ from starlette.responses import Response
 
 from immutablelog.entry import EVENT_TYPES
 from immutablelog.ledger import Ledger, Tenant
+from immutablelog.ledger.rollup import CountTooSlow
 from immutablelog.ledger.storage import EventQuery
 from immutablelog.server.auth import require_key
-from immutablelog.server.errors import JSONResponse
+from immutablelog.server.errors import ApiError, JSONResponse
 from immutablelog.server.params import choice_param
 from immutablelog.server.query import event_query
 
@@ -79,7 +80,15 @@ def event_counts(request: Request) -> Response:
     if interval == "auto":
         interval = _auto_interval(ledger, tenant, query)
     width = INTERVALS[interval][0]
-    rows = ledger.count_events(tenant, query, width)
+    try:
+        rows = ledger.count_events(tenant, query, width)
+    except CountTooSlow as exc:
+        # Only filters the kept counts cannot hold (q, actor, request_id) scan entries.
+        raise ApiError(
+            422,
+            "count_too_broad",
+            f"{exc}: narrow the filters or the time range",
+        ) from None
     counts: dict[str, dict[str, int]] = {}
     for prefix, kind, count in rows:
         counts.setdefault(prefix, dict.fromkeys(_TYPE_ORDER, 0))[kind] = count

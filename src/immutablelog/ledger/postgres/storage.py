@@ -30,12 +30,16 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from immutablelog.entry import timestamp
 from immutablelog.ledger.health import Fault, StorageHealth
 from immutablelog.ledger.postgres.key_history import KeyHistoryRows, KeyHistoryTransaction
+from immutablelog.ledger import rollup
+from immutablelog.ledger.postgres import counts
 from immutablelog.ledger.postgres.schema import (
+    COUNT_LOCK_ID,
     MIGRATION_LOCK_ID,
     MIGRATIONS,
     SCHEMA_VERSION,
     SEARCH_LOCK_ID,
 )
+from immutablelog.ledger.rollup import COUNT_SECONDS
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
     DERIVED_COLUMNS,
@@ -723,12 +727,27 @@ class PostgresStorage(KeyHistoryRows):
     def count_events(
         self, tenant_id: int, query: EventQuery, width: int
     ) -> list[tuple[str, str, int]]:
-        where, params = _event_where(tenant_id, query)
-        rows = self._query(
-            f"SELECT left(received_at, %s) AS bucket, type, COUNT(*) FROM entries "
-            f"WHERE {where} GROUP BY bucket, type ORDER BY bucket",
-            [width, *params],
-        )
+        if rollup.answers(query):
+            sql_text, params = rollup.count_sql(counts.dialect(tenant_id), tenant_id, query, width)
+        else:
+            where, params = _event_where(tenant_id, query)
+            sql_text = (
+                f"SELECT left(received_at, %s) AS bucket, type, COUNT(*) FROM entries "
+                f"WHERE {where} GROUP BY bucket, type ORDER BY bucket"
+            )
+            params = [width, *params]
+        with self._connection(begin=True) as conn:
+            try:
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    (f"{round(COUNT_SECONDS * 1000)}ms",),
+                )
+                rows = conn.execute(sql_text, params).fetchall()
+            except errors.QueryCanceled as exc:
+                raise rollup.CountTooSlow(COUNT_SECONDS) from exc
+            finally:
+                with suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
         return [(bucket, kind, int(count)) for bucket, kind, count in rows]
 
     def checkpoint_log(self) -> None:
@@ -804,6 +823,29 @@ class PostgresStorage(KeyHistoryRows):
                     "ON CONFLICT (tenant_id, idx) DO NOTHING",
                     (tenant_id, start, end),
                 )
+
+    def roll_up(self, limit: int) -> int:
+        """Count up to ``limit`` entries into the rollup, oldest first per tenant, in one
+        transaction with the marks; one process at a time (a try-lock, as for search)."""
+        with self.write() as tx:
+            conn = tx._conn
+            locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (COUNT_LOCK_ID,))
+            row = locked.fetchone()
+            if not row or not row[0]:
+                return 0
+            pending = conn.execute(counts.PENDING + " ORDER BY t.id").fetchall()
+            ranges = search_ranges(
+                [(int(tenant), int(start), int(size)) for tenant, start, size in pending], limit
+            )
+            for tenant_id, start, end in ranges:
+                conn.execute(counts.INSERT_RANGE, (tenant_id, start, end))
+            conn.cursor().executemany(
+                counts.MOVE_MARK, [(tenant, end) for tenant, _, end in ranges]
+            )
+        return sum(end - start for _, start, end in ranges)
+
+    def rollup_backlog(self) -> int:
+        return int(self._query(counts.BACKLOG)[0][0])
 
     def search_backlog(self) -> int:
         rows = self._query(

@@ -19,6 +19,8 @@ from typing import TypeVar
 from immutablelog.entry import timestamp
 from immutablelog.ledger.health import Fault, StorageHealth
 from immutablelog.ledger.sqlite.key_history import KeyHistoryRows, KeyHistoryTransaction
+from immutablelog.ledger.rollup import COUNT_SECONDS
+from immutablelog.ledger.sqlite import counts
 from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
@@ -316,6 +318,7 @@ class SQLiteStorage(KeyHistoryRows):
                 conn.execute("ATTACH DATABASE ? AS search", (str(self.search_path),))
                 conn.execute("PRAGMA search.journal_mode = WAL")
                 _create_search_file(conn)
+                counts.create(conn)
             # Derived data: a commit lost to power loss is simply indexed again.
             conn.execute("PRAGMA search.synchronous = NORMAL")
             conn.execute(f"PRAGMA search.cache_size = {_CACHE_KIB}")  # per file, not inherited
@@ -573,18 +576,19 @@ class SQLiteStorage(KeyHistoryRows):
     def count_events(
         self, tenant_id: int, query: EventQuery, width: int
     ) -> list[tuple[str, str, int]]:
-        where, params = event_filters(tenant_id, query, "?", "e.")
-        source, conn = "main.entries AS e", self._conn
         if query.text and query.text.split():
-            source = "search.entries_search AS s JOIN main.entries AS e ON e.rowid = s.rowid"
-            where.insert(0, "entries_search MATCH ?")
-            params.insert(0, _fts_match(query))
-            conn = self._search_conn
-        rows = conn.execute(
-            f"SELECT substr(e.received_at, 1, ?) AS bucket, e.type, COUNT(*) FROM {source} "
-            f"WHERE {' AND '.join(where)} GROUP BY bucket, e.type ORDER BY bucket",
-            [width, *params],
-        )
+            where, params = event_filters(tenant_id, query, "?", "e.")
+            sql = (
+                "SELECT substr(e.received_at, 1, ?), e.type, COUNT(*) "
+                "FROM search.entries_search AS s JOIN main.entries AS e ON e.rowid = s.rowid "
+                f"WHERE entries_search MATCH ? AND {' AND '.join(where)} GROUP BY 1, 2 ORDER BY 1"
+            )
+            params = [width, _fts_match(query), *params]
+        else:
+            sql, params = counts.count_sql(tenant_id, query, width)
+        conn = self._search_conn  # one statement: one snapshot of both files
+        with counts.time_limit(conn, COUNT_SECONDS):
+            rows = conn.execute(sql, params).fetchall()
         return [(bucket, kind, int(count)) for bucket, kind, count in rows]
 
     def _run_query(
@@ -649,6 +653,14 @@ class SQLiteStorage(KeyHistoryRows):
         # search file's lock, so the ledger's writer is never held up.
         with self._file_lock(self._search_lock_path), _transaction(conn, "BEGIN"):
             return self._index_slice(conn, limit)
+
+    def roll_up(self, limit: int) -> int:
+        conn = self._search_conn
+        with self._file_lock(self._search_lock_path), _transaction(conn, "BEGIN"):
+            return counts.roll_up(conn, limit)
+
+    def rollup_backlog(self) -> int:
+        return counts.backlog(self._search_conn)
 
     def search_backlog(self) -> int:
         # Entries are never deleted, so their rowids run 1..n without gaps.
