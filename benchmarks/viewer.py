@@ -91,7 +91,10 @@ def _rows_after(page: Page, mark: str, action: Callable[[], None]) -> float:
     page.evaluate("performance.clearMarks('immutablelog:rows')")
     action()
     # Polled from here: the page's CSP forbids the eval that wait_for_function would need.
+    deadline = time.monotonic() + 120
     while not page.evaluate("performance.getEntriesByName('immutablelog:rows').length"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no rows rendered 120 s after {mark}: {page.url}")
         page.wait_for_timeout(5)
     return _measure(page, mark, "immutablelog:rows")
 

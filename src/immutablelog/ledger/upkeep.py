@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from immutablelog.ledger.health import RepeatedFailure
 from immutablelog.ledger.storage import Storage
@@ -86,19 +87,17 @@ class Upkeep:
             self._checkpoint_failures.succeeded()
 
     def _catch_up(self) -> None:
-        try:
-            while not self._stopping.is_set() and self._storage.index_search(_SLICE) == _SLICE:
-                pass
-        except Exception as exc:  # the thread must outlive any failure
-            self._indexing_failures.raised(exc)
-        else:
-            self._indexing_failures.succeeded()
+        self._drain(self._storage.index_search, self._indexing_failures)
 
     def _roll_up(self) -> None:
+        self._drain(self._storage.roll_up, self._rollup_failures)
+
+    def _drain(self, job: Callable[[int], int], failures: RepeatedFailure) -> None:
+        """Run ``job`` a slice at a time until it has less than a slice left to do."""
         try:
-            while not self._stopping.is_set() and self._storage.roll_up(_SLICE) == _SLICE:
+            while not self._stopping.is_set() and job(_SLICE) == _SLICE:
                 pass
         except Exception as exc:  # the thread must outlive any failure
-            self._rollup_failures.raised(exc)
+            failures.raised(exc)
         else:
-            self._rollup_failures.succeeded()
+            failures.succeeded()

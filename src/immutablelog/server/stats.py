@@ -14,8 +14,8 @@ from immutablelog.entry import EVENT_TYPES
 from immutablelog.ledger import Ledger, Tenant
 from immutablelog.ledger.rollup import CountTooSlow
 from immutablelog.ledger.storage import EventQuery
-from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
+from immutablelog.server.links import require_reader
 from immutablelog.server.params import choice_param
 from immutablelog.server.query import event_query
 
@@ -74,9 +74,12 @@ def event_counts(request: Request) -> Response:
     """``GET /v1/event-counts?interval=minute|hour|day|month|year|auto`` with the filters of
     ``GET /v1/events``: non-empty buckets, oldest first, each with a count per event type."""
     ledger: Ledger = request.app.state.ledger
-    _, tenant = require_key(ledger, request, "read")
+    reader = require_reader(ledger, request)
+    tenant = reader.tenant
     interval = choice_param(request, "interval", ("auto", *INTERVALS))
-    query = replace(event_query(request)[0], after_index=None)
+    query = reader.narrow(replace(event_query(request)[0], after_index=None))
+    if query is None:  # outside a viewer link's filter
+        return JSONResponse({"interval": "hour" if interval == "auto" else interval, "buckets": []})
     if interval == "auto":
         interval = _auto_interval(ledger, tenant, query)
     width = INTERVALS[interval][0]

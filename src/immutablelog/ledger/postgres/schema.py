@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 # Arbitrary constants: the advisory lock every process takes while it checks or migrates the
 # schema, so several processes starting at once do not race on CREATE TABLE; and the one
@@ -325,5 +325,21 @@ CREATE TABLE {schema}.count_progress (
     tenant_id bigint PRIMARY KEY,
     next_idx bigint NOT NULL
 );
+""",
+    6: """
+-- Viewer links: read-only tokens bound to a filter of one tenant's events, until they
+-- expire or are revoked (ledger/viewer_links.py). Stored like API keys: a hash and a prefix.
+CREATE TABLE {schema}.viewer_links (
+    id bigserial PRIMARY KEY,
+    tenant_id bigint NOT NULL REFERENCES {schema}.tenants(id),
+    token_hash bytea NOT NULL UNIQUE,
+    prefix text NOT NULL UNIQUE,
+    filters text NOT NULL,
+    label text,
+    created_at text NOT NULL,
+    expires_at text NOT NULL,
+    revoked_at text
+);
+CREATE INDEX viewer_links_by_tenant ON {schema}.viewer_links (tenant_id);
 """,
 }

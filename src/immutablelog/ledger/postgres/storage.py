@@ -44,6 +44,7 @@ from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
     DERIVED_COLUMNS,
     ENTRY_COLUMNS,
+    VIEWER_LINK_COLUMNS,
     AlreadyExists,
     ApiKey,
     AuditRow,
@@ -55,10 +56,12 @@ from immutablelog.ledger.storage import (
     StoredCheckpoint,
     StoredEntry,
     Tenant,
+    ViewerLink,
     api_key_from_row,
     check_tree_end,
     event_filters,
     stored_scopes,
+    viewer_link_from_row,
 )
 from immutablelog.merkle import NodeID
 
@@ -651,6 +654,55 @@ class PostgresStorage(KeyHistoryRows):
             )
 
     # the log ---------------------------------------------------------------------------
+    # viewer links
+    def create_viewer_link(
+        self,
+        tenant_id: int,
+        token_hash: bytes,
+        prefix: str,
+        filters: str,
+        label: str | None,
+        now: str,
+        expires_at: str,
+    ) -> ViewerLink:
+        # Not retried through _query: an INSERT whose answer was lost may have committed.
+        with self._connection() as conn:
+            row = conn.execute(
+                "WITH v AS (INSERT INTO viewer_links "
+                "(tenant_id, token_hash, prefix, filters, label, created_at, expires_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *) "
+                f"SELECT {VIEWER_LINK_COLUMNS} FROM v JOIN tenants t ON t.id = v.tenant_id",
+                (tenant_id, token_hash, prefix, filters, label, now, expires_at),
+            ).fetchone()
+        assert row is not None  # the foreign key guarantees the join
+        return viewer_link_from_row(row)
+
+    def _links_where(self, where: str, *params: object) -> list[ViewerLink]:
+        rows = self._query(
+            f"SELECT {VIEWER_LINK_COLUMNS} FROM viewer_links v "
+            f"JOIN tenants t ON t.id = v.tenant_id WHERE {where} ORDER BY v.id",
+            params,
+        )
+        return [viewer_link_from_row(row) for row in rows]
+
+    def find_viewer_link(self, token_hash: bytes) -> ViewerLink | None:
+        found = self._links_where("v.token_hash = %s", token_hash)
+        return found[0] if found else None
+
+    def list_viewer_links(self, tenant_id: int | None = None) -> list[ViewerLink]:
+        if tenant_id is None:
+            return self._links_where("true")
+        return self._links_where("v.tenant_id = %s", tenant_id)
+
+    def revoke_viewer_link(self, prefix: str, now: str) -> ViewerLink | None:
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE viewer_links SET revoked_at = %s WHERE prefix = %s AND revoked_at IS NULL",
+                (now, prefix),
+            )
+        found = self._links_where("v.prefix = %s", prefix)
+        return found[0] if found else None
+
     def latest_checkpoint(self, tenant_id: int) -> StoredCheckpoint | None:
         rows = self._query(
             "SELECT size, root, note, created_at FROM checkpoints WHERE tenant_id = %s "

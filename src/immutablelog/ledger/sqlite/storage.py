@@ -26,6 +26,7 @@ from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
     DERIVED_COLUMNS,
     ENTRY_COLUMNS,
+    VIEWER_LINK_COLUMNS,
     AlreadyExists,
     ApiKey,
     AuditRow,
@@ -36,11 +37,13 @@ from immutablelog.ledger.storage import (
     StoredCheckpoint,
     StoredEntry,
     Tenant,
+    ViewerLink,
     api_key_from_row,
     check_tree_end,
     event_filters,
     prefix_range,
     stored_scopes,
+    viewer_link_from_row,
 )
 from immutablelog.merkle import NodeID
 
@@ -496,6 +499,54 @@ class SQLiteStorage(KeyHistoryRows):
                 "UPDATE api_keys SET last_used_at = ? WHERE id = ?",
                 [(when, key_id) for key_id, when in last_used.items()],
             )
+
+    # viewer links ----------------------------------------------------------------------
+    def create_viewer_link(
+        self,
+        tenant_id: int,
+        token_hash: bytes,
+        prefix: str,
+        filters: str,
+        label: str | None,
+        now: str,
+        expires_at: str,
+    ) -> ViewerLink:
+        with self.write() as tx:
+            cur = tx._conn.execute(
+                "INSERT INTO viewer_links "
+                "(tenant_id, token_hash, prefix, filters, label, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (tenant_id, token_hash, prefix, filters, label, now, expires_at),
+            )
+            link_id = cur.lastrowid
+        found = self._links_where("v.id = ?", link_id)
+        return found[0]
+
+    def _links_where(self, where: str, *params: object) -> list[ViewerLink]:
+        rows = self._conn.execute(
+            f"SELECT {VIEWER_LINK_COLUMNS} FROM viewer_links v "
+            f"JOIN tenants t ON t.id = v.tenant_id WHERE {where} ORDER BY v.id",
+            params,
+        )
+        return [viewer_link_from_row(row) for row in rows]
+
+    def find_viewer_link(self, token_hash: bytes) -> ViewerLink | None:
+        found = self._links_where("v.token_hash = ?", token_hash)
+        return found[0] if found else None
+
+    def list_viewer_links(self, tenant_id: int | None = None) -> list[ViewerLink]:
+        if tenant_id is None:
+            return self._links_where("1")
+        return self._links_where("v.tenant_id = ?", tenant_id)
+
+    def revoke_viewer_link(self, prefix: str, now: str) -> ViewerLink | None:
+        with self.write() as tx:
+            tx._conn.execute(
+                "UPDATE viewer_links SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
+                (now, prefix),
+            )
+        found = self._links_where("v.prefix = ?", prefix)
+        return found[0] if found else None
 
     # the log ---------------------------------------------------------------------------
     def latest_checkpoint(self, tenant_id: int) -> StoredCheckpoint | None:
