@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import http.client
 import os
 import platform
 import random
@@ -254,12 +255,17 @@ def count_stats(
                 _, body = client.get("/v1/event-counts", make(rng))  # warm-up
                 calls = [lambda m=make, c=client: c.get("/v1/event-counts", m(rng))] * samples
                 times = time_calls(calls)
-            except TimeoutError:
-                # A case past the client's 60 s: say so, and go on with a fresh connection.
+            except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+                # A case past the client's 60 s, or a lost connection: say so, and go on
+                # with a fresh connection.
                 client.close()
                 client = Http(server.url, server.read_key)
+                alive = server.process is not None and server.process.poll() is None
                 stats.append(Stat(f"counts, {label}", what, [60.0], "p95 <= 200 ms",
-                                  "timed out after 60 s"))  # fmt: skip
+                                  f"failed: {type(exc).__name__}, alive: {alive}"))  # fmt: skip
+                if not alive:
+                    console.print(server.log()[-3000:])
+                    break
                 continue
             width = INTERVAL_WIDTHS[orjson.loads(body)["interval"]]
             before = time_calls(
@@ -392,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         console.print(f"SQLite log of {size:,} entries; the browser…")
         stats += browser_stats(server, db, samples, args.seed + 1)
+        write_results(stats, size, argv)
         console.print("event counts, SQLite…")
         stats += count_stats(server, db, storage, samples, args.seed + 2, "SQLite")
         storage.close()
