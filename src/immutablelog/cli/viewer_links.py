@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from immutablelog.cli.keys import _columns, _minute
+from immutablelog.cli.keys import columns, minute
 from immutablelog.cli.options import config_for, ledger_options, open_ledger
 from immutablelog.ledger import viewer_links as links
 
@@ -93,13 +93,13 @@ def list_(tenant: str | None, as_json: bool, data_dir: Path, database_url: str |
             d["prefix"],
             d["tenant"],
             " ".join(f"{k}={v}" for k, v in d["filter"].items()),
-            _minute(d["expires_at"]),
-            _minute(d["revoked_at"]),
+            minute(d["expires_at"]),
+            minute(d["revoked_at"]),
             d["label"] or "",
         ]
         for d in described
     ]
-    for line in _columns(["PREFIX", "TENANT", "FILTER", "EXPIRES", "REVOKED", "LABEL"], rows):
+    for line in columns(["PREFIX", "TENANT", "FILTER", "EXPIRES", "REVOKED", "LABEL"], rows):
         click.echo(line)
 
 

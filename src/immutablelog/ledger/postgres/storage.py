@@ -28,10 +28,10 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from immutablelog.entry import timestamp
-from immutablelog.ledger.health import Fault, StorageHealth
-from immutablelog.ledger.postgres.key_history import KeyHistoryRows, KeyHistoryTransaction
 from immutablelog.ledger import rollup
+from immutablelog.ledger.health import Fault, StorageHealth
 from immutablelog.ledger.postgres import counts
+from immutablelog.ledger.postgres.key_history import KeyHistoryRows, KeyHistoryTransaction
 from immutablelog.ledger.postgres.schema import (
     COUNT_LOCK_ID,
     MIGRATION_LOCK_ID,

@@ -18,9 +18,9 @@ from typing import TypeVar
 
 from immutablelog.entry import timestamp
 from immutablelog.ledger.health import Fault, StorageHealth
-from immutablelog.ledger.sqlite.key_history import KeyHistoryRows, KeyHistoryTransaction
 from immutablelog.ledger.rollup import COUNT_SECONDS
 from immutablelog.ledger.sqlite import counts
+from immutablelog.ledger.sqlite.key_history import KeyHistoryRows, KeyHistoryTransaction
 from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
