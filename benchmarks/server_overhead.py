@@ -18,6 +18,10 @@ Method:
 * The client is another process (``benchmarks/common.py``'s raw keep-alive HTTP/1.1 client):
   after a warm-up, ``--latency-requests`` requests one at a time (p50, p99 as the client sees
   them), then ``--throughput-requests`` over ``--concurrency`` connections (requests/s).
+* On a machine shared with other work, wall-clock rates swing from round to round; the
+  server's own CPU time per request under that load (its process tree, background threads
+  included, until a second after the load) does not. ``capacity × bare`` is bare's CPU per
+  request over the variant's: the throughput ratio of a server that has a core to itself.
 * Ours delivers to a real ``immutablelog serve`` process at ``nice`` 10 (in production it runs
   elsewhere; here it gets the CPU the app and the client leave). After the load the server gets
   SIGTERM, delivers what is still queued and exits; then every request's event must be stored
@@ -42,12 +46,14 @@ from typing import Any
 import httpx
 from tests.live import free_port
 
-from benchmarks.common import LoadGenerator, LoadSpec, percentile
+from benchmarks.common import LoadGenerator, LoadSpec, percentile, process_tree_cpu
 from benchmarks.flask_overhead import _Sink, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
 FRAMEWORKS = ("fastapi", "django")
+#: How long after the load a server's background work (our batches) is still charged to it.
+BACKGROUND_SETTLE = 1.0
 VARIANTS = ("bare", "ours", "sentry", "sentry-tracing", "otel")
 NEEDS = {
     "sentry": ("sentry_sdk",),
@@ -77,12 +83,15 @@ class Sample:
     p50: float
     p99: float
     rate: float
+    cpu: float  # the server's CPU µs per request under load, its background work included
 
 
 @dataclass
 class Results:
     samples: dict[tuple[str, str], list[Sample]] = field(default_factory=dict)
-    added: dict[tuple[str, str], list[tuple[float, float, float]]] = field(default_factory=dict)
+    added: dict[tuple[str, str], list[tuple[float, float, float, float]]] = field(
+        default_factory=dict
+    )
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -127,8 +136,10 @@ def run_variant(
             if time.monotonic() > deadline:
                 raise SystemExit(f"{framework}/{variant} did not start")
             time.sleep(0.1)
-        latency = load(port, args.latency_requests, 1, args.warmup)
-        throughput = load(port, args.throughput_requests, args.concurrency, args.warmup)
+        latency, _ = load(port, args.latency_requests, 1, args.warmup, server.pid)
+        throughput, cpu = load(
+            port, args.throughput_requests, args.concurrency, args.warmup, server.pid
+        )
     finally:
         server.send_signal(signal.SIGTERM)  # ours delivers what is still queued, then exits
         server.wait(600)
@@ -141,11 +152,16 @@ def run_variant(
         p50=percentile(latency.latencies, 50) * 1e6,
         p99=percentile(latency.latencies, 99) * 1e6,
         rate=len(throughput.latencies) / throughput.elapsed,
+        cpu=cpu / len(throughput.latencies) * 1e6,
     )
     return sample, answered
 
 
-def load(port: int, requests: int, concurrency: int, warmup: int) -> Any:
+def load(port: int, requests: int, concurrency: int, warmup: int, pid: int) -> tuple[Any, float]:
+    """The client's view of ``requests`` after a warm-up, and the CPU seconds the server
+    process tree used for them: from the start of the timed phase until a second after its end,
+    so that work left to a background thread (building and sending our events, exporting
+    spans) is counted too."""
     spec = LoadSpec(
         port=port, auth={}, mode="get", requests=requests, batch_size=1,
         concurrency=concurrency, warmup_requests=warmup, seed=0, path="/hello",
@@ -154,7 +170,10 @@ def load(port: int, requests: int, concurrency: int, warmup: int) -> Any:
     generator.start()
     try:
         generator.wait_measuring()
-        return generator.result()
+        before = process_tree_cpu(pid)
+        result = generator.result()
+        time.sleep(BACKGROUND_SETTLE)
+        return result, process_tree_cpu(pid) - before
     finally:
         generator.kill()
 
@@ -196,7 +215,7 @@ def main() -> None:
                         print(
                             f"round {round_no + 1} {framework:8} {variant:15} "
                             f"p50 {sample.p50:7.1f} µs  p99 {sample.p99:7.1f} µs  "
-                            f"{sample.rate:7.0f} req/s",
+                            f"{sample.rate:7.0f} req/s  {sample.cpu:6.1f} CPU µs/req",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -204,7 +223,12 @@ def main() -> None:
                         bare = this_round["bare"]
                         for variant, s in this_round.items():
                             results.added.setdefault((framework, variant), []).append(
-                                (s.p50 - bare.p50, s.p99 - bare.p99, s.rate / bare.rate)
+                                (
+                                    s.p50 - bare.p50,
+                                    s.p99 - bare.p99,
+                                    s.rate / bare.rate,
+                                    bare.cpu / s.cpu,
+                                )
                             )
             stored = collections.Counter(e.get("service") for e in ledger.entries())
         finally:
@@ -226,8 +250,11 @@ def report(
         f"a time, then {args.throughput_requests} over {args.concurrency} connections; "
         f"medians over rounds. load average {os.getloadavg()[0]:.1f}\n"
     )
-    print("| framework | variant | p50 | +p50 | p99 | +p99 | req/s | × bare | delivered |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print(
+        "| framework | variant | p50 | +p50 | p99 | +p99 | req/s | × bare "
+        "| CPU/req | capacity × bare | delivered |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for framework in frameworks:
         for variant in variants:
             samples = results.samples.get((framework, variant), [])
@@ -237,6 +264,7 @@ def report(
             plus50 = f"{med(a[0] for a in added):+.1f} µs" if added else "–"
             plus99 = f"{med(a[1] for a in added):+.1f} µs" if added else "–"
             ratio = f"{med(a[2] for a in added):.2f}×" if added else "–"
+            capacity = f"{med(a[3] for a in added):.2f}×" if added else "–"
             delivered = ""
             if variant == "ours":
                 services = [f"bench-{framework}-ours-{r}" for r in range(args.rounds)]
@@ -246,7 +274,8 @@ def report(
             print(
                 f"| {framework} | {variant} | {med(s.p50 for s in samples):.1f} µs | {plus50} | "
                 f"{med(s.p99 for s in samples):.1f} µs | {plus99} | "
-                f"{med(s.rate for s in samples):.0f} | {ratio} | {delivered} |"
+                f"{med(s.rate for s in samples):.0f} | {ratio} | "
+                f"{med(s.cpu for s in samples):.0f} µs | {capacity} | {delivered} |"
             )
     print(f"\nsink: {sink.sentry_envelopes} Sentry envelopes, {sink.spans} OTLP spans")
 

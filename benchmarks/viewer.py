@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import http.client
 import os
 import platform
 import random
@@ -31,11 +32,14 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from playwright.sync_api import Page, sync_playwright
 from rich.table import Table
 from tests.live import LiveServer
@@ -43,6 +47,7 @@ from tests.viewer.conftest import CHROMIUM, CHROMIUM_ARGS
 
 from benchmarks.ingest import fresh_postgres_database
 from benchmarks.read import (
+    SERVICES,
     Http,
     Stat,
     console,
@@ -52,7 +57,19 @@ from benchmarks.read import (
     time_calls,
     wait_for_search_index,
 )
+from immutablelog.entry import timestamp
 from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
+from immutablelog.ledger.ledger import open_storage
+from immutablelog.ledger.postgres.storage import PostgresStorage, _event_where
+from immutablelog.ledger.sqlite import SQLiteStorage
+from immutablelog.ledger.sqlite.storage import _fts_match
+from immutablelog.ledger.storage import EventQuery, Storage, event_filters
+from immutablelog.server.stats import INTERVALS
+
+Case = Callable[[random.Random], dict[str, Any]]
+INTERVAL_WIDTHS = {name: width for name, (width, _) in INTERVALS.items()}
+#: Samples of the scan that answered counts before they were kept (seconds each at 1M).
+BEFORE_SAMPLES = 5
 
 RESULTS = Path(__file__).with_name("viewer-results.md")
 
@@ -75,7 +92,10 @@ def _rows_after(page: Page, mark: str, action: Callable[[], None]) -> float:
     page.evaluate("performance.clearMarks('immutablelog:rows')")
     action()
     # Polled from here: the page's CSP forbids the eval that wait_for_function would need.
+    deadline = time.monotonic() + 120
     while not page.evaluate("performance.getEntriesByName('immutablelog:rows').length"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no rows rendered 120 s after {mark}: {page.url}")
         page.wait_for_timeout(5)
     return _measure(page, mark, "immutablelog:rows")
 
@@ -150,33 +170,140 @@ def browser_stats(server: LiveServer, db: Path, samples: int, seed: int) -> list
     return stats
 
 
-def count_stats(server: LiveServer, db: Path, samples: int, seed: int, label: str) -> list[Stat]:
+def _event_query(params: dict[str, Any]) -> EventQuery:
+    """The server's reading of a case's filters (benchmarks pass well-formed ones)."""
+    fields = {k: v for k, v in params.items() if k not in ("q", "event_name", "interval")}
+    name = params.get("event_name")
+    if name is not None and name.endswith("*"):
+        fields["event_name_prefix"] = name[:-1]
+    elif name is not None:
+        fields["event_name"] = name
+    return EventQuery(text=params.get("q"), **fields)
+
+
+def scan_counts(storage: Storage, params: dict[str, Any], width: int) -> int:
+    """What ``GET /v1/event-counts`` ran before the counts were kept ahead of time (at
+    a0c6f0b): one grouped scan of the matching entries. Returns the events counted."""
+    query = _event_query(params)
+    if isinstance(storage, SQLiteStorage):
+        where, values = event_filters(1, query, "?", "e.")
+        source = "main.entries AS e"
+        if query.text:
+            source = "search.entries_search AS s JOIN main.entries AS e ON e.rowid = s.rowid"
+            where.insert(0, "entries_search MATCH ?")
+            values.insert(0, _fts_match(query))
+        conn = storage._search_conn
+        rows = conn.execute(
+            f"SELECT substr(e.received_at, 1, ?) AS bucket, e.type, COUNT(*) FROM {source} "
+            f"WHERE {' AND '.join(where)} GROUP BY bucket, e.type ORDER BY bucket",
+            [width, *values],
+        ).fetchall()
+    else:
+        assert isinstance(storage, PostgresStorage)
+        pg_where, values = _event_where(1, query)
+        rows = storage._query(
+            f"SELECT left(received_at, %s) AS bucket, type, COUNT(*) FROM entries "
+            f"WHERE {pg_where} GROUP BY bucket, type ORDER BY bucket",
+            [width, *values],
+        )
+    return sum(int(row[2]) for row in rows)
+
+
+def _count_cases(db: Path, seed: int, bounds: tuple[str, str]) -> dict[str, Case]:
+    """The read benchmark's filters, plus the time ranges a chart asks for (a bar clicked:
+    ragged ends, so the counts of the minutes at both ends are read from the entries)."""
+    first, last = (dt.datetime.fromisoformat(b.replace("Z", "+00:00")) for b in bounds)
+    span = last - first
+
+    def ragged(r: random.Random) -> dict[str, str]:
+        since = first + span * r.uniform(0, 0.5)
+        until = since + span * r.uniform(0.1, 0.5)
+        return {"since": timestamp(since), "until": timestamp(until)}
+
+    def minutes(r: random.Random) -> dict[str, str]:
+        ends = ragged(r)
+        return {k: v[:16] + ":00Z" for k, v in ends.items()}
+
+    return {
+        "no filter": lambda r: {},
+        **query_cases(db, seed),
+        "since+until, whole minutes (a range typed in the viewer)": minutes,
+        "service+since+until, whole minutes": lambda r: {
+            **minutes(r),
+            "service": r.choice(SERVICES),
+        },
+        "since+until to the microsecond": ragged,
+    }
+
+
+def count_stats(
+    server: LiveServer, db: Path, storage: Storage, samples: int, seed: int, label: str
+) -> list[Stat]:
+    """Each case's counts through the API now, and the scan that answered before on the
+    same data (in-process, fewer samples: it takes seconds), side by side."""
     rng = random.Random(seed)
     client = Http(server.url, server.read_key)
     stats = []
+    tenant = 1
+    first = next(storage.entries(tenant, 0, 1)).received_at
+    size = storage.count_entries(tenant, 0)
+    last = next(storage.entries(tenant, size - 1, size)).received_at
     try:
-        cases: dict[str, Callable[[random.Random], dict[str, Any]]] = {
-            "no filter": lambda r: {},
-            **query_cases(db, seed),
-        }
-        for name, make in cases.items():
+        for name, make in _count_cases(db, seed, (first, last)).items():
+            what = f"GET /v1/event-counts {name}"
             try:
-                client.get("/v1/event-counts", make(rng))  # warm-up
+                _, body = client.get("/v1/event-counts", make(rng))  # warm-up
                 calls = [lambda m=make, c=client: c.get("/v1/event-counts", m(rng))] * samples
                 times = time_calls(calls)
-            except TimeoutError:
-                # A case past the client's 60 s: say so, and go on with a fresh connection.
+            except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+                # A case past the client's 60 s, or a lost connection: say so, and go on
+                # with a fresh connection.
                 client.close()
                 client = Http(server.url, server.read_key)
-                stats.append(Stat(f"counts, {label}", f"GET /v1/event-counts {name}", [60.0],
-                                  "p95 <= 200 ms", "timed out after 60 s"))  # fmt: skip
+                alive = server.process is not None and server.process.poll() is None
+                stats.append(Stat(f"counts, {label}", what, [60.0], "p95 <= 200 ms",
+                                  f"failed: {type(exc).__name__}, alive: {alive}"))  # fmt: skip
+                if not alive:
+                    console.print(server.log()[-3000:])
+                    break
                 continue
-            stats.append(
-                Stat(f"counts, {label}", f"GET /v1/event-counts {name}", times, "p95 <= 200 ms")
+            width = INTERVAL_WIDTHS[orjson.loads(body)["interval"]]
+            before = time_calls(
+                [lambda m=make, w=width: scan_counts(storage, m(rng), w)] * BEFORE_SAMPLES
             )
+            scan = Stat("", "", before)
+            note = f"before (scan): p50 {scan.ms(50):.0f} ms, p95 {scan.ms(95):.0f} ms"
+            stats.append(Stat(f"counts, {label}", what, times, "p95 <= 200 ms", note))
     finally:
         client.close()
     return stats
+
+
+def roll_up_all(storage: Storage) -> tuple[int, float]:
+    """Bring the kept counts up to date in-process, as the upkeep thread does; returns the
+    entries counted and the seconds it took (the cost of keeping them, per entry)."""
+    if isinstance(storage, SQLiteStorage):
+        conn = storage._search_conn
+        conn.execute("DELETE FROM search.event_counts")
+        conn.execute("DELETE FROM search.meta WHERE key IN ('counted_rowid', 'counted_id')")
+    else:
+        assert isinstance(storage, PostgresStorage)
+        storage._query("TRUNCATE event_counts, count_progress")
+    started, done = time.perf_counter(), 0
+    while counted := storage.roll_up(50_000):
+        done += counted
+    return done, time.perf_counter() - started
+
+
+def rollup_stat(storage: Storage, label: str) -> Stat:
+    counted, seconds = roll_up_all(storage)
+    return Stat(
+        f"rollup, {label}",
+        f"count {counted:,} entries into the kept counts (upkeep's job, from empty)",
+        [seconds],
+        "",
+        f"{seconds / max(counted, 1) * 1e6:.1f} us per entry",
+    )
 
 
 def render(stats: list[Stat]) -> tuple[Table, str]:
@@ -230,12 +357,26 @@ def write_results(stats: list[Stat], size: int, argv: list[str] | None) -> None:
     console.print(f"wrote {RESULTS}")
 
 
+@contextmanager
+def _postgres_database(url: str, reuse: bool) -> Iterator[str]:
+    if reuse:
+        yield url
+    else:
+        with fresh_postgres_database(url) as fresh:
+            yield fresh
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=None, help="log size (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20,000 entries")
     parser.add_argument("--keep", type=Path, help="data directory to keep (reused if filled)")
     parser.add_argument("--postgres", help="also measure the counts on this PostgreSQL server")
+    parser.add_argument(
+        "--reuse-postgres",
+        action="store_true",
+        help="--postgres names a database to use (and keep, filled), not a server",
+    )
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     entries = args.entries or (20_000 if args.quick else 1_000_000)
@@ -251,24 +392,32 @@ def main(argv: list[str] | None = None) -> int:
         config = LedgerConfig(data_dir=data_dir, idempotency_retention=timedelta(0))
         _fill(config, db, entries, args.seed)
         size = entry_count(db)
+        storage = open_storage(config)
+        storage.initialize(config.log_name)
+        stats.append(rollup_stat(storage, "SQLite"))
         server.start()
         console.print(f"SQLite log of {size:,} entries; the browser…")
         stats += browser_stats(server, db, samples, args.seed + 1)
+        write_results(stats, size, argv)
         console.print("event counts, SQLite…")
-        stats += count_stats(server, db, samples, args.seed + 2, "SQLite")
+        stats += count_stats(server, db, storage, samples, args.seed + 2, "SQLite")
+        storage.close()
     finally:
         server.kill()
     write_results(stats, size, argv)
     if args.postgres:
-        with fresh_postgres_database(args.postgres) as url:
-            pg = LiveServer(root / "pg", database_url=url)
+        with _postgres_database(args.postgres, args.reuse_postgres) as url:
+            pg = LiveServer(root / "pg", database_url=url, create=not args.reuse_postgres)
             try:
-                _fill(
-                    LedgerConfig(data_dir=root / "pg", database_url=url), None, entries, args.seed
-                )
+                pg_config = LedgerConfig(data_dir=root / "pg", database_url=url)
+                _fill(pg_config, None, entries, args.seed)
+                pg_storage = open_storage(pg_config)
+                pg_storage.initialize(pg_config.log_name)
+                stats.append(rollup_stat(pg_storage, "PostgreSQL"))
                 pg.start()
                 console.print("event counts, PostgreSQL…")
-                stats += count_stats(pg, db, samples, args.seed + 2, "PostgreSQL")
+                stats += count_stats(pg, db, pg_storage, samples, args.seed + 2, "PostgreSQL")
+                pg_storage.close()
             finally:
                 pg.kill()
         write_results(stats, size, argv)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -59,6 +60,13 @@ def _unusable(reason: str) -> NoReturn:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """The URL of a new, empty database, dropped after the test."""
+    with postgres_database() as url:
+        yield url
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A new, empty database, dropped on exit (for fixtures of a wider scope)."""
     server = _server_url()
     if _unavailable:
         _unusable(_unavailable[0])

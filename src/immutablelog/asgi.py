@@ -150,7 +150,7 @@ class _Exchange:
     def _actor(self) -> Any:
         actor = (self.scope.get("state") or {}).get("imtbl_actor")
         if actor is None and self.audit._actor is not None:
-            actor = self.audit._actor(self.scope)
+            actor = self.audit._actor_from(self.audit._actor, self.scope)
         return actor
 
     def _receiver(self, receive: Receive) -> Receive:

@@ -149,7 +149,7 @@ class AuditMiddleware(Integration):
 
     def _actor_of(self, request: HttpRequest) -> Any:
         actor = getattr(request, "imtbl_actor", None)
-        return actor if actor is not None else self._actor(request)
+        return actor if actor is not None else self._actor_from(self._actor, request)
 
     def _finish(
         self,
@@ -164,6 +164,11 @@ class AuditMiddleware(Integration):
             if isinstance(response, StreamingHttpResponse):
                 response.streaming_content = self._recorded_stream(
                     request, state, response.streaming_content, actor_of
+                )
+                # A stream never read (a client that left first, a test that does not look)
+                # never runs its generator: closing the response records the event then.
+                response._resource_closers.append(
+                    lambda: self._record(request, state, None, actor_of)
                 )
                 return response
         except Exception:

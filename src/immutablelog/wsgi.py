@@ -137,9 +137,12 @@ def late_state(environ: dict[str, Any]) -> RequestState:
     return state
 
 
-def kept_body_length(content_length: str | None, limit: int) -> int | None:
-    """The body's declared length if the body is small enough to keep for error events."""
-    if content_length and content_length.isascii() and content_length.isdigit():
+def kept_body_length(content_length: object, limit: int) -> int | None:
+    """The body's declared length if the body is small enough to keep for error events.
+    ``CONTENT_LENGTH`` is text in WSGI, but Django's handler also takes an int there."""
+    if type(content_length) is int:
+        content_length = str(content_length)
+    if isinstance(content_length, str) and content_length.isascii() and content_length.isdigit():
         length = int(content_length)
         if 0 < length <= limit:
             return length
@@ -287,7 +290,7 @@ class AuditMiddleware(Integration):
     def _actor_of(self, environ: dict[str, Any]) -> Any:
         actor = environ.get(ACTOR_KEY)
         if actor is None and self._actor is not None:
-            actor = self._actor(environ)
+            actor = self._actor_from(self._actor, environ)
         return actor
 
     def _record(

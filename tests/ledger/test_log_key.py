@@ -13,7 +13,8 @@ import pytest
 
 from immutablelog.checkpoint import Signer
 from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, LedgerError
-from immutablelog.ledger.sqlite.schema import SCHEMA_VERSION
+from immutablelog.ledger.postgres.schema import SCHEMA_VERSION as POSTGRES_VERSION
+from immutablelog.ledger.sqlite.schema import SCHEMA_VERSION as SQLITE_VERSION
 from immutablelog.ledger.storage import Storage
 from tests.ledger.test_storage_contract import (
     INTEGRITY,
@@ -64,6 +65,7 @@ def _forget_log_key(storage: Storage) -> None:
             "ALTER TABLE tenants DROP COLUMN retention_days",
             "DROP TRIGGER meta_log_key_fixed",
             "DROP TRIGGER meta_log_key_kept",
+            "DROP TABLE viewer_links",  # version 5
         ]
     else:
         statements = [
@@ -76,6 +78,8 @@ def _forget_log_key(storage: Storage) -> None:
             "DROP TRIGGER meta_log_key_fixed ON meta",
             "DROP FUNCTION immutablelog_log_key_fixed()",
             "DROP FUNCTION immutablelog_log_keys_fixed()",
+            "DROP TABLE event_counts, count_progress",  # version 5
+            "DROP TABLE viewer_links",  # version 6
         ]
     statements += [
         "DELETE FROM meta WHERE key = 'log_key'",
@@ -145,8 +149,9 @@ def test_an_existing_log_adopts_the_key_that_signed_its_latest_checkpoints(
     with Ledger.open(host_a) as reopened:
         assert reopened.verifier_key() == key
     assert storage.log_key() == key
+    current = SQLITE_VERSION if _is_sqlite(storage) else POSTGRES_VERSION
     assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [
-        (str(SCHEMA_VERSION),)
+        (str(current),)
     ]
     assert [k.key for k in storage.log_keys()] == [key]
 

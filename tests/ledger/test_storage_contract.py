@@ -34,8 +34,9 @@ from immutablelog.checkpoint import Verifier, open_checkpoint
 from immutablelog.entry import build_entry, decode_entry, encode_entry, validate_submission
 from immutablelog.ledger import Accepted, Ledger, LedgerConfig, LedgerError, Rejected
 from immutablelog.ledger.ledger import open_storage
+from immutablelog.ledger.postgres.schema import SCHEMA_VERSION as POSTGRES_VERSION
 from immutablelog.ledger.sqlite import SQLiteStorage
-from immutablelog.ledger.sqlite.schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
+from immutablelog.ledger.sqlite.schema import SCHEMA_VERSION as SQLITE_VERSION
 from immutablelog.ledger.storage import (
     DERIVED_COLUMNS,
     AlreadyExists,
@@ -231,8 +232,9 @@ def make_key(storage: Storage, tenant_id: int, name: str, scopes: set[str] | Non
 
 def test_initialize_is_idempotent_and_keeps_the_first_log_name(storage: Storage) -> None:
     assert storage.initialize("another.name") == LOG_NAME
+    current = SQLITE_VERSION if _is_sqlite(storage) else POSTGRES_VERSION
     assert raw_sql(storage, "SELECT value FROM meta WHERE key = 'schema_version'") == [
-        (str(SQLITE_SCHEMA_VERSION),)
+        (str(current),)
     ]
 
 

@@ -33,6 +33,8 @@ SETTINGS = textwrap.dedent(
 
 
     def actor(request):
+        if request.headers.get("X-User") == "unknown":
+            raise LookupError("no such user")  # as a user lookup that fails would
         return request.headers.get("X-User")
 
 
@@ -212,6 +214,8 @@ CLIENT_CHECK = textwrap.dedent(
         return await AsyncClient().get("/ok", headers={"X-Request-Id": "client-async"})
     answer = asyncio.run(run())
     assert answer.status_code == 200 and answer["X-Request-Id"] == "client-async", answer
+    failing = Client().get("/ok", HTTP_X_REQUEST_ID="client-no-actor", HTTP_X_USER="unknown")
+    assert failing.status_code == 200, failing
     """
 )
 
@@ -223,8 +227,12 @@ def test_djangos_test_clients_keep_working(
         [sys.executable, "-c", CLIENT_CHECK], env=project, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    for request_id in ("client-sync", "client-async"):
+    for request_id in ("client-sync", "client-async", "client-no-actor"):
         assert len(by_request_id(live_server, request_id)) == 1, request_id
+    # An actor function that raises leaves the actor out of the event, not the event out.
+    (event,) = by_request_id(live_server, "client-no-actor")
+    assert "actor" not in json.loads(event["payload"])["context"]
+    assert "the actor function raised" in result.stderr
 
 
 def test_unknown_settings_are_refused(project: dict[str, str]) -> None:

@@ -153,7 +153,7 @@ def test_a_wrong_key_is_refused(viewer: Watched, server: LiveServer) -> None:
     page.goto(server.url + "/")
     page.fill("#read-key", "il_not_a_key")
     page.click("#sign-in-form button[type=submit]")
-    expect(page.locator("#sign-in-error")).to_contain_text("refused the read key")
+    expect(page.locator("#sign-in-error")).to_contain_text("refused the key")
     page.fill("#read-key", server.ingest_key)
     page.click("#sign-in-form button[type=submit]")
     expect(page.locator("#sign-in-error")).to_contain_text("may not read the log")

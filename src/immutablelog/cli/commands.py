@@ -17,6 +17,7 @@ from immutablelog.cli.tail import tail
 from immutablelog.cli.tenants import tenants
 from immutablelog.cli.tiles import tiles
 from immutablelog.cli.verify import prove, verify
+from immutablelog.cli.viewer_links import viewer_links
 from immutablelog.cli.witness import witness
 
 
@@ -31,6 +32,7 @@ cli.add_command(serve)
 cli.add_command(tenants)
 cli.add_command(keys)
 cli.add_command(log_key)
+cli.add_command(viewer_links)
 cli.add_command(verify)
 cli.add_command(prove)
 cli.add_command(export)

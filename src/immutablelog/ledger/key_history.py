@@ -83,11 +83,11 @@ class KeyHistoryStorage(Protocol):
         ...
 
     def add_cosignature(
-        self, tenant_id: int, size: int, witness: str, timestamp: int, line: str
-    ) -> None: ...
-
-    def prune_cosignatures(self, tenant_id: int, below: int) -> None:
-        """Forget cosignatures of sizes below ``below`` (superseded for serving)."""
+        self, tenant_id: int, size: int, witness: str, timestamp: int, line: str, quorum: int
+    ) -> None:
+        """Keep a witness's cosignature line of the tenant's checkpoint of ``size``, and forget
+        those of sizes below the newest one ``quorum`` witnesses cosigned (no longer served),
+        in one transaction."""
         ...
 
     def cosignature_lines(self, tenant_id: int, size: int) -> list[str]:

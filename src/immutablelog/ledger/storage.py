@@ -116,6 +116,47 @@ def api_key_from_row(row: Sequence[Any]) -> ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewerLink:
+    """A read-only token bound to a filter of one tenant's events (``ledger/viewer_links.py``);
+    ``filters`` is the JSON object of query parameters it was created with."""
+
+    id: int
+    tenant_id: int
+    tenant: str
+    prefix: str
+    filters: str
+    label: str | None
+    created_at: str
+    expires_at: str
+    revoked_at: str | None
+    token_hash: bytes
+
+
+#: The SELECT list (over ``viewer_links v JOIN tenants t``) that :func:`viewer_link_from_row`
+#: reads.
+VIEWER_LINK_COLUMNS = (
+    "v.id, v.tenant_id, t.name, v.prefix, v.filters, v.label, v.created_at, v.expires_at, "
+    "v.revoked_at, v.token_hash"
+)
+
+
+def viewer_link_from_row(row: Sequence[Any]) -> ViewerLink:
+    (lid, tenant_id, tenant, prefix, filters, label, created, expires, revoked, token_hash) = row
+    return ViewerLink(
+        int(lid),
+        int(tenant_id),
+        str(tenant),
+        str(prefix),
+        str(filters),
+        None if label is None else str(label),
+        str(created),
+        str(expires),
+        None if revoked is None else str(revoked),
+        bytes(token_hash),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEntry:
     index: int
     id: str
@@ -397,6 +438,26 @@ class Storage(KeyHistoryStorage, Protocol):
 
     def touch_api_keys(self, last_used: Mapping[int, str]) -> None: ...
 
+    # viewer links
+    def create_viewer_link(
+        self,
+        tenant_id: int,
+        token_hash: bytes,
+        prefix: str,
+        filters: str,
+        label: str | None,
+        now: str,
+        expires_at: str,
+    ) -> ViewerLink: ...
+
+    def find_viewer_link(self, token_hash: bytes) -> ViewerLink | None: ...
+
+    def list_viewer_links(self, tenant_id: int | None = None) -> list[ViewerLink]: ...
+
+    def revoke_viewer_link(self, prefix: str, now: str) -> ViewerLink | None:
+        """Revoke the unrevoked link of this prefix; return it as it now is (None: unknown)."""
+        ...
+
     # the log
     def latest_checkpoint(self, tenant_id: int) -> StoredCheckpoint | None: ...
 
@@ -479,6 +540,15 @@ class Storage(KeyHistoryStorage, Protocol):
 
     def set_retention_days(self, tenant_id: int, days: int | None) -> None:
         """Set (or with ``None`` remove) a tenant's retention policy."""
+        ...
+
+    def roll_up(self, limit: int) -> int:
+        """Add up to ``limit`` not-yet-counted entries to the event counts kept ahead of
+        time (``ledger/rollup.py``); return how many."""
+        ...
+
+    def rollup_backlog(self) -> int:
+        """How many entries, of all tenants, the event counts do not cover yet."""
         ...
 
     def checkpoint_log(self) -> None:

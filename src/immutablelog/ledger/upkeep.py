@@ -1,13 +1,16 @@
-"""Upkeep behind the writer, on a thread of its own: the search index, the WAL, and the
-physical clean-up after erasures (``Storage.purge_erased``).
+"""Upkeep behind the writer, on a thread of its own: the search index, the event counts
+(``ledger/rollup.py``), the WAL, and the physical clean-up after erasures
+(``Storage.purge_erased``).
 
-Both jobs are work a commit would otherwise do, moved off the writer's path:
+Each job is work a commit would otherwise do, moved off the writer's path:
 
 * The search index is derived data: ingest never waits for it, and queries with ``q`` see
   an event within about half a second of its 2xx (it indexes every ``interval``, in one
   transaction per slice, which costs less per entry than indexing each commit on its own).
   Filling it takes no lock the writer needs (SQLite keeps the index in its own file;
   PostgreSQL lets one process at a time fill it).
+* The event counts are derived data too, filled the same way; a count adds the few
+  entries they do not cover yet from the entries themselves, so it is always exact.
 * SQLite's write-ahead log is copied into the database file here (a passive checkpoint,
   which never blocks the writer) instead of by whichever commit crosses SQLite's default
   threshold of 4 MB, which under load was nearly every commit. Pages rewritten by many
@@ -47,6 +50,7 @@ class Upkeep:
         self._checkpoint_failures = RepeatedFailure(logger, "WAL checkpoints")
         self._indexing_failures = RepeatedFailure(logger, "search indexing")
         self._purge_failures = RepeatedFailure(logger, "purging erased values")
+        self._rollup_failures = RepeatedFailure(logger, "event counting")
 
     def start(self) -> None:
         with self._lock:
@@ -72,6 +76,7 @@ class Upkeep:
     def _run(self) -> None:
         while not self._stopping.is_set():
             self._catch_up()
+            self._roll_up()
             self._checkpoint()
             self._guarded(self._storage.purge_erased, self._purge_failures)
             self._stopping.wait(self._interval)
@@ -89,10 +94,16 @@ class Upkeep:
             failures.succeeded()
 
     def _catch_up(self) -> None:
-        try:
-            while not self._stopping.is_set() and self._storage.index_search(_SLICE) == _SLICE:
+        self._drain(self._storage.index_search, self._indexing_failures)
+
+    def _roll_up(self) -> None:
+        self._drain(self._storage.roll_up, self._rollup_failures)
+
+    def _drain(self, job: Callable[[int], int], failures: RepeatedFailure) -> None:
+        """Run ``job`` a slice at a time until it has less than a slice left to do."""
+
+        def drain() -> None:
+            while not self._stopping.is_set() and job(_SLICE) == _SLICE:
                 pass
-        except Exception as exc:  # the thread must outlive any failure
-            self._indexing_failures.raised(exc)
-        else:
-            self._indexing_failures.succeeded()
+
+        self._guarded(drain, failures)

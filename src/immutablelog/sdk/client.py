@@ -22,14 +22,11 @@ from immutablelog.sdk.redaction import Redactor, Scrubber
 from immutablelog.sdk.sharing import PIPELINES, PipelineLease
 from immutablelog.sdk.stats import DeliveryStats
 from immutablelog.sdk.transport import (
-    EmbeddedModeUnavailable,
     HttpTransport,
     Transport,
     embedded_data_dir,
     embedded_transport,
 )
-
-logger = logging.getLogger("immutablelog.sdk")
 
 #: Environment variables read when no explicit value is given (the ``IMTBL_`` ones are the
 #: seed's; the ``IMMUTABLELOG_`` spellings match the Flask config keys).
@@ -78,7 +75,7 @@ def lease_pipeline(
     return PIPELINES.lease(destination, make, owner)
 
 
-def _default_transport(url: str, api_key: str, options: DeliveryOptions) -> Transport | None:
+def _default_transport(url: str, api_key: str, options: DeliveryOptions) -> Transport:
     if url:
         return HttpTransport(
             url,
@@ -86,11 +83,7 @@ def _default_transport(url: str, api_key: str, options: DeliveryOptions) -> Tran
             connect_timeout=options.connect_timeout,
             read_timeout=options.read_timeout,
         )
-    try:
-        return embedded_transport()
-    except EmbeddedModeUnavailable as exc:
-        logger.warning("ImmutableLog: %s; audit events will be counted as dropped", exc)
-        return None
+    return embedded_transport()
 
 
 def _spool_dir(options: DeliveryOptions, service_name: str, url: str, api_key: str) -> str | None:

@@ -5,7 +5,7 @@ is logged once and never fails the application's request."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict
 
 from immutablelog.sdk.options import DeliveryOptions
@@ -53,6 +53,7 @@ class Integration:
         self._build = builder.build
         self._lease = self.settings.lease(builder, owner=self, transport=options.get("transport"))
         self._hook_error_logged = False
+        self._actor_error_logged = False
 
     def submit(self, capture: Any) -> None:
         self._lease.pipeline.submit(capture, self._build)
@@ -68,6 +69,20 @@ class Integration:
     def stats(self) -> DeliveryStats:
         """Delivery counters: queued, sent, retried, spooled, dead_lettered, dropped, …"""
         return self._lease.pipeline.stats()
+
+    def _actor_from(self, load: Callable[[Any], Any], source: Any) -> Any:
+        """``load(source)``: the application's actor function. If it raises (a database it may
+        not query, say), the event is recorded without an actor instead of not at all, and the
+        error is logged once, as the Flask extension does with its ``actor_loader``."""
+        try:
+            return load(source)
+        except Exception:
+            if not self._actor_error_logged:
+                self._actor_error_logged = True
+                logger.exception(
+                    "ImmutableLog: the actor function raised; actor left empty (logged once)"
+                )
+            return None
 
     def _log_hook_error(self) -> None:
         # A bug in the audit layer must not fail the application's request; log it once.

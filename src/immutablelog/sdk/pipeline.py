@@ -186,6 +186,7 @@ class DeliveryPipeline:
                 waiting=len(self._captures),
                 pending=len(self._captures) + len(self._ready) + len(self._inflight),
                 backlog=self.backlog.count(),
+                backlog_bytes=self.backlog.bytes_used(),
                 dropped=self._drops.total,
             )
 

@@ -76,6 +76,10 @@ class Backlog(Protocol):
         """How many events are waiting."""
         ...
 
+    def bytes_used(self) -> int:
+        """The size of the waiting events (a durable spool is bounded by it)."""
+        ...
+
     def adopt_orphans(self) -> int:
         """Take over events left by dead processes; return how many were adopted."""
         ...
@@ -109,7 +113,7 @@ class MemoryBacklog:
             room = max(0, self._max_events - len(self._items))
             for event in events[:room]:
                 self._next_seq += 1
-                self._items.append(SpooledEvent(self._next_seq, event, own, 0))
+                self._items.append(SpooledEvent(self._next_seq, event, own, len(event.encoded)))
             return min(room, len(events))
 
     def peek(self, max_events: int, max_bytes: int) -> list[SpooledEvent]:
@@ -123,6 +127,9 @@ class MemoryBacklog:
 
     def count(self) -> int:
         return len(self._items)
+
+    def bytes_used(self) -> int:
+        return sum(item.size for item in self._items)
 
     def adopt_orphans(self) -> int:
         return 0

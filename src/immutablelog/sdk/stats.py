@@ -24,7 +24,8 @@ class DeliveryStats:
     ``dead_lettered``: permanently rejected, written to the dead-letter file. ``dropped``: lost
     because the queue or the spool was full, or the pipeline was closed (each one logged).
     ``adopted``: events taken over from spool files of dead processes. ``pending`` and
-    ``backlog``: currently waiting in memory and in the backlog.
+    ``backlog``: currently waiting in memory and in the backlog; ``backlog_bytes``: their
+    encoded size (a spool refuses more than ``spool_max_bytes``).
 
     Apps and clients with the same destination share one pipeline, and so its counters.
     """
@@ -39,6 +40,7 @@ class DeliveryStats:
     adopted: int
     pending: int
     backlog: int
+    backlog_bytes: int
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for metrics exporters and JSON)."""
@@ -97,7 +99,9 @@ class Counters:
         # This process's own events that reached a final state; flush() waits on it.
         self.completed_own = 0
 
-    def snapshot(self, *, waiting: int, pending: int, backlog: int, dropped: int) -> DeliveryStats:
+    def snapshot(
+        self, *, waiting: int, pending: int, backlog: int, backlog_bytes: int, dropped: int
+    ) -> DeliveryStats:
         return DeliveryStats(
             queued=self.taken + waiting,
             sent=self.sent,
@@ -109,4 +113,5 @@ class Counters:
             adopted=self.adopted,
             pending=pending,
             backlog=backlog,
+            backlog_bytes=backlog_bytes,
         )

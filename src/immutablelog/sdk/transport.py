@@ -353,10 +353,6 @@ def _item_result(result: Any) -> ItemResult:
     )
 
 
-class EmbeddedModeUnavailable(RuntimeError):
-    """Raised when no server URL is configured and embedded mode cannot be used."""
-
-
 def embedded_transport(ledger_path: str | None = None) -> Transport:
     """Embedded mode: events appended straight into a local ledger (no server needed).
 
@@ -364,10 +360,8 @@ def embedded_transport(ledger_path: str | None = None) -> Transport:
     ``./immutablelog-data`` — the same default as ``immutablelog serve``, which can later
     serve (and ``immutablelog verify`` check) exactly this log.
     """
-    try:
-        from immutablelog.sdk.embedded import LedgerTransport
-    except ImportError as exc:  # pragma: no cover - the ledger ships with the package
-        raise EmbeddedModeUnavailable(f"embedded mode needs the ledger package: {exc}") from exc
+    from immutablelog.sdk.embedded import LedgerTransport  # the ledger: only when used
+
     return LedgerTransport(ledger_path or embedded_data_dir())
 
 

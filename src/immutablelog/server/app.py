@@ -27,7 +27,7 @@ from starlette.routing import Route
 from immutablelog import __version__
 from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, StorageError
 from immutablelog.ledger.health import Fault
-from immutablelog.server import erasures, errors, ingest, query, read, tiles, viewer
+from immutablelog.server import erasures, errors, ingest, links, query, read, tiles, viewer
 from immutablelog.server.errors import JSONResponse
 from immutablelog.server.metrics import CONTENT_TYPE, METRICS_TOKEN_ENV, Metrics, token_matches
 from immutablelog.server.openapi import openapi_document
@@ -163,6 +163,7 @@ ROUTES = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     *viewer.ROUTES,
+    *links.ROUTES,
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from immutablelog.ledger import ApiKey, Ledger, Tenant
+from immutablelog.ledger.viewer_links import is_token
 from immutablelog.server.errors import ApiError
 from immutablelog.server.params import single
 
@@ -16,8 +17,8 @@ def invalid_api_key() -> ApiError:
     return ApiError(401, "invalid_api_key", "the API key is unknown or revoked", headers=_CHALLENGE)
 
 
-def require_key(ledger: Ledger, request: Request, scope: str) -> tuple[ApiKey, Tenant]:
-    """The caller's key and tenant, if it may use ``scope``; else 401 / 403."""
+def bearer_secret(request: Request) -> str:
+    """The secret of ``Authorization: Bearer <secret>``; 401 if there is none."""
     header = request.headers.get("authorization")
     if not header:
         raise ApiError(
@@ -28,9 +29,18 @@ def require_key(ledger: Ledger, request: Request, scope: str) -> tuple[ApiKey, T
         raise ApiError(
             401, "unauthorized", "Authorization must be 'Bearer <api key>'", headers=_CHALLENGE
         )
+    return presented.strip()
+
+
+def require_key(ledger: Ledger, request: Request, scope: str) -> tuple[ApiKey, Tenant]:
+    """The caller's key and tenant, if it may use ``scope``; else 401 / 403."""
+    presented = bearer_secret(request)
+    if is_token(presented):
+        # Viewer links are accepted only where server/links.require_reader is asked.
+        raise ApiError(403, "viewer_link_not_allowed", "a viewer link may not use this endpoint")
     # Ingest keys are re-checked exactly when their events commit (Ledger.submit), so
     # their authentication may come from the cache alone, with no database read.
-    key = ledger.authenticate(presented.strip(), checked_at_commit=scope == "ingest")
+    key = ledger.authenticate(presented, checked_at_commit=scope == "ingest")
     if key is None:
         raise invalid_api_key()
     if scope not in key.scopes:

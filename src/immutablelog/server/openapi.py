@@ -13,6 +13,8 @@ from immutablelog import __version__
 from immutablelog.entry import EVENT_TYPES, MAX_IDEMPOTENCY_KEY_CHARS
 from immutablelog.erasure import MAX_REASON_CHARS
 from immutablelog.ledger.erasing import MAX_ERASE_IDS
+from immutablelog.ledger.viewer_links import FILTER_FIELDS, MAX_LABEL_CHARS, MAX_LIFETIME
+from immutablelog.ledger.viewer_links import MAX_FILTER_CHARS as MAX_LINK_FILTER_CHARS
 from immutablelog.server.params import MAX_POSITION, MAX_TEXT_CHARS
 from immutablelog.server.stats import AUTO_BUCKETS, INTERVALS
 from immutablelog.server.viewer import (
@@ -124,6 +126,26 @@ _TENANT_PATH: dict[str, Any] = {
     "required": True,
     "schema": {"type": "string"},
 }
+
+
+def _link_filter() -> dict[str, Any]:
+    text = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_LINK_FILTER_CHARS,
+        "pattern": _NO_NUL,
+    }
+    properties: dict[str, Any] = {name: text for name in FILTER_FIELDS}
+    properties["type"] = {"type": "string", "enum": sorted(EVENT_TYPES)}
+    properties["event_name"] = {**text, "description": "A trailing * makes it a prefix"}
+    for name in ("since", "until"):
+        properties[name] = {"type": "string", "format": "date-time"}
+    return {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": False,
+        "properties": properties,
+    }
 
 
 @cache
@@ -304,7 +326,8 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/EventCounts"}, "Counts"),
-                        **_errors(400, 401, 403),
+                        # 422: a count the kept counts cannot answer ran past its time.
+                        **_errors(400, 401, 403, 422),
                     },
                 }
             },
@@ -324,6 +347,74 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "201": _json({"$ref": "#/components/schemas/AccessRecorded"}, "Recorded"),
                         **_errors(400, 401, 403, 413, 422, 503),
+                    },
+                }
+            },
+            "/v1/viewer-links": {
+                "post": {
+                    "summary": "Create a viewer link: a read-only token bound to a filter, "
+                    "that expires (admin scope); the token is answered once",
+                    "security": [{"bearer": []}],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/NewViewerLink"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json({"$ref": "#/components/schemas/ViewerLinkCreated"}, "Made"),
+                        **_errors(400, 401, 403, 413, 422),
+                    },
+                },
+                "get": {
+                    "summary": "The tenant's viewer links, never their tokens (admin scope)",
+                    "security": [{"bearer": []}],
+                    "parameters": [_TENANT_QUERY],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["links"],
+                                "properties": {
+                                    "links": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/ViewerLink"},
+                                    }
+                                },
+                            },
+                            "Links",
+                        ),
+                        **_errors(400, 401, 403),
+                    },
+                },
+            },
+            "/v1/viewer-links/{prefix}": {
+                "delete": {
+                    "summary": "Revoke a viewer link by its prefix (admin scope)",
+                    "security": [{"bearer": []}],
+                    "parameters": [
+                        {
+                            "name": "prefix",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["ok", "link"],
+                                "properties": {
+                                    "ok": {"const": True},
+                                    "link": {"$ref": "#/components/schemas/ViewerLink"},
+                                },
+                            },
+                            "Revoked",
+                        ),
+                        **_errors(401, 403, 404),
                     },
                 }
             },
@@ -809,6 +900,47 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "ok": {"const": True},
                 "recorded": {"type": "string", "enum": sorted(ACCESS_EVENTS.values())},
+            },
+        },
+        "NewViewerLink": {
+            "type": "object",
+            "required": ["filter", "expires_in"],
+            "additionalProperties": False,
+            "properties": {
+                "filter": _link_filter(),
+                "expires_in": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": int(MAX_LIFETIME.total_seconds()),
+                    "description": "Seconds from now",
+                },
+                "label": {
+                    "type": ["string", "null"],
+                    "maxLength": MAX_LABEL_CHARS,
+                    "pattern": _NO_NUL,
+                },
+            },
+        },
+        "ViewerLink": {
+            "type": "object",
+            "required": ["prefix", "tenant", "filter", "created_at", "expires_at", "revoked_at"],
+            "properties": {
+                "prefix": {"type": "string"},
+                "tenant": {"type": "string"},
+                "filter": {"type": "object"},
+                "label": {"type": ["string", "null"]},
+                "created_at": {"type": "string", "format": "date-time"},
+                "expires_at": {"type": "string", "format": "date-time"},
+                "revoked_at": {"type": ["string", "null"], "format": "date-time"},
+            },
+        },
+        "ViewerLinkCreated": {
+            "type": "object",
+            "required": ["ok", "token", "link"],
+            "properties": {
+                "ok": {"const": True},
+                "token": {"type": "string", "pattern": "^iml_view_[A-Za-z0-9_-]{43}$"},
+                "link": {"$ref": "#/components/schemas/ViewerLink"},
             },
         },
         "IntegrityReport": {

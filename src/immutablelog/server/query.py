@@ -22,6 +22,7 @@ from immutablelog.ledger.storage import DERIVED_COLUMNS, EventQuery, StoredEntry
 from immutablelog.merkle import leaf_hash
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
+from immutablelog.server.links import inside, require_reader
 from immutablelog.server.params import (
     MAX_TEXT_CHARS,
     choice_param,
@@ -130,9 +131,12 @@ def event_query(request: Request) -> tuple[EventQuery, str]:
 def list_events(request: Request) -> Response:
     """``GET /v1/events``: filtered, newest (or oldest) first, keyset-paginated."""
     ledger: Ledger = request.app.state.ledger
-    _, tenant = require_key(ledger, request, "read")
-    query, digest = event_query(request)
-    found = ledger.query(tenant, query)
+    reader = require_reader(ledger, request)
+    asked, digest = event_query(request)
+    query = reader.narrow(asked)
+    if query is None:  # outside a viewer link's filter
+        return JSONResponse({"events": [], "next_cursor": None})
+    found = ledger.query(reader.tenant, query)
     cursor = _encode_cursor(found[-1].index, digest) if len(found) == query.limit else None
     events = [event_body(ledger, tenant, e) for e in found]
     return JSONResponse({"events": events, "next_cursor": cursor})
@@ -141,12 +145,16 @@ def list_events(request: Request) -> Response:
 def get_event(request: Request) -> Response:
     """``GET /v1/events/{id}``: the event, its leaf hash and an inclusion proof."""
     ledger: Ledger = request.app.state.ledger
-    _, tenant = require_key(ledger, request, "read")
+    reader = require_reader(ledger, request)
+    tenant = reader.tenant
     event_id = request.path_params["event_id"]
     if "\x00" in event_id or len(event_id) > MAX_TEXT_CHARS:
         raise ApiError(404, "not_found", f"no event {event_id[:64]!r}")
     try:
         stored = ledger.entry(tenant, event_id)
+        if not inside(ledger, reader, stored.index, stored.index + 1):
+            # As if unknown: a link learns nothing of events outside its filter.
+            raise ApiError(404, "not_found", f"no event {event_id[:64]!r}")
         if "size" in request.query_params:
             checkpoint = ledger.checkpoint_at(tenant, int_param(request, "size"))
         else:

@@ -16,6 +16,7 @@ from immutablelog.entry import ENTRIES_MEDIA_TYPE, ENTRY_RECORD, SALT_BYTES
 from immutablelog.ledger import Ledger, LedgerError, Tenant
 from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
+from immutablelog.server.links import MAX_LINK_ENTRIES, inside, require_reader
 from immutablelog.server.params import int_param
 from immutablelog.server.witnessing import Witnessing
 
@@ -86,7 +87,7 @@ def get_log_keys(request: Request) -> Response:
 def get_checkpoint(request: Request) -> Response:
     """The latest signed checkpoint (C2SP signed note), or the one at ``?size=``."""
     ledger: Ledger = request.app.state.ledger
-    _, tenant = require_key(ledger, request, "read")
+    tenant = require_reader(ledger, request).tenant
     try:
         if "size" in request.query_params:
             stored = ledger.checkpoint_at(tenant, int_param(request, "size"))
@@ -115,7 +116,7 @@ def get_inclusion_proof(request: Request) -> Response:
 
 def get_consistency_proof(request: Request) -> Response:
     ledger: Ledger = request.app.state.ledger
-    _, tenant = require_key(ledger, request, "read")
+    tenant = require_reader(ledger, request).tenant
     first = int_param(request, "first")
     second = _size_param(request, "second", ledger, tenant)
     try:
@@ -129,14 +130,21 @@ def get_entries(request: Request) -> Response:
     """Raw entry bytes for ``start <= index < end``: JSON items, or length-prefixed records
     when the client accepts ``application/octet-stream``."""
     ledger: Ledger = request.app.state.ledger
-    _, tenant = require_key(ledger, request, "read")
+    reader = require_reader(ledger, request)
+    tenant = reader.tenant
     binary = accepts_binary(request.headers.get("accept", ""))
     cap = MAX_BINARY_ENTRIES_PER_PAGE if binary else MAX_ENTRIES_PER_PAGE
+    if reader.link is not None:
+        cap = MAX_LINK_ENTRIES
     start = int_param(request, "start", 0)
     end = int_param(request, "end", start + cap)
     if end < start:
         raise ApiError(400, "invalid_parameter", "end must not be before start")
     end = min(end, start + cap)
+    if not inside(ledger, reader, start, end):
+        raise ApiError(
+            403, "outside_viewer_link", "these entries are not all within the viewer link's filter"
+        )
     if binary:
         return Response(
             _entry_records(ledger, tenant, start, end),

@@ -24,9 +24,9 @@ from starlette.routing import Route
 
 from immutablelog.entry import EntryError
 from immutablelog.ledger import Ledger
-from immutablelog.server.auth import require_key
 from immutablelog.server.errors import ApiError, JSONResponse
 from immutablelog.server.ingest import read_json
+from immutablelog.server.links import link_summary, require_reader
 from immutablelog.server.stats import event_counts
 
 CONTENT_SECURITY_POLICY: Final = "; ".join(
@@ -146,7 +146,7 @@ async def record_access(request: Request) -> Response:
     """``POST /v1/viewer/access``: the viewer records a sign-in or an export before it
     proceeds; the event is durably in the log when this answers."""
     ledger: Ledger = request.app.state.ledger
-    key, tenant = await run_in_threadpool(require_key, ledger, request, "read")
+    reader = await run_in_threadpool(require_reader, ledger, request)
     # An object of objects: {"filters": {...}} is as deep as a record goes.
     body = await read_json(request, MAX_ACCESS_BODY_BYTES, max_depth=2)
     if not isinstance(body, dict):
@@ -162,17 +162,21 @@ async def record_access(request: Request) -> Response:
             f"action must be one of {', '.join(ACCESS_EVENTS)}",
             field="action",
         )
-    details: dict[str, Any] = {"key": key.prefix}
+    details: dict[str, Any] = dict(reader.names)
     if action == "export":
         details.update(_export_details(body))
     elif set(body) != {"action"}:
         raise ApiError(422, "invalid_field", "a sign-in carries no other field")
     try:
-        recorded = ledger.record_admin_event(tenant, ACCESS_EVENTS[action], details)
+        recorded = ledger.record_admin_event(reader.tenant, ACCESS_EVENTS[action], details)
     except EntryError as exc:  # e.g. filters too long to fit an event's payload
         raise ApiError(422, "invalid_field", exc.message, field="filters") from None
     await asyncio.wrap_future(recorded)
-    return JSONResponse({"ok": True, "recorded": ACCESS_EVENTS[action]}, status_code=201)
+    answer: dict[str, Any] = {"ok": True, "recorded": ACCESS_EVENTS[action]}
+    link = link_summary(reader)
+    if link is not None:
+        answer["viewer_link"] = link
+    return JSONResponse(answer, status_code=201)
 
 
 ROUTES: Final = [

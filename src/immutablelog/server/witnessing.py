@@ -71,6 +71,8 @@ class _Peer:
     sizes: dict[str, int] = field(default_factory=dict)
     failures: int = 0
     next_try: float = 0.0
+    #: Whether this process has recorded the witness as answering (a write per change only).
+    answered: bool = False
 
 
 class Witnessing:
@@ -201,11 +203,18 @@ class Witnessing:
                     peer.sizes[origin] = answer.size
                     continue
                 peer.sizes[origin] = size
-                self.store.add_cosignature(tenant.id, size, key, answer.timestamp, answer.line)
-                served = self.store.newest_cosigned(tenant.id, self.config.serving_quorum)
-                if served is not None:  # what is older than the served checkpoint is not needed
-                    self.store.prune_cosignatures(tenant.id, served)
-                self.store.record_witness(key, None)
+                # One write: the cosignature, and what is older than the served checkpoint gone.
+                self.store.add_cosignature(
+                    tenant.id,
+                    size,
+                    key,
+                    answer.timestamp,
+                    answer.line,
+                    self.config.serving_quorum,
+                )
+                if peer.failures or not peer.answered:
+                    self.store.record_witness(key, None)
+                    peer.answered = True
                 peer.failures = 0
                 peer.next_try = 0.0
                 return

@@ -21,6 +21,12 @@ from immutablelog.ledger.postgres.schema import WITNESSING_LOCK_CLASS
 from immutablelog.ledger.storage import StorageError
 
 _LOG_KEYS = "SELECT key, added_at, retired_at FROM log_keys ORDER BY id"
+#: Cosignatures of sizes below the newest one a quorum cosigned: no longer served.
+_PRUNE = (
+    "DELETE FROM cosignatures WHERE tenant_id = %s AND size < ("
+    "SELECT size FROM cosignatures WHERE tenant_id = %s GROUP BY size "
+    "HAVING count(*) >= %s ORDER BY size DESC LIMIT 1)"
+)
 
 
 class KeyHistoryTransaction:
@@ -96,19 +102,22 @@ class KeyHistoryRows:
         return [Handover(old, new, int(size), note) for old, new, size, note in rows]
 
     def add_cosignature(
-        self: _Backend, tenant_id: int, size: int, witness: str, timestamp: int, line: str
+        self: _Backend,
+        tenant_id: int,
+        size: int,
+        witness: str,
+        timestamp: int,
+        line: str,
+        quorum: int,
     ) -> None:
-        self._query(
-            "INSERT INTO cosignatures VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (tenant_id, size, witness) DO UPDATE "
-            "SET timestamp = excluded.timestamp, line = excluded.line",
-            (tenant_id, size, witness, timestamp, line),
-        )
-
-    def prune_cosignatures(self: _Backend, tenant_id: int, below: int) -> None:
-        self._query(
-            "DELETE FROM cosignatures WHERE tenant_id = %s AND size < %s", (tenant_id, below)
-        )
+        with self.write() as tx:
+            tx._conn.execute(
+                "INSERT INTO cosignatures VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (tenant_id, size, witness) DO UPDATE "
+                "SET timestamp = excluded.timestamp, line = excluded.line",
+                (tenant_id, size, witness, timestamp, line),
+            )
+            tx._conn.execute(_PRUNE, (tenant_id, tenant_id, quorum))
 
     def cosignature_lines(self: _Backend, tenant_id: int, size: int) -> list[str]:
         rows = self._query(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 7
 
 # Arbitrary constants: the advisory lock every process takes while it checks or migrates the
 # schema, so several processes starting at once do not race on CREATE TABLE; and the one
@@ -30,6 +30,8 @@ SEARCH_LOCK_ID: Final = 0x1A7E_5C0D_0002
 #: With the current schema's hash as second key: the one process of a deployment that talks
 #: to the witnesses (a session-level lock, held while it pushes).
 WITNESSING_LOCK_CLASS: Final = 0x1A7E_5C0E
+#: Lets a single process at a time fill the event counts (ledger/rollup.py).
+COUNT_LOCK_ID: Final = 0x1A7E_5C0D_0003
 
 _APPEND_ONLY = """
 CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {{schema}}.{table}
@@ -303,6 +305,44 @@ CREATE TABLE {schema}.witness_status (
 );
 """,
     5: """
+-- Event counts kept ahead of time (ledger/rollup.py): derived data (not append-only,
+-- rebuildable), filled behind the writer like the search index, with its own progress
+-- mark per tenant. Buckets compare byte for byte, whatever the database's collation.
+CREATE TABLE {schema}.event_counts (
+    tenant_id bigint NOT NULL,
+    width smallint NOT NULL,
+    bucket text COLLATE "C" NOT NULL,
+    type text NOT NULL,
+    service text NOT NULL,
+    env text NOT NULL,
+    event_name text NOT NULL,
+    n bigint NOT NULL
+);
+-- Hashes of the long text columns: three of 255 characters can exceed a btree entry.
+CREATE UNIQUE INDEX event_counts_key ON {schema}.event_counts
+    (tenant_id, width, bucket, type, md5(service), md5(env), md5(event_name));
+CREATE TABLE {schema}.count_progress (
+    tenant_id bigint PRIMARY KEY,
+    next_idx bigint NOT NULL
+);
+""",
+    6: """
+-- Viewer links: read-only tokens bound to a filter of one tenant's events, until they
+-- expire or are revoked (ledger/viewer_links.py). Stored like API keys: a hash and a prefix.
+CREATE TABLE {schema}.viewer_links (
+    id bigserial PRIMARY KEY,
+    tenant_id bigint NOT NULL REFERENCES {schema}.tenants(id),
+    token_hash bytea NOT NULL UNIQUE,
+    prefix text NOT NULL UNIQUE,
+    filters text NOT NULL,
+    label text,
+    created_at text NOT NULL,
+    expires_at text NOT NULL,
+    revoked_at text
+);
+CREATE INDEX viewer_links_by_tenant ON {schema}.viewer_links (tenant_id);
+""",
+    7: """
 -- Entry format 2: a client's payload and extra meta (the erasable part: a random salt and
 -- the values) live beside the entry, which holds only their salted hash. Erasing deletes
 -- the row (and the erasure vacuums the table); the proofs never read it.

@@ -29,18 +29,23 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from immutablelog.entry import timestamp
+from immutablelog.ledger import rollup
 from immutablelog.ledger.health import Fault, StorageHealth
+from immutablelog.ledger.postgres import counts
 from immutablelog.ledger.postgres.key_history import KeyHistoryRows, KeyHistoryTransaction
 from immutablelog.ledger.postgres.schema import (
+    COUNT_LOCK_ID,
     MIGRATION_LOCK_ID,
     MIGRATIONS,
     SCHEMA_VERSION,
     SEARCH_LOCK_ID,
 )
+from immutablelog.ledger.rollup import COUNT_SECONDS
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
     DERIVED_COLUMNS,
     ENTRY_COLUMNS,
+    VIEWER_LINK_COLUMNS,
     AlreadyExists,
     ApiKey,
     AuditRow,
@@ -52,6 +57,7 @@ from immutablelog.ledger.storage import (
     StoredCheckpoint,
     StoredEntry,
     Tenant,
+    ViewerLink,
     api_key_from_row,
     check_tree_end,
     erasable_filters,
@@ -59,6 +65,7 @@ from immutablelog.ledger.storage import (
     event_filters,
     joined_part,
     stored_scopes,
+    viewer_link_from_row,
 )
 from immutablelog.merkle import NodeID
 
@@ -671,6 +678,55 @@ class PostgresStorage(KeyHistoryRows):
             )
 
     # the log ---------------------------------------------------------------------------
+    # viewer links
+    def create_viewer_link(
+        self,
+        tenant_id: int,
+        token_hash: bytes,
+        prefix: str,
+        filters: str,
+        label: str | None,
+        now: str,
+        expires_at: str,
+    ) -> ViewerLink:
+        # Not retried through _query: an INSERT whose answer was lost may have committed.
+        with self._connection() as conn:
+            row = conn.execute(
+                "WITH v AS (INSERT INTO viewer_links "
+                "(tenant_id, token_hash, prefix, filters, label, created_at, expires_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *) "
+                f"SELECT {VIEWER_LINK_COLUMNS} FROM v JOIN tenants t ON t.id = v.tenant_id",
+                (tenant_id, token_hash, prefix, filters, label, now, expires_at),
+            ).fetchone()
+        assert row is not None  # the foreign key guarantees the join
+        return viewer_link_from_row(row)
+
+    def _links_where(self, where: str, *params: object) -> list[ViewerLink]:
+        rows = self._query(
+            f"SELECT {VIEWER_LINK_COLUMNS} FROM viewer_links v "
+            f"JOIN tenants t ON t.id = v.tenant_id WHERE {where} ORDER BY v.id",
+            params,
+        )
+        return [viewer_link_from_row(row) for row in rows]
+
+    def find_viewer_link(self, token_hash: bytes) -> ViewerLink | None:
+        found = self._links_where("v.token_hash = %s", token_hash)
+        return found[0] if found else None
+
+    def list_viewer_links(self, tenant_id: int | None = None) -> list[ViewerLink]:
+        if tenant_id is None:
+            return self._links_where("true")
+        return self._links_where("v.tenant_id = %s", tenant_id)
+
+    def revoke_viewer_link(self, prefix: str, now: str) -> ViewerLink | None:
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE viewer_links SET revoked_at = %s WHERE prefix = %s AND revoked_at IS NULL",
+                (now, prefix),
+            )
+        found = self._links_where("v.prefix = %s", prefix)
+        return found[0] if found else None
+
     def latest_checkpoint(self, tenant_id: int) -> StoredCheckpoint | None:
         rows = self._query(
             "SELECT size, root, note, created_at FROM checkpoints WHERE tenant_id = %s "
@@ -768,12 +824,27 @@ class PostgresStorage(KeyHistoryRows):
     def count_events(
         self, tenant_id: int, query: EventQuery, width: int
     ) -> list[tuple[str, str, int]]:
-        where, params = _event_where(tenant_id, query)
-        rows = self._query(
-            f"SELECT left(received_at, %s) AS bucket, type, COUNT(*) FROM entries "
-            f"WHERE {where} GROUP BY bucket, type ORDER BY bucket",
-            [width, *params],
-        )
+        if rollup.answers(query):
+            sql_text, params = rollup.count_sql(counts.dialect(tenant_id), tenant_id, query, width)
+        else:
+            where, params = _event_where(tenant_id, query)
+            sql_text = (
+                f"SELECT left(received_at, %s) AS bucket, type, COUNT(*) FROM entries "
+                f"WHERE {where} GROUP BY bucket, type ORDER BY bucket"
+            )
+            params = [width, *params]
+        with self._connection(begin=True) as conn:
+            try:
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    (f"{round(COUNT_SECONDS * 1000)}ms",),
+                )
+                rows = conn.execute(sql_text, params).fetchall()
+            except errors.QueryCanceled as exc:
+                raise rollup.CountTooSlow(COUNT_SECONDS) from exc
+            finally:
+                with suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
         return [(bucket, kind, int(count)) for bucket, kind, count in rows]
 
     def checkpoint_log(self) -> None:
@@ -934,6 +1005,29 @@ class PostgresStorage(KeyHistoryRows):
                     "ON CONFLICT (tenant_id, idx) DO NOTHING",
                     (tenant_id, start, end),
                 )
+
+    def roll_up(self, limit: int) -> int:
+        """Count up to ``limit`` entries into the rollup, oldest first per tenant, in one
+        transaction with the marks; one process at a time (a try-lock, as for search)."""
+        with self.write() as tx:
+            conn = tx._conn
+            locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (COUNT_LOCK_ID,))
+            row = locked.fetchone()
+            if not row or not row[0]:
+                return 0
+            pending = conn.execute(counts.PENDING + " ORDER BY t.id").fetchall()
+            ranges = search_ranges(
+                [(int(tenant), int(start), int(size)) for tenant, start, size in pending], limit
+            )
+            for tenant_id, start, end in ranges:
+                conn.execute(counts.INSERT_RANGE, (tenant_id, start, end))
+            conn.cursor().executemany(
+                counts.MOVE_MARK, [(tenant, end) for tenant, _, end in ranges]
+            )
+        return sum(end - start for _, start, end in ranges)
+
+    def rollup_backlog(self) -> int:
+        return int(self._query(counts.BACKLOG)[0][0])
 
     def search_backlog(self) -> int:
         rows = self._query(

@@ -17,6 +17,12 @@ from typing import Any, Protocol
 from immutablelog.ledger.key_history import Handover, LogKey, WitnessLease
 
 _LOG_KEYS = "SELECT key, added_at, retired_at FROM log_keys ORDER BY id"
+#: Cosignatures of sizes below the newest one a quorum cosigned: no longer served.
+_PRUNE = (
+    "DELETE FROM cosignatures WHERE tenant_id = ? AND size < ("
+    "SELECT size FROM cosignatures WHERE tenant_id = ? GROUP BY size "
+    "HAVING count(*) >= ? ORDER BY size DESC LIMIT 1)"
+)
 
 
 def _log_keys(conn: sqlite3.Connection) -> list[LogKey]:
@@ -95,20 +101,20 @@ class KeyHistoryRows:
         return [Handover(old, new, size, note) for old, new, size, note in rows]
 
     def add_cosignature(
-        self: _Backend, tenant_id: int, size: int, witness: str, timestamp: int, line: str
+        self: _Backend,
+        tenant_id: int,
+        size: int,
+        witness: str,
+        timestamp: int,
+        line: str,
+        quorum: int,
     ) -> None:
-        _change(
-            self,
-            "INSERT OR REPLACE INTO cosignatures VALUES (?, ?, ?, ?, ?)",
-            tenant_id,
-            size,
-            witness,
-            timestamp,
-            line,
-        )
-
-    def prune_cosignatures(self: _Backend, tenant_id: int, below: int) -> None:
-        _change(self, "DELETE FROM cosignatures WHERE tenant_id = ? AND size < ?", tenant_id, below)
+        with self.write() as tx:
+            tx._conn.execute(
+                "INSERT OR REPLACE INTO cosignatures VALUES (?, ?, ?, ?, ?)",
+                (tenant_id, size, witness, timestamp, line),
+            )
+            tx._conn.execute(_PRUNE, (tenant_id, tenant_id, quorum))
 
     def cosignature_lines(self: _Backend, tenant_id: int, size: int) -> list[str]:
         rows = self._conn.execute(

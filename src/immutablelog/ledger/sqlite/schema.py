@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 _APPEND_ONLY = """
 CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
@@ -206,6 +206,22 @@ CREATE TABLE witness_status (
 ) WITHOUT ROWID;
 """,
     5: """
+-- Viewer links: read-only tokens bound to a filter of one tenant's events, until they
+-- expire or are revoked (ledger/viewer_links.py). Stored like API keys: a hash and a prefix.
+CREATE TABLE viewer_links (
+    id INTEGER PRIMARY KEY,
+    tenant_id INTEGER NOT NULL REFERENCES tenants(id),
+    token_hash BLOB NOT NULL UNIQUE,
+    prefix TEXT NOT NULL UNIQUE,
+    filters TEXT NOT NULL,
+    label TEXT,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE INDEX viewer_links_by_tenant ON viewer_links (tenant_id);
+""",
+    6: """
 -- Entry format 2: a client's payload and extra meta (the erasable part: a random salt and
 -- the values) live beside the entry, which holds only their salted hash. Erasing deletes
 -- the row (secure_delete overwrites it on disk); the proofs never read it.

@@ -19,12 +19,15 @@ from typing import TypeVar
 
 from immutablelog.entry import timestamp
 from immutablelog.ledger.health import Fault, StorageHealth
+from immutablelog.ledger.rollup import COUNT_SECONDS
+from immutablelog.ledger.sqlite import counts
 from immutablelog.ledger.sqlite.key_history import KeyHistoryRows, KeyHistoryTransaction
 from immutablelog.ledger.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
     DERIVED_COLUMNS,
     ENTRY_COLUMNS,
+    VIEWER_LINK_COLUMNS,
     AlreadyExists,
     ApiKey,
     AuditRow,
@@ -35,6 +38,7 @@ from immutablelog.ledger.storage import (
     StoredCheckpoint,
     StoredEntry,
     Tenant,
+    ViewerLink,
     api_key_from_row,
     check_tree_end,
     erasable_filters,
@@ -43,6 +47,7 @@ from immutablelog.ledger.storage import (
     joined_part,
     prefix_range,
     stored_scopes,
+    viewer_link_from_row,
 )
 from immutablelog.merkle import NodeID
 
@@ -334,6 +339,7 @@ class SQLiteStorage(KeyHistoryRows):
                 conn.execute("ATTACH DATABASE ? AS search", (str(self.search_path),))
                 conn.execute("PRAGMA search.journal_mode = WAL")
                 _create_search_file(conn)
+                counts.create(conn)
             # Derived data: a commit lost to power loss is simply indexed again.
             conn.execute("PRAGMA search.synchronous = NORMAL")
             conn.execute(f"PRAGMA search.cache_size = {_CACHE_KIB}")  # per file, not inherited
@@ -512,6 +518,54 @@ class SQLiteStorage(KeyHistoryRows):
                 [(when, key_id) for key_id, when in last_used.items()],
             )
 
+    # viewer links ----------------------------------------------------------------------
+    def create_viewer_link(
+        self,
+        tenant_id: int,
+        token_hash: bytes,
+        prefix: str,
+        filters: str,
+        label: str | None,
+        now: str,
+        expires_at: str,
+    ) -> ViewerLink:
+        with self.write() as tx:
+            cur = tx._conn.execute(
+                "INSERT INTO viewer_links "
+                "(tenant_id, token_hash, prefix, filters, label, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (tenant_id, token_hash, prefix, filters, label, now, expires_at),
+            )
+            link_id = cur.lastrowid
+        found = self._links_where("v.id = ?", link_id)
+        return found[0]
+
+    def _links_where(self, where: str, *params: object) -> list[ViewerLink]:
+        rows = self._conn.execute(
+            f"SELECT {VIEWER_LINK_COLUMNS} FROM viewer_links v "
+            f"JOIN tenants t ON t.id = v.tenant_id WHERE {where} ORDER BY v.id",
+            params,
+        )
+        return [viewer_link_from_row(row) for row in rows]
+
+    def find_viewer_link(self, token_hash: bytes) -> ViewerLink | None:
+        found = self._links_where("v.token_hash = ?", token_hash)
+        return found[0] if found else None
+
+    def list_viewer_links(self, tenant_id: int | None = None) -> list[ViewerLink]:
+        if tenant_id is None:
+            return self._links_where("1")
+        return self._links_where("v.tenant_id = ?", tenant_id)
+
+    def revoke_viewer_link(self, prefix: str, now: str) -> ViewerLink | None:
+        with self.write() as tx:
+            tx._conn.execute(
+                "UPDATE viewer_links SET revoked_at = ? WHERE prefix = ? AND revoked_at IS NULL",
+                (now, prefix),
+            )
+        found = self._links_where("v.prefix = ?", prefix)
+        return found[0] if found else None
+
     # the log ---------------------------------------------------------------------------
     def latest_checkpoint(self, tenant_id: int) -> StoredCheckpoint | None:
         row = self._conn.execute(
@@ -622,18 +676,19 @@ class SQLiteStorage(KeyHistoryRows):
     def count_events(
         self, tenant_id: int, query: EventQuery, width: int
     ) -> list[tuple[str, str, int]]:
-        where, params = event_filters(tenant_id, query, "?", "e.")
-        source, conn = "main.entries AS e", self._conn
         if query.text and query.text.split():
-            source = "search.entries_search AS s JOIN main.entries AS e ON e.rowid = s.rowid"
-            where.insert(0, "entries_search MATCH ?")
-            params.insert(0, _fts_match(query))
-            conn = self._search_conn
-        rows = conn.execute(
-            f"SELECT substr(e.received_at, 1, ?) AS bucket, e.type, COUNT(*) FROM {source} "
-            f"WHERE {' AND '.join(where)} GROUP BY bucket, e.type ORDER BY bucket",
-            [width, *params],
-        )
+            where, params = event_filters(tenant_id, query, "?", "e.")
+            sql = (
+                "SELECT substr(e.received_at, 1, ?), e.type, COUNT(*) "
+                "FROM search.entries_search AS s JOIN main.entries AS e ON e.rowid = s.rowid "
+                f"WHERE entries_search MATCH ? AND {' AND '.join(where)} GROUP BY 1, 2 ORDER BY 1"
+            )
+            params = [width, _fts_match(query), *params]
+        else:
+            sql, params = counts.count_sql(tenant_id, query, width)
+        conn = self._search_conn  # one statement: one snapshot of both files
+        with counts.time_limit(conn, COUNT_SECONDS):
+            rows = conn.execute(sql, params).fetchall()
         return [(bucket, kind, int(count)) for bucket, kind, count in rows]
 
     def _run_query(
@@ -698,6 +753,14 @@ class SQLiteStorage(KeyHistoryRows):
         # search file's lock, so the ledger's writer is never held up.
         with self._file_lock(self._search_lock_path), _transaction(conn, "BEGIN"):
             return self._index_slice(conn, limit)
+
+    def roll_up(self, limit: int) -> int:
+        conn = self._search_conn
+        with self._file_lock(self._search_lock_path), _transaction(conn, "BEGIN"):
+            return counts.roll_up(conn, limit)
+
+    def rollup_backlog(self) -> int:
+        return counts.backlog(self._search_conn)
 
     def search_backlog(self) -> int:
         # Entries are never deleted, so their rowids run 1..n without gaps.

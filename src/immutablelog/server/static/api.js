@@ -5,6 +5,7 @@
 export const BASE = new URL(".", document.baseURI);
 const SCOPE = `immutablelog:${BASE.pathname}`;
 const READ_KEY = `${SCOPE}:read-key`;
+const VIEWER_LINK = `${SCOPE}:viewer-link`;
 
 export class ApiError extends Error {
   constructor(status, reason, message) {
@@ -19,8 +20,34 @@ export class ApiError extends Error {
 export const session = {
   key: () => sessionStorage.getItem(READ_KEY),
   signIn: (key) => sessionStorage.setItem(READ_KEY, key),
-  signOut: () => sessionStorage.removeItem(READ_KEY),
+  signOut: () => {
+    sessionStorage.removeItem(READ_KEY);
+    sessionStorage.removeItem(VIEWER_LINK);
+  },
+  /** The filter and expiry of the viewer link signed in with, if it is one (public values). */
+  link: () => {
+    try {
+      return JSON.parse(sessionStorage.getItem(VIEWER_LINK));
+    } catch {
+      return null;
+    }
+  },
+  setLink: (link) =>
+    link ? sessionStorage.setItem(VIEWER_LINK, JSON.stringify(link)) : sessionStorage.removeItem(VIEWER_LINK),
 };
+
+/**
+ * A viewer link's token arrives in the page's fragment (`#token=…`), which browsers never
+ * send to a server, so no access log or proxy sees it. It is taken out of the address bar
+ * (and so out of history and bookmarks) at once, before anything else runs.
+ */
+export function takeFragmentToken() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("token");
+  if (token === null) return null;
+  history.replaceState(null, "", `${location.pathname}${location.search}`);
+  return token.trim();
+}
 
 /** What this browser remembers about the log across visits: public values only. */
 export const memory = {

@@ -1,7 +1,7 @@
 // The viewer: sign-in, the pinned log key, events, one event with its in-browser proof check,
 // and the browser as a monitor of the log's history.
 
-import { ApiError, getJSON, getText, memory, recordAccess, session } from "./api.js";
+import { ApiError, getJSON, getText, memory, recordAccess, session, takeFragmentToken } from "./api.js";
 import { drawChart } from "./chart.js";
 import { el, renderJSON, renderPayload } from "./jsonview.js";
 import {
@@ -44,7 +44,7 @@ const state = {
 
 function describe(error) {
   if (error instanceof ApiError) {
-    if (error.status === 401) return `The server refused the read key (${error.reason}): ${error.message}`;
+    if (error.status === 401) return `The server refused the key (${error.reason}): ${error.message}`;
     return `${error.message} (${error.reason})`;
   }
   return error instanceof VerifyError ? error.message : String(error?.message || error);
@@ -90,31 +90,56 @@ async function signIn(event) {
   performance.mark("immutablelog:sign-in"); // User Timing marks: what benchmarks/viewer.py reads
   const input = $("read-key");
   const key = input.value.trim();
+  if (await signInWith(key)) input.value = "";
+}
+
+/** Records the sign-in (which is where a refused key or link is refused), then enters. */
+async function signInWith(key) {
   const error = $("sign-in-error");
   error.hidden = true;
+  let answer;
   try {
-    await recordAccess("sign_in", {}, { key }); // refused keys are refused here
+    answer = await recordAccess("sign_in", {}, { key });
   } catch (failure) {
+    show("sign-in");
     error.textContent =
       failure instanceof ApiError && failure.status === 403
         ? `This key may not read the log: ${failure.message}`
         : describe(failure);
     error.hidden = false;
-    return;
+    return false;
   }
-  input.value = "";
   session.signIn(key);
+  session.setLink(answer.viewer_link || null);
   await enter();
+  return true;
 }
 
-function signOut() {
+function signOut(message = null) {
   session.signOut();
   stopTail();
   state.key = null;
   clearAlarm();
+  showLink(null);
   $("read-key").value = "";
   show("sign-in");
+  if (message) {
+    $("sign-in-error").textContent = message;
+    $("sign-in-error").hidden = false;
+  }
   $("read-key").focus();
+}
+
+/** Opened with a viewer link: say what it shows and until when, and fix its filters. */
+function showLink(link) {
+  const banner = $("link-banner");
+  banner.hidden = !link;
+  $("int-server").hidden = Boolean(link); // the whole log's check is not a link's to ask for
+  const form = $("filters");
+  for (const name of FILTERS) form.elements[name].disabled = Boolean(link && link.filter[name] !== undefined);
+  if (!link) return;
+  const filter = Object.entries(link.filter).map(([name, value]) => `${name}=${value}`).join(", ");
+  banner.textContent = `Viewer link: only events with ${filter}; it expires ${new Date(link.expires_at).toLocaleString()}.`;
 }
 
 /** After sign-in: make sure a log key is pinned, then open the events. */
@@ -182,6 +207,7 @@ async function pin(served) {
 }
 
 async function openLog() {
+  showLink(session.link());
   $("log-name").textContent = state.key.name;
   $("int-key").textContent = state.key.text;
   $("int-fingerprint").textContent = await keyFingerprint(state.key);
@@ -274,7 +300,8 @@ function currentFilters() {
     const value = params.get(name);
     if (value) filters[name] = value;
   }
-  return filters;
+  // A viewer link's own filters always apply (the server enforces them anyway).
+  return { ...filters, ...(session.link()?.filter || {}) };
 }
 
 function navigate(filters, eventId = null, replace = false) {
@@ -365,7 +392,7 @@ async function loadPage() {
   try {
     body = await getJSON("v1/events", { ...filters, limit: PAGE_SIZE, cursor });
   } catch (failure) {
-    if (failure instanceof ApiError && failure.status === 401) return signOut();
+    if (failure instanceof ApiError && failure.status === 401) return signOut(describe(failure));
     status(describe(failure), true);
     renderRows([]);
     return;
@@ -560,7 +587,7 @@ async function openEvent(eventId) {
     entryText = item?.entry;
     erasable = item?.erasable;
   } catch (failure) {
-    if (failure instanceof ApiError && failure.status === 401) return signOut();
+    if (failure instanceof ApiError && failure.status === 401) return signOut(describe(failure));
     badge(false, `Not verified: ${describe(failure)}`);
     return;
   }
@@ -599,8 +626,8 @@ async function openEvent(eventId) {
 
 function wire() {
   $("sign-in-form").addEventListener("submit", signIn);
-  $("sign-out").addEventListener("click", signOut);
-  $("pin-cancel").addEventListener("click", signOut);
+  $("sign-out").addEventListener("click", () => signOut());
+  $("pin-cancel").addEventListener("click", () => signOut());
   $("filters").addEventListener("submit", (event) => {
     event.preventDefault();
     performance.mark("immutablelog:search");
@@ -638,5 +665,7 @@ function wire() {
 }
 
 wire();
-if (session.key()) enter();
+const linkToken = takeFragmentToken();
+if (linkToken) signInWith(linkToken);
+else if (session.key()) enter();
 else show("sign-in");

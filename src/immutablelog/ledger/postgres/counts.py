@@ -1,0 +1,48 @@
+"""PostgreSQL's event counts (``ledger/rollup.py``): a derived table with a progress mark
+per tenant (``count_progress``), filled by one process at a time, like the search index."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from immutablelog.ledger import rollup
+
+_CONFLICT: Final = "tenant_id, width, bucket, type, md5(service), md5(env), md5(event_name)"
+#: For filling: the mark is the caller's business there.
+FILL: Final = rollup.Dialect(
+    mark="%s",
+    rollup_table="event_counts",
+    entries_table="entries",
+    covered="true",
+    uncovered="false",
+    conflict_target=_CONFLICT,
+)
+#: Each tenant whose entries the counts do not all cover yet: the next index to count and
+#: the size of its latest checkpoint.
+PENDING: Final = (
+    "SELECT t.id AS tenant_id, coalesce(p.next_idx, 0) AS next_idx, c.size AS size "
+    "FROM tenants t LEFT JOIN count_progress p ON p.tenant_id = t.id "
+    "CROSS JOIN LATERAL (SELECT size FROM checkpoints WHERE tenant_id = t.id "
+    "ORDER BY size DESC LIMIT 1) c "
+    "WHERE c.size > coalesce(p.next_idx, 0)"
+)
+INSERT_RANGE: Final = rollup.rollup_insert(FILL, "e.tenant_id = %s AND e.idx >= %s AND e.idx < %s")
+MOVE_MARK: Final = (
+    "INSERT INTO count_progress (tenant_id, next_idx) VALUES (%s, %s) "
+    "ON CONFLICT (tenant_id) DO UPDATE SET next_idx = excluded.next_idx"
+)
+BACKLOG: Final = f"SELECT coalesce(sum(size - next_idx), 0) FROM ({PENDING}) AS pending"
+
+
+def dialect(tenant_id: int) -> rollup.Dialect:
+    """Reading one tenant's counts: its mark is read in the statement itself (one
+    snapshot), as a constant the planner can use for an index range."""
+    mark = f"coalesce((SELECT next_idx FROM count_progress WHERE tenant_id = {int(tenant_id)}), 0)"
+    return rollup.Dialect(
+        mark="%s",
+        rollup_table="event_counts",
+        entries_table="entries",
+        covered=f"e.idx < {mark}",
+        uncovered=f"e.idx >= {mark}",
+        conflict_target=_CONFLICT,
+    )

@@ -1,0 +1,135 @@
+"""SQLite's event counts (``ledger/rollup.py``): the rollup lives in the search file.
+
+It is derived data like the full-text index, so it sits beside it in ``ledger-search.db``:
+filled behind the writer without the ledger's write lock, and rebuilt if the file is lost.
+Its progress mark (``counted_rowid``, with that entry's id to notice a replaced ledger)
+is in ``search.meta``, written in the same transaction as the counts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from immutablelog.ledger import rollup
+from immutablelog.ledger.storage import EventQuery, event_filters
+
+#: The rollup table (``search`` is the attached search file).
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS search.event_counts (
+    tenant_id INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    bucket TEXT NOT NULL,
+    type TEXT NOT NULL,
+    service TEXT NOT NULL,
+    env TEXT NOT NULL,
+    event_name TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, width, bucket, type, service, env, event_name)
+) WITHOUT ROWID
+"""
+_COUNTED: Final = (
+    "coalesce((SELECT CAST(value AS INTEGER) FROM search.meta WHERE key = 'counted_rowid'), 0)"
+)
+_INDEXED: Final = (
+    "coalesce((SELECT CAST(value AS INTEGER) FROM search.meta WHERE key = 'indexed_rowid'), 0)"
+)
+DIALECT: Final = rollup.Dialect(
+    mark="?",
+    rollup_table="search.event_counts",
+    entries_table="main.entries",
+    covered=f"e.rowid <= {_COUNTED}",
+    uncovered=f"e.rowid > {_COUNTED}",
+    # Walk the rowid range of the newest entries, never a whole tenant's index.
+    uncovered_hint="NOT INDEXED",
+)
+#: VM steps between two looks at the clock while a count runs.
+_PROGRESS_STEPS: Final = 10_000
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """Create the rollup table; empty it if its progress mark is gone (a rebuilt file)."""
+    conn.execute(SCHEMA)
+    if conn.execute("SELECT 1 FROM search.meta WHERE key = 'counted_rowid'").fetchone() is None:
+        conn.execute("DELETE FROM search.event_counts")
+
+
+def roll_up(conn: sqlite3.Connection, limit: int) -> int:
+    """Add up to ``limit`` entries after the mark to the rollup; return how many. Runs in
+    the caller's transaction, which holds the search file's write lock."""
+    meta = dict(
+        conn.execute(
+            "SELECT key, value FROM search.meta WHERE key IN ('counted_rowid', 'counted_id')"
+        ).fetchall()
+    )
+    done = int(meta.get("counted_rowid", 0))
+    if done:
+        row = conn.execute("SELECT id FROM main.entries WHERE rowid = ?", (done,)).fetchone()
+        if row is None or row[0] != meta.get("counted_id"):
+            # The ledger file was replaced (by an older copy, say): count afresh.
+            conn.execute("DELETE FROM search.event_counts")
+            done = 0
+    last_of_slice = "SELECT rowid, id FROM main.entries WHERE rowid > ? ORDER BY rowid "
+    top = (
+        conn.execute(last_of_slice + "LIMIT 1 OFFSET ?", (done, limit - 1)).fetchone()
+        or conn.execute(last_of_slice + "DESC LIMIT 1", (done,)).fetchone()
+    )
+    if top is None:
+        return 0
+    conn.execute(rollup.rollup_insert(DIALECT, "e.rowid > ? AND e.rowid <= ?"), (done, top[0]))
+    conn.executemany(
+        "INSERT INTO search.meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [("counted_rowid", str(top[0])), ("counted_id", top[1])],
+    )
+    return int(top[0]) - done
+
+
+def backlog(conn: sqlite3.Connection) -> int:
+    """Entries the rollup does not cover yet (rowids run 1..n without gaps)."""
+    (behind,) = conn.execute(
+        f"SELECT (SELECT coalesce(max(rowid), 0) FROM main.entries) - {_COUNTED}"
+    ).fetchone()
+    return max(0, int(behind))
+
+
+def count_sql(tenant_id: int, query: EventQuery, width: int) -> tuple[str, list[object]]:
+    """The statement for :meth:`Storage.count_events` without full text: from the rollup
+    when it holds the filters; else driven by the search file's lookups (actor, request
+    id) for the entries they cover, plus a scan of the few they do not cover yet."""
+    if rollup.answers(query):
+        return rollup.count_sql(DIALECT, tenant_id, query, width)
+    where, params = event_filters(tenant_id, query, "?", "e.")
+    driver = "request_id" if query.request_id is not None else "actor"
+    looked_up = (
+        "SELECT substr(e.received_at, 1, ?) AS b, e.type AS t, count(*) AS c "
+        f"FROM search.lookup AS l INDEXED BY lookup_by_{driver} "
+        "JOIN main.entries AS e ON e.rowid = l.entry_rowid "
+        f"WHERE l.tenant_id = ? AND l.{driver} = ? AND l.entry_rowid <= {_INDEXED} "
+        f"AND {' AND '.join(where)} GROUP BY 1, 2"
+    )
+    tail = (
+        "SELECT substr(e.received_at, 1, ?), e.type, count(*) FROM main.entries AS e NOT INDEXED "
+        f"WHERE e.rowid > {_INDEXED} AND {' AND '.join(where)} GROUP BY 1, 2"
+    )
+    sql = f"SELECT b, t, sum(c) FROM ({looked_up} UNION ALL {tail}) GROUP BY b, t ORDER BY b, t"
+    return sql, [width, tenant_id, getattr(query, driver), *params, width, *params]
+
+
+@contextmanager
+def time_limit(conn: sqlite3.Connection, seconds: float) -> Iterator[None]:
+    """Interrupt the statements run inside once ``seconds`` have passed (they then raise
+    :class:`rollup.CountTooSlow`)."""
+    deadline = time.monotonic() + seconds
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if time.monotonic() > deadline and "interrupt" in str(exc):
+            raise rollup.CountTooSlow(seconds) from exc
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
