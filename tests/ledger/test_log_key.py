@@ -55,7 +55,8 @@ def _checkpoints(storage: Storage) -> int:
 
 def _forget_log_key(storage: Storage) -> None:
     """Make the database look as it did before the log key was recorded (version 2)."""
-    # Versions 5 (erasable parts) and 4 (key history) undone first.
+    # Later versions undone first: erasable parts (SQLite 6, PostgreSQL 7), viewer links and
+    # event counts (SQLite 5, PostgreSQL 5-6), key history (4).
     for table in ("log_keys", "log_key_handovers", "cosignatures", "witness_status"):
         raw_sql(storage, f"DROP TABLE {table}")
     if _is_sqlite(storage):

@@ -138,7 +138,7 @@ def list_events(request: Request) -> Response:
         return JSONResponse({"events": [], "next_cursor": None})
     found = ledger.query(reader.tenant, query)
     cursor = _encode_cursor(found[-1].index, digest) if len(found) == query.limit else None
-    events = [event_body(ledger, tenant, e) for e in found]
+    events = [event_body(ledger, reader.tenant, e) for e in found]
     return JSONResponse({"events": events, "next_cursor": cursor})
 
 
