@@ -627,6 +627,46 @@ def test_full_text_search(storage: Storage) -> None:
     assert search("late login") == [6]
 
 
+#: Payload texts whose words split at the edges of Unicode's letters and digits, and the
+#: entries each query finds: SQLite's tokenizer (unicode61) and PostgreSQL's words agree.
+SPLIT_TEXTS = [
+    "foo\u2014bar x\u00b2",  # an em dash separates; a superscript two is a digit
+    "\u00bd \u03a3\u038a\u03a3\u03a5\u03a6\u039f\u03a3",  # a fraction; a final sigma
+    "\u0928\u092e\u0938\u094d\u0924\u0947 \u65e5\u672c\u8a9e",  # a vowel sign separates
+    "\u0130stanbul snake_case 2.31.0 <b>bold</b>",
+    "a" * 3000 + " tail",  # too long a word for PostgreSQL: the rest is still found
+]
+SPLIT_QUERIES = [
+    ("foo", [0]),
+    ("foo\u2014bar", [0]),
+    ("bar foo", [0]),
+    ("x", []),
+    ("x\u00b2", [0]),
+    ("\u00bd", [1]),
+    ("\u03c3\u03af\u03c3\u03c5\u03c6\u03bf\u03c2", [1]),
+    ("\u0928\u092e\u0938", [2]),
+    ("\u65e5\u672c\u8a9e", [2]),
+    ("istanbul", [3]),
+    ("case snake", [3]),
+    ("snake_case", [3]),
+    ("case_snake", []),
+    ("31", [3]),
+    ("b bold", [3]),
+    ("--- tail", [4]),
+    ("---", []),
+]
+
+
+def test_full_text_search_splits_words_alike(storage: Storage) -> None:
+    acme = new_tenant(storage)
+    payloads = [json.dumps({"msg": text}, ensure_ascii=False) for text in SPLIT_TEXTS]
+    append_events(storage, acme, [({}, payload, NOW) for payload in payloads])
+    storage.index_search(100)
+    for text, expected in SPLIT_QUERIES:
+        found = storage.query(acme, EventQuery(text=text))
+        assert [e.index for e in found] == expected, text
+
+
 def test_full_text_search_with_filters_matches_values_exactly(storage: Storage) -> None:
     acme = new_tenant(storage)
     services = ["api-gw", "API-GW", "---", "api", "gw api"]

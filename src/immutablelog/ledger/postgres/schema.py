@@ -3,9 +3,9 @@
 The tables mirror the SQLite schema column for column, so both backends store the same rows
 and answer identically. Timestamps stay ``text`` (RFC 3339 UTC, fixed width): they are
 returned exactly as written, and they still sort and compare correctly as strings. The one
-deliberate difference is full-text search: a ``tsvector`` table ('simple' configuration)
-where SQLite has FTS5 (unicode61). Words are split the same way and all must match, but
-SQLite also folds diacritics ("cafe" finds "café"); PostgreSQL, without ``unaccent``, does not.
+deliberate difference is full-text search: a GIN index of each payload's words where SQLite
+has FTS5 (unicode61). The words are split by the same rule (``ledger/words.py``) and all must
+match, but SQLite also folds diacritics ("cafe" finds "café"); PostgreSQL does not.
 
 Append-only is enforced by the database itself, not only by the code above it: entries,
 nodes and checkpoints refuse UPDATE, DELETE and TRUNCATE, a checkpoint covers exactly a
@@ -368,5 +368,24 @@ CREATE TRIGGER entries_actor_erased_only BEFORE UPDATE OF actor ON {schema}.entr
 
 -- Retention: how many days a tenant's erasable values are kept (NULL: for good).
 ALTER TABLE {schema}.tenants ADD COLUMN retention_days bigint;
+""",
+    8: """
+-- The search index stores each payload's words, split by the process that indexes
+-- (ledger/words.py: the rule of SQLite's tokenizer), joined by single spaces; GIN indexes
+-- them as a tsvector without positions. A word of a query that splits into several (an
+-- e-mail address) must occur as that sequence: the query finds the text in the words.
+-- Splitting in SQL (a regular expression and the text-search parser) cost more CPU than
+-- the entry's whole ingest. Indexed afresh from the entries, behind the writer.
+DROP TABLE IF EXISTS {schema}.entries_search;
+DROP FUNCTION IF EXISTS {schema}.immutablelog_search_words(text);
+DELETE FROM {schema}.search_progress;
+CREATE TABLE {schema}.entries_search (
+    tenant_id bigint NOT NULL,
+    idx bigint NOT NULL,
+    words text COLLATE "C" NOT NULL,
+    PRIMARY KEY (tenant_id, idx)
+);
+CREATE INDEX entries_search_words ON {schema}.entries_search
+    USING gin (array_to_tsvector(string_to_array(words, ' ')));
 """,
 }

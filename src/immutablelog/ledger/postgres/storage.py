@@ -67,6 +67,7 @@ from immutablelog.ledger.storage import (
     stored_scopes,
     viewer_link_from_row,
 )
+from immutablelog.ledger.words import search_document, search_words
 from immutablelog.merkle import NodeID
 
 Connection = psycopg.Connection[Any]
@@ -193,21 +194,29 @@ def split_ranges(ranges: Sequence[_Range], parts: int) -> list[list[_Range]]:
     return runs
 
 
+#: The words of an ``entries_search`` row as a ``tsvector`` (no positions): what GIN indexes.
+_LEXEMES = "array_to_tsvector(string_to_array(words, ' '))"
+
+
 def _event_where(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
     """The WHERE condition of an event query: the SQLite backend's, filter for filter."""
     where, params = event_filters(tenant_id, query, "%s")
-    words = query.text.split() if query.text else []
-    if words:
-        # Every word must occur; a word that the tokenizer splits (alice@example.com) must
-        # occur as that sequence of words, as an FTS5 quoted string does.
-        match = " && ".join(
-            "phraseto_tsquery('simple', immutablelog_search_words(%s))" for _ in words
-        )
+    # Every word must occur; a word that splits into several (alice@example.com) must
+    # occur as that sequence of words, as an FTS5 quoted string does. A word with nothing
+    # to index (---) is left out, as FTS5 leaves it out.
+    parts = [found for word in (query.text or "").split() if (found := search_words(word))]
+    if parts:
+        # Words hold no ASCII punctuation, so quoting them needs no escapes.
+        lexemes = " & ".join(f"'{word}'" for word in sorted({w for ws in parts for w in ws}))
+        sequences = [f" {' '.join(words)} " for words in parts if len(words) > 1]
+        found_in = "".join(" AND position(%s IN ' ' || words || ' ') > 0" for _ in sequences)
         where.append(
             "idx IN (SELECT idx FROM entries_search "
-            f"WHERE tenant_id = %s AND document @@ ({match}))"
+            f"WHERE tenant_id = %s AND {_LEXEMES} @@ %s::tsquery{found_in})"
         )
-        params += (tenant_id, *words)
+        params += (tenant_id, lexemes, *sequences)
+    elif query.text and query.text.split():
+        where.append("false")  # words, none of them indexable: nothing matches
     return " AND ".join(where), params
 
 
@@ -987,24 +996,36 @@ class PostgresStorage(KeyHistoryRows):
         return sum(end - start for _, start, end in ranges)
 
     def _index_ranges(self, ranges: Sequence[_Range]) -> None:
-        """Index entries ``[start, end)`` of each tenant, in one transaction."""
+        """Index entries ``[start, end)`` of each tenant, in one transaction: the payloads
+        are read, split into words here (``ledger/words.py``), and copied back in."""
         with self.write() as tx:
+            conn = tx._conn
             for tenant_id, start, end in ranges:
                 # ::json, not ::jsonb: only the payload is unescaped, so an escaped NUL
                 # elsewhere in the entry cannot fail the cast.
                 # The payload is in the entry (format 1, clear records) or in its
                 # erasable values (format 2; none once erased).
-                tx._conn.execute(
-                    "INSERT INTO entries_search (tenant_id, idx, document) "
-                    "SELECT e.tenant_id, e.idx, to_tsvector('simple', coalesce("
-                    "immutablelog_search_words(coalesce("
-                    "convert_from(e.entry, 'UTF8')::json ->> 'payload', "
-                    "convert_from(x.erasable_values, 'UTF8')::json ->> 'payload')), '')) "
+                rows = conn.execute(
+                    "SELECT e.idx, coalesce(convert_from(e.entry, 'UTF8')::json ->> 'payload', "
+                    "convert_from(x.erasable_values, 'UTF8')::json ->> 'payload') "
                     f"FROM entries AS e {_WITH_PART} "
-                    "WHERE e.tenant_id = %s AND e.idx >= %s AND e.idx < %s "
-                    "ON CONFLICT (tenant_id, idx) DO NOTHING",
+                    "WHERE e.tenant_id = %s AND e.idx >= %s AND e.idx < %s",
+                    (tenant_id, start, end),
+                ).fetchall()
+                # What a run of a failed slice committed is indexed again, not twice.
+                conn.execute(
+                    "DELETE FROM entries_search WHERE tenant_id = %s AND idx >= %s AND idx < %s",
                     (tenant_id, start, end),
                 )
+                with (
+                    conn.cursor() as cur,
+                    cur.copy(
+                        "COPY entries_search (tenant_id, idx, words) FROM STDIN (FORMAT BINARY)"
+                    ) as copy,
+                ):
+                    copy.set_types(["int8", "int8", "text"])
+                    for idx, payload in rows:
+                        copy.write_row((tenant_id, idx, search_document(payload or "")))
 
     def roll_up(self, limit: int) -> int:
         """Count up to ``limit`` entries into the rollup, oldest first per tenant, in one
