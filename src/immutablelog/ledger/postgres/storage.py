@@ -194,10 +194,6 @@ def split_ranges(ranges: Sequence[_Range], parts: int) -> list[list[_Range]]:
     return runs
 
 
-#: The words of an ``entries_search`` row as a ``tsvector`` (no positions): what GIN indexes.
-_LEXEMES = "array_to_tsvector(string_to_array(words, ' '))"
-
-
 def _event_where(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
     """The WHERE condition of an event query: the SQLite backend's, filter for filter."""
     where, params = event_filters(tenant_id, query, "%s")
@@ -212,7 +208,7 @@ def _event_where(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
         found_in = "".join(" AND position(%s IN ' ' || words || ' ') > 0" for _ in sequences)
         where.append(
             "idx IN (SELECT idx FROM entries_search "
-            f"WHERE tenant_id = %s AND {_LEXEMES} @@ %s::tsquery{found_in})"
+            f"WHERE tenant_id = %s AND lexemes @@ %s::tsquery{found_in})"
         )
         params += (tenant_id, lexemes, *sequences)
     elif query.text and query.text.split():
