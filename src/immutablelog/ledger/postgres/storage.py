@@ -956,10 +956,9 @@ class PostgresStorage(KeyHistoryRows):
         progress with its tree size, O(tenants) index probes, so an idle call is cheap.
 
         The slice is split into ``search_workers`` runs indexed at once, each on its own
-        connection: PostgreSQL builds the documents and fills the GIN index in the
-        connection's backend process (75-130 µs of CPU per entry, more than the entry's
-        whole ingest), so one connection indexes on one core at most, below what the
-        writer commits. On a saturated server each backend also gets its share of the
+        connection: PostgreSQL fills the GIN index in the connection's backend process
+        (about 60 µs of CPU per entry on a busy machine, as much as the entry's ingest),
+        so one connection indexes on one core at most, below what the writer commits. On a saturated server each backend also gets its share of the
         CPU: four connections are what let the index keep pace with sustained ingest on
         two cores, where two still fell behind. Each run commits on its own and skips
         entries already indexed; the progress marks move once all have committed, so a
