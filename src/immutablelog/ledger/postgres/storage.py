@@ -958,11 +958,12 @@ class PostgresStorage(KeyHistoryRows):
         The slice is split into ``search_workers`` runs indexed at once, each on its own
         connection: PostgreSQL fills the GIN index in the connection's backend process
         (about 60 µs of CPU per entry on a busy machine, as much as the entry's ingest),
-        so one connection indexes on one core at most, below what the writer commits. On a saturated server each backend also gets its share of the
-        CPU: four connections are what let the index keep pace with sustained ingest on
-        two cores, where two still fell behind. Each run commits on its own and skips
-        entries already indexed; the progress marks move once all have committed, so a
-        failed slice is indexed again in full and never leaves a gap.
+        so one connection indexes on one core at most, below what the writer commits. On
+        a saturated server each backend also gets its share of the CPU: four connections
+        are what let the index keep pace with sustained ingest on two cores. Each run
+        commits on its own, replacing what a run of a failed slice left; the progress
+        marks move once all have committed, so a failed slice is indexed again in full
+        and never leaves a gap.
         """
         with self.write() as tx:
             conn = tx._conn
