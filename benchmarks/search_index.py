@@ -9,7 +9,7 @@ is read from ``/proc``)::
 
 A fresh database is filled with ``--entries`` of the ingest benchmark's events through the
 ledger. Each round then indexes all of them twice, in alternation, so that machine noise
-hits both alike: *before*, the statement the backend used until its schema version 7 (in SQL:
+hits both alike: *before*, the statement the backend used until its schema version 8 (in SQL:
 ``regexp_replace`` for punctuation, ``to_tsvector('simple', …)``, a ``tsvector`` column with
 positions under GIN) on a table of that layout, in the same 10,000-entry slices cut into
 four runs on four connections; *now*, ``PostgresStorage.index_search`` itself (the payloads
@@ -45,7 +45,7 @@ from immutablelog.ledger.storage import EventQuery
 
 SLICE = 10_000
 RUNS = 4
-#: Before schema version 7: the table, and the statement that filled it.
+#: Before schema version 8: the table, and the statement that filled it.
 BEFORE_TABLE = """
 CREATE TABLE search_before (tenant_id bigint, idx bigint, document tsvector NOT NULL,
                             PRIMARY KEY (tenant_id, idx));
@@ -140,7 +140,7 @@ def measure(
 
 
 def before_query(tenant_id: int, text: str) -> tuple[str, tuple[object, ...]]:
-    """A full-text query as the backend made it before schema version 7."""
+    """A full-text query as the backend made it before schema version 8."""
     words = text.split()
     match = " && ".join(f"phraseto_tsquery('simple', {BEFORE_WORDS % '%s'})" for _ in words)
     return (

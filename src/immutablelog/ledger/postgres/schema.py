@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 
 # Arbitrary constants: the advisory lock every process takes while it checks or migrates the
 # schema, so several processes starting at once do not race on CREATE TABLE; and the one
