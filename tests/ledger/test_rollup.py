@@ -134,7 +134,7 @@ def test_a_rolled_up_minute_is_one_row_per_kind(storage: Storage) -> None:
         conn.close()
     else:
         stored = raw_sql(storage, f"SELECT width, bucket, n FROM {table} ORDER BY 1")
-    assert stored == [(10, at[:10], 50), (13, at[:13], 50), (16, at[:16], 50)]
+    assert stored == [(10, at[:10], 50), (13, at[:13], 50), (16, at[:16], 50), (19, at[:19], 50)]
 
 
 def test_long_names_in_every_column_are_counted(storage: Storage) -> None:
@@ -158,6 +158,7 @@ def test_long_names_in_every_column_are_counted(storage: Storage) -> None:
         (None, "2026-02-28T00:01:00.000001Z", 16),
         ("2026-02-28T10:00:00.000000Z", "2026-02-28T10:00:00.000000Z", 10),
         ("2026-12-31T23:59:59.999999Z", "2027-01-01T00:00:00.000001Z", 7),
+        ("2026-03-01T10:00:07.000000Z", "2026-03-01T10:02:00.000000Z", 4),
     ],
 )
 def test_a_plan_covers_the_range_once(since: str | None, until: str | None, width: int) -> None:
@@ -167,7 +168,7 @@ def test_a_plan_covers_the_range_once(since: str | None, until: str | None, widt
     for level, _, _ in layout.rollups:
         assert level >= width
     for lo, hi in layout.raw:
-        assert timedelta(0) < _parse(hi) - _parse(lo) < timedelta(minutes=1)
+        assert hi is not None and timedelta(0) < _parse(hi) - _parse(lo) < timedelta(seconds=1)
     moments = []
     moment = datetime(2026, 2, 27, 0, 0, tzinfo=UTC)
     while moment < datetime(2027, 1, 3, tzinfo=UTC):
@@ -189,6 +190,13 @@ def test_a_plan_covers_the_range_once(since: str | None, until: str | None, widt
 
 def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def test_the_end_of_time_is_counted_from_the_entries() -> None:
+    layout = rollup.plan("9999-12-31T23:59:59.500000Z", None, 10)
+    assert layout.rollups == () and layout.raw == (("9999-12-31T23:59:59.500000Z", None),)
+    layout = rollup.plan("9999-12-31T22:00:00.000000Z", None, 10)
+    assert layout.rollups == ((13, "9999-12-31T22", None),)
 
 
 def test_a_count_past_its_time_is_stopped(tmp_path: Any) -> None:

@@ -1,19 +1,19 @@
 """Event counts kept ahead of time, so the viewer's chart never scans a big log.
 
 Each backend keeps a derived table of how many entries fall in each (tenant, time bucket,
-type, service, env, event name), at three bucket widths: a day, an hour and a minute (the
-first 10, 13 and 16 characters of ``received_at``). It is filled behind the writer from
-a progress mark, in the same transaction that moves the mark, like the search index, so a
-reader always sees counts and mark that agree.
+type, service, env, event name), at four bucket widths: a day, an hour, a minute and a
+second (the first 10, 13, 16 and 19 characters of ``received_at``). It is filled behind the
+writer from a progress mark, in the same transaction that moves the mark, like the search
+index, so a reader always sees counts and mark that agree.
 
 A count whose filters the table holds (service, env, type, event name or prefix, time
-range) is then answered exactly from three sources, in one statement (one snapshot):
+range) is then answered exactly from three sources, in one snapshot:
 
 * the rollup rows of the entries the mark covers, at the coarsest width that fits inside
   the asked range and is not coarser than the asked interval (a day's row stands for an
   hour's only if no hour is asked for);
-* at the range's ragged ends (``since`` at 10:17:23.5), finer rows, down to the minute,
-  and the entries of the part-minute left over, read through the time index;
+* at the range's ragged ends (``since`` at 10:17:23.5), finer rows, down to the second,
+  and the entries of the part-second left over, read through the time index;
 * the entries the mark does not cover yet (the last half second of ingest), scanned.
 
 Filters the table cannot hold (full text, actor, request id) are answered from the
@@ -41,13 +41,20 @@ class CountTooSlow(StorageError):
         self.seconds = seconds
 
 
-#: Bucket widths kept, coarsest first: day, hour, minute.
-WIDTHS: Final = (10, 13, 16)
+#: Bucket widths kept, coarsest first: day, hour, minute, second (the viewer's time
+#: inputs hold seconds, so the ranges it asks for are read from these rows alone). Stored
+#: rows hold these widths: changing them means counting the log again (a migration).
+WIDTHS: Final = (10, 13, 16, 19)
 #: What each width leaves out of a ``received_at`` (``YYYY-MM-DDTHH:MM:SS.ffffffZ``) at
 #: the start of its bucket.
 _START: Final = "0000-01-01T00:00:00.000000Z"
-_STEP: Final = {10: timedelta(days=1), 13: timedelta(hours=1), 16: timedelta(minutes=1)}
-_FORMAT: Final = {10: "%Y-%m-%d", 13: "%Y-%m-%dT%H", 16: "%Y-%m-%dT%H:%M"}
+_STEP: Final = {
+    10: timedelta(days=1),
+    13: timedelta(hours=1),
+    16: timedelta(minutes=1),
+    19: timedelta(seconds=1),
+}
+_FORMAT: Final = {10: "%Y-%m-%d", 13: "%Y-%m-%dT%H", 16: "%Y-%m-%dT%H:%M", 19: "%Y-%m-%dT%H:%M:%S"}
 
 
 def answers(query: EventQuery) -> bool:
@@ -65,15 +72,19 @@ class Plan:
     bucket keys (``None``: open), and ``received_at`` ranges read from the entries."""
 
     rollups: tuple[tuple[int, str | None, str | None], ...]
-    raw: tuple[tuple[str, str], ...]
+    raw: tuple[tuple[str, str | None], ...]
 
 
 def _start(key: str, width: int) -> str:
     return key + _START[width:]
 
 
-def _next(key: str, width: int) -> str:
-    moment = datetime.strptime(key, _FORMAT[width]) + _STEP[width]
+def _next(key: str, width: int) -> str | None:
+    """The key of the bucket after ``key``'s (None past year 9999)."""
+    try:
+        moment = datetime.strptime(key, _FORMAT[width]) + _STEP[width]
+    except OverflowError:
+        return None
     # isoformat-style four-digit years, as received_at has them (strftime's %Y may not).
     return moment.isoformat()[:width]
 
@@ -83,19 +94,22 @@ def plan(since: str | None, until: str | None, interval_width: int) -> Plan:
     using only widths at least as fine as ``interval_width``."""
     widths = [w for w in WIDTHS if w >= interval_width]
     rollups: list[tuple[int, str | None, str | None]] = []
-    raw: list[tuple[str, str]] = []
+    raw: list[tuple[str, str | None]] = []
 
     def cover(lo: str | None, hi: str | None, level: int) -> None:
         if lo is not None and hi is not None and lo >= hi:
             return
         if level == len(widths):
-            assert lo is not None and hi is not None  # open ends are always whole buckets
+            assert lo is not None  # an open start is always whole buckets
             raw.append((lo, hi))
             return
         width = widths[level]
         first = None
         if lo is not None:
             first = lo[:width] if _start(lo[:width], width) == lo else _next(lo[:width], width)
+            if first is None:  # no whole bucket after lo: the end of representable time
+                cover(lo, hi, level + 1)
+                return
         last = None if hi is None else hi[:width]  # buckets before it end by hi
         if first is not None and last is not None and first >= last:
             cover(lo, hi, level + 1)

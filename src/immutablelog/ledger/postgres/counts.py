@@ -34,15 +34,18 @@ MOVE_MARK: Final = (
 BACKLOG: Final = f"SELECT coalesce(sum(size - next_idx), 0) FROM ({PENDING}) AS pending"
 
 
-def dialect(tenant_id: int) -> rollup.Dialect:
-    """Reading one tenant's counts: its mark is read in the statement itself (one
-    snapshot), as a constant the planner can use for an index range."""
-    mark = f"coalesce((SELECT next_idx FROM count_progress WHERE tenant_id = {int(tenant_id)}), 0)"
+#: The index up to which a tenant's entries are counted (read in the count's snapshot).
+MARK: Final = "SELECT next_idx FROM count_progress WHERE tenant_id = %s"
+
+
+def dialect(mark: int) -> rollup.Dialect:
+    """Reading counts with the tenant's mark as read in the same snapshot, inlined as a
+    constant so that the planner reads the uncounted entries by their index range."""
     return rollup.Dialect(
         mark="%s",
         rollup_table="event_counts",
         entries_table="entries",
-        covered=f"e.idx < {mark}",
-        uncovered=f"e.idx >= {mark}",
+        covered=f"e.idx < {int(mark)}",
+        uncovered=f"e.idx >= {int(mark)}",
         conflict_target=_CONFLICT,
     )
