@@ -147,8 +147,10 @@ class Dialect:
     entries_table: str
     covered: str
     uncovered: str
-    #: Table hint for the scan of the uncovered entries (SQLite: walk the rowid range).
-    uncovered_hint: str = ""
+    #: Where the uncovered entries are read from, as ``e``: they are few, so this must
+    #: walk their index range, never let a time filter pick another index (whose
+    #: estimate may be far off) and scan a range's entries to find them.
+    uncovered_source: str = ""
     #: The rollup's unique key, as its index names it (PostgreSQL hashes the long text
     #: columns: a btree entry holds at most about 2.7 KB).
     conflict_target: str = "tenant_id, width, bucket, type, service, env, event_name"
@@ -201,7 +203,7 @@ def count_sql(
     where, tail_params = event_filters(tenant_id, query, m, "e.")
     parts.append(
         f"SELECT substr(e.received_at, 1, {m}) AS b, e.type AS t, count(*) AS c "
-        f"FROM {dialect.entries_table} AS e {dialect.uncovered_hint} "
+        f"FROM {dialect.uncovered_source or dialect.entries_table + ' AS e'} "
         f"WHERE {' AND '.join(where)} AND {dialect.uncovered} GROUP BY 1, 2"
     )
     params += [width, *tail_params]

@@ -38,14 +38,20 @@ BACKLOG: Final = f"SELECT coalesce(sum(size - next_idx), 0) FROM ({PENDING}) AS 
 MARK: Final = "SELECT next_idx FROM count_progress WHERE tenant_id = %s"
 
 
-def dialect(mark: int) -> rollup.Dialect:
-    """Reading counts with the tenant's mark as read in the same snapshot, inlined as a
-    constant so that the planner reads the uncounted entries by their index range."""
+def dialect(tenant_id: int, mark: int) -> rollup.Dialect:
+    """Reading counts with the tenant's mark as read in the same snapshot. The uncounted
+    entries are read by their index range behind an ``OFFSET 0`` fence: otherwise the
+    planner may prefer the time index for a range (from statistics that lag a bulk load)
+    and read a minute's entries to find none."""
     return rollup.Dialect(
         mark="%s",
         rollup_table="event_counts",
         entries_table="entries",
         covered=f"e.idx < {int(mark)}",
-        uncovered=f"e.idx >= {int(mark)}",
+        uncovered="true",
         conflict_target=_CONFLICT,
+        uncovered_source=(
+            f"(SELECT * FROM entries WHERE tenant_id = {int(tenant_id)} "
+            f"AND idx >= {int(mark)} OFFSET 0) AS e"
+        ),
     )

@@ -843,7 +843,7 @@ class PostgresStorage(KeyHistoryRows):
                     found = conn.execute(counts.MARK, (tenant_id,)).fetchone()
                     mark = int(found[0]) if found else 0
                     sql_text, params = rollup.count_sql(
-                        counts.dialect(mark), tenant_id, query, width
+                        counts.dialect(tenant_id, mark), tenant_id, query, width
                     )
                 else:
                     where, params = _event_where(tenant_id, query)

@@ -44,7 +44,7 @@ DIALECT: Final = rollup.Dialect(
     covered=f"e.rowid <= {_COUNTED}",
     uncovered=f"e.rowid > {_COUNTED}",
     # Walk the rowid range of the newest entries, never a whole tenant's index.
-    uncovered_hint="NOT INDEXED",
+    uncovered_source="main.entries AS e NOT INDEXED",
 )
 #: VM steps between two looks at the clock while a count runs.
 _PROGRESS_STEPS: Final = 10_000
