@@ -1033,7 +1033,10 @@ class PostgresStorage(KeyHistoryRows):
 
     def roll_up(self, limit: int) -> int:
         """Count up to ``limit`` entries into the rollup, oldest first per tenant, in one
-        transaction with the marks; one process at a time (a try-lock, as for search)."""
+        transaction with the marks; one process at a time (a try-lock, as for search).
+        Nothing is written while nothing waits to be counted."""
+        if not self._query(counts.PENDING + " LIMIT 1"):
+            return 0
         with self.write() as tx:
             conn = tx._conn
             locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (COUNT_LOCK_ID,))
