@@ -152,7 +152,7 @@ class Erasable:
     @classmethod
     def from_bytes(cls, data: bytes) -> Erasable:
         if len(data) <= SALT_BYTES:
-            raise EntryError("invalid_erasable", "an erasable part is longer than its salt")
+            raise EntryError("invalid_erasable", "an erasable part holds no values after its salt")
         return cls.seal(data[SALT_BYTES:], data[:SALT_BYTES])
 
 
@@ -161,7 +161,13 @@ def erasable_hash(salt: bytes, values: bytes) -> str:
     leaf (0x00) and node (0x01) hashes."""
     if len(salt) != SALT_BYTES:
         raise EntryError("invalid_erasable", f"the salt must be {SALT_BYTES} bytes")
-    return hashlib.sha256(b"\x02" + salt + values).hexdigest()
+    return part_hash(salt + values)
+
+
+def part_hash(part: bytes) -> str:
+    """:func:`erasable_hash` of an erasable part as stored and sent (salt, then values), its
+    length unchecked: for a verifier that hashes a page of parts at once."""
+    return hashlib.sha256(b"\x02" + part).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +394,7 @@ def decode_entry(data: bytes) -> dict[str, Any]:
     version = entry.get("v")
     if type(version) is not int or version not in ENTRY_VERSIONS:
         raise EntryError("invalid_entry", f"unsupported entry version {version!r}")
-    committed = version == 2 and "erasable_hash" in entry
+    committed = is_committed(entry)
     if committed:
         if "payload" in entry:
             raise EntryError("invalid_entry", "an entry holds either a payload or its hash")
@@ -452,8 +458,9 @@ def reveal(entry: Mapping[str, Any], values: Mapping[str, Any] | None) -> dict[s
 
 
 def is_committed(entry: Mapping[str, Any]) -> bool:
-    """Whether an entry keeps its payload and extra meta in an erasable part."""
-    return "erasable_hash" in entry
+    """Whether an entry keeps its payload and extra meta in an erasable part (format 2 only:
+    a format 1 entry may hold ``erasable_hash`` as a client's meta field)."""
+    return entry.get("v") == 2 and "erasable_hash" in entry
 
 
 def payload_hash(entry: Mapping[str, Any]) -> str:

@@ -108,12 +108,10 @@ def read_erasure(entry: Mapping[str, Any]) -> ErasureRecord | None:
         raw = body["ranges"]
         if not isinstance(by, str) or not isinstance(raw, list):
             raise TypeError
-        ranges = tuple((_index(r[0]), _index(r[1])) for r in raw if len(r) == 2)
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        ranges = tuple(map(_range, raw))
+    except (ValueError, KeyError, TypeError) as exc:
         raise EntryError("invalid_erasure", f"erasure record {index} is malformed") from exc
     previous_end = 0
-    if len(ranges) != len(raw):
-        raise EntryError("invalid_erasure", f"erasure record {index} is malformed")
     for start, end in ranges:
         if not previous_end <= start < end <= index:
             raise EntryError(
@@ -124,10 +122,13 @@ def read_erasure(entry: Mapping[str, Any]) -> ErasureRecord | None:
     return ErasureRecord(index, entry["received_at"], reason, by, ranges)
 
 
-def _index(value: Any) -> int:
-    if type(value) is not int or value < 0:
-        raise TypeError("not an index")
-    return value
+def _range(value: Any) -> Range:
+    if not isinstance(value, list) or len(value) != 2:
+        raise TypeError("not a range")
+    start, end = value
+    if type(start) is not int or type(end) is not int or start < 0:
+        raise TypeError("not a range of indexes")
+    return start, end
 
 
 class Coverage:

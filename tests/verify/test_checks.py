@@ -256,3 +256,14 @@ def test_clean_bundle_block_takes_the_fast_path_and_matches_pages() -> None:
     lines = [orjson.dumps({"index": i, "entry": d.decode()}) for i, d in enumerate(GOOD)]
     from_lines = check_lines(b"\n".join(lines) + b"\n", 0, TENANT)
     assert from_lines == check_page(page(GOOD), 0, None, TENANT)  # type: ignore[arg-type]
+
+
+def test_a_format_1_entry_may_hold_erasable_hash_as_meta() -> None:
+    """Before format 2 the name was free for a client's meta: such an entry is read as format
+    1, with its payload inside, not as one committing to an erasable part."""
+    from immutablelog.entry import decode_entry, is_committed
+
+    old = entry_v1(0, erasable_hash="a client's own field")
+    assert not is_committed(decode_entry(old))
+    result = check_page(page([old]), 0, 1, TENANT)
+    assert result.anomalies == () and result.unrevealed == ()

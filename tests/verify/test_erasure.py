@@ -205,15 +205,16 @@ def test_a_client_cannot_forge_an_erasure_record(tmp_path: Path) -> None:
     assert kinds(report) == ["missing_values"] and report.erasures == []
 
 
-def test_a_malformed_erasure_record_covers_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ranges", ["[[3,9]]", "[[3,4,5]]", "[3]", '[["3",4]]', "[[4,3]]"])
+def test_a_malformed_erasure_record_covers_nothing(tmp_path: Path, ranges: str) -> None:
     log = log_of(5)
     bad = validate_submission(
-        '{"message":"immutablelog.erasure","reason":"x","by":"me","ranges":[[3,9]]}',
+        '{"message":"immutablelog.erasure","reason":"x","by":"me","ranges":' + ranges + "}",
         {"type": "info", "event_name": ERASURE_EVENT, "service": ADMIN_SERVICE},
         "bad",
         clear=True,
     )
-    log._append(bad)  # its range reaches past the record itself
+    log._append(bad)  # past the record itself, not a pair of indexes, or backwards
     log.parts[3] = None
     report = verify(log.bundle(tmp_path / "b.jsonl"))
     assert sorted(kinds(report)) == ["invalid_erasure", "missing_values"]

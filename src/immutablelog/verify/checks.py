@@ -31,7 +31,6 @@ instead would not do: entries can be crafted whose bytes regroup into other elem
 from __future__ import annotations
 
 import gc
-import hashlib
 import operator
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -49,6 +48,8 @@ from immutablelog.entry import (
     SALT_BYTES,
     EntryError,
     decode_entry,
+    is_committed,
+    part_hash,
 )
 from immutablelog.erasure import ERASURE_EVENT, ErasureRecord, Range, read_erasure, to_ranges
 from immutablelog.verify.tree import leaf_hashes, subtree_roots
@@ -569,7 +570,7 @@ def _slow_content_check(
             anomalies.append(Anomaly("non_canonical_entry", position, problem, entry_id))
         else:
             entry = orjson.loads(data)
-            if entry["v"] == 2 and "erasable_hash" in entry:
+            if is_committed(entry):
                 facts.commitments.append((place, entry["erasable_hash"], entry["id"]))
             elif entry["event_name"] == ERASURE_EVENT:
                 facts.erasures.append((place, entry))
@@ -632,8 +633,7 @@ def _check_revealed(revealed: list[tuple[int, str, bytes, str]]) -> list[Anomaly
     tree byte for byte; their JSON form is checked where they are shown (``prove``, the
     server's reads, ``decode_erasable``), not here, where it would double the cost of a
     run for nothing a changed byte could hide behind."""
-    sha256 = hashlib.sha256
-    computed = [sha256(b"\x02" + part).hexdigest() for _, _, part, _ in revealed]
+    computed = [part_hash(part) for _, _, part, _ in revealed]
     if (
         computed == [digest for _, digest, _, _ in revealed]
         and min(len(part) for _, _, part, _ in revealed) > SALT_BYTES
