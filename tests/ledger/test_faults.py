@@ -188,3 +188,19 @@ def test_a_really_full_disk_is_storage_full_and_appends_resume_when_it_grows(
         stored = {e.index: e.id for e in ledger.entries(tenant, 0, result.index + 1)}
         assert all(stored[index] == entry_id for index, entry_id in acknowledged.items())
         assert ledger.check_integrity(tenant).valid
+
+
+def test_only_a_commit_that_wrote_clears_storage_full(storage: Storage) -> None:
+    """Background jobs (the search indexer, the rollup) open write transactions that often
+    write nothing. Such a commit succeeds on a full disk too, so it must not clear the
+    fault: only a commit that wrote rows proves there is space again."""
+    new_tenant(storage)
+    storage.health.failed(Fault.STORAGE_FULL, "no space left on device")
+    with storage.write():
+        pass  # a transaction that writes nothing
+    assert set(storage.health.faults()) == {Fault.STORAGE_FULL}
+    storage.index_search(100)  # an idle indexer round writes nothing either
+    assert set(storage.health.faults()) == {Fault.STORAGE_FULL}
+    with storage.write() as tx:
+        tx.create_tenant("globex", "2026-01-01T00:00:00Z")
+    assert storage.health.faults() == {}

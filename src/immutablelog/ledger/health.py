@@ -129,6 +129,10 @@ class StorageHealth:
         with self._lock:
             return {fault: state.detail for fault, state in self._active.items()}
 
+    def active(self, fault: Fault) -> bool:
+        """Whether ``fault`` is current (a lock-free read: the answer may be a moment old)."""
+        return fault in self._active
+
     def failed(self, fault: Fault, detail: str) -> None:
         with self._lock:
             state = self._active.get(fault)

@@ -530,13 +530,20 @@ class PostgresStorage(KeyHistoryRows):
                 # The caller swallowed a failed statement; COMMIT would silently roll back.
                 conn.execute("ROLLBACK")
                 raise StorageError("the transaction failed and was rolled back")
+            wrote = True
+            if self.health.active(Fault.STORAGE_FULL):
+                # A transaction that wrote nothing commits on a full disk too: it proves no
+                # space. Asked only while the fault is on, so a normal commit costs nothing.
+                row = conn.execute("SELECT txid_current_if_assigned() IS NOT NULL").fetchone()
+                wrote = bool(row and row[0])
             try:
                 conn.execute("COMMIT")
             except _UNAVAILABLE:
                 raise  # classified by _connection (lost, full, …)
             except psycopg.Error as exc:
                 raise StorageError(f"commit failed: {exc}") from exc
-        self.health.cleared(Fault.STORAGE_FULL)
+        if wrote:
+            self.health.cleared(Fault.STORAGE_FULL)
 
     # schema ----------------------------------------------------------------------------
     def initialize(self, log_name: str) -> str:

@@ -377,6 +377,7 @@ class SQLiteStorage(KeyHistoryRows):
     @contextmanager
     def write(self) -> Iterator[_Transaction]:
         conn = self._conn
+        changes = conn.total_changes
         try:
             with self._writer_lock(), _transaction(conn, "BEGIN IMMEDIATE"):
                 yield _Transaction(conn)
@@ -386,7 +387,8 @@ class SQLiteStorage(KeyHistoryRows):
             detail = f"{self.path} cannot grow (disk or size limit full): {exc}"
             self.health.failed(Fault.STORAGE_FULL, detail)
             raise StorageFull(detail) from exc
-        self.health.cleared(Fault.STORAGE_FULL)
+        if conn.total_changes != changes:  # a commit that wrote nothing proves no space
+            self.health.cleared(Fault.STORAGE_FULL)
 
     def ping(self) -> None:
         try:
