@@ -62,7 +62,7 @@ from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
 from immutablelog.ledger.ledger import open_storage
 from immutablelog.ledger.postgres.storage import PostgresStorage, _event_where
 from immutablelog.ledger.sqlite import SQLiteStorage
-from immutablelog.ledger.sqlite.storage import _fts_match
+from immutablelog.ledger.sqlite.search import _fts_match
 from immutablelog.ledger.storage import EventQuery, Storage, event_filters
 from immutablelog.server.stats import INTERVALS
 

@@ -208,10 +208,10 @@ def test_stop_reports_a_writer_still_inside_a_commit(gated: Any) -> None:
 def test_prefix_queries_agree_inside_and_beyond_the_newest_window(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from immutablelog.ledger.sqlite import storage as sqlite_storage
+    from immutablelog.ledger.sqlite import search as sqlite_search
     from immutablelog.ledger.storage import EventQuery
 
-    monkeypatch.setattr(sqlite_storage, "_PREFIX_WINDOW", 3)
+    monkeypatch.setattr(sqlite_search, "_PREFIX_WINDOW", 3)
     tenant = ledger.tenant("default")
     names = ["auth.login", "page.view", "auth.logout", *["page.view"] * 6, "auth.login"]
     subs = [
