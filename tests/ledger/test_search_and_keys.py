@@ -18,7 +18,7 @@ from immutablelog.ledger import Accepted, KeyRevoked, Ledger, LedgerConfig
 from immutablelog.ledger.sqlite import storage as sqlite_storage
 from immutablelog.ledger.sqlite.schema import ERASABLES_TABLE, MIGRATIONS
 from immutablelog.ledger.sqlite.storage import SQLiteStorage
-from immutablelog.ledger.storage import EventQuery, Storage
+from immutablelog.ledger.storage import EventQuery, ReclaimsWal, Storage
 from immutablelog.ledger.upkeep import Upkeep
 from tests.format1 import as_format_1, writing_format_1
 
@@ -128,7 +128,7 @@ def test_commits_leave_the_wal_to_the_upkeep_thread(
     assert isinstance(ledger.storage, SQLiteStorage)
     path = ledger.storage.path
     rounds: list[None] = []
-    monkeypatch.setattr(Upkeep, "_checkpoint", lambda self: rounds.append(None))
+    monkeypatch.setattr(Upkeep, "_reclaim", lambda self: rounds.append(None))
     tenant = ledger.tenant("default")
     before = path.stat().st_size
     for start in range(0, 5000, 500):
@@ -136,7 +136,7 @@ def test_commits_leave_the_wal_to_the_upkeep_thread(
     # Past SQLite's default threshold (1000 pages), no commit copied the WAL into the file.
     assert _wal_pages(path) > 1000
     assert path.stat().st_size == before
-    ledger.storage.checkpoint_log()
+    ledger.storage.reclaim_wal()
     assert path.stat().st_size > before + 1000 * 4096
 
 
@@ -149,6 +149,14 @@ def test_the_upkeep_thread_checkpoints_the_wal(ledger: Ledger) -> None:
     while path.stat().st_size == before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert path.stat().st_size > before
+
+
+def test_only_sqlite_has_its_wal_copied_by_the_ledger(tmp_path: Path) -> None:
+    from immutablelog.ledger.postgres import PostgresStorage
+
+    assert isinstance(SQLiteStorage(tmp_path / "ledger.db"), ReclaimsWal)
+    # PostgreSQL checkpoints its own WAL: the upkeep thread has nothing to ask of it.
+    assert not isinstance(PostgresStorage("postgresql://nobody@127.0.0.1:1/none"), ReclaimsWal)
 
 
 def _searchable_log(config: LedgerConfig, word: str, count: int) -> Path:

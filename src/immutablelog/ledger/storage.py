@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from immutablelog.entry import Erasable
 from immutablelog.ledger.key_history import KeyHistoryStorage, LogKeyTransaction
@@ -551,7 +551,14 @@ class Storage(KeyHistoryStorage, Protocol):
         """How many entries, of all tenants, the event counts do not cover yet."""
         ...
 
-    def checkpoint_log(self) -> None:
-        """Copy committed changes from a write-ahead log into the database file, without
-        blocking the writer (SQLite); nothing where the database server does it (PostgreSQL)."""
+
+@runtime_checkable
+class ReclaimsWal(Protocol):
+    """A backend whose write-ahead log the ledger itself copies into the database file
+    (SQLite); a database server that does its own (PostgreSQL) lacks the capability.
+    The upkeep thread asks for it, so that no commit has to."""
+
+    def reclaim_wal(self) -> None:
+        """Copy committed changes from the write-ahead log into the database file, without
+        blocking the writer; what a reader still needs is left for the next call."""
         ...

@@ -11,8 +11,9 @@ Each job is work a commit would otherwise do, moved off the writer's path:
   PostgreSQL lets one process at a time fill it).
 * The event counts are derived data too, filled the same way; a count adds the few
   entries they do not cover yet from the entries themselves, so it is always exact.
-* SQLite's write-ahead log is copied into the database file here (a passive checkpoint,
-  which never blocks the writer) instead of by whichever commit crosses SQLite's default
+* SQLite's write-ahead log is copied into the database file here (``reclaim_wal``, a
+  passive checkpoint, which never blocks the writer; a backend without the capability,
+  PostgreSQL, does its own) instead of by whichever commit crosses SQLite's default
   threshold of 4 MB, which under load was nearly every commit. Pages rewritten by many
   commits (tree nodes, index pages) are copied once per round instead of once per commit.
 
@@ -26,7 +27,7 @@ import threading
 from collections.abc import Callable
 
 from immutablelog.ledger.health import RepeatedFailure
-from immutablelog.ledger.storage import Storage
+from immutablelog.ledger.storage import ReclaimsWal, Storage
 
 logger = logging.getLogger(__name__)
 
@@ -38,16 +39,18 @@ _SLICE = 50_000
 
 
 class Upkeep:
-    """Keeps ``storage``'s search index up to date and its log checkpointed. Start once,
-    stop once."""
+    """Keeps ``storage``'s search index and event counts up to date and, where the backend
+    asks for it (:class:`ReclaimsWal`), its write-ahead log copied. Start once, stop once."""
 
     def __init__(self, storage: Storage, *, interval: float = 0.5) -> None:
         self._storage = storage
+        #: The backend's WAL copy, if it needs one done for it (SQLite).
+        self._reclaim_wal = storage.reclaim_wal if isinstance(storage, ReclaimsWal) else None
         self._interval = interval
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._checkpoint_failures = RepeatedFailure(logger, "WAL checkpoints")
+        self._reclaim_failures = RepeatedFailure(logger, "WAL copies")
         self._indexing_failures = RepeatedFailure(logger, "search indexing")
         self._purge_failures = RepeatedFailure(logger, "purging erased values")
         self._rollup_failures = RepeatedFailure(logger, "event counting")
@@ -77,12 +80,13 @@ class Upkeep:
         while not self._stopping.is_set():
             self._catch_up()
             self._roll_up()
-            self._checkpoint()
+            self._reclaim()
             self._guarded(self._storage.purge_erased, self._purge_failures)
             self._stopping.wait(self._interval)
 
-    def _checkpoint(self) -> None:
-        self._guarded(self._storage.checkpoint_log, self._checkpoint_failures)
+    def _reclaim(self) -> None:
+        if self._reclaim_wal is not None:
+            self._guarded(self._reclaim_wal, self._reclaim_failures)
 
     @staticmethod
     def _guarded(job: Callable[[], object], failures: RepeatedFailure) -> None:

@@ -867,9 +867,6 @@ class PostgresStorage(KeyHistoryRows):
                     conn.execute("ROLLBACK")
         return [(bucket, kind, int(count)) for bucket, kind, count in rows]
 
-    def checkpoint_log(self) -> None:
-        """PostgreSQL checkpoints its own WAL."""
-
     # erasure ---------------------------------------------------------------------------
     def erase(self, tenant_id: int, indexes: Sequence[int]) -> int:
         if not indexes:

@@ -49,7 +49,7 @@ from immutablelog.ledger.storage import (
 from immutablelog.merkle import NodeID
 
 _BUSY_TIMEOUT_MS = 30_000
-# The upkeep thread checkpoints the WAL twice a second (checkpoint_log); a commit does it
+# The upkeep thread copies the WAL twice a second (reclaim_wal); a commit does it
 # itself only past this many pages (64 MiB with 4 KiB pages: a stalled upkeep thread, or a
 # process without one), and the WAL file is cut back to this size after it is reset.
 _WAL_AUTOCHECKPOINT_PAGES = 16_384
@@ -681,7 +681,7 @@ class SQLiteStorage(KeyHistoryRows):
                 "UPDATE tenants SET retention_days = ? WHERE id = ?", (days, tenant_id)
             )
 
-    def checkpoint_log(self) -> None:
+    def reclaim_wal(self) -> None:
         # PASSIVE copies what no reader still needs and neither waits for nor blocks the
         # writer; what it leaves is copied by the next round.
         try:
