@@ -380,3 +380,110 @@ def test_browser_and_python_agree_on_erasable_parts(
         assert [ok, values] == expected, json.dumps(case)
     assert [ok for ok, _ in in_browser] == [True, False, False]
     watched.assert_quiet()
+
+
+FOLLOW_IN_BROWSER = """
+async (cases) => {
+  const v = await import("./assets/verify.js");
+  const verdicts = [];
+  for (const case_ of cases) {
+    const trusted = await v.parseVerifierKey(case_.trusted);
+    let asked = 0;
+    const handovers = async () => {
+      asked += 1;
+      return case_.handovers;
+    };
+    const r = await v.followRotation(trusted, case_.note, handovers);
+    verdicts.push({ key: r.key.text, replaced: r.rotations.map((x) => x.oldKey),
+                    sizes: r.rotations.map((x) => String(x.size)), ignored: r.ignored.length,
+                    asked });
+  }
+  return verdicts;
+}
+"""
+
+
+def rotation_cases() -> list[Case]:
+    """Handover vectors: genuine ones, a chain, a cycle, and every forgery the Python tests
+    name (a handover not signed by the trusted key, not by the key it names, of another
+    tenant or log name, not a key, not a note)."""
+    from tests.verify.test_rotation_trust import ATTACKER, NEW, OLD, ORIGIN, THIRD, note
+
+    other_name = Signer.generate("otherlog")
+
+    def handover(old: Signer, new: Signer, *signers: Signer, origin: str = ORIGIN) -> Case:
+        text = sign_checkpoint_note(list(signers), origin)
+        return {"old_key": old.verifier_key(), "new_key": new.verifier_key(), "checkpoint": text}
+
+    def sign_checkpoint_note(signers: list[Signer], origin: str) -> str:
+        from immutablelog.checkpoint import sign_checkpoint
+
+        return sign_checkpoint(signers, Checkpoint(origin, 3, bytes(32)))
+
+    genuine = handover(OLD, NEW, OLD, NEW)
+    chain = [handover(NEW, THIRD, NEW, THIRD), genuine]
+    cases = [
+        (note(OLD), []),
+        (note(OLD), [genuine]),  # no other key signed the note: nothing is asked
+        (note(OLD, NEW), [genuine]),
+        (note(NEW), [genuine]),
+        (note(THIRD), chain),
+        (note(NEW), [handover(NEW, OLD, NEW, OLD), genuine]),  # a cycle: at most 16 steps
+        (note(ATTACKER), [handover(OLD, ATTACKER, ATTACKER)]),
+        (note(ATTACKER), [handover(OLD, ATTACKER, OLD)]),
+        (note(ATTACKER), [handover(OLD, ATTACKER, OLD, NEW)]),
+        (note(ATTACKER), [{**genuine, "new_key": "immutablelog+00000000+AAAA"}]),
+        (note(ATTACKER), [{**genuine, "new_key": ATTACKER.verifier_key(), "checkpoint": "x"}]),
+        (note(NEW), [handover(OLD, NEW, OLD, NEW, origin="immutablelog/other")]),
+        (note(NEW), [handover(OLD, other_name, OLD, other_name)]),
+        (note(NEW), [handover(THIRD, NEW, THIRD, NEW)]),  # from a key not trusted
+        (note(ATTACKER), [handover(OLD, ATTACKER, ATTACKER), genuine]),  # one forged, one not
+        (note(other_name), [genuine]),  # only another log's key signed it: nothing is asked
+        ("not a note", [genuine]),
+    ]
+    return [
+        {"trusted": OLD.verifier_key(), "note": text, "handovers": offered}
+        for text, offered in cases
+    ]
+
+
+def python_rotation(case: Case) -> dict[str, Any]:
+    from immutablelog.verify.report import Report
+    from immutablelog.verify.trust import follow_rotation
+
+    class Log:
+        asked = 0
+
+        def handovers(self) -> list[tuple[str, str, str]]:
+            self.asked += 1
+            return [(h["old_key"], h["new_key"], h["checkpoint"]) for h in case["handovers"]]
+
+    log = Log()
+    report = Report("verify", "test")
+    report.log_key = case["trusted"]
+    follow_rotation(log, report, Verifier(case["trusted"]), case["note"], None)  # type: ignore[arg-type]
+    return {
+        "key": report.log_key,
+        "replaced": report.replaced_keys,
+        "sizes": [
+            line.split("checkpoint of size ")[1].split(" ")[0] for line in report.key_rotations
+        ],
+        "ignored": len(report.warnings),
+        "asked": log.asked,
+    }
+
+
+def test_browser_and_python_follow_the_same_key_rotations(
+    context: pw_sync.BrowserContext, server: LiveServer
+) -> None:
+    cases = rotation_cases()
+    watched = watch(context, server.url)
+    watched.page.goto(server.url + "/")
+    in_browser = watched.page.evaluate(FOLLOW_IN_BROWSER, cases)
+    expected = [python_rotation(case) for case in cases]
+    for case, js, py in zip(cases, in_browser, expected, strict=True):
+        assert js == py, (case, js, py)
+    # The vectors cover a followed chain, a cycle cut at the limit, and refused forgeries.
+    assert {len(py["replaced"]) for py in expected} >= {0, 1, 2, 16}
+    assert any(py["ignored"] and not py["replaced"] for py in expected)
+    watched.assert_quiet()

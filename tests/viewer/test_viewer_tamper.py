@@ -13,6 +13,7 @@ from tests.live import LiveServer
 from tests.test_tamper_drills import alter_payload, rewrite_history, stored_id, tamper
 from tests.verify.helpers import ingest
 from tests.viewer.conftest import Watched, open_event, screenshot, sign_in, watch
+from tests.witness.test_rotation import log_key_command, post_one
 
 
 def signed_in(context: pw_sync.BrowserContext, server: LiveServer, events: int) -> Watched:
@@ -21,6 +22,18 @@ def signed_in(context: pw_sync.BrowserContext, server: LiveServer, events: int) 
     viewer = watch(context, server.url)
     sign_in(viewer, server)
     return viewer
+
+
+def pin_in_browser(page: pw_sync.Page, key: str) -> None:
+    """Make the browser's pinned log key ``key``, as if it had pinned it on an earlier visit."""
+    page.evaluate(
+        """(key) => {
+          const slot = Object.keys(localStorage).find((k) => k.endsWith(":log-key"));
+          const pin = { key, pinned_at: new Date().toISOString() };
+          localStorage.setItem(slot, JSON.stringify(pin));
+        }""",
+        key,
+    )
 
 
 def test_a_tampered_entry_or_proof_turns_its_badge_red(
@@ -68,14 +81,7 @@ def test_a_changed_log_key_is_a_loud_warning_not_a_silent_repin(
     # A log host refuses to sign with any key but its log's, so stand in for "the server now
     # presents another key" from the browser's side: the key it pinned is another one.
     earlier = Signer.generate("immutablelog").verifier_key()
-    page.evaluate(
-        """(earlier) => {
-          const slot = Object.keys(localStorage).find((k) => k.endsWith(":log-key"));
-          const pin = { key: earlier, pinned_at: new Date().toISOString() };
-          localStorage.setItem(slot, JSON.stringify(pin));
-        }""",
-        earlier,
-    )
+    pin_in_browser(page, earlier)
 
     badge = open_event(viewer, live_server, event_id)
     alarm = page.locator("#alarm")
@@ -118,3 +124,49 @@ def test_a_rewritten_history_turns_the_page_red(
     # only the memory of the earlier checkpoint tells, and the whole page says so.
     assert "Verified in this browser" in open_event(viewer, live_server, stored_id(live_server, 4))
     expect(alarm).to_be_visible()
+
+
+def test_the_viewer_follows_a_key_rotation_and_refuses_an_unknown_key(
+    context: pw_sync.BrowserContext, live_server: LiveServer
+) -> None:
+    """Pinned before a rotation; the log rotates and retires the old key; on the next visit
+    the page checks the handover, re-pins and says so. A key no handover leads to is red."""
+    viewer = signed_in(context, live_server, 5)
+    page = viewer.page
+    old = live_server.verifier_key
+    event_id = stored_id(live_server, 3)
+    assert "Verified in this browser" in open_event(viewer, live_server, event_id)
+
+    rotated = log_key_command(live_server, "rotate", "--transition", "1h")
+    assert rotated.returncode == 0, rotated.stderr
+    new = rotated.stdout.strip()
+    assert post_one(live_server).is_success
+    assert log_key_command(live_server, "finish").returncode == 0
+    assert post_one(live_server).is_success  # signed by the new key alone
+
+    page.reload()
+    notice = page.locator("#notice")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("The log's key was rotated")
+    expect(notice).to_contain_text(f"from {old} to {new}")
+    expect(page.locator("#alarm")).to_be_hidden()
+    expect(page.locator("#int-key")).to_have_text(new)
+    expect(page.locator("#int-rotations")).to_contain_text(f"from {old}")
+    pinned = page.evaluate("JSON.stringify(localStorage)")
+    assert new in pinned
+    screenshot(viewer, "key-rotated")
+    badge = open_event(viewer, live_server, event_id)
+    assert "Verified in this browser" in badge, badge
+    expect(page.locator("#alarm")).to_be_hidden()
+    viewer.assert_quiet()
+
+    # A key the log never handed over to stays a loud warning, handovers or not.
+    stranger = Signer.generate("immutablelog").verifier_key()
+    pin_in_browser(page, stranger)
+    badge = open_event(viewer, live_server, event_id)
+    alarm = page.locator("#alarm")
+    expect(alarm).to_be_visible()
+    expect(alarm).to_contain_text("The log's key has changed")
+    expect(alarm).to_contain_text(f"This browser pinned {stranger}")
+    assert "does not verify against the pinned log key" in badge, badge
+    assert new not in page.evaluate("JSON.stringify(localStorage)")

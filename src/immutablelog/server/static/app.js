@@ -8,6 +8,7 @@ import {
   VerifyError,
   b64decode,
   b64encode,
+  followRotation as followHandovers,
   keyFingerprint,
   parseCheckpoint,
   parseVerifierKey,
@@ -71,6 +72,12 @@ function alarm(title, text, { repin = null } = {}) {
   }
 }
 
+/** A notice that is not an alarm: something changed, and this browser checked it. */
+function notice(title, text) {
+  $("notice-text").replaceChildren(el("strong", null, title), " ", text);
+  $("notice").hidden = false;
+}
+
 function clearAlarm() {
   $("alarm-list").replaceChildren();
   $("alarm-repin").hidden = true;
@@ -120,6 +127,7 @@ function signOut(message = null) {
   stopTail();
   state.key = null;
   clearAlarm();
+  $("notice").hidden = true;
   showLink(null);
   $("read-key").value = "";
   show("sign-in");
@@ -164,7 +172,8 @@ async function enter() {
     alarm("The pinned log key is unreadable", `${describe(failure)}. Nothing this page shows can be checked.`);
     return;
   }
-  if (pinned.key !== served) {
+  if (pinned.key !== served) await followRotation(pinned);
+  if (state.key.text !== served) {
     let fingerprint = "unreadable";
     try {
       fingerprint = await keyFingerprint(await parseVerifierKey(served));
@@ -173,14 +182,40 @@ async function enter() {
     }
     alarm(
       "The log's key has changed",
-      `This browser pinned ${pinned.key} (fingerprint ${await keyFingerprint(state.key)}) on ` +
-        `${new Date(pinned.pinned_at).toLocaleString()}, but the server now presents ${served} ` +
+      `This browser pinned ${state.key.text} (fingerprint ${await keyFingerprint(state.key)}) on ` +
+        `${new Date(memory.get("log-key").pinned_at).toLocaleString()}, but the server now presents ${served} ` +
         `(fingerprint ${fingerprint}). Proofs are still checked against the pinned key, so ` +
         `they fail until the change is confirmed with the log's operator.`,
       { repin: () => pin(served) },
     );
   }
   await openLog();
+}
+
+/**
+ * The server presents another key than the pinned one: follow the log's own handovers from
+ * the pinned key (checkpoints signed by it and by the next key, checked here), re-pin the
+ * key they lead to, and say so. Without such a handover nothing changes: the caller warns.
+ */
+async function followRotation(pinned) {
+  let followed;
+  try {
+    const note = await getText("v1/checkpoint");
+    followed = await followHandovers(state.key, note, async () => (await getJSON("v1/log-keys")).handovers);
+  } catch {
+    return; // the checkpoint's own check (monitor) says what is wrong with it
+  }
+  if (!followed.rotations.length) return;
+  const at = new Date().toISOString();
+  const rotations = followed.rotations.map((r) => ({ old_key: r.oldKey, new_key: r.newKey, size: String(r.size), at }));
+  memory.set("log-key", { key: followed.key.text, pinned_at: at, rotations: [...(pinned.rotations || []), ...rotations] });
+  state.key = followed.key;
+  const steps = followed.rotations.map((r) => `from ${r.oldKey} to ${r.newKey} (its checkpoint of size ${r.size} is signed by both)`);
+  notice(
+    "The log's key was rotated",
+    `This browser checked the log's handover ${steps.join(", then ")} and now pins ${followed.key.text} ` +
+      `(fingerprint ${await keyFingerprint(followed.key)}).`,
+  );
 }
 
 async function offerPin(served) {
@@ -211,6 +246,11 @@ async function openLog() {
   $("log-name").textContent = state.key.name;
   $("int-key").textContent = state.key.text;
   $("int-fingerprint").textContent = await keyFingerprint(state.key);
+  const rotations = memory.get("log-key")?.rotations || [];
+  $("int-rotations").textContent = rotations
+    .map((r) => `from ${r.old_key} at size ${r.size}, followed ${new Date(r.at).toLocaleString()}`)
+    .join("; ");
+  $("int-rotations").hidden = $("int-rotations-label").hidden = !rotations.length;
   await route();
   await monitor();
 }
@@ -628,6 +668,7 @@ function wire() {
   $("sign-in-form").addEventListener("submit", signIn);
   $("sign-out").addEventListener("click", () => signOut());
   $("pin-cancel").addEventListener("click", () => signOut());
+  $("notice-close").addEventListener("click", () => ($("notice").hidden = true));
   $("filters").addEventListener("submit", (event) => {
     event.preventDefault();
     performance.mark("immutablelog:search");

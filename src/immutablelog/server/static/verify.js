@@ -413,3 +413,67 @@ export async function verifyEvent(key, { entryText, erasable, index, treeSize, p
   }
   return { checkpoint, leaf, entry };
 }
+
+// --- log key rotation --------------------------------------------------------------------
+
+/** More key rotations than this between two visits is not a log's ordinary life. */
+export const MAX_ROTATIONS = 16;
+
+/**
+ * The key to check ``note`` (the log's latest checkpoint) with: ``trusted``, or its successor
+ * if the log rotated its key. Mirrors immutablelog.verify.trust.follow_rotation rule for rule.
+ *
+ * Only a note carrying a signature of another key of the log's name makes it look: then
+ * ``handovers()`` gives the log's handovers ({old_key, new_key, checkpoint}), and each one
+ * from the key trusted so far whose checkpoint both keys signed, for ``expectedOrigin`` (else
+ * the note's own origin), moves the trust one key on. A key with no such handover from the
+ * trusted one is never trusted here; the note then fails against the trusted key as before.
+ * Returns {key, rotations: [{oldKey, newKey, size}], ignored: [reason]}.
+ */
+export async function followRotation(trusted, note, handovers, expectedOrigin = null) {
+  const result = { key: trusted, rotations: [], ignored: [] };
+  let origin;
+  let signatures;
+  try {
+    let text;
+    [text, signatures] = splitNote(note);
+    origin = parseCheckpoint(text).origin;
+  } catch (error) {
+    if (error instanceof VerifyError) return result; // the note's own check says what is wrong
+    throw error;
+  }
+  if (!signatures.some((s) => s.name === trusted.name && !equal(s.keyId, trusted.keyId))) return result;
+  origin = expectedOrigin ?? origin;
+  const offered = await handovers();
+  for (let i = 0; i < MAX_ROTATIONS; i++) {
+    const next = await handedOver(result, offered, origin);
+    if (next === null) break;
+  }
+  return result;
+}
+
+async function handedOver(result, offered, origin) {
+  const trusted = result.key;
+  for (const { old_key: oldKey, new_key: newKey, checkpoint: handover } of offered) {
+    if (oldKey !== trusted.text) continue;
+    let successor;
+    let checkpoint;
+    try {
+      successor = await parseVerifierKey(newKey);
+      if (successor.name !== trusted.name) throw new VerifyError(`the new key is named ${JSON.stringify(successor.name)}`);
+      await verifyNote(trusted, handover);
+      checkpoint = parseCheckpoint(await verifyNote(successor, handover));
+      if (checkpoint.origin !== origin) {
+        throw new VerifyError(`it is a checkpoint of ${JSON.stringify(checkpoint.origin)}`);
+      }
+    } catch (error) {
+      if (!(error instanceof VerifyError)) throw error;
+      result.ignored.push(`ignored a handover from ${oldKey} to ${newKey}: ${error.message}`);
+      continue;
+    }
+    result.rotations.push({ oldKey, newKey, size: checkpoint.size });
+    result.key = successor;
+    return successor;
+  }
+  return null;
+}
