@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.viewer --quick               # 20,000 entries
     .venv/bin/python -m benchmarks.viewer --keep /tmp/vb        # keep (and reuse) the log
     .venv/bin/python -m benchmarks.viewer --postgres postgresql://postgres@127.0.0.1/bench
+    .venv/bin/python -m benchmarks.viewer --before main         # and main's code, in turns
 
 The log is pre-filled in-process with the read benchmark's varied events (benchmarks/read.py),
 then a real ``immutablelog serve`` and one headless Chromium (Playwright) measure, from the
@@ -16,6 +17,10 @@ page's own User Timing marks (so Playwright's round trips are not counted):
 3. the in-browser check of one event (signature, leaf and path hashing, root comparison);
 4. ``GET /v1/event-counts`` (the chart's aggregate) over the same filters, on SQLite and,
    with ``--postgres``, on PostgreSQL (a fresh database there, dropped afterwards).
+
+With ``--before REV`` a second server runs the code of that git revision on the same log
+(its source unpacked ahead of this checkout on the import path), and each measure takes
+turns between the two, on the same filters, so before and after come from one run.
 
 Targets are printed next to the numbers, never asserted.
 """
@@ -30,6 +35,7 @@ import platform
 import random
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -100,73 +106,88 @@ def _rows_after(page: Page, mark: str, action: Callable[[], None]) -> float:
     return _measure(page, mark, "immutablelog:rows")
 
 
-def browser_stats(server: LiveServer, db: Path, samples: int, seed: int) -> list[Stat]:
+def _signed_in(browser: Any, server: LiveServer) -> Page:
+    page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    page.goto(server.url + "/")
+    page.fill("#read-key", server.read_key)
+    page.click("#sign-in-form button[type=submit]")
+    page.click("#pin-accept")
+    page.wait_for_selector("#events tbody tr")
+    return page
+
+
+def _search(page: Page, filters: dict[str, str]) -> float:
+    page.click("#clear-filters")
+    page.wait_for_selector("#events tbody tr")
+    form = page.locator("#filters")
+    for field, value in filters.items():
+        if field == "type":
+            form.locator("[name=type]").select_option(value)
+        else:
+            form.locator(f"[name={field}]").fill(value)
+    return _rows_after(
+        page, "immutablelog:search", lambda: form.locator("button[type=submit]").click()
+    )
+
+
+def browser_stats(
+    servers: list[tuple[str, LiveServer]], db: Path, samples: int, seed: int
+) -> list[Stat]:
+    """Each measure on each server (the code of an earlier commit and this one, say), one
+    page per server, the servers taking turns sample by sample so that both see the same
+    filters under the same load."""
     rng = random.Random(seed)
     cases = query_cases(db, seed)
-    stats: list[Stat] = []
+    found: dict[str, dict[str, list[float]]] = {label: {} for label, _ in servers}
+
+    def record(label: str, what: str, seconds: float) -> None:
+        found[label].setdefault(what, []).append(seconds)
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
-        page.goto(server.url + "/")
-        page.fill("#read-key", server.read_key)
-        page.click("#sign-in-form button[type=submit]")
-        page.click("#pin-accept")
-        page.wait_for_selector("#events tbody tr")
-
-        sign_ins = []
+        pages = {label: _signed_in(browser, server) for label, server in servers}
         for _ in range(samples):
-            page.click("#sign-out")
-            page.fill("#read-key", server.read_key)
-            sign_ins.append(
-                _rows_after(
+            for label, server in servers:
+                page = pages[label]
+                page.click("#sign-out")
+                page.fill("#read-key", server.read_key)
+                record(label, "sign-in", _rows_after(
                     page,
                     "immutablelog:sign-in",
-                    lambda: page.click("#sign-in-form button[type=submit]"),
-                )
-            )
-        stats.append(Stat("viewer", "sign-in to first page rendered", sign_ins, "<= 300 ms"))
-
-        searches = []
-        form = page.locator("#filters")
+                    lambda p=page: p.click("#sign-in-form button[type=submit]"),
+                ))  # fmt: skip
         for make in cases.values():
             for _ in range(max(samples // 4, 2)):
-                page.click("#clear-filters")
-                page.wait_for_selector("#events tbody tr")
-                for field, value in make(rng).items():
-                    if field == "type":
-                        form.locator("[name=type]").select_option(value)
-                    else:
-                        form.locator(f"[name={field}]").fill(value)
-                searches.append(
-                    _rows_after(
-                        page,
-                        "immutablelog:search",
-                        lambda: form.locator("button[type=submit]").click(),
-                    )
-                )
-        stats.append(
-            Stat(
-                "viewer", f"filtered search ({len(cases)} filter kinds)", searches, "p95 <= 100 ms"
-            )
-        )
+                filters = make(rng)
+                for label, _server in servers:
+                    record(label, "search", _search(pages[label], filters))
 
-        checks = []
-        ids = page.evaluate(
+        script = (
             "fetch('v1/events?limit=1000', {headers: {Authorization: "
             "`Bearer ${sessionStorage.getItem(Object.keys(sessionStorage)[0])}`}})"
             ".then(r => r.json()).then(b => b.events.map(e => e.id))"
         )
+        ids = pages[servers[0][0]].evaluate(script)
         for event_id in rng.sample(ids, min(samples, len(ids))):
-            page.goto(f"{server.url}/?event={event_id}")
-            page.wait_for_selector("#badge.verified")
-            checks.append(
-                page.evaluate(
+            for label, server in servers:
+                page = pages[label]
+                page.goto(f"{server.url}/?event={event_id}")
+                page.wait_for_selector("#badge.verified")
+                took = page.evaluate(
                     "performance.getEntriesByName('immutablelog:verified').at(-1).duration"
                 )
-                / 1000
-            )
-        stats.append(Stat("viewer", "in-browser check of one event", checks, "<= 50 ms"))
+                record(label, "check", took / 1000)
         browser.close()
+    stats: list[Stat] = []
+    rows = [
+        ("sign-in", "sign-in to first page rendered", "<= 300 ms"),
+        ("search", f"filtered search ({len(cases)} filter kinds)", "p95 <= 100 ms"),
+        ("check", "in-browser check of one event", "<= 50 ms"),
+    ]
+    for key, what, target in rows:
+        for label, _ in servers:
+            section = f"viewer, {label}" if label else "viewer"
+            stats.append(Stat(section, what, found[label][key], target))
     return stats
 
 
@@ -236,55 +257,68 @@ def _count_cases(db: Path, seed: int, bounds: tuple[str, str]) -> dict[str, Case
     }
 
 
-def count_stats(
-    server: LiveServer, db: Path, storage: Storage, samples: int, seed: int, label: str
-) -> list[Stat]:
-    """Each case's counts through the API now, and the scan that answered before on the
-    same data (in-process, fewer samples: it takes seconds), side by side."""
-    rng = random.Random(seed)
+def _endpoint_times(
+    server: LiveServer, cases: list[dict[str, Any]]
+) -> tuple[list[float], str, int | None]:
+    """``GET /v1/event-counts`` for each of ``cases`` (after a warm-up with the first): the
+    seconds each took, a note if it failed (an error answer, a lost connection), and the
+    width of the buckets it answered with."""
+    # A fresh connection per case: the server closes one left idle for 5 s.
     client = Http(server.url, server.read_key)
+    try:
+        _, body = client.get("/v1/event-counts", cases[0])  # warm-up
+        calls = [lambda c=case: client.get("/v1/event-counts", c) for case in cases]
+        return time_calls(calls), "", INTERVAL_WIDTHS[orjson.loads(body)["interval"]]
+    except RuntimeError as exc:  # an error answer, e.g. 422 count_too_broad
+        return [0.0], str(exc).rpartition(": ")[2][:60], None
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+        # Past the client's 60 s, or a lost connection: say so, and go on.
+        alive = server.process is not None and server.process.poll() is None
+        if not alive:
+            console.print(server.log()[-3000:])
+        return [60.0], f"failed: {type(exc).__name__}, alive: {alive}", None
+    finally:
+        client.close()
+
+
+def count_stats(
+    servers: list[tuple[str, LiveServer]],
+    db: Path,
+    storage: Storage,
+    samples: int,
+    seed: int,
+    label: str,
+    scan: bool = True,
+) -> list[Stat]:
+    """Each case's counts through the API of each server (the code of an earlier commit and
+    this one, say) on the same filters, and the scan that answered before the counts were
+    kept (in-process, fewer samples: it takes seconds), side by side."""
+    rng = random.Random(seed)
     stats = []
     tenant = 1
     # The bulk of the log (its first and last few entries may be far apart in time).
     size = storage.count_entries(tenant, 0)
     first = next(storage.entries(tenant, size // 100, size // 100 + 1)).received_at
     last = next(storage.entries(tenant, size * 99 // 100, size * 99 // 100 + 1)).received_at
-    try:
-        for name, make in _count_cases(db, seed, (first, last)).items():
-            what = f"GET /v1/event-counts {name}"
-            # A fresh connection per case: the server closes one left idle for 5 s (the
-            # scans below take longer).
-            client.close()
-            client = Http(server.url, server.read_key)
-            try:
-                _, body = client.get("/v1/event-counts", make(rng))  # warm-up
-                calls = [lambda m=make, c=client: c.get("/v1/event-counts", m(rng))] * samples
-                times = time_calls(calls)
-            except RuntimeError as exc:  # an error answer, e.g. 422 count_too_broad
-                stats.append(Stat(f"counts, {label}", what, [0.0], "p95 <= 200 ms",
-                                  str(exc).rpartition(": ")[2][:60]))  # fmt: skip
-                continue
-            except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
-                # A case past the client's 60 s, or a lost connection: say so, and go on
-                # with a fresh connection.
-                client.close()
-                client = Http(server.url, server.read_key)
-                alive = server.process is not None and server.process.poll() is None
-                stats.append(Stat(f"counts, {label}", what, [60.0], "p95 <= 200 ms",
-                                  f"failed: {type(exc).__name__}, alive: {alive}"))  # fmt: skip
-                if not alive:
-                    console.print(server.log()[-3000:])
-                    break
-                continue
-            width = INTERVAL_WIDTHS[orjson.loads(body)["interval"]]
+    for name, make in _count_cases(db, seed, (first, last)).items():
+        what = f"GET /v1/event-counts {name}"
+        cases = [make(rng) for _ in range(samples + 1)]
+        width = None
+        for server_label, server in servers:
+            times, failed, answered = _endpoint_times(server, cases)
+            width = answered or width
+            section = f"counts, {label}" + (f", {server_label}" if server_label else "")
+            stats.append(Stat(section, what, times, "p95 <= 200 ms", failed))
+        if scan and width is not None:
             before = time_calls(
-                [lambda m=make, w=width: scan_counts(storage, m(rng), w)] * BEFORE_SAMPLES
+                [
+                    lambda c=case, w=width: scan_counts(storage, c, w)
+                    for case in cases[:BEFORE_SAMPLES]
+                ]
             )
-            scan = Stat("", "", before)
-            note = f"before (scan): p50 {scan.ms(50):.0f} ms, p95 {scan.ms(95):.0f} ms"
-            stats.append(Stat(f"counts, {label}", what, times, "p95 <= 200 ms", note))
-    finally:
-        client.close()
+            taken = Stat("", "", before)
+            note = f"before (scan): p50 {taken.ms(50):.0f} ms, p95 {taken.ms(95):.0f} ms"
+            stats[-1].note = stats[-1].note or note
     return stats
 
 
@@ -366,6 +400,19 @@ def write_results(stats: list[Stat], size: int, argv: list[str] | None) -> None:
     console.print(f"wrote {RESULTS}")
 
 
+def _code_at(rev: str, root: Path) -> dict[str, str]:
+    """The environment for a server that runs the package as it was at ``rev`` (its source
+    unpacked under ``root``, ahead of this checkout on the import path)."""
+    into = root / f"code-{rev}"
+    if not into.exists():
+        into.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "archive", rev, "src"], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return {"PYTHONPATH": str(into / "src")}
+
+
 @contextmanager
 def _postgres_database(url: str, reuse: bool) -> Iterator[str]:
     if reuse:
@@ -387,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
         help="--postgres names a database to use (and keep, filled), not a server",
     )
     parser.add_argument("--no-browser", action="store_true", help="only the counts")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also serve the code of this git revision on the same log, taking turns",
+    )
+    parser.add_argument("--no-scan", action="store_true", help="skip the grouped scans")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     entries = args.entries or (20_000 if args.quick else 1_000_000)
@@ -398,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     db = data_dir / "ledger.db"
     stats: list[Stat] = []
     server = LiveServer(data_dir, create=not db.exists())
+    servers = [("", server)]
+    if args.before:
+        before = LiveServer(data_dir, create=False, extra_env=_code_at(args.before, root))
+        servers = [(f"before ({args.before})", before), ("now", server)]
     try:
         config = LedgerConfig(data_dir=data_dir, idempotency_retention=timedelta(0))
         _fill(config, db, entries, args.seed)
@@ -405,32 +462,48 @@ def main(argv: list[str] | None = None) -> int:
         storage = open_storage(config)
         storage.initialize(config.log_name)
         stats.append(rollup_stat(storage, "SQLite"))
-        server.start()
+        for _, each in servers:
+            each.start()
         if not args.no_browser:
             console.print(f"SQLite log of {size:,} entries; the browser…")
-            stats += browser_stats(server, db, samples, args.seed + 1)
+            stats += browser_stats(servers, db, samples, args.seed + 1)
             write_results(stats, size, argv)
         console.print("event counts, SQLite…")
-        stats += count_stats(server, db, storage, samples, args.seed + 2, "SQLite")
+        stats += count_stats(
+            servers, db, storage, samples, args.seed + 2, "SQLite", not args.no_scan
+        )
         storage.close()
     finally:
-        server.kill()
+        for _, each in servers:
+            each.kill()
     write_results(stats, size, argv)
     if args.postgres:
         with _postgres_database(args.postgres, args.reuse_postgres) as url:
             pg = LiveServer(root / "pg", database_url=url, create=not args.reuse_postgres)
+            pg_servers = [("", pg)]
+            if args.before:
+                pg_before = LiveServer(
+                    root / "pg", database_url=url, create=False,
+                    extra_env=_code_at(args.before, root),
+                )  # fmt: skip
+                pg_servers = [(f"before ({args.before})", pg_before), ("now", pg)]
             try:
                 pg_config = LedgerConfig(data_dir=root / "pg", database_url=url)
                 _fill(pg_config, None, entries, args.seed)
                 pg_storage = open_storage(pg_config)
                 pg_storage.initialize(pg_config.log_name)
                 stats.append(rollup_stat(pg_storage, "PostgreSQL"))
-                pg.start()
+                for _, each in pg_servers:
+                    each.start()
                 console.print("event counts, PostgreSQL…")
-                stats += count_stats(pg, db, pg_storage, samples, args.seed + 2, "PostgreSQL")
+                stats += count_stats(
+                    pg_servers, db, pg_storage, samples, args.seed + 2, "PostgreSQL",
+                    not args.no_scan,
+                )  # fmt: skip
                 pg_storage.close()
             finally:
-                pg.kill()
+                for _, each in pg_servers:
+                    each.kill()
         write_results(stats, size, argv)
     if args.keep is None:
         shutil.rmtree(root, ignore_errors=True)

@@ -136,6 +136,7 @@ def test_the_viewer_follows_a_key_rotation_and_refuses_an_unknown_key(
     old = live_server.verifier_key
     event_id = stored_id(live_server, 3)
     assert "Verified in this browser" in open_event(viewer, live_server, event_id)
+    expect(page.locator("#notice")).to_be_hidden()
 
     rotated = log_key_command(live_server, "rotate", "--transition", "1h")
     assert rotated.returncode == 0, rotated.stderr

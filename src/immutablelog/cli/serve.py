@@ -15,7 +15,8 @@ from pathlib import Path
 import click
 
 from immutablelog.cli.options import config_for, ledger_options, open_ledger
-from immutablelog.ledger import DEFAULT_TENANT, SIGNING_KEY_ENV, Ledger
+from immutablelog.ledger import COUNT_TIMEOUT_ENV, DEFAULT_TENANT, SIGNING_KEY_ENV, Ledger
+from immutablelog.ledger.storage import COUNT_SECONDS
 from immutablelog.witness.client import WitnessEndpoint
 
 
@@ -143,6 +144,14 @@ def _announce(
     help="Seconds a client has to send a request's headers (6x that for its body); 408 after.",
 )
 @click.option(
+    "--count-timeout",
+    default=COUNT_SECONDS,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    envvar=COUNT_TIMEOUT_ENV,
+    help="Seconds one GET /v1/event-counts may take (422 count_too_broad after).",
+)
+@click.option(
     "--metrics-token",
     default=None,
     envvar="IMMUTABLELOG_METRICS_TOKEN",
@@ -183,6 +192,7 @@ def serve(
     signing_key: Path | None,
     public_tiles: tuple[str, ...],
     read_timeout: float,
+    count_timeout: float,
     metrics_token: str | None,
     witnesses: tuple[tuple[str, str], ...],
     witness_interval: float,
@@ -223,6 +233,7 @@ def serve(
     os.environ["IMMUTABLELOG_IDEMPOTENCY_RETENTION_HOURS"] = str(idempotency_retention)
     os.environ["IMMUTABLELOG_PUBLIC_TILES"] = ",".join(public_tiles)
     os.environ[READ_TIMEOUT_ENV] = str(read_timeout)
+    os.environ[COUNT_TIMEOUT_ENV] = str(count_timeout)
     if metrics_token:
         os.environ[METRICS_TOKEN_ENV] = metrics_token
     if witnesses:

@@ -1,6 +1,7 @@
 """The append-only, per-tenant, signed Merkle log and its storage backends."""
 
 from immutablelog.ledger.ledger import (
+    COUNT_TIMEOUT_ENV,
     DEFAULT_LOG_NAME,
     DEFAULT_TENANT,
     SIGNING_KEY_ENV,
@@ -18,6 +19,7 @@ from immutablelog.ledger.sequencer import (
 from immutablelog.ledger.storage import ApiKey, Storage, StorageError, Tenant
 
 __all__ = [
+    "COUNT_TIMEOUT_ENV",
     "DEFAULT_LOG_NAME",
     "DEFAULT_TENANT",
     "SIGNING_KEY_ENV",

@@ -34,8 +34,10 @@ from immutablelog.ledger.integrity import IntegrityReport, check_log
 from immutablelog.ledger.key_history import Handover, LogKey, signing_keys
 from immutablelog.ledger.keyring import KeyRing
 from immutablelog.ledger.retention import RetentionSweeper
+from immutablelog.ledger.rollup import Cancel
 from immutablelog.ledger.sequencer import Accepted, AppendResult, CommitStats, Sequencer
 from immutablelog.ledger.storage import (
+    COUNT_SECONDS,
     AlreadyExists,
     ApiKey,
     EventQuery,
@@ -63,6 +65,8 @@ CommitListener = Callable[[CommitStats], None]
 
 #: Where a host's processes and commands find the log's signing key file (``--signing-key``).
 SIGNING_KEY_ENV = "IMMUTABLELOG_SIGNING_KEY_FILE"
+#: ``LedgerConfig.count_seconds`` for a server's worker processes (``serve --count-timeout``).
+COUNT_TIMEOUT_ENV = "IMMUTABLELOG_COUNT_TIMEOUT"
 _PROVIDE_KEY = (
     "Start this host with the log's own key file, copied from a host that serves this log: "
     f"--signing-key FILE or the environment variable {SIGNING_KEY_ENV}"
@@ -103,6 +107,8 @@ class LedgerConfig:
     max_batch_events: int = 10_000
     #: Seconds between retention sweeps of a started ledger (a server).
     retention_interval: float = 3600.0
+    #: Seconds one event count may take before it is stopped (``count_too_broad``).
+    count_seconds: float = COUNT_SECONDS
 
     @property
     def key_path(self) -> Path:
@@ -445,9 +451,9 @@ class Ledger:
         return self._sequencer.broken_logs()
 
     def count_events(
-        self, tenant: Tenant, query: EventQuery, width: int
+        self, tenant: Tenant, query: EventQuery, width: int, cancel: Cancel | None = None
     ) -> list[tuple[str, str, int]]:
-        return self.storage.count_events(tenant.id, query, width)
+        return self.storage.count_events(tenant.id, query, width, cancel, self.config.count_seconds)
 
     def time_bounds(self, tenant: Tenant) -> tuple[str, str] | None:
         """When the tenant's first and latest committed events were received."""

@@ -22,23 +22,76 @@ entries; they are selective, and the caller bounds their time.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
 
-from immutablelog.ledger.storage import EventQuery, StorageError, event_filters, prefix_range
-
-#: How long one count may take: filters the rollup cannot hold are selective in practice,
-#: and one that is not must not hold a connection for minutes.
-COUNT_SECONDS: Final = 5.0
+from immutablelog.ledger.storage import (
+    EventQuery,
+    StorageError,
+    event_filters,
+    prefix_range,
+)
 
 
 class CountTooSlow(StorageError):
-    """A count ran past :data:`COUNT_SECONDS` and was stopped."""
+    """A count ran past its time (``LedgerConfig.count_seconds``) and was stopped."""
 
     def __init__(self, seconds: float) -> None:
         super().__init__(f"counting these events took more than {seconds:g} s")
         self.seconds = seconds
+
+
+class CountCancelled(StorageError):
+    """Nobody waited for a count any more (its client went away), and it was stopped."""
+
+    def __init__(self) -> None:
+        super().__init__("the count was cancelled")
+
+
+class Cancel:
+    """Set, from any thread, once nobody waits for a count's answer any more: a count that
+    runs checks it (SQLite, between steps) or is stopped by the hooks it registered
+    (PostgreSQL sends the server a cancel request), so a superseded count stops competing
+    with the ones that replaced it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._hooks: list[Callable[[], object]] = []
+
+    @property
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        """Cancel; runs the registered hooks here, in the caller's thread."""
+        with self._lock:
+            if self._set:
+                return
+            self._set = True
+            hooks = list(self._hooks)
+        for hook in hooks:
+            hook()
+
+    @contextmanager
+    def hook(self, action: Callable[[], object]) -> Iterator[None]:
+        """Run ``action`` if this is set while inside (at once if it already is)."""
+        with self._lock:
+            now = self._set
+            if not now:
+                self._hooks.append(action)
+        if now:
+            action()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if action in self._hooks:
+                    self._hooks.remove(action)
 
 
 #: Bucket widths kept, coarsest first: day, hour, minute, second (the viewer's time

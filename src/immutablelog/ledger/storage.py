@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from immutablelog.entry import Erasable
 from immutablelog.ledger.key_history import KeyHistoryStorage, LogKeyTransaction
@@ -19,6 +19,11 @@ from immutablelog.merkle import NodeID
 
 if TYPE_CHECKING:
     from immutablelog.ledger.health import StorageHealth
+    from immutablelog.ledger.rollup import Cancel
+
+#: How long one event count may take by default: filters the kept counts cannot hold are
+#: selective in practice, and one that is not must not hold a connection for minutes.
+COUNT_SECONDS: Final = 5.0
 
 SCOPES = frozenset({"ingest", "read", "admin"})
 
@@ -481,10 +486,17 @@ class Storage(KeyHistoryStorage, Protocol):
     def query(self, tenant_id: int, query: EventQuery) -> list[StoredEntry]: ...
 
     def count_events(
-        self, tenant_id: int, query: EventQuery, width: int
+        self,
+        tenant_id: int,
+        query: EventQuery,
+        width: int,
+        cancel: Cancel | None = None,
+        seconds: float = COUNT_SECONDS,
     ) -> list[tuple[str, str, int]]:
         """``(time bucket, type, count)`` of the events matching ``query`` (its cursor and
-        limit aside), a bucket being the first ``width`` characters of ``received_at``."""
+        limit aside), a bucket being the first ``width`` characters of ``received_at``.
+        Stopped with ``CountTooSlow`` after ``seconds``, and with ``CountCancelled``
+        soon after ``cancel`` is set."""
         ...
 
     def audit_rows(self, tenant_id: int, start: int, end: int) -> Iterator[AuditRow]: ...

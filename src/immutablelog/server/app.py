@@ -25,7 +25,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from immutablelog import __version__
-from immutablelog.ledger import SIGNING_KEY_ENV, Ledger, LedgerConfig, StorageError
+from immutablelog.ledger import (
+    COUNT_TIMEOUT_ENV,
+    SIGNING_KEY_ENV,
+    Ledger,
+    LedgerConfig,
+    StorageError,
+)
 from immutablelog.ledger.health import Fault
 from immutablelog.server import erasures, errors, ingest, links, query, read, tiles, viewer
 from immutablelog.server.errors import JSONResponse
@@ -233,6 +239,7 @@ def config_from_env(environ: dict[str, Any] | None = None) -> LedgerConfig:
         idempotency_retention=(
             timedelta(hours=float(retention)) if retention else LedgerConfig.idempotency_retention
         ),
+        count_seconds=float(env.get(COUNT_TIMEOUT_ENV) or LedgerConfig.count_seconds),
     )
 
 

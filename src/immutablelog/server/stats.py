@@ -12,8 +12,9 @@ from starlette.responses import Response
 
 from immutablelog.entry import EVENT_TYPES
 from immutablelog.ledger import Ledger, Tenant
-from immutablelog.ledger.rollup import CountTooSlow
+from immutablelog.ledger.rollup import Cancel, CountCancelled, CountTooSlow
 from immutablelog.ledger.storage import EventQuery
+from immutablelog.server.disconnect import unless_disconnected
 from immutablelog.server.errors import ApiError, JSONResponse
 from immutablelog.server.links import require_reader
 from immutablelog.server.params import choice_param
@@ -70,9 +71,14 @@ def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def event_counts(request: Request) -> Response:
+async def event_counts(request: Request) -> Response:
     """``GET /v1/event-counts?interval=minute|hour|day|month|year|auto`` with the filters of
-    ``GET /v1/events``: non-empty buckets, oldest first, each with a count per event type."""
+    ``GET /v1/events``: non-empty buckets, oldest first, each with a count per event type.
+    A count whose client goes away (a viewer whose filters changed) is stopped."""
+    return await unless_disconnected(request, lambda cancel: _event_counts(request, cancel))
+
+
+def _event_counts(request: Request, cancel: Cancel) -> Response:
     ledger: Ledger = request.app.state.ledger
     reader = require_reader(ledger, request)
     tenant = reader.tenant
@@ -84,7 +90,10 @@ def event_counts(request: Request) -> Response:
         interval = _auto_interval(ledger, tenant, query)
     width = INTERVALS[interval][0]
     try:
-        rows = ledger.count_events(tenant, query, width)
+        rows = ledger.count_events(tenant, query, width, cancel)
+    except CountCancelled:
+        # Nobody reads this answer; the access log shows the count ended early.
+        raise ApiError(499, "cancelled", "the client went away before the count ended") from None
     except CountTooSlow as exc:
         # Only filters the kept counts cannot hold (q, actor, request_id) scan entries.
         raise ApiError(

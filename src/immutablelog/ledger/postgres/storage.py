@@ -40,9 +40,10 @@ from immutablelog.ledger.postgres.schema import (
     SCHEMA_VERSION,
     SEARCH_LOCK_ID,
 )
-from immutablelog.ledger.rollup import COUNT_SECONDS
+from immutablelog.ledger.rollup import Cancel
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
+    COUNT_SECONDS,
     DERIVED_COLUMNS,
     ENTRY_COLUMNS,
     VIEWER_LINK_COLUMNS,
@@ -834,7 +835,12 @@ class PostgresStorage(KeyHistoryRows):
         return [replace(e, erasable=parts.get(e.index)) for e in found]
 
     def count_events(
-        self, tenant_id: int, query: EventQuery, width: int
+        self,
+        tenant_id: int,
+        query: EventQuery,
+        width: int,
+        cancel: Cancel | None = None,
+        seconds: float = COUNT_SECONDS,
     ) -> list[tuple[str, str, int]]:
         # One snapshot for the mark and the counts: the mark is then a constant in the
         # statement, so the planner walks the few uncounted entries by index, never a
@@ -844,7 +850,7 @@ class PostgresStorage(KeyHistoryRows):
             try:
                 conn.execute(
                     "SELECT set_config('statement_timeout', %s, true)",
-                    (f"{round(COUNT_SECONDS * 1000)}ms",),
+                    (f"{max(1, round(seconds * 1000))}ms",),
                 )
                 if rollup.answers(query):
                     found = conn.execute(counts.MARK, (tenant_id,)).fetchone()
@@ -859,9 +865,15 @@ class PostgresStorage(KeyHistoryRows):
                         f"WHERE {where} GROUP BY bucket, type ORDER BY bucket"
                     )
                     params = [width, *params]
-                rows = conn.execute(sql_text, params).fetchall()
+                if cancel is not None and cancel.is_set:
+                    raise rollup.CountCancelled()
+                # A cancel request stops the statement on the server, not just our wait.
+                with (cancel or rollup.Cancel()).hook(conn.cancel):
+                    rows = conn.execute(sql_text, params).fetchall()
             except errors.QueryCanceled as exc:
-                raise rollup.CountTooSlow(COUNT_SECONDS) from exc
+                if cancel is not None and cancel.is_set:
+                    raise rollup.CountCancelled() from exc
+                raise rollup.CountTooSlow(seconds) from exc
             finally:
                 with suppress(psycopg.Error):
                     conn.execute("ROLLBACK")

@@ -120,15 +120,22 @@ def count_sql(tenant_id: int, query: EventQuery, width: int) -> tuple[str, list[
 
 
 @contextmanager
-def time_limit(conn: sqlite3.Connection, seconds: float) -> Iterator[None]:
+def time_limit(
+    conn: sqlite3.Connection, seconds: float, cancel: rollup.Cancel | None = None
+) -> Iterator[None]:
     """Interrupt the statements run inside once ``seconds`` have passed (they then raise
-    :class:`rollup.CountTooSlow`)."""
+    :class:`rollup.CountTooSlow`) or ``cancel`` is set (:class:`rollup.CountCancelled`)."""
     deadline = time.monotonic() + seconds
-    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), _PROGRESS_STEPS)
+    cancelled = cancel or rollup.Cancel()
+    conn.set_progress_handler(
+        lambda: int(cancelled.is_set or time.monotonic() > deadline), _PROGRESS_STEPS
+    )
     try:
         yield
     except sqlite3.OperationalError as exc:
-        if time.monotonic() > deadline and "interrupt" in str(exc):
+        if "interrupt" in str(exc) and cancelled.is_set:
+            raise rollup.CountCancelled() from exc
+        if "interrupt" in str(exc) and time.monotonic() > deadline:
             raise rollup.CountTooSlow(seconds) from exc
         raise
     finally:

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from immutablelog.ledger.rollup import COUNT_SECONDS
+from immutablelog.ledger.rollup import Cancel
 from immutablelog.ledger.sqlite import counts
 from immutablelog.ledger.sqlite.connection import CACHE_KIB, file_lock, transaction
 from immutablelog.ledger.sqlite.sql import WITH_PART, chunks
 from immutablelog.ledger.storage import (
+    COUNT_SECONDS,
     EventQuery,
     StoredEntry,
     event_filters,
@@ -72,7 +73,12 @@ class SearchFile:
         return self._run_query(*_query_sql(tenant_id, query))
 
     def count_events(
-        self, tenant_id: int, query: EventQuery, width: int
+        self,
+        tenant_id: int,
+        query: EventQuery,
+        width: int,
+        cancel: Cancel | None = None,
+        seconds: float = COUNT_SECONDS,
     ) -> list[tuple[str, str, int]]:
         if query.text and query.text.split():
             where, params = event_filters(tenant_id, query, "?", "e.")
@@ -85,7 +91,7 @@ class SearchFile:
         else:
             sql, params = counts.count_sql(tenant_id, query, width)
         conn = self._search()  # one statement: one snapshot of both files
-        with counts.time_limit(conn, COUNT_SECONDS):
+        with counts.time_limit(conn, seconds, cancel):
             rows = conn.execute(sql, params).fetchall()
         return [(bucket, kind, int(count)) for bucket, kind, count in rows]
 

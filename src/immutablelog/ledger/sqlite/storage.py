@@ -16,6 +16,7 @@ from pathlib import Path
 
 from immutablelog.entry import timestamp
 from immutablelog.ledger.health import Fault, StorageHealth
+from immutablelog.ledger.rollup import Cancel
 from immutablelog.ledger.sqlite import counts
 from immutablelog.ledger.sqlite.connection import CACHE_KIB, file_lock, transaction
 from immutablelog.ledger.sqlite.key_history import KeyHistoryRows, KeyHistoryTransaction
@@ -24,6 +25,7 @@ from immutablelog.ledger.sqlite.search import SearchFile
 from immutablelog.ledger.sqlite.sql import WITH_PART, chunks
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
+    COUNT_SECONDS,
     DERIVED_COLUMNS,
     ENTRY_COLUMNS,
     VIEWER_LINK_COLUMNS,
@@ -607,9 +609,14 @@ class SQLiteStorage(KeyHistoryRows):
         return [replace(e, erasable=parts.get(e.index)) for e in found]
 
     def count_events(
-        self, tenant_id: int, query: EventQuery, width: int
+        self,
+        tenant_id: int,
+        query: EventQuery,
+        width: int,
+        cancel: Cancel | None = None,
+        seconds: float = COUNT_SECONDS,
     ) -> list[tuple[str, str, int]]:
-        return self.search.count_events(tenant_id, query, width)
+        return self.search.count_events(tenant_id, query, width, cancel, seconds)
 
     def index_search(self, limit: int) -> int:
         return self.search.index(limit)

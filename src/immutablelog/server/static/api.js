@@ -74,7 +74,12 @@ export function apiURL(path, params = {}) {
   return url;
 }
 
-export async function request(path, params = {}, { key = session.key(), accept, body } = {}) {
+/**
+ * One call to the API. With ``signal`` (an AbortController's), aborting it cancels the
+ * request: the browser closes the connection, and the server stops what it can (a count).
+ * An aborted call rejects with the AbortError itself, never an ApiError.
+ */
+export async function request(path, params = {}, { key = session.key(), accept, body, signal } = {}) {
   const headers = {};
   if (key) headers.Authorization = `Bearer ${key}`;
   if (accept) headers.Accept = accept;
@@ -88,8 +93,10 @@ export async function request(path, params = {}, { key = session.key(), accept, 
       cache: "no-store",
       credentials: "omit",
       referrerPolicy: "no-referrer",
+      signal,
     });
-  } catch {
+  } catch (failure) {
+    if (signal?.aborted) throw failure;
     throw new ApiError(0, "network", "the server could not be reached");
   }
   if (!response.ok) {

@@ -39,6 +39,7 @@ const state = {
   next: null,
   rows: [],
   tail: null,
+  view: null, // the AbortController of the requests of the view shown
 };
 
 // --- messages ----------------------------------------------------------------------------
@@ -358,6 +359,7 @@ async function route() {
   const eventId = new URLSearchParams(location.search).get("event");
   fillForm(currentFilters());
   if (eventId) {
+    supersede();
     stopTail();
     show("detail", "integrity");
     await openEvent(eventId);
@@ -365,9 +367,20 @@ async function route() {
     show("events-view", "integrity");
     state.pages = [null];
     // Rows first: on a big log the chart's aggregate costs far more than a page of events.
-    await loadPage();
-    loadChart();
+    const signal = supersede();
+    await loadPage(signal);
+    if (!signal.aborted) loadChart(signal);
   }
+}
+
+/**
+ * A new view (other filters, an event opened) cancels the requests of the one it replaces:
+ * a chart still counting for filters no longer shown would compete with the new search.
+ */
+function supersede() {
+  state.view?.abort();
+  state.view = new AbortController();
+  return state.view.signal;
 }
 
 // datetime-local inputs hold local wall time; the URL and the API hold RFC 3339 in UTC.
@@ -424,19 +437,21 @@ function eventRow(event) {
   return row;
 }
 
-async function loadPage() {
+async function loadPage(signal = state.view?.signal) {
   const filters = currentFilters();
   const cursor = state.pages[state.pages.length - 1];
   status("Loading…");
   let body;
   try {
-    body = await getJSON("v1/events", { ...filters, limit: PAGE_SIZE, cursor });
+    body = await getJSON("v1/events", { ...filters, limit: PAGE_SIZE, cursor }, { signal });
   } catch (failure) {
+    if (signal?.aborted) return; // a newer view took over
     if (failure instanceof ApiError && failure.status === 401) return signOut(describe(failure));
     status(describe(failure), true);
     renderRows([]);
     return;
   }
+  if (signal?.aborted) return;
   state.next = body.next_cursor;
   renderRows(body.events);
   const filtered = Object.keys(filters).length > 0;
@@ -447,17 +462,24 @@ async function loadPage() {
 }
 
 /** The chart of the current filters; a bar narrows the time range to its bucket. */
-async function loadChart() {
+async function loadChart(signal) {
   const filters = currentFilters();
   const caption = $("chart-caption");
+  caption.textContent = "Counting…";
+  caption.classList.remove("too-broad");
   let body;
   try {
-    body = await getJSON("v1/event-counts", filters);
+    body = await getJSON("v1/event-counts", filters, { signal });
   } catch (failure) {
-    caption.textContent = `No chart: ${describe(failure)}`;
+    if (signal.aborted) return;
+    // Too many matches to count in time: a state of its own, not an error of the page.
+    const tooBroad = failure instanceof ApiError && failure.reason === "count_too_broad";
+    caption.textContent = tooBroad ? `Not charted: ${failure.message}.` : `No chart: ${describe(failure)}`;
+    caption.classList.toggle("too-broad", tooBroad);
     drawChart($("chart"), [], null);
     return;
   }
+  if (signal.aborted) return;
   const total = body.buckets.reduce((sum, bucket) => sum + bucket.total, 0);
   caption.textContent = body.buckets.length
     ? `${total} events, per ${body.interval}, ${body.buckets[0].start} to ${body.buckets.at(-1).end}`
