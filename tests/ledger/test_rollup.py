@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -95,7 +96,7 @@ def _check(storage: Storage, tenant: int, rows: list[NewEntry], rng: random.Rand
     for _ in range(60):
         query = _query(rng)
         width = rng.choice((4, 7, 10, 13, 16))
-        found = sorted(storage.count_events(tenant, query, width))
+        found = sorted(storage.count_events(tenant, query, width).rows)
         assert found == _expected(rows, query, width), (query, width)
 
 
@@ -146,7 +147,7 @@ def test_long_names_in_every_column_are_counted(storage: Storage) -> None:
     rows = append_events(storage, acme, [(meta, "{}", timestamp(START))])
     assert storage.roll_up(10) == 1
     query = EventQuery(service=long, env=long, event_name=long)
-    assert storage.count_events(acme, query, 16) == _expected(rows, query, 16)
+    assert storage.count_events(acme, query, 16).rows == _expected(rows, query, 16)
 
 
 @pytest.mark.parametrize(
@@ -197,6 +198,52 @@ def test_the_end_of_time_is_counted_from_the_entries() -> None:
     assert layout.rollups == () and layout.raw == (("9999-12-31T23:59:59.500000Z", None),)
     layout = rollup.plan("9999-12-31T22:00:00.000000Z", None, 10)
     assert layout.rollups == ((13, "9999-12-31T22", None),)
+
+
+def test_a_full_text_count_adds_up_the_newest_matches(storage: Storage) -> None:
+    rng = random.Random(11)
+    tenant = new_tenant(storage)
+    words = [rng.choice(("needle", "hay")) for _ in range(300)]
+    events = [
+        (meta, f'{{"note": "{word} {n}"}}', at)
+        for n, (word, (meta, _, at)) in enumerate(zip(words, _events(rng, 300), strict=True))
+    ]
+    stored = append_events(storage, tenant, events)
+    while storage.index_search(1000):
+        pass
+    matching = sorted(
+        (e for e, word in zip(stored, words, strict=True) if word == "needle"),
+        key=lambda e: e.index,
+        reverse=True,
+    )
+    assert 100 < len(matching) < 200
+
+    def newest(n: int) -> list[tuple[str, str, int]]:
+        counted = Counter((e.received_at[:16], e.type) for e in matching[:n])
+        return sorted((b, t, c) for (b, t), c in counted.items())
+
+    query = EventQuery(text="needle")
+    found = storage.count_events(tenant, query, 16, matches=50)
+    assert not found.complete and found.from_index == matching[50].index + 1
+    assert sorted(found.rows) == newest(50)
+    every = storage.count_events(tenant, query, 16, matches=len(matching))
+    assert every.complete and every.from_index is None
+    assert sorted(every.rows) == newest(len(matching))
+    # The newest entries holding the words are taken, then other filters narrow them.
+    errors = storage.count_events(tenant, replace(query, type="error"), 16, matches=50)
+    assert not errors.complete and errors.from_index == matching[50].index + 1
+    wanted = Counter((e.received_at[:16], e.type) for e in matching[:50] if e.type == "error")
+    assert sorted(errors.rows) == sorted((b, t, c) for (b, t), c in wanted.items())
+    # None of the newest holding the words pass the filters: nothing counted, and it says so.
+    none = storage.count_events(tenant, replace(query, service="nowhere"), 16, matches=50)
+    assert none.rows == [] and not none.complete and none.from_index == found.from_index
+    # Another tenant's entries holding the words take no part.
+    other = new_tenant(storage, "other")
+    append_events(storage, other, events[:100])
+    while storage.index_search(1000):
+        pass
+    again = storage.count_events(tenant, query, 16, matches=50)
+    assert again == found
 
 
 def test_a_count_past_its_time_is_stopped(tmp_path: Any) -> None:

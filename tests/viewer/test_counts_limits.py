@@ -1,6 +1,7 @@
-"""Where ``GET /v1/event-counts`` stops: a count past its cut-off (``serve --count-timeout``)
-is ``422 count_too_broad`` and the chart says so; a count whose client went away is stopped
-on the database server, not left to run for nobody."""
+"""Where ``GET /v1/event-counts`` stops: a full-text count adds up the newest matches only
+(``serve --count-matches``) and says so, as the chart does; a count past its cut-off
+(``serve --count-timeout``) is ``422 count_too_broad`` and the chart says so; a count whose
+client went away is stopped on the database server, not left to run for nobody."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from playwright import sync_api as pw_sync
 from playwright.sync_api import expect
 
 from immutablelog.entry import validate_submission
-from immutablelog.ledger import COUNT_TIMEOUT_ENV, DEFAULT_TENANT, Ledger, LedgerConfig
+from immutablelog.ledger import (
+    COUNT_MATCHES_ENV,
+    COUNT_TIMEOUT_ENV,
+    DEFAULT_TENANT,
+    Ledger,
+    LedgerConfig,
+)
 from immutablelog.ledger.rollup import Cancel, CountCancelled
 from immutablelog.ledger.storage import EventQuery
 from tests.live import LiveServer
@@ -83,7 +90,7 @@ def _counting(watcher: psycopg.Connection[tuple[int]]) -> int:
     """Count statements running (or waiting) on the database now."""
     row = watcher.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND state = 'active' AND query LIKE 'SELECT left(received_at%%'"
+        "AND state = 'active' AND pid <> pg_backend_pid() AND query LIKE '%%left(received_at%%'"
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -129,7 +136,8 @@ def test_a_count_whose_client_went_away_is_stopped_on_the_database(
 
 def test_a_cancelled_count_stops_on_sqlite(tmp_path: Path) -> None:
     """SQLite has no server to cancel: its count looks at the cancel between steps."""
-    with Ledger.open(LedgerConfig(data_dir=tmp_path / "data")) as ledger:
+    config = LedgerConfig(data_dir=tmp_path / "data", count_matches=5000)
+    with Ledger.open(config) as ledger:
         tenant = ledger.create_tenant(DEFAULT_TENANT)
         subs = [validate_submission(f'"{COMMON} {n}"', META, f"k{n}") for n in range(3000)]
         ledger.submit(tenant, subs).result(60)
@@ -137,7 +145,7 @@ def test_a_cancelled_count_stops_on_sqlite(tmp_path: Path) -> None:
             ledger.storage.index_search(10_000)
         query = EventQuery(text=COMMON)
         counted = ledger.count_events(tenant, query, 16)
-        assert sum(n for _, _, n in counted) == 3000
+        assert sum(n for _, _, n in counted.rows) == 3000
         cancel = Cancel()
         cancel.set()
         with pytest.raises(CountCancelled):
@@ -173,3 +181,36 @@ def test_a_new_search_cancels_the_chart_of_the_one_it_replaces(
     assert "service=shop" in aborted[0]
     assert "service=billing" in page.url
     viewer.assert_quiet()
+
+
+def test_a_common_word_is_counted_in_its_newest_matches_and_the_chart_says_so(
+    tmp_path: Path, context: pw_sync.BrowserContext
+) -> None:
+    server = LiveServer(tmp_path / "data")
+    server.extra_env = {COUNT_MATCHES_ENV: "25"}
+    server.start()
+    try:
+        post(server, [seeded_event(n) for n in range(60)])
+        _until(lambda: server.get("/v1/events", q="needle", limit=1).json()["events"] != [],
+               "the search index never caught up")  # fmt: skip
+        common = server.get("/v1/event-counts", q=COMMON, interval="minute").json()
+        assert common["complete"] is False
+        assert sum(b["total"] for b in common["buckets"]) == 25
+        matches = server.get("/v1/events", q=COMMON, limit=26).json()["events"]
+        assert common["from_index"] == matches[25]["index"] + 1
+        rare = server.get("/v1/event-counts", q="needle", interval="minute").json()
+        assert rare["complete"] is True and "from_index" not in rare
+        assert sum(b["total"] for b in rare["buckets"]) == 2
+
+        viewer = watch(context, server.url)
+        sign_in(viewer, server, f"/?q={COMMON}")
+        caption = viewer.page.locator("#chart-caption")
+        expect(caption).to_contain_text(
+            f"Counted from index {common['from_index']} on only: 25 events (older events"
+        )
+        expect(caption).to_have_class(re.compile(r"\bpartial\b"))
+        expect(viewer.page.locator("#chart .bar")).not_to_have_count(0)
+        screenshot(viewer, "count-partial")
+        viewer.assert_quiet()
+    finally:
+        server.kill()

@@ -15,8 +15,14 @@ from pathlib import Path
 import click
 
 from immutablelog.cli.options import config_for, ledger_options, open_ledger
-from immutablelog.ledger import COUNT_TIMEOUT_ENV, DEFAULT_TENANT, SIGNING_KEY_ENV, Ledger
-from immutablelog.ledger.storage import COUNT_SECONDS
+from immutablelog.ledger import (
+    COUNT_MATCHES_ENV,
+    COUNT_TIMEOUT_ENV,
+    DEFAULT_TENANT,
+    SIGNING_KEY_ENV,
+    Ledger,
+)
+from immutablelog.ledger.storage import COUNT_MATCHES, COUNT_SECONDS
 from immutablelog.witness.client import WitnessEndpoint
 
 
@@ -152,6 +158,15 @@ def _announce(
     help="Seconds one GET /v1/event-counts may take (422 count_too_broad after).",
 )
 @click.option(
+    "--count-matches",
+    default=COUNT_MATCHES,
+    show_default=True,
+    type=click.IntRange(min=1),
+    envvar=COUNT_MATCHES_ENV,
+    help="Entries holding the words that one GET /v1/event-counts with q looks at, newest "
+    'first (if older ones hold them: "complete": false).',
+)
+@click.option(
     "--metrics-token",
     default=None,
     envvar="IMMUTABLELOG_METRICS_TOKEN",
@@ -193,6 +208,7 @@ def serve(
     public_tiles: tuple[str, ...],
     read_timeout: float,
     count_timeout: float,
+    count_matches: int,
     metrics_token: str | None,
     witnesses: tuple[tuple[str, str], ...],
     witness_interval: float,
@@ -234,6 +250,7 @@ def serve(
     os.environ["IMMUTABLELOG_PUBLIC_TILES"] = ",".join(public_tiles)
     os.environ[READ_TIMEOUT_ENV] = str(read_timeout)
     os.environ[COUNT_TIMEOUT_ENV] = str(count_timeout)
+    os.environ[COUNT_MATCHES_ENV] = str(count_matches)
     if metrics_token:
         os.environ[METRICS_TOKEN_ENV] = metrics_token
     if witnesses:

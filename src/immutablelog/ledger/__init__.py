@@ -1,6 +1,7 @@
 """The append-only, per-tenant, signed Merkle log and its storage backends."""
 
 from immutablelog.ledger.ledger import (
+    COUNT_MATCHES_ENV,
     COUNT_TIMEOUT_ENV,
     DEFAULT_LOG_NAME,
     DEFAULT_TENANT,
@@ -19,6 +20,7 @@ from immutablelog.ledger.sequencer import (
 from immutablelog.ledger.storage import ApiKey, Storage, StorageError, Tenant
 
 __all__ = [
+    "COUNT_MATCHES_ENV",
     "COUNT_TIMEOUT_ENV",
     "DEFAULT_LOG_NAME",
     "DEFAULT_TENANT",

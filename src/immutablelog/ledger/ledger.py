@@ -37,9 +37,11 @@ from immutablelog.ledger.retention import RetentionSweeper
 from immutablelog.ledger.rollup import Cancel
 from immutablelog.ledger.sequencer import Accepted, AppendResult, CommitStats, Sequencer
 from immutablelog.ledger.storage import (
+    COUNT_MATCHES,
     COUNT_SECONDS,
     AlreadyExists,
     ApiKey,
+    EventCounts,
     EventQuery,
     SigningKeyMissing,
     Storage,
@@ -67,6 +69,8 @@ CommitListener = Callable[[CommitStats], None]
 SIGNING_KEY_ENV = "IMMUTABLELOG_SIGNING_KEY_FILE"
 #: ``LedgerConfig.count_seconds`` for a server's worker processes (``serve --count-timeout``).
 COUNT_TIMEOUT_ENV = "IMMUTABLELOG_COUNT_TIMEOUT"
+#: ``LedgerConfig.count_matches`` for a server's worker processes (``serve --count-matches``).
+COUNT_MATCHES_ENV = "IMMUTABLELOG_COUNT_MATCHES"
 _PROVIDE_KEY = (
     "Start this host with the log's own key file, copied from a host that serves this log: "
     f"--signing-key FILE or the environment variable {SIGNING_KEY_ENV}"
@@ -109,6 +113,8 @@ class LedgerConfig:
     retention_interval: float = 3600.0
     #: Seconds one event count may take before it is stopped (``count_too_broad``).
     count_seconds: float = COUNT_SECONDS
+    #: Entries holding the words that one full-text event count looks at, newest first.
+    count_matches: int = COUNT_MATCHES
 
     @property
     def key_path(self) -> Path:
@@ -452,8 +458,10 @@ class Ledger:
 
     def count_events(
         self, tenant: Tenant, query: EventQuery, width: int, cancel: Cancel | None = None
-    ) -> list[tuple[str, str, int]]:
-        return self.storage.count_events(tenant.id, query, width, cancel, self.config.count_seconds)
+    ) -> EventCounts:
+        return self.storage.count_events(
+            tenant.id, query, width, cancel, self.config.count_seconds, self.config.count_matches
+        )
 
     def time_bounds(self, tenant: Tenant) -> tuple[str, str] | None:
         """When the tenant's first and latest committed events were received."""

@@ -23,13 +23,14 @@ entries; they are selective, and the caller bounds their time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from immutablelog.ledger.storage import (
+    EventCounts,
     EventQuery,
     StorageError,
     event_filters,
@@ -43,6 +44,18 @@ class CountTooSlow(StorageError):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"counting these events took more than {seconds:g} s")
         self.seconds = seconds
+
+
+def newest_matches(rows: Sequence[Sequence[Any]]) -> EventCounts:
+    """The answer of a full-text count over the newest matches of its words: ``(bucket,
+    type, count, None)`` rows, and one ``(None, None, 0, edge)`` row whose ``edge``, unless
+    None, is the newest match of the words left out, so that every matching event above
+    it is counted and none below."""
+    edge = next((low for bucket, *_, low in rows if bucket is None), None)
+    found = [(str(b), str(t), int(n)) for b, t, n, _ in rows if b is not None]
+    if edge is None:
+        return EventCounts(found)
+    return EventCounts(found, complete=False, from_index=int(edge) + 1)
 
 
 class CountCancelled(StorageError):

@@ -21,11 +21,25 @@ if TYPE_CHECKING:
     from immutablelog.ledger.health import StorageHealth
     from immutablelog.ledger.rollup import Cancel
 
+#: Entries holding a full-text count's words that it looks at by default, newest first: a
+#: common word is in a large part of a log, more than can be counted in the chart's time.
+COUNT_MATCHES: Final = 20_000
 #: How long one event count may take by default: filters the kept counts cannot hold are
 #: selective in practice, and one that is not must not hold a connection for minutes.
 COUNT_SECONDS: Final = 5.0
 
 SCOPES = frozenset({"ingest", "read", "admin"})
+
+
+@dataclass(frozen=True)
+class EventCounts:
+    """``(time bucket, type, count)`` rows of :meth:`Storage.count_events`. ``complete`` is
+    false when only the newest matches of a full-text count were counted: then every
+    match with an index of ``from_index`` or more is counted, and none below it."""
+
+    rows: list[tuple[str, str, int]]
+    complete: bool = True
+    from_index: int | None = None
 
 
 class StorageError(Exception):
@@ -492,9 +506,12 @@ class Storage(KeyHistoryStorage, Protocol):
         width: int,
         cancel: Cancel | None = None,
         seconds: float = COUNT_SECONDS,
-    ) -> list[tuple[str, str, int]]:
+        matches: int = COUNT_MATCHES,
+    ) -> EventCounts:
         """``(time bucket, type, count)`` of the events matching ``query`` (its cursor and
-        limit aside), a bucket being the first ``width`` characters of ``received_at``.
+        limit aside), a bucket being the first ``width`` characters of ``received_at``;
+        with full text, among the newest ``matches`` entries holding its words (``complete``
+        says if that was all of them).
         Stopped with ``CountTooSlow`` after ``seconds``, and with ``CountCancelled``
         soon after ``cancel`` is set."""
         ...

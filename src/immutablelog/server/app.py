@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from immutablelog import __version__
 from immutablelog.ledger import (
+    COUNT_MATCHES_ENV,
     COUNT_TIMEOUT_ENV,
     SIGNING_KEY_ENV,
     Ledger,
@@ -240,6 +241,7 @@ def config_from_env(environ: dict[str, Any] | None = None) -> LedgerConfig:
             timedelta(hours=float(retention)) if retention else LedgerConfig.idempotency_retention
         ),
         count_seconds=float(env.get(COUNT_TIMEOUT_ENV) or LedgerConfig.count_seconds),
+        count_matches=int(env.get(COUNT_MATCHES_ENV) or LedgerConfig.count_matches),
     )
 
 

@@ -839,9 +839,16 @@ def _schemas() -> dict[str, Any]:
         },
         "EventCounts": {
             "type": "object",
-            "required": ["interval", "buckets"],
+            "required": ["interval", "buckets", "complete"],
             "properties": {
                 "interval": {"type": "string", "enum": list(INTERVALS)},
+                "complete": {
+                    "type": "boolean",
+                    "description": "false when a full-text count looked only at the newest "
+                    "entries holding the words (serve --count-matches): every matching event "
+                    "with an index of from_index or more is counted, none below",
+                },
+                "from_index": {"type": "integer", "minimum": 1},
                 "buckets": {
                     "type": "array",
                     "items": {

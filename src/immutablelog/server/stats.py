@@ -85,12 +85,13 @@ def _event_counts(request: Request, cancel: Cancel) -> Response:
     interval = choice_param(request, "interval", ("auto", *INTERVALS))
     query = reader.narrow(replace(event_query(request)[0], after_index=None))
     if query is None:  # outside a viewer link's filter
-        return JSONResponse({"interval": "hour" if interval == "auto" else interval, "buckets": []})
+        empty = {"interval": "hour" if interval == "auto" else interval, "buckets": []}
+        return JSONResponse({**empty, "complete": True})
     if interval == "auto":
         interval = _auto_interval(ledger, tenant, query)
     width = INTERVALS[interval][0]
     try:
-        rows = ledger.count_events(tenant, query, width, cancel)
+        found = ledger.count_events(tenant, query, width, cancel)
     except CountCancelled:
         # Nobody reads this answer; the access log shows the count ended early.
         raise ApiError(499, "cancelled", "the client went away before the count ended") from None
@@ -102,7 +103,7 @@ def _event_counts(request: Request, cancel: Cancel) -> Response:
             f"{exc}: narrow the filters or the time range",
         ) from None
     counts: dict[str, dict[str, int]] = {}
-    for prefix, kind, count in rows:
+    for prefix, kind, count in found.rows:
         counts.setdefault(prefix, dict.fromkeys(_TYPE_ORDER, 0))[kind] = count
     buckets: list[dict[str, Any]] = []
     for prefix, by_type in counts.items():
@@ -115,4 +116,8 @@ def _event_counts(request: Request, cancel: Cancel) -> Response:
                 "counts": by_type,
             }
         )
-    return JSONResponse({"interval": interval, "buckets": buckets})
+    answer: dict[str, Any] = {"interval": interval, "buckets": buckets, "complete": found.complete}
+    if not found.complete:
+        # Only the newest matches were counted: every one from this index on.
+        answer["from_index"] = found.from_index
+    return JSONResponse(answer)

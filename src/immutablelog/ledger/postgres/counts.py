@@ -55,3 +55,22 @@ def dialect(tenant_id: int, mark: int) -> rollup.Dialect:
             f"AND idx >= {int(mark)} OFFSET 0) AS e"
         ),
     )
+
+
+def text_count_sql(
+    words: tuple[str, list[object]], where: tuple[str, list[object]], width: int, matches: int
+) -> tuple[str, list[object]]:
+    """The statement for a full-text count (read by :func:`rollup.newest_matches`): the
+    newest ``matches`` entries holding the words (``words``: a condition on the search
+    table), walked backwards by index, narrowed by the other filters (``where``), grouped;
+    one more found says that older ones were left out, and where."""
+    sql = (
+        f"WITH w AS (SELECT idx FROM entries_search WHERE {words[0]} "
+        "ORDER BY idx DESC LIMIT %s), "
+        "edge AS (SELECT CASE WHEN count(*) > %s THEN min(idx) END AS low FROM w) "
+        "SELECT left(received_at, %s) AS b, type AS t, count(*), NULL::bigint FROM entries "
+        "WHERE idx IN (SELECT idx FROM w WHERE idx > coalesce((SELECT low FROM edge), -1)) "
+        f"AND {where[0]} GROUP BY b, t "
+        "UNION ALL SELECT NULL, NULL, 0, low FROM edge ORDER BY 1, 2"
+    )
+    return sql, [*words[1], matches + 1, matches, width, *where[1]]

@@ -43,6 +43,7 @@ from immutablelog.ledger.postgres.schema import (
 from immutablelog.ledger.rollup import Cancel
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
+    COUNT_MATCHES,
     COUNT_SECONDS,
     DERIVED_COLUMNS,
     ENTRY_COLUMNS,
@@ -50,6 +51,7 @@ from immutablelog.ledger.storage import (
     AlreadyExists,
     ApiKey,
     AuditRow,
+    EventCounts,
     EventQuery,
     NewEntry,
     StorageError,
@@ -198,23 +200,29 @@ def split_ranges(ranges: Sequence[_Range], parts: int) -> list[list[_Range]]:
 def _event_where(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
     """The WHERE condition of an event query: the SQLite backend's, filter for filter."""
     where, params = event_filters(tenant_id, query, "%s")
-    # Every word must occur; a word that splits into several (alice@example.com) must
-    # occur as that sequence of words, as an FTS5 quoted string does. A word with nothing
-    # to index (---) is left out, as FTS5 leaves it out.
-    parts = [found for word in (query.text or "").split() if (found := search_words(word))]
-    if parts:
-        # Words hold no ASCII punctuation, so quoting them needs no escapes.
-        lexemes = " & ".join(f"'{word}'" for word in sorted({w for ws in parts for w in ws}))
-        sequences = [f" {' '.join(words)} " for words in parts if len(words) > 1]
-        found_in = "".join(" AND position(%s IN ' ' || words || ' ') > 0" for _ in sequences)
-        where.append(
-            "idx IN (SELECT idx FROM entries_search "
-            f"WHERE tenant_id = %s AND lexemes @@ %s::tsquery{found_in})"
-        )
-        params += (tenant_id, lexemes, *sequences)
-    elif query.text and query.text.split():
-        where.append("false")  # words, none of them indexable: nothing matches
+    found = _words_condition(tenant_id, query)
+    if found is not None:
+        where.append(f"idx IN (SELECT idx FROM entries_search WHERE {found[0]})")
+        params += found[1]
     return " AND ".join(where), params
+
+
+def _words_condition(tenant_id: int, query: EventQuery) -> tuple[str, list[object]] | None:
+    """The condition on ``entries_search`` rows for the query's words, or None without any.
+
+    Every word must occur; a word that splits into several (alice@example.com) must
+    occur as that sequence of words, as an FTS5 quoted string does. A word with nothing
+    to index (---) is left out, as FTS5 leaves it out."""
+    if not (query.text and query.text.split()):
+        return None
+    parts = [found for word in query.text.split() if (found := search_words(word))]
+    if not parts:
+        return "false", []  # words, none of them indexable: nothing matches
+    # Words hold no ASCII punctuation, so quoting them needs no escapes.
+    lexemes = " & ".join(f"'{word}'" for word in sorted({w for ws in parts for w in ws}))
+    sequences = [f" {' '.join(words)} " for words in parts if len(words) > 1]
+    found_in = "".join(" AND position(%s IN ' ' || words || ' ') > 0" for _ in sequences)
+    return f"tenant_id = %s AND lexemes @@ %s::tsquery{found_in}", [tenant_id, lexemes, *sequences]
 
 
 def _event_query(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
@@ -841,10 +849,12 @@ class PostgresStorage(KeyHistoryRows):
         width: int,
         cancel: Cancel | None = None,
         seconds: float = COUNT_SECONDS,
-    ) -> list[tuple[str, str, int]]:
+        matches: int = COUNT_MATCHES,
+    ) -> EventCounts:
         # One snapshot for the mark and the counts: the mark is then a constant in the
         # statement, so the planner walks the few uncounted entries by index, never a
         # whole time range's entries to find them.
+        text = bool(query.text and query.text.split())
         with self._connection() as conn:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
@@ -858,6 +868,11 @@ class PostgresStorage(KeyHistoryRows):
                     sql_text, params = rollup.count_sql(
                         counts.dialect(tenant_id, mark), tenant_id, query, width
                     )
+                elif text:
+                    words = _words_condition(tenant_id, query)
+                    assert words is not None
+                    where, params = _event_where(tenant_id, replace(query, text=None))
+                    sql_text, params = counts.text_count_sql(words, (where, params), width, matches)
                 else:
                     where, params = _event_where(tenant_id, query)
                     sql_text = (
@@ -877,7 +892,9 @@ class PostgresStorage(KeyHistoryRows):
             finally:
                 with suppress(psycopg.Error):
                     conn.execute("ROLLBACK")
-        return [(bucket, kind, int(count)) for bucket, kind, count in rows]
+        if text:
+            return rollup.newest_matches(rows)
+        return EventCounts([(bucket, kind, int(count)) for bucket, kind, count in rows])
 
     # erasure ---------------------------------------------------------------------------
     def erase(self, tenant_id: int, indexes: Sequence[int]) -> int:

@@ -119,6 +119,27 @@ def count_sql(tenant_id: int, query: EventQuery, width: int) -> tuple[str, list[
     return sql, [width, tenant_id, getattr(query, driver), *params, width, *params]
 
 
+def text_count_sql(
+    tenant_id: int, query: EventQuery, width: int, match: str, matches: int
+) -> tuple[str, list[object]]:
+    """The statement for a full-text count (read by :func:`rollup.newest_matches`): the
+    newest ``matches`` events the full-text index finds for the tenant (rowids grow with the
+    index within a tenant), narrowed by every filter, grouped; one more found says that
+    older ones were left out, and where."""
+    where, params = event_filters(tenant_id, query, "?", "e.")
+    sql = (
+        "WITH w AS (SELECT e.rowid AS r, e.idx AS i FROM search.entries_search AS s "
+        "JOIN main.entries AS e ON e.rowid = s.rowid "
+        "WHERE entries_search MATCH ? AND e.tenant_id = ? ORDER BY s.rowid DESC LIMIT ?), "
+        "edge AS (SELECT CASE WHEN count(*) > ? THEN min(i) END AS low FROM w) "
+        "SELECT substr(e.received_at, 1, ?) AS b, e.type AS t, count(*), NULL "
+        "FROM w JOIN main.entries AS e ON e.rowid = w.r "
+        f"WHERE w.i > coalesce((SELECT low FROM edge), -1) AND {' AND '.join(where)} "
+        "GROUP BY b, t UNION ALL SELECT NULL, NULL, 0, low FROM edge ORDER BY 1, 2"
+    )
+    return sql, [match, tenant_id, matches + 1, matches, width, *params]
+
+
 @contextmanager
 def time_limit(
     conn: sqlite3.Connection, seconds: float, cancel: rollup.Cancel | None = None

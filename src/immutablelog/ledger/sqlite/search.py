@@ -11,14 +11,17 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from immutablelog.ledger.rollup import Cancel
+from immutablelog.ledger.rollup import Cancel, newest_matches
 from immutablelog.ledger.sqlite import counts
 from immutablelog.ledger.sqlite.connection import CACHE_KIB, file_lock, transaction
 from immutablelog.ledger.sqlite.sql import WITH_PART, chunks
 from immutablelog.ledger.storage import (
+    COUNT_MATCHES,
     COUNT_SECONDS,
+    EventCounts,
     EventQuery,
     StoredEntry,
     event_filters,
@@ -79,21 +82,21 @@ class SearchFile:
         width: int,
         cancel: Cancel | None = None,
         seconds: float = COUNT_SECONDS,
-    ) -> list[tuple[str, str, int]]:
-        if query.text and query.text.split():
-            where, params = event_filters(tenant_id, query, "?", "e.")
-            sql = (
-                "SELECT substr(e.received_at, 1, ?), e.type, COUNT(*) "
-                "FROM search.entries_search AS s JOIN main.entries AS e ON e.rowid = s.rowid "
-                f"WHERE entries_search MATCH ? AND {' AND '.join(where)} GROUP BY 1, 2 ORDER BY 1"
-            )
-            params = [width, _fts_match(query), *params]
+        matches: int = COUNT_MATCHES,
+    ) -> EventCounts:
+        text = bool(query.text and query.text.split())
+        if text:
+            # The words alone pick the newest matches, as on PostgreSQL; filters narrow them.
+            words = _fts_match(replace(query, service=None, type=None, env=None))
+            sql, params = counts.text_count_sql(tenant_id, query, width, words, matches)
         else:
             sql, params = counts.count_sql(tenant_id, query, width)
         conn = self._search()  # one statement: one snapshot of both files
         with counts.time_limit(conn, seconds, cancel):
             rows = conn.execute(sql, params).fetchall()
-        return [(bucket, kind, int(count)) for bucket, kind, count in rows]
+        if text:
+            return newest_matches(rows)
+        return EventCounts([(bucket, kind, int(count)) for bucket, kind, count in rows])
 
     def _run_query(
         self, sql: str, params: Sequence[object], conn: sqlite3.Connection | None = None

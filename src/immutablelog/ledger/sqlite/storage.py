@@ -25,6 +25,7 @@ from immutablelog.ledger.sqlite.search import SearchFile
 from immutablelog.ledger.sqlite.sql import WITH_PART, chunks
 from immutablelog.ledger.storage import (
     API_KEY_COLUMNS,
+    COUNT_MATCHES,
     COUNT_SECONDS,
     DERIVED_COLUMNS,
     ENTRY_COLUMNS,
@@ -32,6 +33,7 @@ from immutablelog.ledger.storage import (
     AlreadyExists,
     ApiKey,
     AuditRow,
+    EventCounts,
     EventQuery,
     NewEntry,
     StorageError,
@@ -615,8 +617,9 @@ class SQLiteStorage(KeyHistoryRows):
         width: int,
         cancel: Cancel | None = None,
         seconds: float = COUNT_SECONDS,
-    ) -> list[tuple[str, str, int]]:
-        return self.search.count_events(tenant_id, query, width, cancel, seconds)
+        matches: int = COUNT_MATCHES,
+    ) -> EventCounts:
+        return self.search.count_events(tenant_id, query, width, cancel, seconds, matches)
 
     def index_search(self, limit: int) -> int:
         return self.search.index(limit)

@@ -466,7 +466,7 @@ async function loadChart(signal) {
   const filters = currentFilters();
   const caption = $("chart-caption");
   caption.textContent = "Counting…";
-  caption.classList.remove("too-broad");
+  caption.classList.remove("too-broad", "partial");
   let body;
   try {
     body = await getJSON("v1/event-counts", filters, { signal });
@@ -484,6 +484,17 @@ async function loadChart(signal) {
   caption.textContent = body.buckets.length
     ? `${total} events, per ${body.interval}, ${body.buckets[0].start} to ${body.buckets.at(-1).end}`
     : "No events to chart.";
+  // Too many matches to count them all in time: the newest were counted, and it says so.
+  const partial = body.complete === false;
+  caption.classList.toggle("partial", partial);
+  if (partial) {
+    const range = body.buckets.length
+      ? `, per ${body.interval}, ${body.buckets[0].start} to ${body.buckets.at(-1).end}`
+      : "";
+    caption.textContent =
+      `Counted from index ${body.from_index} on only: ${total} events` +
+      ` (older events holding these words are not in the chart)${range}.`;
+  }
   drawChart($("chart"), body.buckets, (bucket) =>
     navigate({ ...filters, since: bucket.start, until: bucket.end }),
   );
