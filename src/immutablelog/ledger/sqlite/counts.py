@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Final
 
 from immutablelog.ledger import rollup
+from immutablelog.ledger.sqlite import lookup
 from immutablelog.ledger.storage import EventQuery, event_filters
 
 #: The rollup table (``search`` is the attached search file).
@@ -108,14 +109,18 @@ def count_sql(tenant_id: int, query: EventQuery, width: int) -> tuple[str, list[
         "SELECT substr(e.received_at, 1, ?) AS b, e.type AS t, count(*) AS c "
         f"FROM search.lookup AS l INDEXED BY lookup_by_{driver} "
         "JOIN main.entries AS e ON e.rowid = l.entry_rowid "
-        f"WHERE l.tenant_id = ? AND l.{driver} = ? AND l.entry_rowid <= {_INDEXED} "
+        f"WHERE {lookup.partition('l.')} IN (SELECT n FROM parts) AND l.tenant_id = ? "
+        f"AND l.{driver} = ? AND l.entry_rowid <= {_INDEXED} "
         f"AND {' AND '.join(where)} GROUP BY 1, 2"
     )
     tail = (
         "SELECT substr(e.received_at, 1, ?), e.type, count(*) FROM main.entries AS e NOT INDEXED "
         f"WHERE e.rowid > {_INDEXED} AND {' AND '.join(where)} GROUP BY 1, 2"
     )
-    sql = f"SELECT b, t, sum(c) FROM ({looked_up} UNION ALL {tail}) GROUP BY b, t ORDER BY b, t"
+    sql = (
+        f"{lookup.partitions_cte(_INDEXED)} SELECT b, t, sum(c) "
+        f"FROM ({looked_up} UNION ALL {tail}) GROUP BY b, t ORDER BY b, t"
+    )
     return sql, [width, tenant_id, getattr(query, driver), *params, width, *params]
 
 

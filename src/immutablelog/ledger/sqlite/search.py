@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from immutablelog.ledger.rollup import Cancel, newest_matches
-from immutablelog.ledger.sqlite import counts
+from immutablelog.ledger.sqlite import counts, lookup
 from immutablelog.ledger.sqlite.connection import CACHE_KIB, file_lock, transaction
 from immutablelog.ledger.sqlite.sql import WITH_PART, chunks
 from immutablelog.ledger.storage import (
@@ -117,13 +117,12 @@ class SearchFile:
             # Within a tenant rowids grow with idx, so every uncovered entry comes after
             # every covered one.
             tail = _tail_sql(tenant_id, query, covered)
-            looked_up = _lookup_sql(tenant_id, query, covered)
             if query.descending:
                 page = self._run_query(*tail(query.limit), conn=conn)
                 if len(page) < query.limit:
-                    page += self._run_query(*looked_up(query.limit - len(page)), conn=conn)
+                    page += _looked_up(conn, tenant_id, query, covered, query.limit - len(page))
             else:
-                page = self._run_query(*looked_up(query.limit), conn=conn)
+                page = _looked_up(conn, tenant_id, query, covered, query.limit)
                 if len(page) < query.limit:
                     page += self._run_query(*tail(query.limit - len(page)), conn=conn)
             return page
@@ -226,11 +225,13 @@ class SearchFile:
             row = conn.execute(_COVERED_ROWID).fetchone()
             covered = int(row[0]) if row else 0
             looked_up = conn.execute(
-                "SELECT x.idx FROM search.lookup AS l INDEXED BY lookup_by_actor "
+                f"{lookup.partitions_cte('?')} SELECT x.idx "
+                "FROM search.lookup AS l INDEXED BY lookup_by_actor "
                 f"JOIN main.entries AS e ON e.rowid = l.entry_rowid {join} "
-                f"WHERE l.tenant_id = ? AND l.actor = ? AND l.entry_rowid <= ? "
-                f"AND e.actor = ? AND {' AND '.join(where)}",
-                [tenant_id, actor, covered, actor, *params],
+                f"WHERE {lookup.partition('l.')} IN (SELECT n FROM parts) AND l.tenant_id = ? "
+                f"AND l.actor = ? AND l.entry_rowid <= ? AND e.actor = ? "
+                f"AND {' AND '.join(where)}",
+                [covered, tenant_id, actor, covered, actor, *params],
             ).fetchall()
             tail = conn.execute(
                 f"SELECT x.idx FROM main.entries AS e NOT INDEXED {join} "
@@ -289,16 +290,17 @@ _PAYLOAD = (
     "COALESCE(json_extract(e.entry, '$.payload'), "
     "json_extract(CAST(x.erasable_values AS TEXT), '$.payload'))"
 )
-#: Bump when the search file's tables change: an older file is then dropped and rebuilt.
-_SEARCH_LAYOUT = "4"
+#: Bump when the search file's tables change: an older file is then dropped and rebuilt
+#: (layout 4, whose lookup indexes did not lead with the partition, is migrated in place).
+_SEARCH_LAYOUT = "5"
 #: Filters that the full-text index also answers, so that a search with them intersects
 #: posting lists instead of joining every match of a common word.
 _FTS_FILTERS = ("service", "type", "env")
 #: The derived file's tables (beside ``search.meta``): the full-text index and lookups by
-#: random-valued columns, keyed by the entries' rowids; meta 'indexed_rowid' (and that
-#: entry's id, 'indexed_id') marks how far they cover the ledger. Results are ordered by
-#: rowid, never ranked, so the index keeps no per-row column sizes (``columnsize = 0``,
-#: which only ranking reads).
+#: random-valued columns, keyed by the entries' rowids (their indexes, partitioned by rowid
+#: range, in ``lookup.py``); meta 'indexed_rowid' (and that entry's id, 'indexed_id') marks
+#: how far they cover the ledger. Results are ordered by rowid, never ranked, so the index
+#: keeps no per-row column sizes (``columnsize = 0``, which only ranking reads).
 _SEARCH_SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS search.entries_search USING fts5 (
     payload, service, type, env, content = '', columnsize = 0, tokenize = 'unicode61'
@@ -310,9 +312,6 @@ CREATE TABLE IF NOT EXISTS search.lookup (
     request_id TEXT,
     actor TEXT
 );
-CREATE INDEX IF NOT EXISTS search.lookup_by_event_name ON lookup (tenant_id, event_name);
-CREATE INDEX IF NOT EXISTS search.lookup_by_request_id ON lookup (tenant_id, request_id);
-CREATE INDEX IF NOT EXISTS search.lookup_by_actor ON lookup (tenant_id, actor);
 CREATE TABLE IF NOT EXISTS search.erased (entry_rowid INTEGER PRIMARY KEY);
 """
 _FTS_AUTOMERGE = 16
@@ -333,11 +332,21 @@ def _create_search_file(conn: sqlite3.Connection) -> None:
     row = conn.execute("SELECT value FROM search.meta WHERE key = 'layout'").fetchone()
     if row is not None and row[0] == _SEARCH_LAYOUT:
         return
+    if row is not None and row[0] == "4":
+        # Only the lookup indexes changed: rebuilding them is one sort of each column,
+        # where a new file would index every entry again (and search none meanwhile).
+        conn.executescript(
+            "BEGIN; "
+            + "".join(f"DROP INDEX search.lookup_by_{column}; " for column in lookup.COLUMNS)
+            + f"{lookup.index_ddl()} "
+            f"UPDATE search.meta SET value = '{_SEARCH_LAYOUT}' WHERE key = 'layout'; COMMIT;"
+        )
+        return
     conn.executescript(
         "DROP TABLE IF EXISTS search.entries_search; DROP TABLE IF EXISTS search.lookup; "
         "DROP TABLE IF EXISTS search.erased; DELETE FROM search.meta;"
     )
-    conn.executescript(_SEARCH_SCHEMA)
+    conn.executescript(_SEARCH_SCHEMA + lookup.index_ddl())
     # FTS5 merges a level's segments once it holds this many (default 4): each word's
     # postings are then rewritten about half as often as the index grows, a fifth of the
     # indexer's CPU, for a few more segments for a query to read. (A stored setting.)
@@ -452,35 +461,54 @@ def _tail_sql(tenant_id: int, query: EventQuery, covered: int) -> _Sql:
     return lambda limit: (sql, [covered, *params, limit])
 
 
-def _lookup_sql(tenant_id: int, query: EventQuery, covered: int) -> _Sql:
-    """The matching entries the lookup table covers, walked in rowid (= idx) order on the
-    most selective lookup index; every filter is checked again on the entry itself."""
+def _looked_up(
+    conn: sqlite3.Connection, tenant_id: int, query: EventQuery, covered: int, limit: int
+) -> list[StoredEntry]:
+    """Up to ``limit`` matching entries the lookup table covers (rowid <= ``covered``), in
+    rowid (= idx) order: the partitions are sought in that order on the most selective
+    lookup index, one at first, a group twice as large after each that did not fill the
+    page (a rare value costs a few statements, not one per partition); every filter is
+    checked again on the entry itself."""
     driver = _lookup_driver(query)
     assert driver is not None
-    where = ["l.tenant_id = ?", "l.entry_rowid <= ?"]
-    params: list[object] = [tenant_id, covered]
     if driver == "event_name_prefix":
         assert query.event_name_prefix is not None
-        where.append("l.event_name >= ? AND l.event_name < ?")
-        params += prefix_range(query.event_name_prefix)
-        index = "lookup_by_event_name"
+        key, keys, index = (
+            "l.event_name >= ? AND l.event_name < ?",
+            [*prefix_range(query.event_name_prefix)],
+            "lookup_by_event_name",
+        )
     else:
-        where.append(f"l.{driver} = ?")
-        params.append(getattr(query, driver))
-        index = f"lookup_by_{driver}"
+        key, keys, index = f"l.{driver} = ?", [getattr(query, driver)], f"lookup_by_{driver}"
+    low, high = 1, covered
     if query.after_index is not None:
         # The cursor as a rowid bound, so that a later page starts where the last one ended.
-        bound = "9223372036854775807" if query.descending else "-1"
-        where.append(
-            f"l.entry_rowid {'<' if query.descending else '>'} COALESCE((SELECT rowid FROM "
-            f"main.entries WHERE tenant_id = ? AND idx = ?), {bound})"
-        )
-        params += (tenant_id, query.after_index)
+        row = conn.execute(
+            "SELECT rowid FROM main.entries WHERE tenant_id = ? AND idx = ?",
+            (tenant_id, query.after_index),
+        ).fetchone()
+        if row is not None and query.descending:
+            high = min(high, row[0] - 1)
+        elif row is not None:
+            low = max(low, row[0] + 1)
+    if low > high:
+        return []
     filters, filter_params = event_filters(tenant_id, query, "?", "e.")
     order = _direction(query)
-    sql = (
-        f"SELECT e.idx, e.id, e.received_at, e.entry FROM search.lookup AS l INDEXED BY {index} "
-        "JOIN main.entries AS e ON e.rowid = l.entry_rowid "
-        f"WHERE {' AND '.join(where + filters)} ORDER BY l.entry_rowid {order} LIMIT ?"
-    )
-    return lambda limit: (sql, [*params, *filter_params, limit])
+    parts = lookup.walk(low, high, query.descending)
+    found: list[StoredEntry] = []
+    group = 1
+    while parts and len(found) < limit:
+        chosen, parts = parts[:group], parts[group:]
+        rows = conn.execute(
+            "SELECT e.idx, e.id, e.received_at, e.entry "
+            f"FROM search.lookup AS l INDEXED BY {index} "
+            "JOIN main.entries AS e ON e.rowid = l.entry_rowid "
+            f"WHERE {lookup.partition('l.')} IN ({','.join('?' * len(chosen))}) "
+            f"AND l.tenant_id = ? AND {key} AND l.entry_rowid BETWEEN ? AND ? "
+            f"AND {' AND '.join(filters)} ORDER BY l.entry_rowid {order} LIMIT ?",
+            [*chosen, tenant_id, *keys, low, high, *filter_params, limit - len(found)],
+        ).fetchall()
+        found += [StoredEntry(i, eid, at, bytes(data)) for i, eid, at, data in rows]
+        group = min(group * 2, lookup.MAX_GROUP)
+    return found
