@@ -121,7 +121,7 @@ def test_postgres_disk_full_is_storage_full_until_a_write_succeeds(
     the server raises it (extending a table file during the insert)."""
     import psycopg
 
-    from immutablelog.ledger.postgres import storage as pg_storage
+    from immutablelog.ledger.postgres import writes as pg_writes
 
     def no_space(*args: object) -> None:
         raise psycopg.errors.DiskFull('could not extend file "base/16384/16999": No space left')
@@ -130,7 +130,7 @@ def test_postgres_disk_full_is_storage_full_until_a_write_succeeds(
         tenant = ledger.create_tenant("default")
         size = ledger.checkpoint(tenant).size
         with monkeypatch.context() as full:
-            full.setattr(pg_storage._Transaction, "insert_entries", no_space)
+            full.setattr(pg_writes.Transaction, "insert_entries", no_space)
             for n in range(3):
                 with pytest.raises(StorageFull):
                     ledger.append(tenant, _event(n))  # type: ignore[arg-type]

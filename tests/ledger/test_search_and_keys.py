@@ -15,7 +15,7 @@ import pytest
 
 from immutablelog.entry import validate_submission
 from immutablelog.ledger import Accepted, KeyRevoked, Ledger, LedgerConfig
-from immutablelog.ledger.sqlite import storage as sqlite_storage
+from immutablelog.ledger.sqlite import migrate as sqlite_migrate
 from immutablelog.ledger.sqlite.schema import ERASABLES_TABLE, MIGRATIONS
 from immutablelog.ledger.sqlite.storage import SQLiteStorage
 from immutablelog.ledger.storage import EventQuery, ReclaimsWal, Storage
@@ -205,10 +205,10 @@ def test_a_version_1_ledger_is_upgraded_and_its_payloads_searchable(
 ) -> None:
     config = LedgerConfig(data_dir=tmp_path / "d")
     with monkeypatch.context() as old_release:
-        old_release.setattr(sqlite_storage, "SCHEMA_VERSION", 1)
+        old_release.setattr(sqlite_migrate, "SCHEMA_VERSION", 1)
         # This release's writer (standing in for the previous one) reads the erasable
         # parts' table; it stays empty, as format 1 entries have none.
-        old_release.setitem(sqlite_storage.MIGRATIONS, 1, MIGRATIONS[1] + ERASABLES_TABLE)
+        old_release.setitem(sqlite_migrate.MIGRATIONS, 1, MIGRATIONS[1] + ERASABLES_TABLE)
         # Version 1 had no key history: its one key signed, unrecorded.
         old_release.setattr(SQLiteStorage, "log_keys", lambda self: [])
         old_release.setattr(Ledger, "_bind_signing_key", lambda self: None)
@@ -236,7 +236,7 @@ def test_a_version_1_ledger_is_upgraded_and_its_payloads_searchable(
     with closing(sqlite3.connect(db)) as conn:
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    assert version == (str(sqlite_storage.SCHEMA_VERSION),)
+    assert version == (str(sqlite_migrate.SCHEMA_VERSION),)
     assert "entries_search" not in names and "entries_contiguous" not in names
     assert {"api_keys_changed", "checkpoints_cover_entries", "meta_log_key_fixed"} <= names
 

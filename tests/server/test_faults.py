@@ -19,6 +19,7 @@ import pytest
 
 from immutablelog.ledger import DEFAULT_TENANT, Ledger, LedgerConfig
 from immutablelog.ledger.sqlite import SQLiteStorage
+from immutablelog.ledger.sqlite.connection import Connections
 from immutablelog.server.app import create_app
 
 with warnings.catch_warnings():  # it would rather use another HTTP client; httpx works
@@ -65,14 +66,14 @@ class _Server:
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Server]:
     connections: list[sqlite3.Connection] = []
-    connect = SQLiteStorage._connect
+    connect = Connections._connect
 
-    def remembered(storage: SQLiteStorage) -> sqlite3.Connection:
-        conn = connect(storage)
+    def remembered(self: Connections) -> sqlite3.Connection:
+        conn = connect(self)
         connections.append(conn)
         return conn
 
-    monkeypatch.setattr(SQLiteStorage, "_connect", remembered)
+    monkeypatch.setattr(Connections, "_connect", remembered)
     with Ledger.open(LedgerConfig(data_dir=tmp_path / "data")) as ledger:
         ledger.create_tenant(DEFAULT_TENANT)
         with TestClient(create_app(ledger)) as client:
