@@ -3,6 +3,9 @@ every host of a deployment serves the same cosigned checkpoints; and one witness
 
 from __future__ import annotations
 
+import pytest
+
+from immutablelog.ledger.key_history import Job
 from immutablelog.ledger.storage import Storage
 from tests.ledger.test_storage_contract import NOW, storage
 
@@ -39,10 +42,15 @@ def test_witness_failures_count_until_it_answers(storage: Storage) -> None:
     assert storage.witness_failures() == {"w1": 0, "w2": 0}
 
 
-def test_one_witnessing_lease_at_a_time(storage: Storage) -> None:
-    with storage.witness_lease() as first:
+@pytest.mark.parametrize("job", list(Job))
+def test_one_lease_of_a_job_at_a_time(storage: Storage, job: Job) -> None:
+    with storage.lease(job) as first:
         assert first is not None and first.alive()
-        with storage.witness_lease() as second:
+        with storage.lease(job) as second:
             assert second is None
-    with storage.witness_lease() as again:
+        others = [other for other in Job if other is not job]
+        for other in others:  # each job has a lease of its own
+            with storage.lease(other) as held:
+                assert held is not None
+    with storage.lease(job) as again:
         assert again is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,8 @@ from immutablelog.entry import validate_submission
 from immutablelog.erasure import ERASURE_EVENT
 from immutablelog.ledger import Accepted, Ledger, LedgerConfig
 from immutablelog.ledger.erasing import ErasureRefused
+from immutablelog.ledger.key_history import Job
+from immutablelog.ledger.retention import RetentionSweeper
 from immutablelog.ledger.sqlite import SQLiteStorage
 from immutablelog.ledger.storage import EventQuery, Tenant
 from immutablelog.merkle import leaf_hash, verify_consistency, verify_inclusion
@@ -199,6 +202,28 @@ def test_a_retention_sweep_erases_what_is_older_than_the_window(ledger: Ledger) 
     assert not holds(ledger, SECRET)
     assert ledger.check_integrity(tenant).valid
     assert ledger.event_view(tenant, ledger.entry(tenant, old[0].entry_id))["payload"] is None
+
+
+def test_only_the_holder_of_the_retention_lease_sweeps(ledger: Ledger) -> None:
+    """Every process of a deployment runs a sweeper; two sweeping at once would log the same
+    erasure twice. While another process holds the lease, this one's rounds do nothing."""
+    tenant = ledger.tenant("default")
+    due = append(ledger, tenant, [event(n, "alice", SECRET) for n in range(5)])
+    ledger.storage.set_retention_days(tenant.id, 0)  # everything received so far is due
+    sweeper = RetentionSweeper(ledger.erasures, lambda: [tenant], 0.02, ledger.storage.lease)
+    with ledger.storage.lease(Job.RETENTION) as elsewhere:  # held by "another process"
+        assert elsewhere is not None
+        sweeper.start()
+        time.sleep(0.5)  # rounds come and go, each finding the lease taken
+        assert ledger.erasures.index.records(tenant.id) == []
+    deadline = time.monotonic() + 30
+    while not ledger.erasures.index.records(tenant.id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # more rounds: nothing is left to erase, so no second record
+    assert sweeper.stop()
+    (record,) = ledger.erasures.index.records(tenant.id)
+    assert record.by == "retention"
+    assert record.ranges == ((due[0].index, due[-1].index + 1),)
 
 
 def test_an_erasure_left_pending_by_a_crash_is_finished(ledger: Ledger) -> None:

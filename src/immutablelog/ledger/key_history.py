@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 
@@ -61,8 +62,15 @@ class LogKeyTransaction(Protocol):
     def insert_handover(self, tenant_id: int, handover: Handover) -> None: ...
 
 
-class WitnessLease(Protocol):
-    """Held by the one process of a deployment that talks to the witnesses."""
+class Job(StrEnum):
+    """A background job that one process of a deployment runs at a time."""
+
+    WITNESSING = "witnessing"  # pushes checkpoints to the witnesses (server/witnessing.py)
+    RETENTION = "retention"  # erases what tenants keep past their policy (retention.py)
+
+
+class Lease(Protocol):
+    """Held by the one process of a deployment that runs a :class:`Job`."""
 
     def alive(self) -> bool:
         """Whether the lease still holds (a lost database connection loses it)."""
@@ -110,6 +118,6 @@ class KeyHistoryStorage(Protocol):
         """Consecutive failures by witness key."""
         ...
 
-    def witness_lease(self) -> AbstractContextManager[WitnessLease | None]:
-        """The deployment's witnessing lease if no other process holds it, else None."""
+    def lease(self, job: Job) -> AbstractContextManager[Lease | None]:
+        """The deployment's lease of ``job`` if no other process holds it, else None."""
         ...

@@ -172,7 +172,7 @@ class Ledger:
         self._upkeep = Upkeep(storage)
         self.erasures = Eraser(storage, self._append_records)
         self._sweeper = RetentionSweeper(
-            self.erasures, self.tenants, self.config.retention_interval
+            self.erasures, self.tenants, self.config.retention_interval, storage.lease
         )
         self._live_keys: dict[bytes, ApiKey] = {}
         self._keys_version = -1

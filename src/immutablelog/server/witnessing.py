@@ -24,7 +24,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Gauge
 
 from immutablelog.ledger import Ledger, LedgerError, StorageError, Tenant
-from immutablelog.ledger.key_history import WitnessLease
+from immutablelog.ledger.key_history import Job, Lease
 from immutablelog.witness.client import (
     SizeConflict,
     WitnessEndpoint,
@@ -157,14 +157,14 @@ class Witnessing:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with self.store.witness_lease() as lease:
+                with self.store.lease(Job.WITNESSING) as lease:
                     if lease is not None:
                         self._lead(lease)
             except StorageError as exc:
                 logger.warning("witnessing paused: %s", exc)
             self._stop.wait(max(self.config.interval, 1.0))
 
-    def _lead(self, lease: WitnessLease) -> None:
+    def _lead(self, lease: Lease) -> None:
         """Push rounds while this process holds the deployment's witnessing lease."""
         with httpx.Client(timeout=self.config.timeout) as http:
             while not self._stop.is_set() and lease.alive():

@@ -1,6 +1,6 @@
-"""PostgreSQL's witnessing lease: every host of a deployment shares the cosignature rows,
-and one of them at a time pushes to the witnesses, holding a session-level advisory lock on
-a connection of its own (``server/witnessing.py``)."""
+"""PostgreSQL's leases: one process of all the hosts of a deployment at a time runs each
+background job (:class:`~immutablelog.ledger.key_history.Job`: pushing to the witnesses, the
+retention sweep), holding a session-level advisory lock on a connection of its own."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import Connection
 
-from immutablelog.ledger.key_history import WitnessLease
-from immutablelog.ledger.postgres.schema import WITNESSING_LOCK_CLASS
+from immutablelog.ledger.key_history import Job, Lease
+from immutablelog.ledger.postgres.schema import RETENTION_LOCK_CLASS, WITNESSING_LOCK_CLASS
 from immutablelog.ledger.storage import StorageError
 
 
 class _AdvisoryLease:
-    """The witnessing lock, held by the session of its own connection."""
+    """A job's lock, held by the session of its own connection."""
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -35,21 +35,25 @@ class _AdvisoryLease:
             self._conn.close()  # ending the session releases the lock
 
 
-class WitnessLeasing:
-    """The lease, taken on the database at :attr:`url`."""
+#: The advisory lock class of each job; the current schema's hash is the second key.
+_LOCK_CLASSES = {Job.WITNESSING: WITNESSING_LOCK_CLASS, Job.RETENTION: RETENTION_LOCK_CLASS}
+
+
+class Leasing:
+    """The leases, taken on the database at :attr:`url`."""
 
     url: str
 
     @contextlib.contextmanager
-    def witness_lease(self) -> Iterator[WitnessLease | None]:
+    def lease(self, job: Job) -> Iterator[Lease | None]:
         try:
             conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise StorageError(f"cannot take the witnessing lease: {exc}") from exc
+            raise StorageError(f"cannot take the {job.value} lease: {exc}") from exc
         try:
             row = conn.execute(
                 "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
-                (WITNESSING_LOCK_CLASS,),
+                (_LOCK_CLASSES[job],),
             ).fetchone()
         except BaseException:
             conn.close()

@@ -30,6 +30,8 @@ SEARCH_LOCK_ID: Final = 0x1A7E_5C0D_0002
 #: With the current schema's hash as second key: the one process of a deployment that talks
 #: to the witnesses (a session-level lock, held while it pushes).
 WITNESSING_LOCK_CLASS: Final = 0x1A7E_5C0E
+#: The same, for the one process of a deployment that runs the retention sweep.
+RETENTION_LOCK_CLASS: Final = 0x1A7E_5C0F
 #: Lets a single process at a time fill the event counts (ledger/rollup.py).
 COUNT_LOCK_ID: Final = 0x1A7E_5C0D_0003
 

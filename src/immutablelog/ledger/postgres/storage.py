@@ -29,7 +29,7 @@ from immutablelog.ledger.health import StorageHealth
 from immutablelog.ledger.postgres import counts
 from immutablelog.ledger.postgres.accounts import AccountWrites
 from immutablelog.ledger.postgres.erasure import Erasure
-from immutablelog.ledger.postgres.lease import WitnessLeasing
+from immutablelog.ledger.postgres.lease import Leasing
 from immutablelog.ledger.postgres.migrate import migrate
 from immutablelog.ledger.postgres.reads import LogReads
 from immutablelog.ledger.postgres.schema import COUNT_LOCK_ID, SEARCH_LOCK_ID
@@ -138,7 +138,7 @@ def _event_query(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
     return sql_text, [*params, query.limit]
 
 
-class PostgresStorage(WitnessLeasing, AccountWrites, LogReads, Erasure):
+class PostgresStorage(Leasing, AccountWrites, LogReads, Erasure):
     """A :class:`~immutablelog.ledger.storage.Storage` on a PostgreSQL database.
 
     ``url`` is a libpq connection string or ``postgresql://`` URL; the tables live in the

@@ -1,4 +1,6 @@
-"""SQLite's witnessing lease: one pusher per data file (``server/witnessing.py``)."""
+"""SQLite's leases: one process per data file runs each background job
+(:class:`~immutablelog.ledger.key_history.Job`), holding an ``flock`` on a file beside the
+database (``ledger.db.witnessing-lock``, ``ledger.db.retention-lock``)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from immutablelog.ledger.key_history import WitnessLease
+from immutablelog.ledger.key_history import Job, Lease
 
 
 class _FileLease:
-    """An exclusive ``flock`` on a file beside the database (one pusher per data file)."""
+    """An exclusive ``flock``, released by closing its file."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -26,14 +28,14 @@ class _FileLease:
             self._fd = -1
 
 
-class WitnessLeasing:
-    """The lease, taken on a lock file beside the database at :attr:`path`."""
+class Leasing:
+    """The leases, taken on lock files beside the database at :attr:`path`."""
 
     path: Path
 
     @contextlib.contextmanager
-    def witness_lease(self) -> Iterator[WitnessLease | None]:
-        path = self.path.with_name(self.path.name + ".witnessing-lock")
+    def lease(self, job: Job) -> Iterator[Lease | None]:
+        path = self.path.with_name(f"{self.path.name}.{job.value}-lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

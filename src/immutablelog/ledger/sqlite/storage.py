@@ -22,7 +22,7 @@ from immutablelog.ledger.sqlite import counts
 from immutablelog.ledger.sqlite.accounts import AccountWrites
 from immutablelog.ledger.sqlite.connection import Connections, disk_full, transaction
 from immutablelog.ledger.sqlite.erasure import Erasure
-from immutablelog.ledger.sqlite.lease import WitnessLeasing
+from immutablelog.ledger.sqlite.lease import Leasing
 from immutablelog.ledger.sqlite.migrate import migrate
 from immutablelog.ledger.sqlite.reads import LogReads
 from immutablelog.ledger.sqlite.search import SearchFile
@@ -37,7 +37,7 @@ from immutablelog.ledger.storage import (
 )
 
 
-class SQLiteStorage(WitnessLeasing, AccountWrites, LogReads, Erasure):
+class SQLiteStorage(Leasing, AccountWrites, LogReads, Erasure):
     """A :class:`~immutablelog.ledger.storage.Storage` on one SQLite database file."""
 
     def __init__(self, path: Path | str) -> None:
