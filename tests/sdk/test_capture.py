@@ -337,11 +337,25 @@ def test_fast_path_is_identical_to_json_dumps_of_the_dict(
         content_type="application/json",
         latency_seconds=latency,
     )
-    fast = EventBuilder(service_name="svc é", env="prod").build(cap)
+    builder = EventBuilder(service_name="svc é", env="prod")
+    fast = builder.build(cap)
     general = EventBuilder(service_name="svc é", env="prod", scrubber=lambda p: p).build(cap)
     assert fast.payload == general.payload
     assert fast.meta == general.meta
     assert fast.encoded == WireEvent(fast.idempotency_key, fast.payload, fast.meta).encoded
+    again = builder.build(cap)  # the route's parts from the builder's cache this time
+    assert (again.payload, again.meta, again.encoded) == (fast.payload, fast.meta, fast.encoded)
+
+
+def test_routes_past_the_cache_size_build_the_same_events() -> None:
+    from immutablelog.sdk.capture import ROUTE_CACHE_SIZE
+
+    builder = EventBuilder(service_name="svc", env="prod")
+    general = EventBuilder(service_name="svc", env="prod", scrubber=lambda p: p)
+    for n in range(ROUTE_CACHE_SIZE + 10):
+        cap = capture(path=f"/users/{n % (ROUTE_CACHE_SIZE + 5)}", status_code=200 + n % 3)
+        assert builder.build(cap).payload == general.build(cap).payload
+    assert len(builder._routes) <= ROUTE_CACHE_SIZE
 
 
 @given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))

@@ -37,6 +37,7 @@ from immutablelog.sdk.events import (
     clamp_payload,
     finite,
     http_message,
+    prebuilt_event,
     severity_from,
     severity_level,
 )
@@ -235,7 +236,8 @@ def _iso(timestamp: float) -> str:
         prefix = datetime.fromtimestamp(whole, UTC).isoformat()[:-6]
         _iso_second = (whole, prefix)
     if micros:
-        return f"{prefix}.{micros:06d}+00:00"
+        # Six digits without a format specification (parsing one costs more than the rest).
+        return f"{prefix}.{str(1_000_000 + micros)[1:]}+00:00"
     return f"{prefix}+00:00"
 
 
@@ -298,6 +300,55 @@ def _request_text(
     )
 
 
+def _inner(text: str) -> str:
+    """``text`` escaped for the inside of a JSON string (a part of an escaped whole)."""
+    return _escape(text)[1:-1]
+
+
+#: Joins the variable parts of a payload to escape them in one call: a character JSON leaves as
+#: it is, from Unicode's private use area.
+_SEP: Final = "\ue000"
+
+# The glue between the variable parts of a request event's payload, as written and escaped.
+_ID: Final = '{"id": '
+_IP: Final = '", "context": {"ip": '
+_AGENT: Final = ', "user_agent": '
+_REQUEST_ID: Final = '}, "request": {"request_id": '
+_LATENCY: Final = '}, "metrics": {"latency_ms": '
+_ID_IN, _IP_IN, _AGENT_IN, _REQUEST_ID_IN, _LATENCY_IN = map(
+    _inner, (_ID, _IP, _AGENT, _REQUEST_ID, _LATENCY)
+)
+
+
+def _block(kind: str, status: int | None, method: str) -> dict[str, Any] | None:
+    """A request event's success or info block (the error block needs the builder)."""
+    if kind == "success":
+        return {"status_code": status, "result": "ok" if status == 200 else "processed"}
+    if kind == "info":
+        return {"status_code": status, "action": method.lower()}
+    return None
+
+
+#: Routes (method, path, status, event name) whose constant parts a builder keeps; beyond this
+#: many it starts over (paths with ids in them would otherwise grow it without end).
+ROUTE_CACHE_SIZE: Final = 1024
+
+
+class _Route(NamedTuple):
+    """The parts of a request event that depend only on its route and status (see
+    :meth:`EventBuilder._route`)."""
+
+    kind: str
+    event_name: str
+    after_id: str  # from the id to the timestamp's opening quote
+    request: str  # method and path, up to the query parameters
+    tail: str  # from the status code to the end of the document
+    after_id_in: str  # the same three, escaped for a JSON string
+    request_in: str
+    tail_in: str
+    item_meta: str  # the batch item's meta, up to the request id
+
+
 class EventBuilder:
     """Turns captures into wire events (in the worker thread, off the request path).
 
@@ -325,6 +376,7 @@ class EventBuilder:
         # Escaped once: every event's batch item repeats them.
         self._service_json = _escape(service_name)
         self._env_json = _escape(env)
+        self._routes: dict[tuple[str, str, int | None, str | None], _Route] = {}
 
     def build(self, capture: Capture) -> WireEvent:
         """Build the wire event for ``capture``; never raises.
@@ -334,59 +386,99 @@ class EventBuilder:
         gap is better than a silent hole.
         """
         try:
-            if type(capture) is tuple:  # a request capture as a plain tuple
-                capture = RequestCapture._make(capture)
-            if isinstance(capture, RequestCapture):
-                return self._build_request(capture)
-            assert isinstance(capture, CustomCapture)
-            return self._build_custom(capture)
+            if isinstance(capture, CustomCapture):
+                return self._build_custom(capture)
+            return self._build_request(capture)  # a RequestCapture, or its plain tuple
         except Exception as exc:
-            logger.exception("ImmutableLog: could not build an event; recording a stub instead")
-            return self._build_stub(capture, exc)
+            return self.stub(capture, exc)
+
+    def stub(self, capture: Capture, exc: BaseException) -> WireEvent:
+        """The event of a capture that could not be built: its identity and the error's type
+        (logged). An integration that prepares captures in the worker uses it too."""
+        logger.exception("ImmutableLog: could not build an event; recording a stub instead")
+        return self._build_stub(capture, exc)
 
     # -- request events -------------------------------------------------------------------
 
-    def _build_request(self, cap: RequestCapture) -> WireEvent:
-        event_id = cap.event_id
-        status = cap.status_code
-        if status is None and cap.exc_type is not None:
-            status = 500
-        kind = severity_from(status, cap.exc_type)
+    def _build_request(self, cap: RequestCapture | tuple[Any, ...]) -> WireEvent:
+        (event_id, timestamp, latency_seconds, method, path, query_string, status, exc_type,
+         exc_message, remote_addr, forwarded_for, user_agent, event_name, actor, request_id,
+         body, content_type, captured) = cap  # fmt: skip
         redactor = self.redactor
-        method = cap.method
-        ip = client_ip(cap.remote_addr, cap.forwarded_for, self.trusted_proxies)
-        user_agent = cap.user_agent or "unknown"
-        actor = redactor.scrub(cap.actor) if cap.actor is not None else None
+        ip = client_ip(remote_addr, forwarded_for, self.trusted_proxies)
+        user_agent = user_agent or "unknown"
+        if actor is not None:
+            actor = redactor.scrub(actor)
         query = (
-            redactor.scrub_query(first_query_values(cap.query_string)) or None
-            if cap.query_string
-            else None
+            redactor.scrub_query(first_query_values(query_string)) or None if query_string else None
         )
         headers = (
-            {
-                name: (FILTERED if redactor.is_sensitive(name) else value)
-                for name, value in cap.headers
-            }
-            if cap.headers
+            {name: (FILTERED if redactor.is_sensitive(name) else value) for name, value in captured}
+            if captured
             else None
         )
-        latency_ms = int(cap.latency_seconds * 1000) if cap.latency_seconds is not None else None
-        message = http_message(method, cap.path, status, cap.exc_type)
-        timestamp = _iso(cap.timestamp)
-        block: dict[str, Any] | None
+        latency_ms = int(latency_seconds * 1000) if latency_seconds is not None else None
+        if self.scrubber is None and exc_type is None and not body:
+            # The common case: what depends only on the route comes from the route cache.
+            route = self._routes.get((method, path, status, event_name))
+            if route is None:
+                route = self._route(method, path, status, event_name)
+            id_json, rid_json = _escape(event_id), _escape(request_id)
+            ip_json, agent_json = _escape(ip), _escape(user_agent)
+            query_json, latency_json = _json(query), _json(latency_ms)
+            actor_part = f', "actor": {_json(actor)}' if actor is not None else ""
+            headers_part = f', "headers": {_json(headers)}' if headers else ""
+            stamp = _iso(timestamp)  # digits, "-", ":", "T", "+", ".": the same escaped
+            text = (
+                f"{_ID}{id_json}{route.after_id}{stamp}{_IP}{ip_json}{_AGENT}{agent_json}"
+                f"{actor_part}{_REQUEST_ID}{rid_json}, {route.request}{query_json}{headers_part}"
+                f"{_LATENCY}{latency_json}{route.tail}"
+            )
+            if len(text) * 4 <= MAX_PAYLOAD_BYTES or len(text.encode("utf-8")) <= MAX_PAYLOAD_BYTES:
+                if not text.isascii():
+                    text = text.encode("utf-8", errors="replace").decode("utf-8")
+                meta = {
+                    "type": route.kind,
+                    "event_name": route.event_name,
+                    "service": self.service_name,
+                    "request_id": request_id,
+                    "env": self.env,
+                }
+                # The item holds the payload as a JSON string. Escaping is character by
+                # character, so the escaped text is the route's pieces (escaped once) and the
+                # variable parts escaped together in one call, which costs a fraction of
+                # escaping the whole text.
+                parts = _escape(
+                    _SEP.join((id_json, ip_json, agent_json, actor_part, rid_json, query_json,
+                               headers_part))
+                )[1:-1].split(_SEP)  # fmt: skip
+                if len(parts) == 7:
+                    id_in, ip_in, agent_in, actor_in, rid_in, query_in, headers_in = parts
+                    inner = (
+                        f"{_ID_IN}{id_in}{route.after_id_in}{stamp}{_IP_IN}{ip_in}{_AGENT_IN}"
+                        f"{agent_in}{actor_in}{_REQUEST_ID_IN}{rid_in}, {route.request_in}"
+                        f"{query_in}{headers_in}{_LATENCY_IN}{latency_json}{route.tail_in}"
+                    )
+                else:  # the separator occurs in a value
+                    inner = _inner(text)
+                encoded = (
+                    f'{{"payload":"{inner}"{route.item_meta}{rid_json},"env":{self._env_json}}},'
+                    f'"idempotency_key":{id_json}}}'
+                ).encode("utf-8", errors="replace")
+                return prebuilt_event(event_id, text, meta, encoded)
+        if status is None and exc_type is not None:
+            status = 500
+        kind = severity_from(status, exc_type)
+        message = http_message(method, path, status, exc_type)
+        timestamp_text = _iso(timestamp)
+        block = _block(kind, status, method)
         if kind == "error":
-            block = self._error_block(cap, status)
-        elif kind == "success":
-            block = {"status_code": status, "result": "ok" if status == 200 else "processed"}
-        elif kind == "info":
-            block = {"status_code": status, "action": method.lower()}
-        else:
-            block = None
+            block = self._error_block(status, exc_type, exc_message, body, content_type)
         meta = {
             "type": kind,
-            "event_name": cap.event_name or f"http.{method}.{cap.path}",
+            "event_name": event_name or f"http.{method}.{path}",
             "service": self.service_name,
-            "request_id": cap.request_id,
+            "request_id": request_id,
             "env": self.env,
         }
         if self.scrubber is None:
@@ -394,8 +486,8 @@ class EventBuilder:
             # and encoding the dict). The result is character for character what json.dumps
             # makes of the dict below (tested), so either path stores the same bytes.
             text = _request_text(
-                event_id, kind, message, timestamp, ip, user_agent, actor, cap.request_id,
-                method, cap.path, query, headers, latency_ms, status, block,
+                event_id, kind, message, timestamp_text, ip, user_agent, actor, request_id,
+                method, path, query, headers, latency_ms, status, block,
             )  # fmt: skip
             if len(text) * 4 <= MAX_PAYLOAD_BYTES or len(text.encode("utf-8")) <= MAX_PAYLOAD_BYTES:
                 if not text.isascii():
@@ -405,9 +497,9 @@ class EventBuilder:
         if actor is not None:
             context["actor"] = actor
         request: dict[str, Any] = {
-            "request_id": cap.request_id,
+            "request_id": request_id,
             "method": method,
-            "path": cap.path,
+            "path": path,
             "query_params": query,
         }
         if headers:
@@ -416,7 +508,7 @@ class EventBuilder:
             "id": event_id,
             "kind": kind,
             "message": message,
-            "timestamp": timestamp,
+            "timestamp": timestamp_text,
             "context": context,
             "request": request,
             "metrics": {"latency_ms": latency_ms, "status_code": status},
@@ -425,6 +517,53 @@ class EventBuilder:
         if block is not None:
             payload[kind] = block
         return WireEvent(event_id, clamp_payload(self._custom_scrub(payload)), meta)
+
+    def _route(self, method: str, path: str, status: int | None, event_name: str | None) -> _Route:
+        """The parts of a request event without exception or body that depend only on its
+        route and status, written as :func:`_request_text` writes them; kept for next time."""
+        kind = severity_from(status, None)
+        block = _block(kind, status, method)
+        if kind == "error":
+            block = self._error_block(status, None, None, None, None)
+        if block is None:
+            block_part = ""
+        elif kind == "success":
+            block_part = f', "success": {{"status_code": {status}, "result": "{block["result"]}"}}'
+        elif kind == "info":
+            block_part = (
+                f', "info": {{"status_code": {_json(status)}, '
+                f'"action": {_escape(block["action"])}}}'
+            )
+        else:
+            block_part = f', "{kind}": {_json(block)}'
+        name = event_name or f"http.{method}.{path}"
+        after_id = (
+            f', "kind": "{kind}", "message": '
+            f'{_escape(http_message(method, path, status, None))}, "timestamp": "'
+        )
+        request = f'"method": {_escape(method)}, "path": {_escape(path)}, "query_params": '
+        tail = (
+            f', "status_code": {_json(status)}}}, "severity": "{severity_level(kind)}"'
+            f"{block_part}}}"
+        )
+        route = _Route(
+            kind=kind,
+            event_name=name,
+            after_id=after_id,
+            request=request,
+            tail=tail,
+            after_id_in=_inner(after_id),
+            request_in=_inner(request),
+            tail_in=_inner(tail),
+            item_meta=(
+                f',"meta":{{"type":"{kind}","event_name":{_escape(name)},'
+                f'"service":{self._service_json},"request_id":'
+            ),
+        )
+        if len(self._routes) >= ROUTE_CACHE_SIZE:
+            self._routes.clear()  # paths with ids in them: start over rather than grow
+        self._routes[(method, path, status, event_name)] = route
+        return route
 
     def _encode_item(self, event_id: str, payload: str, meta: dict[str, str]) -> bytes:
         """The batch item bytes, like ``WireEvent`` would encode them, with less work."""
@@ -435,16 +574,23 @@ class EventBuilder:
             f'"idempotency_key":{_escape(event_id)}}}'
         ).encode("utf-8", errors="replace")
 
-    def _error_block(self, cap: RequestCapture, status: int | None) -> dict[str, Any]:
+    def _error_block(
+        self,
+        status: int | None,
+        exc_type: str | None,
+        exc_message: str | None,
+        body: bytes | None,
+        content_type: str | None,
+    ) -> dict[str, Any]:
         error: dict[str, Any] = {
             "status_code": status,
             "retryable": status in RETRYABLE_STATUSES if status else False,
         }
-        if cap.exc_type is not None:
-            error["exception"] = cap.exc_type
-            error["exception_message"] = cap.exc_message or ""
-        if cap.body:
-            stored = self.redactor.scrub_body(cap.body, cap.content_type)
+        if exc_type is not None:
+            error["exception"] = exc_type
+            error["exception_message"] = exc_message or ""
+        if body:
+            stored = self.redactor.scrub_body(body, content_type)
             if stored is not None:
                 # Hash what is stored, not the raw bytes: a hash of a small login body is
                 # enough to brute-force a weak password offline.
@@ -513,6 +659,8 @@ class EventBuilder:
 
     def _build_stub(self, capture: Capture, exc: BaseException) -> WireEvent:
         timestamp = time.time()
+        if type(capture) is tuple and len(capture) == len(RequestCapture._fields):
+            capture = RequestCapture._make(capture)
         if isinstance(capture, RequestCapture):
             event_id = capture.event_id
             event_name = capture.event_name or f"http.{capture.method}.{capture.path}"

@@ -210,6 +210,28 @@ class WireEvent:
         )
 
 
+_new_event = object.__new__
+_set_key = vars(WireEvent)["idempotency_key"].__set__  # the slots' own descriptors
+_set_payload = vars(WireEvent)["payload"].__set__
+_set_meta = vars(WireEvent)["meta"].__set__
+_set_encoded = vars(WireEvent)["encoded"].__set__
+
+
+def prebuilt_event(
+    idempotency_key: str, payload: str, meta: dict[str, str], encoded: bytes
+) -> WireEvent:
+    """A :class:`WireEvent` whose ``encoded`` bytes the caller wrote itself (the builder's
+    common case), made without the frozen dataclass's ``__init__``: its four
+    ``object.__setattr__`` calls and ``__post_init__`` cost a microsecond per event, a third
+    of the rest of building it. ``encoded`` must be what :func:`_encode_item` would make."""
+    event: WireEvent = _new_event(WireEvent)
+    _set_key(event, idempotency_key)
+    _set_payload(event, payload)
+    _set_meta(event, meta)
+    _set_encoded(event, encoded)
+    return event
+
+
 def _encode_item(event: WireEvent) -> bytes:
     """Compact JSON of the batch item, assembled from C-escaped strings.
 

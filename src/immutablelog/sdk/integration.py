@@ -49,7 +49,7 @@ class Integration:
         self.settings = resolve_settings(
             config, default_service_name=default_service_name, **settings
         )
-        builder = self.settings.builder(options.get("scrubber"))
+        self._builder = builder = self.settings.builder(options.get("scrubber"))
         self._build = builder.build
         self._lease = self.settings.lease(builder, owner=self, transport=options.get("transport"))
         self._hook_error_logged = False
