@@ -33,12 +33,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from contextvars import ContextVar
 from typing import Any, Final, Unpack
 
-from immutablelog.sdk.capture import MAX_EXCEPTION_MESSAGE, accept_request_id, plain_actor
+from immutablelog.sdk.capture import (
+    MAX_EXCEPTION_MESSAGE,
+    PLAIN_ACTOR_TYPES,
+    EventBuilder,
+    RequestCapture,
+    accept_request_id,
+    plain_actor,
+)
 from immutablelog.sdk.context import bind_request, unbind
-from immutablelog.sdk.events import UUIDS
+from immutablelog.sdk.events import UUIDS, WireEvent
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.settings import environment_config
 from immutablelog.wsgi import kept_body_length
@@ -55,9 +61,10 @@ DEFAULT_SERVICE_NAME: Final = "asgi-service"
 #: (nginx's "client closed request").
 CLIENT_CLOSED_REQUEST: Final = 499
 
-#: Set while the outermost instrumented application handles a request, so that mounted
-#: instrumented applications inside it pass the request through (one event, not two).
-_RECORDING: ContextVar[bool] = ContextVar("immutablelog_asgi_recording", default=False)
+#: Put in the scope by the outermost instrumented application, so that mounted instrumented
+#: applications inside it, which get the same scope or a copy of it, pass the request through
+#: (one event, not two). A key of the scope rather than a context variable: cheaper to set.
+RECORDING_KEY: Final = "immutablelog.recording"
 
 
 class AuditMiddleware(Integration):
@@ -73,20 +80,26 @@ class AuditMiddleware(Integration):
         super().__init__(environment_config(), DEFAULT_SERVICE_NAME, options)
         self.app = app
         self._actor = actor
-        self._header_names = tuple((name, name.lower()) for name in self.settings.capture_headers)
+        self._skip_paths = self.settings.skip_paths
+        self._max_body_bytes = self.settings.max_body_bytes
+        self._finish = _Finisher(self._builder, self.settings.capture_headers)
+        self._queue = self._lease.pipeline.submit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if (
-            kind == "http"
-            and not _RECORDING.get()
-            and scope["path"] not in self.settings.skip_paths
-        ):
-            token = _RECORDING.set(True)
+        if kind == "http" and RECORDING_KEY not in scope and scope["path"] not in self._skip_paths:
+            # The whole exchange here rather than in a coroutine of its own: one frame less.
+            scope[RECORDING_KEY] = True
+            exchange = _Exchange(self, scope, receive, send)
+            bound = bind_request(exchange.request_id, exchange.actor)
             try:
-                await _Exchange(self, scope).run(receive, send)
+                await self.app(scope, exchange.receive_and_note, exchange.send_and_note)
+            except BaseException as exc:
+                exchange.record(exc)
+                raise
             finally:
-                _RECORDING.reset(token)
+                unbind(bound)
+            exchange.record(None)
         elif kind == "lifespan":
             await self.app(scope, receive, self._lifespan_send(send))
         else:
@@ -103,7 +116,13 @@ class AuditMiddleware(Integration):
 
 
 class _Exchange:
-    """One request on its way through the application: what the event will say."""
+    """One request on its way through the application: the raw facts its event will tell.
+
+    Only what cannot wait is done here, on the event loop: the request id (echoed in the
+    response), the status, the times, the actor and the exception as plain data. Decoding the
+    headers and query string happens in the worker (:class:`_Finisher`). The wrappers of
+    ``receive`` and ``send`` are bound methods, not closures made per request.
+    """
 
     __slots__ = (
         "audit",
@@ -112,153 +131,205 @@ class _Exchange:
         "disconnected",
         "finished",
         "headers",
+        "receive",
         "recorded",
         "request_id",
         "scope",
+        "send",
         "started",
         "status",
     )
 
-    def __init__(self, audit: AuditMiddleware, scope: Scope) -> None:
+    def __init__(self, audit: AuditMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+        self.started = time.perf_counter()
         self.audit = audit
         self.scope = scope
-        self.started = time.perf_counter()
-        self.headers = _header_map(scope.get("headers") or ())
-        candidate = self.headers.get("x-request-id")
-        self.request_id = (candidate and accept_request_id(candidate)) or UUIDS.take()
+        self.receive = receive
+        self.send = send
         self.status: int | None = None
         self.disconnected = False
         self.finished: float | None = None
         self.recorded = False
         self.body: list[bytes] | None = None
         self.body_limit = 0
-        length = kept_body_length(self.headers.get("content-length"), audit.settings.max_body_bytes)
-        if length is not None:
-            self.body, self.body_limit = [], length
+        # A copy: the worker reads it after the request, whatever the application did to the
+        # scope's list meanwhile. Looked up by the lower-case names ASGI servers give.
+        self.headers = headers = tuple(scope.get("headers") or ())
+        named = dict(headers)
+        candidate = named.get(b"x-request-id")
+        self.request_id = (
+            candidate is not None and accept_request_id(candidate.decode("latin-1"))
+        ) or UUIDS.take()
+        length = named.get(b"content-length")
+        if length is not None and audit._max_body_bytes:
+            kept = kept_body_length(length.decode("latin-1"), audit._max_body_bytes)
+            if kept is not None:
+                self.body, self.body_limit = [], kept
 
-    async def run(self, receive: Receive, send: Send) -> None:
-        token = bind_request(self.request_id, self._actor)
-        try:
-            await self.audit.app(self.scope, self._receiver(receive), self._sender(send))
-        except BaseException as exc:
-            self.record(exc)
-            raise
-        finally:
-            unbind(token)
-        self.record(None)
-
-    def _actor(self) -> Any:
+    def actor(self) -> Any:
+        """Who acted, as the view or the middleware's ``actor`` function tells."""
         actor = (self.scope.get("state") or {}).get("imtbl_actor")
         if actor is None and self.audit._actor is not None:
             actor = self.audit._actor_from(self.audit._actor, self.scope)
         return actor
 
-    def _receiver(self, receive: Receive) -> Receive:
-        async def receive_and_note() -> Message:
-            message = await receive()
-            kind = message["type"]
-            if kind == "http.request":
-                if self.body is not None:
-                    self.body.append(message.get("body", b""))
-            elif kind == "http.disconnect":
-                self.disconnected = True
-            return message
+    async def receive_and_note(self) -> Message:
+        message = await self.receive()
+        kind = message["type"]
+        if kind == "http.request":
+            if self.body is not None:
+                self.body.append(message.get("body", b""))
+        elif kind == "http.disconnect":
+            self.disconnected = True
+        return message
 
-        return receive_and_note
-
-    def _sender(self, send: Send) -> Send:
-        request_id = self.request_id.encode("latin-1")
-
-        async def send_and_note(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                self.status = message["status"]
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", ())
-                    if name.lower() != b"x-request-id"
-                ]
-                headers.append((b"x-request-id", request_id))
-                message = {**message, "headers": headers}
-                await send(message)
-            elif kind == "http.response.body" and not message.get("more_body", False):
-                await send(message)
-                self.finished = time.perf_counter()
-            else:
-                await send(message)
-
-        return send_and_note
+    async def send_and_note(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            headers = message.get("headers", ())
+            # Names are lower case in a response (ASGI): one of the application's own is
+            # replaced, as the seed set the header.
+            if b"x-request-id" in dict(headers):
+                headers = [pair for pair in headers if pair[0] != b"x-request-id"]
+            id_header = (b"x-request-id", self.request_id.encode("latin-1"))
+            await self.send({**message, "headers": [*headers, id_header]})
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            await self.send(message)
+            self.finished = time.perf_counter()
+        else:
+            await self.send(message)
 
     def record(self, exc: BaseException | None) -> None:
-        """Queue the request's one event (later calls do nothing)."""
+        """Queue the request's one event (later calls do nothing). A bug here is logged, and
+        never fails the request."""
         if self.recorded:
             return
         self.recorded = True
         try:
-            self._submit(exc)
+            latency = (self.finished or time.perf_counter()) - self.started
+            status = self.status
+            exc_type = exc_message = None
+            if exc is not None and isinstance(exc, asyncio.CancelledError):
+                exc, self.disconnected = None, True  # the server gave up on a departed client
+            if exc is not None:
+                exc_type = type(exc).__name__
+                exc_message = str(exc)[:MAX_EXCEPTION_MESSAGE]
+                if status is None:
+                    status = 500
+            elif status is None:
+                # No response: the client left, or the application returned without answering
+                # (the server then sends a 500 itself).
+                status = CLIENT_CLOSED_REQUEST if self.disconnected else 500
+            scope, audit = self.scope, self.audit
+            state = scope.get("state") or {}
+            actor = state.get("imtbl_actor")
+            if actor is None and audit._actor is not None:
+                actor = audit._actor_from(audit._actor, scope)
+            if actor is not None and type(actor) not in PLAIN_ACTOR_TYPES:
+                actor = plain_actor(actor)
+            body = None
+            if self.body is not None and (exc is not None or status >= 400):
+                whole = b"".join(self.body)
+                if len(whole) == self.body_limit:
+                    body = whole
+            audit._queue(
+                (  # an exchange's raw capture: see _Finisher
+                    UUIDS.take(),
+                    time.time(),
+                    latency,
+                    scope.get("method", "GET"),
+                    scope.get("path", "/"),
+                    scope.get("query_string", b""),
+                    status,
+                    exc_type,
+                    exc_message,
+                    scope.get("client"),
+                    self.headers,
+                    state.get("imtbl_event_name"),
+                    actor,
+                    self.request_id,
+                    body,
+                ),
+                audit._finish,
+            )
         except Exception:
             self.audit._log_hook_error()
 
-    def _submit(self, exc: BaseException | None) -> None:
-        latency = (self.finished or time.perf_counter()) - self.started
-        status = self.status
-        exc_type = exc_message = None
-        if isinstance(exc, asyncio.CancelledError):
-            exc, self.disconnected = None, True  # the server gave up on a departed client
-        if exc is not None:
-            exc_type = type(exc).__name__
-            exc_message = str(exc)[:MAX_EXCEPTION_MESSAGE]
-            if status is None:
-                status = 500
-        elif status is None:
-            # No response: the client left, or the application returned without answering
-            # (the server then sends a 500 itself).
-            status = CLIENT_CLOSED_REQUEST if self.disconnected else 500
-        scope, headers, audit = self.scope, self.headers, self.audit
-        state = scope.get("state") or {}
-        actor = self._actor()
-        if actor is not None:
-            actor = plain_actor(actor)
-        body = content_type = None
-        if self.body is not None and (exc is not None or status >= 400):
-            whole = b"".join(self.body)
-            if len(whole) == self.body_limit:
-                body, content_type = whole, headers.get("content-type")
+
+class _Finisher:
+    """Turns an exchange's raw capture into the shared
+    :class:`~immutablelog.sdk.capture.RequestCapture` and builds its event, in the worker: the
+    header and query decoding the event loop did not do. (Not a method of the middleware: the
+    pipeline keeps it, and must not keep the middleware alive.)"""
+
+    __slots__ = ("_builder", "_captured", "_wanted")
+
+    def __init__(self, builder: EventBuilder, capture_headers: Iterable[str]) -> None:
+        self._builder = builder
+        self._captured = tuple(
+            (name, name.lower().encode("latin-1", errors="replace")) for name in capture_headers
+        )
+        self._wanted = frozenset(
+            {b"user-agent", b"x-forwarded-for", b"content-type", *(k for _, k in self._captured)}
+        )
+
+    def __call__(self, raw: tuple[Any, ...]) -> WireEvent:
+        try:
+            capture = self.capture(raw)
+        except Exception as exc:  # never raises: a marked event rather than none
+            return self._builder.stub(_identity(raw), exc)
+        return self._builder.build(capture)
+
+    def capture(self, raw: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The RequestCapture (as a plain tuple) of an exchange's raw capture."""
+        (event_id, timestamp, latency, method, path, query, status, exc_type, exc_message,
+         client, raw_headers, event_name, actor, request_id, body) = raw  # fmt: skip
+        headers = _header_map(raw_headers, self._wanted)
         captured = None
-        if audit._header_names:
-            captured = tuple(
-                (name, headers[key]) for name, key in audit._header_names if key in headers
-            )
-        client = scope.get("client")
-        audit.submit(
-            (  # a RequestCapture as a plain tuple (see there why)
-                UUIDS.take(),
-                time.time(),
-                latency,
-                scope.get("method", "GET"),
-                scope.get("path", "/"),
-                scope.get("query_string", b"").decode("latin-1"),
-                status,
-                exc_type,
-                exc_message,
-                client[0] if client else None,
-                headers.get("x-forwarded-for"),
-                headers.get("user-agent"),
-                state.get("imtbl_event_name"),
-                actor,
-                self.request_id,
-                body,
-                content_type,
-                captured,
-            )
+        if self._captured:
+            captured = tuple((name, headers[key]) for name, key in self._captured if key in headers)
+        return (
+            event_id,
+            timestamp,
+            latency,
+            method,
+            path,
+            query.decode("latin-1"),
+            status,
+            exc_type,
+            exc_message,
+            client[0] if client else None,
+            headers.get(b"x-forwarded-for"),
+            headers.get(b"user-agent"),
+            event_name,
+            actor,
+            request_id,
+            body,
+            headers.get(b"content-type") if body is not None else None,
+            captured,
         )
 
 
-def _header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Request headers by lower-case name; repeated ones joined with ", " (RFC 9110)."""
-    headers: dict[str, str] = {}
+def _identity(raw: Any) -> Any:
+    """What a stub event can tell of a raw capture that could not be read: its ids, time,
+    method, path and name (or the raw capture itself, if even those are not there)."""
+    try:
+        return RequestCapture(
+            raw[0], raw[1], None, raw[3], raw[4], "", None, None, None, None, None, None,
+            raw[11], None, raw[13], None, None, None,
+        )  # fmt: skip
+    except Exception:
+        return raw
+
+
+def _header_map(raw: Iterable[tuple[bytes, bytes]], wanted: frozenset[bytes]) -> dict[bytes, str]:
+    """The ``wanted`` request headers by lower-case name; repeated ones joined with ", "
+    (RFC 9110)."""
+    headers: dict[bytes, str] = {}
     for name, value in raw:
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        key = name.lower()
+        if key in wanted:
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
     return headers

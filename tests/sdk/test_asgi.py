@@ -285,3 +285,49 @@ def test_settings_come_from_the_environment(
     finally:
         app.stop()
         audit.close(10)
+
+
+async def tenant(request: Request) -> PlainTextResponse:
+    # The application's own X-Request-Id: replaced by the request's, as the seed did.
+    return PlainTextResponse("tenant", headers={"X-Request-Id": "the-app-s-own"})
+
+
+def test_headers_proxies_and_redaction_when_the_worker_builds_the_event(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """The event loop keeps the raw headers; the worker decodes them: the allowlisted headers
+    are still redacted, the forwarded address still trusted through the configured hops only,
+    and the response still carries the request's id, once."""
+    audit = AuditMiddleware(
+        Starlette(routes=[Route("/tenant", tenant)]),
+        api_key=live_server.ingest_key,
+        api_url=live_server.url,
+        service_name="asgi-headers",
+        trusted_proxies=1,
+        capture_headers=["X-Tenant", "Authorization"],
+        delivery=DeliveryOptions(spool_dir=str(tmp_path / "spool")),
+    )
+    app = Served(audit)
+    try:
+        answer = httpx.get(
+            app.url + "/tenant?password=pw&page=3",
+            headers={
+                "X-Request-Id": "req-headers",
+                "X-Tenant": "acme",
+                "Authorization": "Bearer s3cret",
+                "X-Forwarded-For": "6.6.6.6, 203.0.113.9",
+                "User-Agent": "probe/1.0",
+            },
+        )
+        assert answer.headers.get_list("x-request-id") == ["req-headers"]
+        assert audit.flush(30)
+    finally:
+        app.stop()
+        audit.close(10)
+    (event,) = by_request_id(live_server, "req-headers")
+    payload = json.loads(event["payload"])
+    assert payload["request"]["headers"] == {"X-Tenant": "acme", "Authorization": "[Filtered]"}
+    assert payload["request"]["query_params"] == {"password": "[Filtered]", "page": "3"}
+    assert payload["context"]["ip"] == "203.0.113.9"  # one trusted hop: not the client's 6.6.6.6
+    assert payload["context"]["user_agent"] == "probe/1.0"
+    assert "s3cret" not in event["payload"] and "pw" not in event["payload"]

@@ -47,7 +47,7 @@ from typing import Any, Final
 from immutablelog.sdk import lifecycle
 from immutablelog.sdk.deadletter import DeadLetterFile
 from immutablelog.sdk.delivery import Interrupted, deliver
-from immutablelog.sdk.events import WireEvent
+from immutablelog.sdk.events import UUIDS, WireEvent
 from immutablelog.sdk.options import DeliveryOptions
 from immutablelog.sdk.retry import RetrySchedule
 from immutablelog.sdk.spool import Backlog, MemoryBacklog, SqliteSpool, open_backlog
@@ -407,6 +407,9 @@ class DeliveryPipeline:
             self._settle(stop - start, stop - start, sent, duplicates)
 
         assert self.transport is not None
+        # Request threads keep taking ids while the server answers; one that finds the pool
+        # empty makes its own, on the request path.
+        UUIDS.top_up(UUIDS.HIGH_WATER)
         try:
             deliver(self.transport, self.dead_letters, batch, settle)
         except Interrupted as interrupted:
