@@ -7,6 +7,7 @@ Run from the repository root (the optional variants need the ``bench`` extra)::
     .venv/bin/python -m benchmarks.server_overhead
     .venv/bin/python -m benchmarks.server_overhead --rounds 5 --frameworks fastapi \\
         --variants bare,ours --throughput-requests 40000
+    .venv/bin/python -m benchmarks.server_overhead --variants bare,ours --baseline main  # A/B
 
 Method:
 
@@ -26,6 +27,9 @@ Method:
   elsewhere; here it gets the CPU the app and the client leave). After the load the server gets
   SIGTERM, delivers what is still queued and exits; then every request's event must be stored
   (``events`` column). sentry-sdk and OTLP send to a local sink that counts envelopes and spans.
+* ``--baseline REV`` adds a variant ``baseline``: ours as of git revision ``REV`` of this
+  repository (its ``src`` exported and imported by the server first), for a before/after in one
+  run.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import httpx
 from tests.live import free_port
 
 from benchmarks.common import LoadGenerator, LoadSpec, percentile, process_tree_cpu
-from benchmarks.flask_overhead import _Sink, start_server
+from benchmarks.flask_overhead import _Sink, export_baseline, start_server, worker_pythonpath
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,6 +59,8 @@ FRAMEWORKS = ("fastapi", "django")
 #: How long after the load a server's background work (our batches) is still charged to it.
 BACKGROUND_SETTLE = 1.0
 VARIANTS = ("bare", "ours", "sentry", "sentry-tracing", "otel")
+#: Variants whose events go to our ledger (and are counted there).
+DELIVERING = ("ours", "baseline")
 NEEDS = {
     "sentry": ("sentry_sdk",),
     "sentry-tracing": ("sentry_sdk",),
@@ -105,14 +111,25 @@ def available(variant: str) -> bool:
 
 
 def run_variant(
-    framework: str, variant: str, service: str, ledger: Any, sink_port: int, args: Any, tmp: Path
+    framework: str,
+    variant: str,
+    service: str,
+    ledger: Any,
+    sink_port: int,
+    args: Any,
+    tmp: Path,
+    baseline: Path | None = None,
 ) -> tuple[Sample, int]:
     """Start the server, load it, stop it; the numbers and the requests it answered."""
     port = free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "BENCH_VARIANT": variant,
+        "PYTHONPATH": (
+            worker_pythonpath(baseline)
+            if variant == "baseline" and baseline is not None
+            else os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+        ),
+        "BENCH_VARIANT": "ours" if variant == "baseline" else variant,
         "BENCH_SERVICE": service,
         "BENCH_URL": ledger.url,
         "BENCH_API_KEY": ledger.ingest_key,
@@ -187,9 +204,16 @@ def main() -> None:
     parser.add_argument("--throughput-requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run ours as of this git revision (variant baseline)"
+    )
     args = parser.parse_args()
     frameworks = args.frameworks.split(",")
     variants = [v for v in args.variants.split(",") if available(v)]
+    if args.baseline and "baseline" not in variants:
+        variants.append("baseline")
+    if "baseline" in variants and not args.baseline:
+        raise SystemExit("the baseline variant needs --baseline REV")
     skipped = set(args.variants.split(",")) - set(variants)
     if skipped:
         print(f"skipped (not installed): {', '.join(sorted(skipped))}", file=sys.stderr)
@@ -197,6 +221,7 @@ def main() -> None:
     sink = _Sink()
     with tempfile.TemporaryDirectory(prefix="server-overhead-") as tmp_name:
         tmp = Path(tmp_name)
+        baseline = export_baseline(args.baseline, tmp) if args.baseline else None
         ledger = start_server(tmp, nice=10)
         try:
             for round_no in range(args.rounds):
@@ -207,7 +232,7 @@ def main() -> None:
                     for variant in order:
                         service = f"bench-{framework}-{variant}-{round_no}"
                         sample, answered = run_variant(
-                            framework, variant, service, ledger, sink.port, args, tmp
+                            framework, variant, service, ledger, sink.port, args, tmp, baseline
                         )
                         this_round[variant] = sample
                         results.samples.setdefault((framework, variant), []).append(sample)
@@ -266,13 +291,14 @@ def report(
             ratio = f"{med(a[2] for a in added):.2f}×" if added else "–"
             capacity = f"{med(a[3] for a in added):.2f}×" if added else "–"
             delivered = ""
-            if variant == "ours":
-                services = [f"bench-{framework}-ours-{r}" for r in range(args.rounds)]
+            if variant in DELIVERING:
+                services = [f"bench-{framework}-{variant}-{r}" for r in range(args.rounds)]
                 made = sum(results.requests[s] for s in services)
                 got = sum(stored[s] for s in services)
                 delivered = f"{got}/{made} events" + ("" if got == made else " (MISSING)")
+            label = f"baseline ({args.baseline})" if variant == "baseline" else variant
             print(
-                f"| {framework} | {variant} | {med(s.p50 for s in samples):.1f} µs | {plus50} | "
+                f"| {framework} | {label} | {med(s.p50 for s in samples):.1f} µs | {plus50} | "
                 f"{med(s.p99 for s in samples):.1f} µs | {plus99} | "
                 f"{med(s.rate for s in samples):.0f} | {ratio} | "
                 f"{med(s.cpu for s in samples):.0f} µs | {capacity} | {delivered} |"
