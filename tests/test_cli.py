@@ -66,6 +66,28 @@ def test_help_names_the_environment_variables_options_read(
         assert f"env var: {variable}" in result.output or f"env var: {variable};" in result.output
 
 
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("verify", "--timeout", "-1"),
+        ("verify", "--timeout", "0"),
+        ("verify", "--retries", "-3"),
+        ("verify", "--workers", "-2"),
+        ("prove", "--timeout", "-1"),
+        ("prove", "--retries", "-3"),
+    ],
+)
+def test_a_number_out_of_range_is_a_usage_error_not_a_traceback(
+    command: str, option: str, value: str
+) -> None:
+    # Refused before any request: the URL answers nothing, and no traceback escapes.
+    args = [command, *(["1"] if command == "prove" else [])]
+    result = run_cli(*args, "--url", "http://127.0.0.1:9", "--key", "k", option, value)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr
+
+
 def test_keys_list_never_cuts_the_prefix_revoke_needs(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     tenant = "a-tenant-with-a-rather-long-name-for-a-narrow-terminal"

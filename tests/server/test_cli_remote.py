@@ -87,6 +87,28 @@ def test_tail_shows_recent_events(live_server: LiveServer) -> None:
     assert shown == ["thing.2", "thing.3", "thing.4"]
 
 
+def test_tail_shows_senders_text_as_sent_one_line_per_event(live_server: LiveServer) -> None:
+    # Brackets are rich markup: "[/id]" once crashed tail with a MarkupError traceback.
+    names = ["http.GET./items/[/id]", "x." + "long" * 30]
+    for n, name in enumerate(names):
+        meta = {"type": "info", "event_name": name, "service": "[bold]svc", "actor": "[red]a"}
+        response = httpx.post(
+            live_server.url + "/v1/events",
+            json={"payload": "{}", "meta": meta, "idempotency_key": f"markup-{n}"},
+            headers=live_server.headers(),
+            timeout=30,
+        )
+        assert response.status_code == 202, response.text
+    result = run(
+        "tail", "--url", live_server.url, "--key", live_server.read_key, "-n", "2", "--no-follow"
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stdout.splitlines()  # piped: never wrapped at 80 columns
+    assert len(lines) == 2
+    assert lines[0].endswith(f"info    {names[0]} [bold]svc actor=[red]a")
+    assert lines[1].endswith(f"info    {names[1]} [bold]svc actor=[red]a")
+
+
 def test_tail_follows_new_events(live_server: LiveServer) -> None:
     seed(live_server, 1)
     process = subprocess.Popen(

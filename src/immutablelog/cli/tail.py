@@ -9,6 +9,7 @@ from typing import Any
 import click
 import httpx
 from rich.console import Console
+from rich.markup import escape
 
 from immutablelog.cli.remote import client, fail_on_error, server_options
 
@@ -19,12 +20,13 @@ def _show(console: Console, event: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(event, ensure_ascii=False))
         return
-    style = _STYLE.get(event.get("type", ""), "")
+    # Names, services and actors are the senders' text: escaped, so "[/id]" is shown as sent.
+    style = _STYLE.get(event.get("type", ""), "") or "none"
     actor = f" actor={event['actor']}" if event.get("actor") else ""
     console.print(
         f"[dim]{event['index']:>8} {event['received_at']}[/dim] "
-        f"[{style}]{event['type']:<7}[/{style}] {event['event_name']} "
-        f"[dim]{event['service']}{actor}[/dim]",
+        f"[{style}]{escape(event['type']):<7}[/{style}] {escape(event['event_name'])} "
+        f"[dim]{escape(event['service'] + actor)}[/dim]",
         highlight=False,
     )
 
@@ -39,12 +41,25 @@ def _show(console: Console, event: dict[str, Any], as_json: bool) -> None:
     type=click.IntRange(0, 1000),
     help="How many recent events to show first.",
 )
-@click.option("-f/-F", "--follow/--no-follow", default=True, show_default=True)
-@click.option("--interval", default=1.0, show_default=True, type=click.FloatRange(0.1, 60))
+@click.option(
+    "--follow/--no-follow",
+    "-f/-F",
+    default=True,
+    show_default=True,
+    help="Keep printing new events as they arrive.",
+)
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 60),
+    help="Seconds between looks for new events.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
 def tail(url: str, key: str, lines: int, follow: bool, interval: float, as_json: bool) -> None:
     """Print the latest events and keep printing new ones (Ctrl-C to stop)."""
-    console = Console(highlight=False)
+    # One line per event even when piped (no wrapping at 80 columns), so grep sees it whole.
+    console = Console(highlight=False, soft_wrap=True)
     try:
         with client(url, key) as http:
             response = http.get("/v1/events", params={"limit": max(lines, 1)})

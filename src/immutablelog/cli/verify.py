@@ -84,11 +84,19 @@ def _finish(report: Report, as_json: bool) -> None:
 
 def _remote_options(func: click.decorators.FC) -> click.decorators.FC:
     func = click.option(
-        "--retries", default=4, show_default=True, help="Retries on transient network errors."
+        "--retries",
+        default=4,
+        show_default=True,
+        type=click.IntRange(min=0),
+        help="Retries on transient network errors.",
     )(func)
-    func = click.option("--timeout", default=30.0, show_default=True, help="Seconds per request.")(
-        func
-    )
+    func = click.option(
+        "--timeout",
+        default=30.0,
+        show_default=True,
+        type=click.FloatRange(min=0, min_open=True),
+        help="Seconds per request.",
+    )(func)
     func = click.option(
         "--tenant", default=None, help="The tenant the log must be (checked against its origin)."
     )(func)
@@ -161,6 +169,7 @@ def _witness_policy(keys: tuple[str, ...], quorum: int | None) -> WitnessPolicy 
     "--workers",
     default=0,
     show_default=True,
+    type=click.IntRange(min=0),
     help="Processes that fetch and check pages (0: one per core).",
 )
 def verify(
