@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -123,3 +124,20 @@ def test_the_printed_commands_work_against_the_kept_running_server(tmp_path: Pat
         if demo.poll() is None:
             demo.kill()
             demo.wait(10)
+
+
+def test_a_taken_port_stops_the_demo_before_it_sends_anything(tmp_path: Path) -> None:
+    # Another server on the port answered the demo's health check in its child's place: the
+    # demo then sent its traffic there with keys that server never made (401, dead letters).
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = subprocess.run(
+            demo_command(tmp_path, port, "--exit"), capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Running an instrumented Flask app" not in result.stdout
+    assert not (tmp_path / "demo").exists()

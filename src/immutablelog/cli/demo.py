@@ -23,7 +23,7 @@ import httpx
 from rich.console import Console
 
 from immutablelog.cli.options import open_ledger
-from immutablelog.cli.serve import bootstrap
+from immutablelog.cli.serve import bootstrap, check_port_free
 from immutablelog.ledger import LedgerConfig
 
 DEMO_SERVICE = "demo-shop"
@@ -190,6 +190,8 @@ def demo(data_dir: Path | None, port: int, keep_running: bool) -> None:
     # which stops the server child, instead of leaving it running on its own.
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, _exit_on_signal)
+    # Another server on the port would answer the health check in the child's place.
+    check_port_free("127.0.0.1", port)
     data_dir = data_dir or Path(tempfile.mkdtemp(prefix="immutablelog-demo-"))
     with open_ledger(LedgerConfig(data_dir=data_dir)) as ledger:
         keys = dict(bootstrap(ledger))

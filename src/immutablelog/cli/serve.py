@@ -40,7 +40,7 @@ def bootstrap(ledger: Ledger) -> list[tuple[str, str]]:
     return created
 
 
-def _check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int) -> None:
     """Bind the address as uvicorn will (SO_REUSEADDR), to fail before any side effect."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -229,7 +229,7 @@ def serve(
     config = config_for(data_dir, database_url, log_name=log_name, signing_key_file=signing_key)
     try:
         # Before anything is created or shown once: a taken port must not cost the first keys.
-        _check_port_free(host, port)
+        check_port_free(host, port)
         with open_ledger(config) as ledger:
             first_keys = bootstrap(ledger)
             stored_name = ledger.log_name
