@@ -115,6 +115,19 @@ def test_keys_list_never_cuts_the_prefix_revoke_needs(tmp_path: Path) -> None:
     assert revoked.returncode == 0, revoked.stderr
 
 
+def test_tenants_list_never_cuts_a_name(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    tenant = "acme-corporation-european-subsidiary-billing-department-eu-west"
+    assert run_cli("tenants", "create", tenant, "--data-dir", data).returncode == 0
+    listed = run_cli("tenants", "list", "--data-dir", data, columns=40)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].split() == ["TENANT", "ENTRIES", "CREATED"]
+    (row,) = [line for line in listed.stdout.splitlines() if line.startswith("acme")]
+    name, size, created = row.split()
+    assert (name, size) == (tenant, "1") and created.endswith("Z")
+    assert "…" not in listed.stdout
+
+
 def test_a_missing_postgres_extra_is_one_line_naming_it(tmp_path: Path) -> None:
     result = run_cli(
         "keys",

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from immutablelog.cli.keys import columns
 from immutablelog.cli.options import config_for, ledger_options, open_ledger
 
 
@@ -31,10 +30,14 @@ def create(name: str, data_dir: Path, database_url: str | None) -> None:
 def list_(data_dir: Path, database_url: str | None) -> None:
     """List tenants with the size of their logs."""
     with open_ledger(config_for(data_dir, database_url)) as ledger:
-        table = Table("tenant", "entries", "created")
-        for tenant in ledger.tenants():
-            table.add_row(tenant.name, str(ledger.checkpoint(tenant).size), tenant.created_at)
-    Console().print(table)
+        rows = [
+            [tenant.name, str(ledger.checkpoint(tenant).size), tenant.created_at]
+            for tenant in ledger.tenants()
+        ]
+    # Plain columns, as keys list: a table cut names to fit the terminal, and the name is
+    # what every --tenant takes.
+    for line in columns(["TENANT", "ENTRIES", "CREATED"], rows):
+        click.echo(line)
 
 
 @tenants.command("set-retention")
