@@ -208,6 +208,37 @@ def test_prove_by_event_id(server: LiveServer) -> None:
     assert code == 2 and body["error"]["reason"] == "not_found"
 
 
+def test_prove_shows_an_erased_event_as_erased_not_tampered(live_server: LiveServer) -> None:
+    # The erasure record is named inside the event the server answers ({"event": {...,
+    # "erased": {"index": ...}}}): read at the top level, it was never found, and prove
+    # called a lawful erasure missing_values (TAMPERED).
+    sent = httpx.post(
+        live_server.url + "/v1/events",
+        json={"payload": '{"n": 1}', "meta": {"type": "info", "event_name": "user.updated",
+                                              "service": "app", "actor": "42"}},
+        headers=live_server.headers(**{"Idempotency-Key": "erase-me"}),
+        timeout=30,
+    )  # fmt: skip
+    assert sent.status_code == 202, sent.text
+    event_id, index = sent.json()["tx_id"], sent.json()["index"]
+    erased = httpx.post(
+        live_server.url + "/v1/erasures",
+        json={"actor": "42", "reason": "GDPR Art. 17 request 7"},
+        headers=live_server.headers(live_server.admin_key),
+        timeout=30,
+    )
+    assert erased.status_code == 200, erased.text
+    (record,) = erased.json()["records"]
+    args = ("--url", live_server.url, "--key", live_server.read_key)
+    for event in (event_id, str(index)):
+        code, body = cli_json("prove", event, *args, "--log-key", live_server.verifier_key)
+        assert code == 0 and body["status"] == "intact", body
+        assert body["event"]["payload"] is None
+        assert body["event"]["erased"]["index"] == record
+        assert body["event"]["erased"]["reason"] == "GDPR Art. 17 request 7"
+        assert body["erased_entries"] == 1
+
+
 def test_prove_refuses_an_entry_that_is_not_the_event_asked_for(server: LiveServer) -> None:
     wanted = orjson.loads(server.raw_entries()[5])["id"]
 

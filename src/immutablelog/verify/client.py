@@ -165,7 +165,8 @@ class LogClient:
         """The index of the erasure record the server says covers event ``event_id``, if
         any. Only a hint: ``prove`` fetches that record and checks it."""
         body = self._json(f"/v1/events/{quote(event_id, safe='')}", {})
-        erased = body.get("erased")
+        event = body.get("event")  # {"event": {..., "erased": {"index", ...}}, "index", ...}
+        erased = event.get("erased") if isinstance(event, dict) else None
         index = erased.get("index") if isinstance(erased, dict) else None
         return index if type(index) is int and index >= 0 else None
 
