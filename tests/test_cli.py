@@ -115,6 +115,35 @@ def test_keys_list_never_cuts_the_prefix_revoke_needs(tmp_path: Path) -> None:
     assert revoked.returncode == 0, revoked.stderr
 
 
+def test_a_file_that_cannot_be_written_is_one_line_naming_it(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    assert run_cli("tenants", "create", "acme", "--data-dir", data).returncode == 0
+    missing = tmp_path / "no-such-dir"
+    for args in (
+        ["backup", "--data-dir", data, str(missing / "ledger-backup.db")],
+        ["erasures", "export", "--tenant", "acme", "--data-dir", data, str(missing / "e.json")],
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip() == f"Error: cannot write {args[-1]}: No such file or directory"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["erase", "--actor", "42", "--reason", "r"],
+        ["erasures", "export", "erasures.json"],
+    ],
+)
+def test_an_unreachable_server_is_one_line_naming_it(args: list[str], tmp_path: Path) -> None:
+    result = run_cli(*args, "--url", "http://127.0.0.1:9", "--key", "k")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: cannot reach http://127.0.0.1:9: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_tenants_list_never_cuts_a_name(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     tenant = "acme-corporation-european-subsidiary-billing-department-eu-west"

@@ -62,6 +62,17 @@ def test_export_with_a_bad_key_fails_cleanly(live_server: LiveServer, tmp_path: 
     assert not out.exists()
 
 
+def test_export_into_a_missing_directory_fails_cleanly(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "no-such-dir" / "log.jsonl"
+    result = run(
+        "export", "--url", live_server.url, "--key", live_server.read_key, "--out", str(out)
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == f"Error: cannot write {out}: No such file or directory"
+
+
 def test_export_to_an_unreachable_server_fails_cleanly(tmp_path: Path) -> None:
     result = run(
         "export", "--url", "http://127.0.0.1:9", "--key", "x", "--out", str(tmp_path / "x")

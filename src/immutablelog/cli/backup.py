@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from immutablelog.cli.errors import writing
 from immutablelog.cli.options import ledger_options
 
 
@@ -32,8 +33,9 @@ def backup(destination: Path, data_dir: Path, database_url: str | None) -> None:
     if destination.exists():
         raise click.ClickException(f"{destination} exists; backup never overwrites a file")
     partial = destination.with_name(destination.name + ".partial")
-    partial.unlink(missing_ok=True)
-    partial.touch(mode=0o600)  # the log's content is as private as the ledger itself
+    with writing(destination):
+        partial.unlink(missing_ok=True)
+        partial.touch(mode=0o600)  # the log's content is as private as the ledger itself
     source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         target = sqlite3.connect(partial)

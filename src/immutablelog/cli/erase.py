@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import click
 
+from immutablelog.cli.errors import reaching, writing
 from immutablelog.cli.options import config_for, ledger_options, open_ledger
 from immutablelog.cli.remote import client, fail_on_error
 from immutablelog.entry import EntryError
@@ -89,7 +90,7 @@ def erase(
     if url is not None:
         if not key:
             raise click.UsageError("--url needs --key (an admin key)")
-        with client(url, key) as http:
+        with reaching(url), client(url, key) as http:
             response = http.post("/v1/erasures", json=body, params={"tenant": tenant})
         fail_on_error(response)
         _report(response.json())
@@ -169,7 +170,7 @@ def export_erasures(
     if url is not None:
         if not key:
             raise click.UsageError("--url needs --key (an admin key)")
-        with client(url, key) as http:
+        with reaching(url), client(url, key) as http:
             response = http.get("/v1/erasures", params={"tenant": tenant})
         fail_on_error(response)
         body = response.json()
@@ -180,5 +181,6 @@ def export_erasures(
             origin = ledger.origin(found)
             items = [record_json(r) for r in ledger.erasures.index.records(found.id)]
     listing = {"format": ERASURES_FORMAT, "origin": origin, "erasures": items}
-    destination.write_text(json.dumps(listing, indent=1) + "\n", "utf-8")
+    with writing(destination):
+        destination.write_text(json.dumps(listing, indent=1) + "\n", "utf-8")
     click.echo(f"saved {len(items)} erasures of {origin} to {destination}", err=True)

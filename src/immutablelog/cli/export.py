@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-import httpx
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -16,6 +15,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from immutablelog.cli.errors import reaching, writing
 from immutablelog.cli.remote import client, fail_on_error, server_options
 
 
@@ -39,33 +39,32 @@ from immutablelog.cli.remote import client, fail_on_error, server_options
 def export(url: str, key: str, kind: str, out: Path) -> None:
     """Stream the whole signed log to a file, in constant memory."""
     to_stdout = str(out) == "-"
-    try:
-        with (
-            client(url, key) as http,
-            http.stream("GET", "/v1/export", params={"format": kind}) as response,
-        ):
-            if response.status_code >= 400:
-                response.read()
-                fail_on_error(response)
-            size = int(response.headers.get("x-tree-size", "0"))
-            if to_stdout:
-                stdout = sys.stdout.buffer
-                for chunk in response.iter_bytes():
-                    stdout.write(chunk)
-                return
-            partial = out.with_name(out.name + ".partial")
-            columns: list[ProgressColumn] = [
-                TextColumn("exporting"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-            ]
-            with partial.open("wb") as file, Progress(*columns, transient=True) as progress:
-                task = progress.add_task("export", total=None)
-                for chunk in response.iter_bytes():
-                    file.write(chunk)
-                    progress.update(task, advance=len(chunk))
-            partial.replace(out)  # never leave a truncated export under the final name
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    with (
+        reaching(url),
+        writing(out),
+        client(url, key) as http,
+        http.stream("GET", "/v1/export", params={"format": kind}) as response,
+    ):
+        if response.status_code >= 400:
+            response.read()
+            fail_on_error(response)
+        size = int(response.headers.get("x-tree-size", "0"))
+        if to_stdout:
+            stdout = sys.stdout.buffer
+            for chunk in response.iter_bytes():
+                stdout.write(chunk)
+            return
+        partial = out.with_name(out.name + ".partial")
+        columns: list[ProgressColumn] = [
+            TextColumn("exporting"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+        ]
+        with partial.open("wb") as file, Progress(*columns, transient=True) as progress:
+            task = progress.add_task("export", total=None)
+            for chunk in response.iter_bytes():
+                file.write(chunk)
+                progress.update(task, advance=len(chunk))
+        partial.replace(out)  # never leave a truncated export under the final name
     click.echo(f"exported {size} entries to {out}", err=True)

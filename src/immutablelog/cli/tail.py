@@ -7,10 +7,10 @@ import time
 from typing import Any
 
 import click
-import httpx
 from rich.console import Console
 from rich.markup import escape
 
+from immutablelog.cli.errors import reaching
 from immutablelog.cli.remote import client, fail_on_error, server_options
 
 _STYLE = {"success": "green", "info": "cyan", "warning": "yellow", "error": "bold red"}
@@ -61,7 +61,7 @@ def tail(url: str, key: str, lines: int, follow: bool, interval: float, as_json:
     # One line per event even when piped (no wrapping at 80 columns), so grep sees it whole.
     console = Console(highlight=False, soft_wrap=True)
     try:
-        with client(url, key) as http:
+        with reaching(url), client(url, key) as http:
             response = http.get("/v1/events", params={"limit": max(lines, 1)})
             fail_on_error(response)
             recent = response.json()["events"]
@@ -77,7 +77,5 @@ def tail(url: str, key: str, lines: int, follow: bool, interval: float, as_json:
                 for event in response.json()["events"]:
                     _show(console, event, as_json)
                     last = event["index"]
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach {url}: {exc}") from None
     except KeyboardInterrupt:
         pass
