@@ -193,6 +193,24 @@ def test_serve_on_a_taken_port_fails_before_creating_or_showing_keys(tmp_path: P
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.parametrize(
+    ("more", "complaint"),
+    [
+        (["--witness", "http://127.0.0.1:9", "garbage"], "Invalid value for --witness"),
+        (["--witness-quorum", "2"], "Invalid value for --witness-quorum"),
+    ],
+)
+def test_serve_with_a_bad_witness_option_fails_before_creating_or_showing_keys(
+    tmp_path: Path, more: list[str], complaint: str
+) -> None:
+    command = serve_command(tmp_path / "data", free_port(), "--log-format", "text", *more)
+    result = run_cli(*command[3:])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert complaint in result.stderr and "Traceback" not in result.stderr
+    assert "key" not in result.stdout and "Serving" not in result.stdout + result.stderr
+    assert not (tmp_path / "data").exists()
+
+
 def test_with_json_logs_every_line_the_server_writes_is_json(tmp_path: Path) -> None:
     port = free_port()
     server = subprocess.Popen(

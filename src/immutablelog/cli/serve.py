@@ -59,6 +59,18 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def _check_witnesses(witnesses: tuple[tuple[str, str], ...], quorum: int | None) -> None:
+    for url, key in witnesses:
+        try:
+            WitnessEndpoint.parse(url, key)
+        except ValueError as exc:
+            raise click.BadParameter(f"{url} {key}: {exc}", param_hint="--witness") from None
+    if quorum is not None and quorum > len(witnesses):
+        raise click.BadParameter(
+            f"{quorum} exceeds the {len(witnesses)} witnesses given", param_hint="--witness-quorum"
+        )
+
+
 def _announce(
     first_keys: list[tuple[str, str]], verifier_key: str, url: str, data_dir: Path, *, as_json: bool
 ) -> None:
@@ -228,7 +240,9 @@ def serve(
     logging.captureWarnings(True)
     config = config_for(data_dir, database_url, log_name=log_name, signing_key_file=signing_key)
     try:
-        # Before anything is created or shown once: a taken port must not cost the first keys.
+        # Before anything is created or shown once: a bad option or a taken port must not
+        # cost the first keys.
+        _check_witnesses(witnesses, witness_quorum)
         check_port_free(host, port)
         with open_ledger(config) as ledger:
             first_keys = bootstrap(ledger)
@@ -254,16 +268,6 @@ def serve(
     if metrics_token:
         os.environ[METRICS_TOKEN_ENV] = metrics_token
     if witnesses:
-        for url, key in witnesses:
-            try:
-                WitnessEndpoint.parse(url, key)
-            except ValueError as exc:
-                raise click.BadParameter(f"{url} {key}: {exc}", param_hint="--witness") from None
-        if witness_quorum is not None and witness_quorum > len(witnesses):
-            raise click.BadParameter(
-                f"{witness_quorum} exceeds the {len(witnesses)} witnesses given",
-                param_hint="--witness-quorum",
-            )
         os.environ["IMMUTABLELOG_WITNESSES"] = json.dumps([list(pair) for pair in witnesses])
         os.environ["IMMUTABLELOG_WITNESS_INTERVAL"] = str(witness_interval)
         if witness_quorum is not None:
