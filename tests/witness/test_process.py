@@ -59,3 +59,29 @@ def test_witness_serve_refuses_a_bad_log_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--log" in result.stderr
+
+
+def test_witness_serve_on_a_taken_port_is_one_line_before_anything_is_announced(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    key = Signer.generate(ORIGIN).verifier_key()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "immutablelog", "witness", "serve", "--data-dir",
+             str(tmp_path / "w"), "--name", "w", "--log", ORIGIN, key, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        f"Error: port {port} on 127.0.0.1 is already in use; pick another with --port"
+    )
+    assert result.stdout == "" and "Witnessing" not in result.stderr

@@ -71,6 +71,7 @@ def serve(
     """Serve POST /add-checkpoint for the given logs."""
     import uvicorn
 
+    from immutablelog.cli.serve import check_port_free
     from immutablelog.server.logs import logging_config
     from immutablelog.witness.server import WitnessConfig, create_witness_app
 
@@ -81,6 +82,7 @@ def serve(
         except NoteError as exc:
             raise click.BadParameter(f"{log_key!r}: {exc}", param_hint="--log") from None
         trusted.setdefault(origin, []).append(log_key)
+    check_port_free(host, port)  # else uvicorn fails after "Witnessing … on" was printed
     config = WitnessConfig(data_dir, name, trusted, rate=rate, burst=max(1, int(rate * 5)))
     app = _cosigner(lambda: create_witness_app(config))
     click.echo(f"Witness key: {app.state.witness.cosigner.verifier_key()}")
