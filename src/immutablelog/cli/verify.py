@@ -106,7 +106,7 @@ def _remote_options(func: click.decorators.FC) -> click.decorators.FC:
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         help="State file (last verified checkpoint); default: one per server and read key "
-        "under $XDG_STATE_HOME/immutablelog.",
+        "under $IMMUTABLELOG_STATE_DIR, else $XDG_STATE_HOME/immutablelog.",
     )(func)
     func = click.option(
         "--log-key",
@@ -170,7 +170,8 @@ def _witness_policy(keys: tuple[str, ...], quorum: int | None) -> WitnessPolicy 
     default=0,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Processes that fetch and check pages (0: one per core).",
+    help="Processes that fetch and check pages (0: one per core for runs of 50,000+ "
+    "entries, else one).",
 )
 def verify(
     as_json: bool,
