@@ -5,6 +5,8 @@ Run from the repository root::
     .venv/bin/python -m benchmarks.search_scale --entries 3000000 --before main
     .venv/bin/python -m benchmarks.search_scale --entries 10000000 --keep /tmp/ss --reads
 
+(a kept log that already holds ``--entries`` entries is not filled again: ``--reads`` alone).
+
 The log is filled in-process at full speed (``Ledger.submit``, 10,000-event chunks, the
 varied events of benchmarks/read.py: random request ids and actors, so the search file's
 lookups by them take random keys), with the ledger's upkeep thread indexing behind the
@@ -289,16 +291,20 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root / "before", ignore_errors=True)
         now_root = root if args.fill_only else root / "now"
         _, data_dir, db, _ = bench_log(now_root, "unused")
-        record = fill(data_dir, args.entries, args.every, args.seed)
-        if args.fill_only:
-            assert args.json is not None
-            args.json.write_text(json.dumps(record))
-            return 0
-        records.append(("now", record))
+        if db.exists() and stored(db) >= args.entries and not args.fill_only:
+            print(f"{db} already holds {stored(db):,} entries: no fill")
+        else:
+            record = fill(data_dir, args.entries, args.every, args.seed)
+            if args.fill_only:
+                assert args.json is not None
+                args.json.write_text(json.dumps(record))
+                return 0
+            records.append(("now", record))
         for label, rec in records:
             print_fill(label, rec)
-        print_summaries(records)
-        if args.json:
+        if records:
+            print_summaries(records)
+        if args.json and records:
             args.json.write_text(json.dumps(dict(records)))
         if args.reads:
             stats = reads(now_root, db, args.seed)

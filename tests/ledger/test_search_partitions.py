@@ -145,20 +145,25 @@ def test_every_lookup_seeks_partitions_by_equality(storage: SQLiteStorage) -> No
         assert "INDEX lookup_by_" in plan and "(<expr>=? AND tenant_id=? AND " in plan, plan
 
 
-def test_a_layout_4_search_file_is_migrated_in_place(storage: SQLiteStorage) -> None:
-    """The lookup indexes of layout 4 are rebuilt with the partition; the full-text index
-    is kept as it is (a new file would index the whole log again)."""
+@pytest.mark.parametrize(
+    ("layout", "lead"), [("4", ""), ("5", "(entry_rowid >> 16), ")], ids=["layout 4", "layout 5"]
+)
+def test_an_older_layout_gets_its_lookup_indexes_rebuilt_in_place(
+    storage: SQLiteStorage, layout: str, lead: str
+) -> None:
+    """The lookup indexes of layouts 4 (no partition) and 5 (other partitions) are rebuilt;
+    the full-text index is kept as it is (a new file would index the whole log again)."""
     rng = random.Random(7)
     acme = new_tenant(storage)
     rows = append_events(storage, acme, _events(rng, 50))
     storage.index_search(100)
     storage._search_conn.executescript(
-        "DROP INDEX search.lookup_by_event_name; DROP INDEX search.lookup_by_request_id; "
-        "DROP INDEX search.lookup_by_actor; "
-        "CREATE INDEX search.lookup_by_event_name ON lookup (tenant_id, event_name); "
-        "CREATE INDEX search.lookup_by_request_id ON lookup (tenant_id, request_id); "
-        "CREATE INDEX search.lookup_by_actor ON lookup (tenant_id, actor); "
-        "UPDATE search.meta SET value = '4' WHERE key = 'layout';"
+        "".join(
+            f"DROP INDEX search.lookup_by_{column}; CREATE INDEX search.lookup_by_{column} "
+            f"ON lookup ({lead}tenant_id, {column}); "
+            for column in lookup.COLUMNS
+        )
+        + f"UPDATE search.meta SET value = '{layout}' WHERE key = 'layout';"
     )
     storage.close()
     reopened = SQLiteStorage(storage.path)

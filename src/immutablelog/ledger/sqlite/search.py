@@ -291,8 +291,11 @@ _PAYLOAD = (
     "json_extract(CAST(x.erasable_values AS TEXT), '$.payload'))"
 )
 #: Bump when the search file's tables change: an older file is then dropped and rebuilt
-#: (layout 4, whose lookup indexes did not lead with the partition, is migrated in place).
-_SEARCH_LAYOUT = "5"
+#: (but layouts 4 and 5, whose lookup indexes differ only in how they lead with the
+#: partition, are migrated in place).
+_SEARCH_LAYOUT = "6"
+#: Layouts whose lookup indexes alone are rebuilt: 4 (no partition), 5 (65,536 entries).
+_LOOKUP_INDEXES_ONLY = ("4", "5")
 #: Filters that the full-text index also answers, so that a search with them intersects
 #: posting lists instead of joining every match of a common word.
 _FTS_FILTERS = ("service", "type", "env")
@@ -332,7 +335,7 @@ def _create_search_file(conn: sqlite3.Connection) -> None:
     row = conn.execute("SELECT value FROM search.meta WHERE key = 'layout'").fetchone()
     if row is not None and row[0] == _SEARCH_LAYOUT:
         return
-    if row is not None and row[0] == "4":
+    if row is not None and row[0] in _LOOKUP_INDEXES_ONLY:
         # Only the lookup indexes changed: rebuilding them is one sort of each column,
         # where a new file would index every entry again (and search none meanwhile).
         conn.executescript(
