@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,12 @@ from tests.live import LiveServer
 from tests.postgres_fixture import postgres_url
 
 __all__ = ["postgres_url"]
+
+# A shell starts a background job with SIGINT ignored, and an ignored signal stays ignored
+# across exec: the tests that stop a child server or CLI with Ctrl-C would then wait for
+# ever. A handled signal is reset to its default in every child, so handle it here.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
