@@ -16,6 +16,7 @@ from typing import Final
 
 from immutablelog.ledger import rollup
 from immutablelog.ledger.sqlite import lookup
+from immutablelog.ledger.sqlite.sql import mark_progress, next_slice
 from immutablelog.ledger.storage import EventQuery, event_filters
 
 #: The rollup table (``search`` is the attached search file).
@@ -61,32 +62,14 @@ def create(conn: sqlite3.Connection) -> None:
 def roll_up(conn: sqlite3.Connection, limit: int) -> int:
     """Add up to ``limit`` entries after the mark to the rollup; return how many. Runs in
     the caller's transaction, which holds the search file's write lock."""
-    meta = dict(
-        conn.execute(
-            "SELECT key, value FROM search.meta WHERE key IN ('counted_rowid', 'counted_id')"
-        ).fetchall()
-    )
-    done = int(meta.get("counted_rowid", 0))
-    if done:
-        row = conn.execute("SELECT id FROM main.entries WHERE rowid = ?", (done,)).fetchone()
-        if row is None or row[0] != meta.get("counted_id"):
-            # The ledger file was replaced (by an older copy, say): count afresh.
-            conn.execute("DELETE FROM search.event_counts")
-            done = 0
-    last_of_slice = "SELECT rowid, id FROM main.entries WHERE rowid > ? ORDER BY rowid "
-    top = (
-        conn.execute(last_of_slice + "LIMIT 1 OFFSET ?", (done, limit - 1)).fetchone()
-        or conn.execute(last_of_slice + "DESC LIMIT 1", (done,)).fetchone()
-    )
-    if top is None:
+    taken = next_slice(conn, "counted", limit, ["DELETE FROM search.event_counts"])
+    if taken is None:
         return 0
-    conn.execute(rollup.rollup_insert(DIALECT, "e.rowid > ? AND e.rowid <= ?"), (done, top[0]))
-    conn.executemany(
-        "INSERT INTO search.meta (key, value) VALUES (?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [("counted_rowid", str(top[0])), ("counted_id", top[1])],
+    conn.execute(
+        rollup.rollup_insert(DIALECT, "e.rowid > ? AND e.rowid <= ?"), (taken.after, taken.last)
     )
-    return int(top[0]) - done
+    mark_progress(conn, "counted", taken)
+    return taken.last - taken.after
 
 
 def backlog(conn: sqlite3.Connection) -> int:

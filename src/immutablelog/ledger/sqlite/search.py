@@ -17,7 +17,7 @@ from pathlib import Path
 from immutablelog.ledger.rollup import Cancel, newest_matches
 from immutablelog.ledger.sqlite import counts, lookup
 from immutablelog.ledger.sqlite.connection import CACHE_KIB, file_lock, transaction
-from immutablelog.ledger.sqlite.sql import WITH_PART, chunks
+from immutablelog.ledger.sqlite.sql import WITH_PART, chunks, mark_progress, next_slice
 from immutablelog.ledger.storage import (
     COUNT_MATCHES,
     COUNT_SECONDS,
@@ -244,44 +244,32 @@ class SearchFile:
 
 def _index_slice(conn: sqlite3.Connection, limit: int) -> int:
     """Index the next ``limit`` entries at most (inside the caller's transaction)."""
-    meta = dict(conn.execute("SELECT key, value FROM search.meta").fetchall())
-    done = int(meta.get("indexed_rowid", 0))
-    if done:
-        row = conn.execute("SELECT id FROM main.entries WHERE rowid = ?", (done,)).fetchone()
-        if row is None or row[0] != meta.get("indexed_id"):
-            # The ledger file was replaced (by an older copy, say): start afresh rather
-            # than let old words point at the rowids of other entries.
-            conn.execute("INSERT INTO search.entries_search (entries_search) VALUES ('delete-all')")
-            conn.execute("DELETE FROM search.lookup")
-            conn.execute("DELETE FROM search.erased")
-            done = 0
-    # The last entry of this slice: the limit-th after the progress mark, else the newest.
-    last_of_slice = "SELECT rowid, id FROM main.entries WHERE rowid > ? ORDER BY rowid "
-    top = (
-        conn.execute(last_of_slice + "LIMIT 1 OFFSET ?", (done, limit - 1)).fetchone()
-        or conn.execute(last_of_slice + "DESC LIMIT 1", (done,)).fetchone()
-    )
-    if top is None:
+    taken = next_slice(conn, "indexed", limit, _FORGET_INDEXED)
+    if taken is None:
         return 0
     cur = conn.execute(
         "INSERT INTO search.entries_search (rowid, payload, service, type, env) "
         f"SELECT e.rowid, {_PAYLOAD}, e.service, e.type, e.env "
         f"FROM main.entries AS e {WITH_PART} "
         "WHERE e.rowid > ? AND e.rowid <= ?",
-        (done, top[0]),
+        (taken.after, taken.last),
     )
     conn.execute(
         "INSERT INTO search.lookup (entry_rowid, tenant_id, event_name, request_id, actor) "
         "SELECT rowid, tenant_id, event_name, request_id, actor FROM main.entries "
         "WHERE rowid > ? AND rowid <= ?",
-        (done, top[0]),
+        (taken.after, taken.last),
     )
-    conn.executemany(
-        "INSERT INTO search.meta (key, value) VALUES (?, ?) "
-        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [("indexed_rowid", str(top[0])), ("indexed_id", top[1])],
-    )
+    mark_progress(conn, "indexed", taken)
     return cur.rowcount
+
+
+#: What the indexing job derived, emptied when the ledger file under it was replaced.
+_FORGET_INDEXED = (
+    "INSERT INTO search.entries_search (entries_search) VALUES ('delete-all')",
+    "DELETE FROM search.lookup",
+    "DELETE FROM search.erased",
+)
 
 
 #: The payload of an entry ``e`` with its part ``x``: in the entry (format 1, clear

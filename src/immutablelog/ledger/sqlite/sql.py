@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from immutablelog.ledger.storage import StorageError
 from immutablelog.merkle import NodeID
@@ -46,3 +46,52 @@ def select_nodes(conn: sqlite3.Connection, tenant_id: int, ids: Sequence[NodeID]
         return [found[node] for node in ids]
     except KeyError as missing:
         raise StorageError(f"tree node {missing} of tenant {tenant_id} is missing") from None
+
+
+class Slice(NamedTuple):
+    """Entries ``after < rowid <= last`` for a job of the search file to take in."""
+
+    after: int
+    last: int
+    last_id: str
+
+
+def next_slice(
+    conn: sqlite3.Connection, job: str, limit: int, forget: Sequence[str]
+) -> Slice | None:
+    """The next ``limit`` entries at most that a job deriving rows from the log in the
+    search file (``job``: ``indexed``, ``counted``) has yet to take in, or None if none.
+
+    The job's progress mark is meta ``<job>_rowid``, with that entry's id in ``<job>_id``.
+    An id that no longer matches means the ledger file was replaced (by an older copy, say):
+    the ``forget`` statements empty what the job derived, and it starts afresh rather than
+    let old rows point at the rowids of other entries.
+    """
+    meta = dict(
+        conn.execute(
+            "SELECT key, value FROM search.meta WHERE key IN (?, ?)", (f"{job}_rowid", f"{job}_id")
+        ).fetchall()
+    )
+    done = int(meta.get(f"{job}_rowid", 0))
+    if done:
+        row = conn.execute("SELECT id FROM main.entries WHERE rowid = ?", (done,)).fetchone()
+        if row is None or row[0] != meta.get(f"{job}_id"):
+            for statement in forget:
+                conn.execute(statement)
+            done = 0
+    # The last entry of this slice: the limit-th after the progress mark, else the newest.
+    last_of_slice = "SELECT rowid, id FROM main.entries WHERE rowid > ? ORDER BY rowid "
+    top = (
+        conn.execute(last_of_slice + "LIMIT 1 OFFSET ?", (done, limit - 1)).fetchone()
+        or conn.execute(last_of_slice + "DESC LIMIT 1", (done,)).fetchone()
+    )
+    return None if top is None else Slice(done, int(top[0]), str(top[1]))
+
+
+def mark_progress(conn: sqlite3.Connection, job: str, taken: Slice) -> None:
+    """Move ``job``'s progress mark past ``taken`` (in the transaction that took it in)."""
+    conn.executemany(
+        "INSERT INTO search.meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [(f"{job}_rowid", str(taken.last)), (f"{job}_id", taken.last_id)],
+    )
