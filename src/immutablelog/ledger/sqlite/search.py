@@ -194,11 +194,14 @@ class SearchFile:
             yield
 
     def purge_erased(self) -> bool:
-        search = self._search()
-        row = search.execute("SELECT value FROM search.meta WHERE key = 'purge_pending'").fetchone()
-        if row is None:
-            return False
+        search, ledger = self._search(), self._ledger()  # before the lock (attach takes it)
+        # The pending mark is read under the lock, and the purge ends under it: a caller
+        # that finds nothing pending never returns while another thread's purge still has
+        # erased values in a write-ahead log.
         with self.lock():
+            pending = "SELECT value FROM search.meta WHERE key = 'purge_pending'"
+            if search.execute(pending).fetchone() is None:
+                return False
             # A 'delete' only adds tombstones: the words stay in older segments until those
             # are merged with them. Merge them all, overwriting what is freed.
             search.execute("PRAGMA search.secure_delete = ON")
@@ -211,7 +214,7 @@ class SearchFile:
             finally:
                 search.execute("PRAGMA search.secure_delete = OFF")
             search.execute("PRAGMA search.wal_checkpoint(TRUNCATE)").fetchall()
-        self._ledger().execute("PRAGMA main.wal_checkpoint(TRUNCATE)").fetchall()
+            ledger.execute("PRAGMA main.wal_checkpoint(TRUNCATE)").fetchall()
         return True
 
     def actor_indexes(
