@@ -195,13 +195,15 @@ class SearchFile:
 
     def purge_erased(self) -> bool:
         search, ledger = self._search(), self._ledger()  # before the lock (attach takes it)
-        # The pending mark is read under the lock, and the purge ends under it: a caller
-        # that finds nothing pending never returns while another thread's purge still has
-        # erased values in a write-ahead log.
+        # The pending mark goes only once the purge is over, so a caller that finds none
+        # never returns while another thread's purge still has erased values in a
+        # write-ahead log, and the usual round, with nothing pending, takes no lock.
+        pending = "SELECT value FROM search.meta WHERE key = 'purge_pending'"
+        if search.execute(pending).fetchone() is None:
+            return False
         with self.lock():
-            pending = "SELECT value FROM search.meta WHERE key = 'purge_pending'"
             if search.execute(pending).fetchone() is None:
-                return False
+                return False  # another thread purged it meanwhile
             # A 'delete' only adds tombstones: the words stay in older segments until those
             # are merged with them. Merge them all, overwriting what is freed.
             search.execute("PRAGMA search.secure_delete = ON")
@@ -210,11 +212,12 @@ class SearchFile:
                     search.execute(
                         "INSERT INTO search.entries_search (entries_search) VALUES ('optimize')"
                     )
-                    search.execute("DELETE FROM search.meta WHERE key = 'purge_pending'")
             finally:
                 search.execute("PRAGMA search.secure_delete = OFF")
             search.execute("PRAGMA search.wal_checkpoint(TRUNCATE)").fetchall()
             ledger.execute("PRAGMA main.wal_checkpoint(TRUNCATE)").fetchall()
+            with transaction(search, "BEGIN IMMEDIATE"):
+                search.execute("DELETE FROM search.meta WHERE key = 'purge_pending'")
         return True
 
     def actor_indexes(
