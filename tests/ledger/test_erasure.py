@@ -64,7 +64,8 @@ def raw_bytes(ledger: Ledger) -> bytes:
     """Every byte the database keeps: the SQLite files (with their write-ahead logs), or a
     plain dump of the PostgreSQL database."""
     storage = ledger.storage
-    storage.purge_erased()  # what the upkeep thread does after an erasure
+    while storage.purge_erased():  # what the upkeep thread's rounds do after an erasure
+        pass
     if isinstance(storage, SQLiteStorage):
         files = [*storage.path.parent.glob("ledger*")]
         return b"".join(f.read_bytes() for f in files if f.is_file())

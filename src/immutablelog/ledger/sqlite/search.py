@@ -186,11 +186,14 @@ class SearchFile:
         search = self._search()  # before the lock: attaching the file takes it too
         with self.lock():
             with transaction(search, "BEGIN"):
-                if _purge_search(search, tenant_id, indexes):
-                    search.execute(
-                        "INSERT INTO search.meta (key, value) VALUES ('purge_pending', '1') "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-                    )
+                _purge_search(search, tenant_id, indexes)
+                # Pending even if the index held none of them: the ledger's write-ahead log
+                # keeps the values' old pages until a reset succeeds, and a reader can make
+                # the one after the deletion fail.
+                search.execute(
+                    "INSERT INTO search.meta (key, value) VALUES ('purge_pending', '1') "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                )
             yield
 
     def purge_erased(self) -> bool:
@@ -214,8 +217,12 @@ class SearchFile:
                     )
             finally:
                 search.execute("PRAGMA search.secure_delete = OFF")
-            search.execute("PRAGMA search.wal_checkpoint(TRUNCATE)").fetchall()
-            ledger.execute("PRAGMA main.wal_checkpoint(TRUNCATE)").fetchall()
+            resets = [
+                conn.execute(f"PRAGMA {name}.wal_checkpoint(TRUNCATE)").fetchone()
+                for conn, name in ((search, "search"), (ledger, "main"))
+            ]
+            if any(busy for busy, *_ in resets):
+                return True  # a reader held a log: still pending, the next round resets it
             with transaction(search, "BEGIN IMMEDIATE"):
                 search.execute("DELETE FROM search.meta WHERE key = 'purge_pending'")
         return True
