@@ -19,6 +19,17 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The SDK's spool and the verifier's saved state default to $XDG_STATE_HOME (else
+    ~/.local/state): point it at a temporary directory for the whole run, servers and CLIs
+    started as child processes included, so tests leave nothing in the user's home."""
+    home = tmp_path_factory.mktemp("state-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_STATE_HOME", str(home))
+        yield home
+
+
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     """A real server process on a fresh SQLite data directory."""

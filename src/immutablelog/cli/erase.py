@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import click
 
+from immutablelog._counted import counted
 from immutablelog.cli.errors import reaching, writing
 from immutablelog.cli.options import config_for, ledger_options, open_ledger
 from immutablelog.cli.remote import client, fail_on_error
@@ -42,7 +43,7 @@ def _remote_options(func: Any) -> Any:
 def _report(outcome: dict[str, Any]) -> None:
     click.echo(json.dumps(outcome))
     click.echo(
-        f"erased the values of {outcome['erased']} events; recorded in entries "
+        f"erased the values of {counted(outcome['erased'], 'event')}; recorded in entries "
         f"{outcome['records'] or 'none (nothing left to erase)'}",
         err=True,
     )

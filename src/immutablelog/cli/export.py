@@ -15,6 +15,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from immutablelog._counted import counted
 from immutablelog.cli.errors import reaching, writing
 from immutablelog.cli.remote import client, fail_on_error, server_options
 
@@ -67,4 +68,4 @@ def export(url: str, key: str, kind: str, out: Path) -> None:
                 file.write(chunk)
                 progress.update(task, advance=len(chunk))
         partial.replace(out)  # never leave a truncated export under the final name
-    click.echo(f"exported {size} entries to {out}", err=True)
+    click.echo(f"exported {counted(size, 'entry', 'entries')} to {out}", err=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from immutablelog._counted import counted
 from immutablelog.cli.options import config_for, ledger_options, open_ledger
 from immutablelog.ledger import DEFAULT_TENANT
 from immutablelog.tiles.sync import SyncError, sync_tiles
@@ -39,5 +40,5 @@ def sync(directory: Path, tenant: str, data_dir: Path, database_url: str | None)
             raise click.ClickException(str(exc)) from None
     click.echo(
         f"{directory}: size {result.previous_size} -> {result.size}, "
-        f"{result.tiles_written} tiles written"
+        f"{counted(result.tiles_written, 'tile')} written"
     )

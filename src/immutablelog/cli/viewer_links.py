@@ -111,6 +111,6 @@ def revoke(prefix: str, data_dir: Path, database_url: str | None) -> None:
     with open_ledger(config_for(data_dir, database_url)) as ledger:
         try:
             record = links.revoke(ledger, prefix)
-        except links.LinkError as exc:
-            raise click.UsageError(exc.message) from None
+        except links.LinkError as exc:  # a prefix nothing has: as `keys revoke`, not a usage error
+            raise click.ClickException(exc.message) from None
     click.echo(f"revoked {record.prefix} ({record.tenant}) at {record.revoked_at}")

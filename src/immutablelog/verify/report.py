@@ -14,6 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from immutablelog._counted import counted
+
 #: How many findings a report keeps. A log with every entry renumbered has a million
 #: symptoms of one cause; the first ones and the total are what an investigator needs.
 MAX_FINDINGS = 200
@@ -195,7 +197,7 @@ def render_human(report: Report, console: Console) -> None:
     if report.previous_size is not None:
         console.print(f"  previously  verified up to size {report.previous_size:,}")
     if report.command != "prove":
-        console.print(f"  checked     {report.entries_checked:,} entries")
+        console.print(f"  checked     {counted(report.entries_checked, 'entry', 'entries')}")
     if report.event is not None:
         event = report.event
         console.print(
@@ -205,8 +207,8 @@ def render_human(report: Report, console: Console) -> None:
         )
     if report.erasures or report.erased_entries:
         console.print(
-            f"  erased      {report.erased_entries:,} entries' values, under "
-            f"{len(report.erasures):,} erasure records in the log"
+            f"  erased      the values of {counted(report.erased_entries, 'entry', 'entries')}, "
+            f"under {counted(len(report.erasures), 'erasure record')} in the log"
         )
         for record in report.erasures[:_SHOWN_ERASURES]:
             console.print(
@@ -215,7 +217,8 @@ def render_human(report: Report, console: Console) -> None:
             )
     if report.withheld_entries:
         console.print(
-            f"  withheld    {report.withheld_entries:,} entries' values are not in this source: "
+            f"  withheld    the values of {counted(report.withheld_entries, 'entry', 'entries')} "
+            "are not in this source: "
             "their clear fields and commitments are what is proven"
         )
     for rotation in report.key_rotations:
