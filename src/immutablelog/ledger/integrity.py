@@ -1,11 +1,12 @@
 """The server's own integrity check (``GET /v1/verify``).
 
 It recomputes every leaf from the stored entry bytes, rebuilds the roots, compares them with
-every signed checkpoint in range, checks each signature and each derived column, and each
+every signed checkpoint in range, checks each signature and each derived column, each
 erasable part against its entry's commitment (a missing one must be covered by an erasure
-record). It finds
-accidents and clumsy tampering; it cannot find a history rewritten together with all of its
-hashes and signatures — only a verifier that kept an earlier checkpoint can (``verify/``).
+record), and each packed level-0 tile (``tiles/source.py``) against the leaves it copies.
+It finds accidents and clumsy tampering; it cannot find a history rewritten together with
+all of its hashes and signatures — only a verifier that kept an earlier checkpoint can
+(``verify/``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from immutablelog.ledger.storage import (
     Tenant,
 )
 from immutablelog.merkle import CompactRange, frontier_ids, leaf_hash
+from immutablelog.tiles.layout import TILE_WIDTH
 
 MAX_BREAKS = 100
 
@@ -32,7 +34,8 @@ MAX_BREAKS = 100
 @dataclass(frozen=True, slots=True)
 class Break:
     """One finding: ``kind`` is altered_entry, altered_column, altered_erasable,
-    missing_erasable, missing_entry, extra_entry, root_mismatch or bad_signature."""
+    missing_erasable, missing_entry, extra_entry, root_mismatch, bad_signature or
+    altered_tile."""
 
     kind: str
     message: str
@@ -153,6 +156,41 @@ def _check_row(
             )
 
 
+class _PackedTiles:
+    """Compares each full level-0 tile the check walks through, gap-free, with its packed
+    copy: served in place of the entries' leaves, it must be exactly those."""
+
+    def __init__(self, storage: Storage, tenant: Tenant, report: IntegrityReport) -> None:
+        self._storage, self._tenant, self._report = storage, tenant, report
+        self._leaves: list[bytes] | None = None  # None: the current tile cannot be compared
+        self._next = -1
+
+    def add(self, row: AuditRow) -> None:
+        if row.index % TILE_WIDTH == 0:
+            self._leaves = []
+        elif row.index != self._next:
+            self._leaves = None
+        self._next = row.index + 1
+        if self._leaves is None:
+            return
+        self._leaves.append(row.leaf)
+        if len(self._leaves) == TILE_WIDTH:
+            self._compare(row.index // TILE_WIDTH, b"".join(self._leaves))
+
+    def _compare(self, tile: int, leaves: bytes) -> None:
+        packed = self._storage.packed_tile(self._tenant.id, tile)
+        if packed is not None and packed != leaves:
+            first = tile * TILE_WIDTH
+            self._report.add(
+                Break(
+                    "altered_tile",
+                    f"the packed copy of level-0 tile {tile} differs from the leaf hashes of "
+                    f"entries {first}..{first + TILE_WIDTH - 1}",
+                    first,
+                )
+            )
+
+
 def _check_checkpoint(
     stored: StoredCheckpoint,
     root: bytes,
@@ -207,11 +245,13 @@ def check_log(
     if upcoming is not None and upcoming.size == rng.size:
         _check_checkpoint(upcoming, rng.root(), verifier, origin, report)
         upcoming = next(pending, None)
+    tiles = _PackedTiles(storage, tenant, report)
     for row in storage.audit_rows(tenant.id, start, end):
         while rng.size < row.index:  # a gap: entries are missing
             report.add(Break("missing_entry", f"no entry at index {rng.size}", rng.size))
             rng.append(bytes(32))
         _check_row(row, rng.size, tenant, report, record_for)
+        tiles.add(row)
         rng.append(leaf_hash(row.data))
         report.events_checked += 1
         while upcoming is not None and upcoming.size <= rng.size:

@@ -476,6 +476,11 @@ class Ledger:
         """Entries not yet searchable with ``q`` (the index is filled behind the writer)."""
         return self.storage.search_backlog()
 
+    def tile_backlog(self) -> int:
+        """Entries whose full level-0 tiles are not packed yet (they are then read from the
+        entries: the same bytes, more reads)."""
+        return self.storage.tile_backlog()
+
     def check_integrity(
         self, tenant: Tenant, start: int = 0, end: int | None = None
     ) -> IntegrityReport:

@@ -580,6 +580,21 @@ class Storage(KeyHistoryStorage, Protocol):
         """How many entries, of all tenants, the event counts do not cover yet."""
         ...
 
+    def pack_tiles(self, limit: int) -> int:
+        """Copy the full level-0 hash tiles that up to ``limit`` not-yet-packed entries
+        complete into a row each (``tiles/source.py``); return how many entries were taken
+        in (a backend packing whole tiles may take in a few more than ``limit``)."""
+        ...
+
+    def packed_tile(self, tenant_id: int, index: int) -> bytes | None:
+        """Full level-0 tile ``index`` (256 leaf hashes) as packed, or None if it is not
+        packed yet: then it is read from the entries' leaves."""
+        ...
+
+    def tile_backlog(self) -> int:
+        """How many entries, of all tenants, the packed tiles do not cover yet."""
+        ...
+
 
 @runtime_checkable
 class ReclaimsWal(Protocol):

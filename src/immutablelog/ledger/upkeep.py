@@ -1,6 +1,6 @@
 """Upkeep behind the writer, on a thread of its own: the search index, the event counts
-(``ledger/rollup.py``), the WAL, and the physical clean-up after erasures
-(``Storage.purge_erased``).
+(``ledger/rollup.py``), the packed level-0 tiles (``tiles/source.py``), the WAL, and the
+physical clean-up after erasures (``Storage.purge_erased``).
 
 Each job is work a commit would otherwise do, moved off the writer's path:
 
@@ -11,6 +11,9 @@ Each job is work a commit would otherwise do, moved off the writer's path:
   PostgreSQL lets one process at a time fill it).
 * The event counts are derived data too, filled the same way; a count adds the few
   entries they do not cover yet from the entries themselves, so it is always exact.
+* So are the packed tiles: each full level-0 hash tile copied into one row, so that
+  serving it reads that row instead of 256 entry rows. A tile not packed yet is read from
+  the entries, with the same bytes.
 * SQLite's write-ahead log is copied into the database file here (``reclaim_wal``, a
   passive checkpoint, which never blocks the writer; a backend without the capability,
   PostgreSQL, does its own) instead of by whichever commit crosses SQLite's default
@@ -39,8 +42,9 @@ _SLICE = 50_000
 
 
 class Upkeep:
-    """Keeps ``storage``'s search index and event counts up to date and, where the backend
-    asks for it (:class:`ReclaimsWal`), its write-ahead log copied. Start once, stop once."""
+    """Keeps ``storage``'s search index, event counts and packed tiles up to date and,
+    where the backend asks for it (:class:`ReclaimsWal`), its write-ahead log copied.
+    Start once, stop once."""
 
     def __init__(self, storage: Storage, *, interval: float = 0.5) -> None:
         self._storage = storage
@@ -54,6 +58,7 @@ class Upkeep:
         self._indexing_failures = RepeatedFailure(logger, "search indexing")
         self._purge_failures = RepeatedFailure(logger, "purging erased values")
         self._rollup_failures = RepeatedFailure(logger, "event counting")
+        self._packing_failures = RepeatedFailure(logger, "packing tiles")
 
     def start(self) -> None:
         with self._lock:
@@ -80,6 +85,7 @@ class Upkeep:
         while not self._stopping.is_set():
             self._catch_up()
             self._roll_up()
+            self._pack()
             self._reclaim()
             self._guarded(self._storage.purge_erased, self._purge_failures)
             self._stopping.wait(self._interval)
@@ -103,11 +109,14 @@ class Upkeep:
     def _roll_up(self) -> None:
         self._drain(self._storage.roll_up, self._rollup_failures)
 
+    def _pack(self) -> None:
+        self._drain(self._storage.pack_tiles, self._packing_failures)
+
     def _drain(self, job: Callable[[int], int], failures: RepeatedFailure) -> None:
         """Run ``job`` a slice at a time until it has less than a slice left to do."""
 
         def drain() -> None:
-            while not self._stopping.is_set() and job(_SLICE) == _SLICE:
+            while not self._stopping.is_set() and job(_SLICE) >= _SLICE:
                 pass
 
         self._guarded(drain, failures)

@@ -112,10 +112,20 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     state = request.app.state
     ledger: Ledger = state.ledger
-    # Read at scrape time (the index is filled by whichever process holds its lock); with
+    # Read at scrape time (derived data is filled by whichever process holds its lock); with
     # the database away or slow, the other metrics still answer, at once.
-    with contextlib.suppress(StorageError, TimeoutError):
-        state.metrics.search_backlog.set(await _within_timeout(ledger.search_backlog))
+    gauges = (state.metrics.search_backlog, state.metrics.tile_backlog)
+    backlogs = await asyncio.gather(
+        _within_timeout(ledger.search_backlog),
+        _within_timeout(ledger.tile_backlog),
+        return_exceptions=True,
+    )
+    for gauge, backlog in zip(gauges, backlogs, strict=True):
+        if isinstance(backlog, (StorageError, TimeoutError)):
+            continue
+        if isinstance(backlog, BaseException):
+            raise backlog
+        gauge.set(backlog)
     state.metrics.observe_health(ledger.storage.health.faults(), len(ledger.broken_logs()))
     if state.observe_witnesses is not None:
         with contextlib.suppress(StorageError, TimeoutError):

@@ -81,6 +81,12 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
+        self.tile_backlog = Gauge(
+            "immutablelog_tile_backlog_entries",
+            "Committed entries the packed level-0 hash tiles do not cover yet (all tenants)",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
         self.storage_fault = Gauge(
             "immutablelog_storage_fault",
             "1 while the storage has this fault (unavailable: the database cannot be "

@@ -14,7 +14,7 @@ guess at what was meant.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -25,6 +25,8 @@ MAX_LEVEL: Final = 63
 MAX_TREE_SIZE: Final = (1 << 63) - 1
 #: The ``level`` of entry bundles, which share the level-0 tile geometry.
 ENTRIES_LEVEL: Final = -1
+#: The bytes of a full hash tile: 256 SHA-256 hashes.
+FULL_TILE_BYTES: Final = TILE_WIDTH * 32
 
 _LEVEL = re.compile(r"0|[1-9][0-9]?")
 _WIDTH = re.compile(r"[1-9][0-9]{0,2}")
@@ -90,6 +92,15 @@ def level_width(size: int, level: int) -> int:
 def available(tile: TileRef, size: int) -> bool:
     """Whether a tree of ``size`` leaves contains all of ``tile``'s hashes."""
     return tile.first + tile.width <= level_width(size, tile.level)
+
+
+def full_leaf_tiles(first: int, leaves: Sequence[bytes]) -> Iterator[tuple[int, bytes]]:
+    """``(index, bytes)`` of each full level-0 tile among ``leaves``, the leaf hashes from
+    index ``first`` on (a tile's first index); a partial tile at the end is left out."""
+    if first % TILE_WIDTH:
+        raise ValueError(f"leaf {first} does not start a tile")
+    for start in range(0, len(leaves) - TILE_WIDTH + 1, TILE_WIDTH):
+        yield (first + start) // TILE_WIDTH, b"".join(leaves[start : start + TILE_WIDTH])
 
 
 def tiles_for_size(size: int, *, entries: bool = True) -> Iterator[TileRef]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 
 # Arbitrary constants: the advisory lock every process takes while it checks or migrates the
 # schema, so several processes starting at once do not race on CREATE TABLE; and the one
@@ -34,6 +34,8 @@ WITNESSING_LOCK_CLASS: Final = 0x1A7E_5C0E
 RETENTION_LOCK_CLASS: Final = 0x1A7E_5C0F
 #: Lets a single process at a time fill the event counts (ledger/rollup.py).
 COUNT_LOCK_ID: Final = 0x1A7E_5C0D_0003
+#: The same, for packing level-0 tiles (ledger/postgres/leaf_tiles.py).
+TILE_LOCK_ID: Final = 0x1A7E_5C0D_0004
 
 _APPEND_ONLY = """
 CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {{schema}}.{table}
@@ -391,5 +393,18 @@ CREATE TABLE {schema}.entries_search (
     PRIMARY KEY (tenant_id, idx)
 );
 CREATE INDEX entries_search_lexemes ON {schema}.entries_search USING gin (lexemes);
+""",
+    9: """
+-- Full level-0 hash tiles, packed behind the writer (ledger/postgres/leaf_tiles.py): the
+-- 256 leaf hashes of a tile in one row, where the entries hold them in 256 rows. Derived
+-- (rebuildable, not append-only); filled from the existing entries after the upgrade.
+-- Hashes do not compress: stored out of line without trying.
+CREATE TABLE {schema}.leaf_tiles (
+    tenant_id bigint NOT NULL,
+    n bigint NOT NULL,
+    hashes bytea NOT NULL CHECK (length(hashes) = 8192),
+    PRIMARY KEY (tenant_id, n)
+);
+ALTER TABLE {schema}.leaf_tiles ALTER COLUMN hashes SET STORAGE EXTERNAL;
 """,
 }

@@ -14,9 +14,9 @@ Constraint violations surface as psycopg's ``IntegrityError``, as SQLite's do.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 
 import psycopg
@@ -26,13 +26,14 @@ from psycopg_pool import ConnectionPool
 
 from immutablelog.ledger import rollup
 from immutablelog.ledger.health import StorageHealth
-from immutablelog.ledger.postgres import counts
+from immutablelog.ledger.postgres import counts, leaf_tiles
 from immutablelog.ledger.postgres.accounts import AccountWrites
 from immutablelog.ledger.postgres.erasure import Erasure
 from immutablelog.ledger.postgres.lease import Leasing
 from immutablelog.ledger.postgres.migrate import migrate
 from immutablelog.ledger.postgres.reads import LogReads
-from immutablelog.ledger.postgres.schema import COUNT_LOCK_ID, SEARCH_LOCK_ID
+from immutablelog.ledger.postgres.schema import COUNT_LOCK_ID, SEARCH_LOCK_ID, TILE_LOCK_ID
+from immutablelog.ledger.postgres.writes import Connection
 from immutablelog.ledger.rollup import Cancel
 from immutablelog.ledger.rows import WITH_PART
 from immutablelog.ledger.storage import (
@@ -45,6 +46,7 @@ from immutablelog.ledger.storage import (
     event_filters,
 )
 from immutablelog.ledger.words import search_document, search_words
+from immutablelog.tiles.layout import TILE_WIDTH
 
 # Entries per search-indexing transaction (see index_search).
 _SEARCH_SLICE = 10_000
@@ -97,6 +99,13 @@ def split_ranges(ranges: Sequence[_Range], parts: int) -> list[list[_Range]]:
     if run:
         runs.append(run)
     return runs
+
+
+def _pending_ranges(conn: Connection, pending: str, limit: int) -> list[_Range]:
+    """The next ``limit`` of what a derived job has to take in (:func:`search_ranges`):
+    ``pending`` selects (tenant, next, end) of each tenant behind, in any order."""
+    rows = conn.execute(pending + " ORDER BY t.id").fetchall()
+    return search_ranges([(int(t), int(start), int(end)) for t, start, end in rows], limit)
 
 
 def _event_where(tenant_id: int, query: EventQuery) -> tuple[str, list[object]]:
@@ -291,17 +300,10 @@ class PostgresStorage(Leasing, AccountWrites, LogReads, Erasure):
         marks move once all have committed, so a failed slice is indexed again in full
         and never leaves a gap.
         """
-        with self.write() as tx:
-            conn = tx._conn
-            locked = conn.execute(
-                "SELECT pg_try_advisory_xact_lock(%s)", (SEARCH_LOCK_ID,)
-            ).fetchone()
-            if not locked or not locked[0]:
+        with self._one_at_a_time(SEARCH_LOCK_ID) as conn:
+            if conn is None:
                 return 0
-            pending = conn.execute(_SEARCH_PENDING + " ORDER BY t.id").fetchall()
-            ranges = search_ranges(
-                [(int(tenant), int(start), int(size)) for tenant, start, size in pending], limit
-            )
+            ranges = _pending_ranges(conn, _SEARCH_PENDING, limit)
             runs = split_ranges(ranges, self._search_workers)
             if len(runs) > 1:
                 with ThreadPoolExecutor(
@@ -355,16 +357,10 @@ class PostgresStorage(Leasing, AccountWrites, LogReads, Erasure):
         Nothing is written while nothing waits to be counted."""
         if not self._query(counts.PENDING + " LIMIT 1"):
             return 0
-        with self.write() as tx:
-            conn = tx._conn
-            locked = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (COUNT_LOCK_ID,))
-            row = locked.fetchone()
-            if not row or not row[0]:
+        with self._one_at_a_time(COUNT_LOCK_ID) as conn:
+            if conn is None:
                 return 0
-            pending = conn.execute(counts.PENDING + " ORDER BY t.id").fetchall()
-            ranges = search_ranges(
-                [(int(tenant), int(start), int(size)) for tenant, start, size in pending], limit
-            )
+            ranges = _pending_ranges(conn, counts.PENDING, limit)
             for tenant_id, start, end in ranges:
                 conn.execute(counts.INSERT_RANGE, (tenant_id, start, end))
             conn.cursor().executemany(
@@ -374,6 +370,38 @@ class PostgresStorage(Leasing, AccountWrites, LogReads, Erasure):
 
     def rollup_backlog(self) -> int:
         return int(self._query(counts.BACKLOG)[0][0])
+
+    def pack_tiles(self, limit: int) -> int:
+        """Pack the next full tiles of up to ``limit`` entries (rounded up to whole tiles),
+        oldest first per tenant, in one transaction; one process at a time (a try-lock, as
+        for the counts). Nothing is written while nothing waits to be packed."""
+        if not self._query(leaf_tiles.PENDING + " LIMIT 1"):
+            return 0
+        with self._one_at_a_time(TILE_LOCK_ID) as conn:
+            if conn is None:
+                return 0
+            ranges = _pending_ranges(conn, leaf_tiles.PENDING, -(-limit // TILE_WIDTH))
+            for tenant_id, first, end in ranges:
+                conn.execute(
+                    leaf_tiles.PACK_RANGE, (tenant_id, first * TILE_WIDTH, end * TILE_WIDTH)
+                )
+        return sum(end - first for _, first, end in ranges) * TILE_WIDTH
+
+    def packed_tile(self, tenant_id: int, index: int) -> bytes | None:
+        rows = self._query(leaf_tiles.READ, (tenant_id, index))
+        return bytes(rows[0][0]) if rows else None
+
+    def tile_backlog(self) -> int:
+        return int(self._query(leaf_tiles.BACKLOG)[0][0])
+
+    @contextmanager
+    def _one_at_a_time(self, lock_id: int) -> Iterator[Connection | None]:
+        """A write transaction holding the advisory lock ``lock_id``, or None at once if
+        another process holds it (the derived jobs run on the upkeep thread: never wait)."""
+        with self.write() as tx:
+            conn = tx._conn
+            row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (lock_id,)).fetchone()
+            yield conn if row and row[0] else None
 
     def search_backlog(self) -> int:
         rows = self._query(

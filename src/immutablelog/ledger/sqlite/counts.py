@@ -16,7 +16,13 @@ from typing import Final
 
 from immutablelog.ledger import rollup
 from immutablelog.ledger.sqlite import lookup
-from immutablelog.ledger.sqlite.sql import mark_progress, next_slice
+from immutablelog.ledger.sqlite.sql import (
+    create_derived,
+    job_backlog,
+    mark_progress,
+    next_slice,
+    progress_mark,
+)
 from immutablelog.ledger.storage import EventQuery, event_filters
 
 #: The rollup table (``search`` is the attached search file).
@@ -33,12 +39,8 @@ CREATE TABLE IF NOT EXISTS search.event_counts (
     PRIMARY KEY (tenant_id, width, bucket, type, service, env, event_name)
 ) WITHOUT ROWID
 """
-_COUNTED: Final = (
-    "coalesce((SELECT CAST(value AS INTEGER) FROM search.meta WHERE key = 'counted_rowid'), 0)"
-)
-_INDEXED: Final = (
-    "coalesce((SELECT CAST(value AS INTEGER) FROM search.meta WHERE key = 'indexed_rowid'), 0)"
-)
+_COUNTED: Final = progress_mark("counted")
+_INDEXED: Final = progress_mark("indexed")
 DIALECT: Final = rollup.Dialect(
     mark="?",
     rollup_table="search.event_counts",
@@ -54,9 +56,7 @@ _PROGRESS_STEPS: Final = 10_000
 
 def create(conn: sqlite3.Connection) -> None:
     """Create the rollup table; empty it if its progress mark is gone (a rebuilt file)."""
-    conn.execute(SCHEMA)
-    if conn.execute("SELECT 1 FROM search.meta WHERE key = 'counted_rowid'").fetchone() is None:
-        conn.execute("DELETE FROM search.event_counts")
+    create_derived(conn, "counted", SCHEMA, "search.event_counts")
 
 
 def roll_up(conn: sqlite3.Connection, limit: int) -> int:
@@ -73,11 +73,8 @@ def roll_up(conn: sqlite3.Connection, limit: int) -> int:
 
 
 def backlog(conn: sqlite3.Connection) -> int:
-    """Entries the rollup does not cover yet (rowids run 1..n without gaps)."""
-    (behind,) = conn.execute(
-        f"SELECT (SELECT coalesce(max(rowid), 0) FROM main.entries) - {_COUNTED}"
-    ).fetchone()
-    return max(0, int(behind))
+    """Entries the rollup does not cover yet."""
+    return job_backlog(conn, "counted")
 
 
 def count_sql(tenant_id: int, query: EventQuery, width: int) -> tuple[str, list[object]]:

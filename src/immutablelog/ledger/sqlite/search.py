@@ -15,9 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from immutablelog.ledger.rollup import Cancel, newest_matches
-from immutablelog.ledger.sqlite import counts, lookup
+from immutablelog.ledger.sqlite import counts, leaf_tiles, lookup
 from immutablelog.ledger.sqlite.connection import CACHE_KIB, file_lock, transaction
-from immutablelog.ledger.sqlite.sql import WITH_PART, chunks, mark_progress, next_slice
+from immutablelog.ledger.sqlite.sql import (
+    WITH_PART,
+    chunks,
+    job_backlog,
+    mark_progress,
+    next_slice,
+)
 from immutablelog.ledger.storage import (
     COUNT_MATCHES,
     COUNT_SECONDS,
@@ -55,6 +61,7 @@ class SearchFile:
             conn.execute("PRAGMA search.journal_mode = WAL")
             _create_search_file(conn)
             counts.create(conn)
+            leaf_tiles.create(conn)
         # Derived data: a commit lost to power loss is simply indexed again.
         conn.execute("PRAGMA search.synchronous = NORMAL")
         conn.execute(f"PRAGMA search.cache_size = {CACHE_KIB}")  # per file, not inherited
@@ -167,16 +174,7 @@ class SearchFile:
 
     def backlog(self) -> int:
         """How many entries the search file does not cover yet."""
-        # Entries are never deleted, so their rowids run 1..n without gaps.
-        (backlog,) = (
-            self._search()
-            .execute(
-                "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM main.entries) - "
-                f"COALESCE(CAST(({_COVERED_ROWID}) AS INTEGER), 0)"
-            )
-            .fetchone()
-        )
-        return max(0, int(backlog))
+        return job_backlog(self._search(), "indexed")
 
     @contextmanager
     def purging(self, tenant_id: int, indexes: Sequence[int]) -> Iterator[None]:

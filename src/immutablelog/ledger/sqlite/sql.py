@@ -48,6 +48,13 @@ def select_nodes(conn: sqlite3.Connection, tenant_id: int, ids: Sequence[NodeID]
         raise StorageError(f"tree node {missing} of tenant {tenant_id} is missing") from None
 
 
+def progress_mark(job: str) -> str:
+    """An SQL expression: the rowid of the last entry ``job`` (a job of the search file)
+    has taken in, 0 before any."""
+    key = f"'{job}_rowid'"
+    return f"coalesce((SELECT CAST(value AS INTEGER) FROM search.meta WHERE key = {key}), 0)"
+
+
 class Slice(NamedTuple):
     """Entries ``after < rowid <= last`` for a job of the search file to take in."""
 
@@ -60,25 +67,20 @@ def next_slice(
     conn: sqlite3.Connection, job: str, limit: int, forget: Sequence[str]
 ) -> Slice | None:
     """The next ``limit`` entries at most that a job deriving rows from the log in the
-    search file (``job``: ``indexed``, ``counted``) has yet to take in, or None if none.
+    search file (``job``: ``indexed``, ``counted``, ``packed``) has yet to take in, or None
+    if none.
 
     The job's progress mark is meta ``<job>_rowid``, with that entry's id in ``<job>_id``.
-    An id that no longer matches means the ledger file was replaced (by an older copy, say):
-    the ``forget`` statements empty what the job derived, and it starts afresh rather than
-    let old rows point at the rowids of other entries.
+    An id that no longer matches (:func:`mark_holds`) means the ledger file was replaced (by
+    an older copy, say): the ``forget`` statements empty what the job derived, and it starts
+    afresh rather than let old rows point at the rowids of other entries.
     """
-    meta = dict(
-        conn.execute(
-            "SELECT key, value FROM search.meta WHERE key IN (?, ?)", (f"{job}_rowid", f"{job}_id")
-        ).fetchall()
-    )
-    done = int(meta.get(f"{job}_rowid", 0))
-    if done:
-        row = conn.execute("SELECT id FROM main.entries WHERE rowid = ?", (done,)).fetchone()
-        if row is None or row[0] != meta.get(f"{job}_id"):
-            for statement in forget:
-                conn.execute(statement)
-            done = 0
+    row = conn.execute(f"SELECT {progress_mark(job)}, {mark_holds(job)}").fetchone()
+    done = int(row[0])
+    if not row[1]:
+        for statement in forget:
+            conn.execute(statement)
+        done = 0
     # The last entry of this slice: the limit-th after the progress mark, else the newest.
     last_of_slice = "SELECT rowid, id FROM main.entries WHERE rowid > ? ORDER BY rowid "
     top = (
@@ -86,6 +88,34 @@ def next_slice(
         or conn.execute(last_of_slice + "DESC LIMIT 1", (done,)).fetchone()
     )
     return None if top is None else Slice(done, int(top[0]), str(top[1]))
+
+
+def mark_holds(job: str) -> str:
+    """An SQL condition: ``job``'s progress mark still names the entry it was set at (or
+    there is none). False once the ledger file under the search file was replaced, until
+    the job's next slice has emptied what it derived from the old one."""
+    return (
+        f"(SELECT id FROM main.entries WHERE rowid = {progress_mark(job)}) "
+        f"IS (SELECT value FROM search.meta WHERE key = '{job}_id')"
+    )
+
+
+def job_backlog(conn: sqlite3.Connection, job: str) -> int:
+    """Entries ``job`` has yet to take in (rowids run 1..n without gaps: entries are never
+    deleted)."""
+    (behind,) = conn.execute(
+        f"SELECT (SELECT coalesce(max(rowid), 0) FROM main.entries) - {progress_mark(job)}"
+    ).fetchone()
+    return max(0, int(behind))
+
+
+def create_derived(conn: sqlite3.Connection, job: str, ddl: str, table: str) -> None:
+    """Create a job's table in the search file (``ddl``: ``IF NOT EXISTS``); empty it if
+    the job's progress mark is gone (a rebuilt file, or a first start with an older one)."""
+    conn.execute(ddl)
+    marked = conn.execute("SELECT 1 FROM search.meta WHERE key = ?", (f"{job}_rowid",))
+    if marked.fetchone() is None:
+        conn.execute(f"DELETE FROM {table}")
 
 
 def mark_progress(conn: sqlite3.Connection, job: str, taken: Slice) -> None:

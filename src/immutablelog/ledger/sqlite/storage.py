@@ -4,9 +4,9 @@
 connections, transactions, the writers' file lock), ``migrate.py`` (the schema),
 ``writes.py`` (the write transaction), ``reads.py`` (the log), ``accounts.py`` (API keys
 and viewer links), ``erasure.py``, ``lease.py`` (the witnessing lease), ``search.py`` (the
-search file) and ``counts.py`` (the event counts); what PostgreSQL runs with the same SQL
-(tenants, key and link reads, checkpoints, the key history, cosignatures) is in
-``ledger/rows.py``.
+search file), ``counts.py`` (the event counts) and ``leaf_tiles.py`` (the packed level-0
+tiles); what PostgreSQL runs with the same SQL (tenants, key and link reads, checkpoints,
+the key history, cosignatures) is in ``ledger/rows.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from immutablelog.ledger.health import Fault, StorageHealth
 from immutablelog.ledger.rollup import Cancel
-from immutablelog.ledger.sqlite import counts
+from immutablelog.ledger.sqlite import counts, leaf_tiles
 from immutablelog.ledger.sqlite.accounts import AccountWrites
 from immutablelog.ledger.sqlite.connection import Connections, disk_full, transaction
 from immutablelog.ledger.sqlite.erasure import Erasure
@@ -95,7 +95,7 @@ class SQLiteStorage(Leasing, AccountWrites, LogReads, Erasure):
         except sqlite3.Error as exc:
             raise StorageError(f"WAL checkpoint failed: {exc}") from exc
 
-    # derived data: the search file and the event counts ---------------------------------
+    # derived data: the search file, the event counts, the packed tiles ----------------
     def count_events(
         self,
         tenant_id: int,
@@ -120,3 +120,14 @@ class SQLiteStorage(Leasing, AccountWrites, LogReads, Erasure):
 
     def rollup_backlog(self) -> int:
         return counts.backlog(self._search_conn)
+
+    def pack_tiles(self, limit: int) -> int:
+        conn = self._search_conn
+        with self.search.lock(), transaction(conn, "BEGIN"):
+            return leaf_tiles.pack(conn, limit)
+
+    def packed_tile(self, tenant_id: int, index: int) -> bytes | None:
+        return leaf_tiles.packed(self._search_conn, tenant_id, index)
+
+    def tile_backlog(self) -> int:
+        return leaf_tiles.backlog(self._search_conn)
