@@ -55,8 +55,8 @@ def _checkpoints(storage: Storage) -> int:
 
 def _forget_log_key(storage: Storage) -> None:
     """Make the database look as it did before the log key was recorded (version 2)."""
-    # Later versions undone first: erasable parts (SQLite 6, PostgreSQL 7), viewer links and
-    # event counts (SQLite 5, PostgreSQL 5-6), key history (4).
+    # Later versions undone first: packed tiles (PostgreSQL 9), erasable parts (SQLite 6,
+    # PostgreSQL 7), viewer links and event counts (SQLite 5, PostgreSQL 5-6), key history (4).
     for table in ("log_keys", "log_key_handovers", "cosignatures", "witness_status"):
         raw_sql(storage, f"DROP TABLE {table}")
     if _is_sqlite(storage):
@@ -81,6 +81,7 @@ def _forget_log_key(storage: Storage) -> None:
             "DROP FUNCTION immutablelog_log_keys_fixed()",
             "DROP TABLE event_counts, count_progress",  # version 5
             "DROP TABLE viewer_links",  # version 6
+            "DROP TABLE leaf_tiles",  # version 9
         ]
     statements += [
         "DELETE FROM meta WHERE key = 'log_key'",
