@@ -438,6 +438,22 @@ def test_nodes_in_request_order_and_missing_is_an_error(storage: Storage) -> Non
         assert tx.nodes(tenant_id, [(0, 2)]) == [leaves[2]]
 
 
+def test_a_run_of_nodes_is_read_as_one_range(storage: Storage) -> None:
+    """A tile asks for consecutive nodes of one level: read as a range, same answers."""
+    tenant_id, other = new_tenant(storage, "acme"), new_tenant(storage, "beta")
+    append(storage, other, 8)
+    rows = append(storage, tenant_id, 8)
+    leaves = [leaf_hash(r.data) for r in rows]
+    assert storage.nodes(tenant_id, [(0, i) for i in range(2, 7)]) == leaves[2:7]
+    pairs = [root_from_leaves(leaves[i : i + 2]) for i in range(0, 8, 2)]
+    assert storage.nodes(tenant_id, [(1, i) for i in range(4)]) == pairs
+    with storage.write() as tx:
+        assert tx.nodes(tenant_id, [(1, 1), (1, 2)]) == pairs[1:3]
+    for beyond in ([(0, i) for i in range(6, 9)], [(1, i) for i in range(3, 5)]):
+        with pytest.raises(StorageError, match="missing"):
+            storage.nodes(tenant_id, beyond)
+
+
 def test_find_by_idempotency_key(storage: Storage) -> None:
     acme, beta = new_tenant(storage, "acme"), new_tenant(storage, "beta")
     append(storage, acme, 2, keys=["a", "b"], received_at=NOW)

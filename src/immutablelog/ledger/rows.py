@@ -32,6 +32,7 @@ from immutablelog.ledger.storage import (
     joined_part,
     viewer_link_from_row,
 )
+from immutablelog.merkle import NodeID
 
 #: The erasable part beside an entry ``e`` (as ``x``; NULL columns when there is none).
 WITH_PART = "LEFT JOIN erasables AS x ON x.tenant_id = e.tenant_id AND x.idx = e.idx"
@@ -62,6 +63,10 @@ _SET_SCHEMA_VERSION = (
 )
 _SET_LOG_NAME = "INSERT INTO meta (key, value) VALUES ('log_name', ?) ON CONFLICT DO NOTHING"
 _LOG_NAME = "SELECT value FROM meta WHERE key = 'log_name'"
+_LEAF_RUN = "SELECT leaf FROM entries WHERE tenant_id = ? AND idx >= ? AND idx < ? ORDER BY idx"
+_NODE_RUN = (
+    "SELECT hash FROM nodes WHERE tenant_id = ? AND level = ? AND idx >= ? AND idx < ? ORDER BY idx"
+)
 #: The schema version a database records (no row: 0).
 SCHEMA_VERSION = "SELECT value FROM meta WHERE key = 'schema_version'"
 _LOG_KEYS = "SELECT key, added_at, retired_at FROM log_keys ORDER BY id"
@@ -70,6 +75,30 @@ _API_KEYS = f"SELECT {API_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = 
 _VIEWER_LINKS = (
     f"SELECT {VIEWER_LINK_COLUMNS} FROM viewer_links v JOIN tenants t ON t.id = v.tenant_id"
 )
+
+
+def node_run(tenant_id: int, ids: Sequence[NodeID]) -> tuple[str, tuple[int, ...]] | None:
+    """One range read (SQL and parameters) for ``ids`` if they are consecutive nodes of one
+    level in order, as a tile's are; else None. A range read of a tile's 256 nodes costs a
+    quarter of the point reads of the same nodes."""
+    if not ids:
+        return None
+    level, start = ids[0]
+    if any(node != (level, start + i) for i, node in enumerate(ids)):
+        return None
+    end = start + len(ids)
+    if level == 0:
+        return _LEAF_RUN, (tenant_id, start, end)
+    return _NODE_RUN, (tenant_id, level, start, end)
+
+
+def checked_run(
+    rows: Sequence[Sequence[Any]], tenant_id: int, ids: Sequence[NodeID]
+) -> list[bytes]:
+    """The hashes a :func:`node_run` read returned, all of them or an error."""
+    if len(rows) != len(ids):
+        raise StorageError(f"tree nodes {ids[0]}..{ids[-1]} of tenant {tenant_id} are missing")
+    return [bytes(row[0]) for row in rows]
 
 
 @cache

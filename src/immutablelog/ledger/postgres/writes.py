@@ -18,6 +18,8 @@ from immutablelog.ledger.rows import (
     TREE_END,
     WITH_PART,
     SharedTransaction,
+    checked_run,
+    node_run,
     psycopg_sql,
     stored_entry,
 )
@@ -44,6 +46,10 @@ Fetch = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 def select_nodes(fetch: Fetch, tenant_id: int, ids: Sequence[NodeID]) -> list[bytes]:
     if not ids:
         return []
+    run = node_run(tenant_id, ids)
+    if run is not None:
+        sql, params = run
+        return checked_run(fetch(psycopg_sql(sql), params), tenant_id, ids)
     # One round trip: leaves come from their entries, interior nodes from the nodes table.
     leaves = [idx for level, idx in ids if level == 0]
     interior = [node for node in ids if node[0] > 0]

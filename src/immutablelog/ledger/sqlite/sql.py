@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple, TypeVar
 
+from immutablelog.ledger.rows import checked_run, node_run
 from immutablelog.ledger.storage import StorageError
 from immutablelog.merkle import NodeID
 
@@ -27,6 +28,9 @@ def select_nodes(conn: sqlite3.Connection, tenant_id: int, ids: Sequence[NodeID]
 
     (An ``OR`` of ``(level, idx)`` pairs would make SQLite scan every node of the tenant.)
     """
+    run = node_run(tenant_id, ids)
+    if run is not None:
+        return checked_run(conn.execute(*run).fetchall(), tenant_id, ids)
     found: dict[NodeID, bytes] = {}
     by_level: dict[int, list[int]] = {}
     for level, idx in ids:
