@@ -18,7 +18,8 @@ in the same event. The latency is the time to the response's last byte. A client
 before any response started gives status 499. Recording is an
 in-memory append: the event loop never waits for delivery, which the SDK's one background
 worker does. A request that passes through several instrumented (mounted) applications is
-recorded once, by the outermost. The lifespan's shutdown flushes what is queued.
+recorded once, by the outermost: the audit context it binds tells the inner ones, whatever
+scope they are given. The lifespan's shutdown flushes what is queued.
 
 A view names its event and actor through the request's state (``request.state`` in
 Starlette and FastAPI, ``scope["state"]`` in any ASGI app): ``imtbl_event_name`` and
@@ -43,7 +44,7 @@ from immutablelog.sdk.capture import (
     accept_request_id,
     plain_actor,
 )
-from immutablelog.sdk.context import bind_request, unbind
+from immutablelog.sdk.context import bind_request, serving, unbind
 from immutablelog.sdk.events import UUIDS, WireEvent
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.settings import environment_config
@@ -60,11 +61,6 @@ DEFAULT_SERVICE_NAME: Final = "asgi-service"
 #: The status recorded for a request whose client left before any response started
 #: (nginx's "client closed request").
 CLIENT_CLOSED_REQUEST: Final = 499
-
-#: Put in the scope by the outermost instrumented application, so that mounted instrumented
-#: applications inside it, which get the same scope or a copy of it, pass the request through
-#: (one event, not two). A key of the scope rather than a context variable: cheaper to set.
-RECORDING_KEY: Final = "immutablelog.recording"
 
 
 class AuditMiddleware(Integration):
@@ -87,11 +83,12 @@ class AuditMiddleware(Integration):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and RECORDING_KEY not in scope and scope["path"] not in self._skip_paths:
+        if kind == "http" and scope["path"] not in self._skip_paths and not _recorded_outside():
             # The whole exchange here rather than in a coroutine of its own: one frame less.
-            scope[RECORDING_KEY] = True
             exchange = _Exchange(self, scope, receive, send)
-            bound = bind_request(exchange.request_id, exchange.actor)
+            # The exchange is the context's actor function: a mounted instrumented application
+            # (whatever scope it is given) finds it there and passes the request through.
+            bound = bind_request(exchange.request_id, exchange)
             try:
                 await self.app(scope, exchange.receive_and_note, exchange.send_and_note)
             except BaseException as exc:
@@ -166,8 +163,9 @@ class _Exchange:
             if kept is not None:
                 self.body, self.body_limit = [], kept
 
-    def actor(self) -> Any:
-        """Who acted, as the view or the middleware's ``actor`` function tells."""
+    def __call__(self) -> Any:
+        """Who acted, as the view or the middleware's ``actor`` function tells (the audit
+        context's ``actor_of``)."""
         actor = (self.scope.get("state") or {}).get("imtbl_actor")
         if actor is None and self.audit._actor is not None:
             actor = self.audit._actor_from(self.audit._actor, self.scope)
@@ -255,6 +253,14 @@ class _Exchange:
             )
         except Exception:
             self.audit._log_hook_error()
+
+
+def _recorded_outside() -> bool:
+    """Whether an instrumented application further out records the request being served: one
+    that mounts this one, through the same scope, a copy of it or a brand-new one. (Not a
+    request an application's background task makes after its own request was recorded.)"""
+    outer = serving()
+    return type(outer) is _Exchange and not outer.recorded
 
 
 class _Finisher:

@@ -62,8 +62,21 @@ async def inner_hello(request: Request) -> PlainTextResponse:
     return PlainTextResponse("inner")
 
 
+def fresh_scope(app: Any) -> Any:
+    """A dispatcher that hands ``app`` a brand-new scope dict, as some routers do: neither the
+    parent's scope nor a copy of it."""
+
+    async def dispatch(scope: Any, receive: Any, send: Any) -> None:
+        keys = ("type", "asgi", "http_version", "method", "scheme", "server", "client",
+                "root_path", "path", "raw_path", "query_string", "headers")  # fmt: skip
+        await app({key: scope[key] for key in keys if key in scope}, receive, send)
+
+    return dispatch
+
+
 def make_app(server: LiveServer, spool: Path) -> tuple[AuditMiddleware, AuditMiddleware]:
-    """The app, instrumented outermost, and the instrumented app mounted inside it."""
+    """The app, instrumented outermost, and the instrumented app mounted inside it (twice: once
+    given the scope, once a brand-new one)."""
     inner = AuditMiddleware(
         Starlette(routes=[Route("/hi", inner_hello)]),
         api_key=server.ingest_key,
@@ -80,6 +93,7 @@ def make_app(server: LiveServer, spool: Path) -> tuple[AuditMiddleware, AuditMid
             Route("/echo", echo, methods=["POST"]),
             Route("/healthz", inner_hello),
             Mount("/inner", app=inner),
+            Mount("/fresh", app=fresh_scope(inner)),
         ],
         middleware=[
             Middleware(CORSMiddleware, allow_origins=["https://shop.example"], allow_methods=["*"])
@@ -161,16 +175,18 @@ def test_each_kind_of_request_is_one_event(
         )
         assert preflight.status_code == 200  # answered by CORSMiddleware, not the app
         assert client.get("/inner/hi", headers={"X-Request-Id": "req-mount"}).text == "inner"
+        assert client.get("/fresh/hi", headers={"X-Request-Id": "req-fresh"}).text == "inner"
         assert client.get("/nowhere", headers={"X-Request-Id": "req-404"}).status_code == 404
         assert client.get("/healthz", headers={"X-Request-Id": "req-skip"}).status_code == 200
     # A request with a background task is recorded once the task is done, after its response.
     assert wait_until(lambda: audit.flush(5) and bool(by_request_id(live_server, "req-bg")), 30)
     events = {e["request_id"]: e for e in stored(live_server)}
-    ids = ["req-hello", "req-boom", "req-stream", "req-bg", "req-cors", "req-mount", "req-404"]
+    ids = ["req-hello", "req-boom", "req-stream", "req-bg", "req-cors", "req-mount", "req-fresh",
+           "req-404"]  # fmt: skip
     for request_id in ids:
         assert len(by_request_id(live_server, request_id)) == 1, request_id
     assert not by_request_id(live_server, "req-skip")
-    assert not stored(live_server, "inner")  # the mounted app's own middleware passed it on
+    assert not stored(live_server, "inner")  # the mounted app's own middleware passed them on
 
     hello_event = events["req-hello"]
     assert hello_event["event_name"] == "greeting.sent" and hello_event["env"] == "test"

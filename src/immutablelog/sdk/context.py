@@ -74,6 +74,14 @@ def bind_request(request_id: str, actor_of: Callable[[], Any]) -> Token[_Bound]:
     return _CURRENT.set((request_id, actor_of))
 
 
+def serving() -> Callable[[], Any] | None:
+    """The ``actor_of`` of the request an integration is serving in the running code, if any
+    (the ASGI middleware's in-flight exchange: how a mounted instrumented app learns that an
+    outer one records the request)."""
+    value = _CURRENT.get()
+    return value[1] if type(value) is tuple else None
+
+
 def unbind(token: Token[_Bound]) -> None:
     _CURRENT.reset(token)
 
