@@ -6,6 +6,7 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 
@@ -14,9 +15,11 @@ from immutablelog.retry_policy import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 from immutablelog.sdk.events import WireEvent
 from immutablelog.sdk.transport import (
     HttpTransport,
+    ItemResult,
     RejectedBatchError,
     RetryableDeliveryError,
 )
+from tests.live import LiveServer
 from tests.sdk.fake_ledger import FakeLedger, Fault
 
 
@@ -42,6 +45,8 @@ def test_batch_is_posted_with_the_seed_headers(sink: FakeLedger, transport: Http
     assert headers["Authorization"] == "Bearer secret-key"
     assert headers["Content-Type"] == "application/json"
     assert headers["X-Client-TZ"] == "UTC" and headers["X-Client-Offset-Minutes"] == "0"
+    # The fake answers one result per item, as a server that predates return=minimal does.
+    assert headers["Prefer"] == "return=minimal"
     assert json.loads(body) == {"events": [e.item() for e in events]}
     assert sink.stored_keys() == [e.idempotency_key for e in events]
 
@@ -188,6 +193,62 @@ def test_answer_with_wrong_result_count_is_retryable(sink: FakeLedger) -> None:
             client.send_batch([event()])
     finally:
         sink._batch = original  # type: ignore[method-assign]
+        client.close()
+
+
+def test_the_minimal_answer_of_a_real_server_settles_each_event(live_server: LiveServer) -> None:
+    client = HttpTransport(live_server.url, live_server.ingest_key)
+    try:
+        first, second = event(), event()
+        assert client.send_batch([first]) == [ItemResult(accepted=True)]
+        changed = WireEvent(first.idempotency_key, '{"other": 1}', first.meta)
+        invalid = WireEvent(uuid7(), "{}", {**first.meta, "type": "nope"})
+        results = client.send_batch([second, first, invalid, changed])
+    finally:
+        client.close()
+    assert results[:2] == [ItemResult(accepted=True), ItemResult(accepted=True, duplicate=True)]
+    assert [(r.accepted, r.reason) for r in results[2:]] == [
+        (False, "invalid_type"),
+        (False, "idempotency_key_reused"),
+    ]
+    assert all(r.message for r in results[2:])
+    stored = {e["idempotency_key"] for e in live_server.entries()}
+    assert {first.idempotency_key, second.idempotency_key} <= stored
+    assert invalid.idempotency_key not in stored
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"ok": True, "accepted": 2, "rejected": 0, "duplicates": [], "errors": []},  # one too many
+        {"ok": True, "accepted": 1, "rejected": 0, "duplicates": [1], "errors": []},  # no event 1
+        {"ok": True, "accepted": 1, "rejected": 0, "duplicates": [0, 0], "errors": []},
+        {"ok": True, "accepted": 1, "rejected": 0, "duplicates": [True], "errors": []},
+        {
+            "ok": True,
+            "accepted": 0,
+            "rejected": 1,
+            "duplicates": [0],
+            "errors": [{"index": 0, "ok": False, "reason": "r", "message": "m"}],
+        },
+        {"ok": True, "accepted": 0, "rejected": 1, "duplicates": [], "errors": [{"index": 0}]},
+        {"ok": True, "accepted": 1, "rejected": 0, "errors": []},
+        {"ok": True, "accepted": 1, "rejected": 0, "duplicates": "0", "errors": []},
+        [],
+        "ok",
+    ],
+)
+def test_a_summary_that_does_not_add_up_is_retryable(sink: FakeLedger, answer: Any) -> None:
+    client = HttpTransport(sink.url, "k")
+
+    def answering(handler: Any, body: bytes, headers: dict[str, str]) -> None:
+        sink._answer(handler, 200, answer)
+
+    sink._batch = answering  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RetryableDeliveryError, match="unreadable batch answer"):
+            client.send_batch([event()])
+    finally:
         client.close()
 
 

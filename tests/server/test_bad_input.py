@@ -12,6 +12,7 @@ import pytest
 from immutablelog.entry import MAX_PAYLOAD_BYTES
 from tests.live import LiveServer
 
+BATCH = "/v1/events/batch"
 META = {
     "type": "info",
     "event_name": "user.login",
@@ -276,6 +277,59 @@ def test_batch_items_are_judged_one_by_one(shared_server: LiveServer) -> None:
     assert results[4]["field"] == "events[4].idempotency_key"
     assert (body["accepted"], body["rejected"]) == (2, 3)
     assert results[3]["index"] == results[0]["index"] + 1
+
+
+def test_a_batch_that_prefers_return_minimal_is_answered_with_a_summary(
+    shared_server: LiveServer,
+) -> None:
+    earlier = post(shared_server, {"events": [event(idempotency_key="min-dup")]}, path=BATCH)
+    assert earlier.json()["results"][0]["duplicate"] is False
+    items = [
+        event(idempotency_key="min-new-1"),
+        event(idempotency_key="min-dup"),  # stored before: a duplicate
+        event(meta={**META, "type": "nope"}, idempotency_key="min-bad"),
+        event(idempotency_key="min-dup", payload='{"other": 1}'),  # the key, another event
+        event(idempotency_key="min-new-2"),
+    ]
+    response = post(shared_server, {"events": items}, path=BATCH, Prefer="return=minimal")
+    assert response.status_code == 200
+    assert response.headers["preference-applied"] == "return=minimal"
+    body = response.json()
+    errors = body.pop("errors")
+    assert body == {"ok": True, "accepted": 3, "rejected": 2, "duplicates": [1]}
+    assert [(e["index"], e["ok"], e["reason"]) for e in errors] == [
+        (2, False, "invalid_type"),
+        (3, False, "idempotency_key_reused"),
+    ]
+    assert errors[0]["field"] == "events[2].meta.type" and errors[1]["message"]
+    # Stored for real: a resend in the default form tells each one is there.
+    again = post(shared_server, {"events": [items[0], items[4]]}, path=BATCH)
+    assert [r["duplicate"] for r in again.json()["results"]] == [True, True]
+    assert "preference-applied" not in again.headers
+
+
+@pytest.mark.parametrize(
+    ("prefer", "minimal"),
+    [
+        ("return=minimal", True),
+        ('respond-async, RETURN="Minimal"; x=1', True),
+        ("return=representation", False),
+        ("wait=5", False),
+        ("", False),
+    ],
+)
+def test_the_prefer_header_decides_the_batch_answer(
+    shared_server: LiveServer, prefer: str, minimal: bool
+) -> None:
+    response = httpx.post(
+        shared_server.url + BATCH,
+        json={"events": [event()]},
+        headers={**shared_server.headers(None), **({"Prefer": prefer} if prefer else {})},
+        timeout=10,
+    )
+    assert response.status_code == 200
+    assert ("results" not in response.json()) is minimal
+    assert ("preference-applied" in response.headers) is minimal
 
 
 def test_no_stack_trace_leaks(shared_server: LiveServer) -> None:

@@ -154,6 +154,11 @@ class HttpTransport:
     A forked child opens its own connection and never uses or shuts down the parent's: that would
     disturb the parent's stream.
 
+    A batch asks for the server's minimal answer (``Prefer: return=minimal``): the counts and
+    the positions of duplicates and refused items, instead of one result of about 350 bytes
+    per event to read and parse. A server that ignores the preference answers per item, which
+    is read as before.
+
     ``endpoint="auto"`` falls back to the seed's single-event ``POST /v1/events`` (with the
     seed's headers) for the rest of the process when a server answers the batch endpoint with
     404 or 405, so the SDK still works against servers that predate batching.
@@ -221,24 +226,22 @@ class HttpTransport:
         if self._mode == "single":
             return [self._send_single(event) for event in events]
         body = b'{"events":[' + b",".join([event.encoded for event in events]) + b"]}"
-        answer = self._post("/v1/events/batch", body, {})
+        answer = self._post("/v1/events/batch", body, _PREFER_MINIMAL)
         if answer.status in (404, 405) and self._mode == "auto":
             self._mode = "single"
             return [self._send_single(event) for event in events]
         if answer.status // 100 != 2:
             raise _error_for(answer)
         try:
-            results = orjson.loads(answer.body)["results"]  # ~2x json's speed: once per event
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RetryableDeliveryError(
-                f"unreadable batch answer ({exc.__class__.__name__})", status=answer.status
-            ) from exc
-        if not isinstance(results, list) or len(results) != len(events):
+            data = orjson.loads(answer.body)  # ~2x json's speed
+            if "results" in data:  # a server that answers per item
+                return _per_item_results(data["results"], len(events))
+            return _summary_results(data, len(events))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
             # Some events may be stored, some not: resending is safe (idempotency keys).
             raise RetryableDeliveryError(
-                "batch answer does not list one result per event", status=answer.status
-            )
-        return [_item_result(result) for result in results]
+                f"unreadable batch answer ({exc.__class__.__name__}: {exc})", status=answer.status
+            ) from exc
 
     def _send_single(self, event: WireEvent) -> ItemResult:
         body = json.dumps(
@@ -257,12 +260,12 @@ class HttpTransport:
             raise error
         return ItemResult(accepted=False, reason=error.reason, message=str(error))
 
-    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> _Answer:
+    def _post(self, path: str, body: bytes, headers: dict[str, str] | bytes) -> _Answer:
         request = b"".join(
             [
                 f"POST {self._path}{path} HTTP/1.1\r\n".encode("ascii"),
                 self._head,
-                _header_lines(headers) if headers else b"",
+                headers if isinstance(headers, bytes) else _header_lines(headers),
                 b"Content-Length: %d\r\n\r\n" % len(body),
                 body,
             ]
@@ -338,6 +341,48 @@ def _error_for(answer: _Answer) -> DeliveryError:
 
 _ACCEPTED: Final = ItemResult(accepted=True)
 _DUPLICATE: Final = ItemResult(accepted=True, duplicate=True)
+#: RFC 7240: the batch answer as a summary (docs/PROTOCOL.md §1).
+_PREFER_MINIMAL: Final = b"Prefer: return=minimal\r\n"
+
+
+def _per_item_results(results: Any, count: int) -> list[ItemResult]:
+    """The verdicts of an answer with one result per event."""
+    if not isinstance(results, list) or len(results) != count:
+        raise ValueError("the batch answer does not list one result per event")
+    return [_item_result(result) for result in results]
+
+
+def _summary_results(data: Any, count: int) -> list[ItemResult]:
+    """The verdicts of a ``return=minimal`` answer: every event stored, except the listed
+    duplicates (stored before) and refused ones. An answer that does not add up to exactly
+    ``count`` events raises ValueError (the batch is then sent again)."""
+    duplicates, errors = data["duplicates"], data["errors"]
+    if (
+        not isinstance(duplicates, list)
+        or not isinstance(errors, list)
+        or data["accepted"] != count - len(errors)
+        or data["rejected"] != len(errors)
+        or len(set(duplicates)) != len(duplicates)
+    ):
+        raise ValueError("the batch summary does not add up to the events sent")
+    results = [_ACCEPTED] * count
+    for position in duplicates:
+        _check_position(position, count)
+        results[position] = _DUPLICATE
+    refused = set()
+    for error in errors:
+        position = error["index"]
+        _check_position(position, count)
+        if position in refused or results[position] is _DUPLICATE or error.get("ok") is not False:
+            raise ValueError("the batch summary settles an event twice")
+        refused.add(position)
+        results[position] = _item_result(error)
+    return results
+
+
+def _check_position(position: Any, count: int) -> None:
+    if type(position) is not int or not 0 <= position < count:
+        raise ValueError(f"no event at position {position!r} of the batch")
 
 
 def _item_result(result: Any) -> ItemResult:

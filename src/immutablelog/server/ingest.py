@@ -1,4 +1,10 @@
-"""``POST /v1/events`` and ``POST /v1/events/batch``: validate, sequence, answer once durable."""
+"""``POST /v1/events`` and ``POST /v1/events/batch``: validate, sequence, answer once durable.
+
+A batch is answered with one result per item, or, to a client that sends
+``Prefer: return=minimal`` (RFC 7240), with a summary that still settles every item: which
+were already stored (duplicates) and which were refused, by position. A busy client parses a
+few bytes per batch instead of about 350 per event.
+"""
 
 from __future__ import annotations
 
@@ -200,9 +206,52 @@ async def post_batch(request: Request) -> JSONResponse:
         except EntryError as exc:
             field = f"events[{position}]" + (f".{exc.field}" if exc.field else "")
             slots.append(error_body(exc.reason, exc.message, field=field))
-    results = iter(await _commit(ledger, request, submissions) if submissions else [])
-    answers = [slot if slot is not None else _result_body(next(results)) for slot in slots]
+    results = await _commit(ledger, request, submissions) if submissions else []
+    if prefers_minimal(request.headers.getlist("prefer")):
+        return JSONResponse(
+            minimal_batch_body(slots, results), headers={"Preference-Applied": "return=minimal"}
+        )
+    committed = iter(results)
+    answers = [slot if slot is not None else _result_body(next(committed)) for slot in slots]
     accepted = sum(1 for answer in answers if answer["ok"])
     return JSONResponse(
         {"ok": True, "accepted": accepted, "rejected": len(answers) - accepted, "results": answers}
     )
+
+
+def prefers_minimal(prefer: list[str]) -> bool:
+    """Whether the ``Prefer`` headers (RFC 7240) ask for ``return=minimal``: names and the
+    value compared without case, the value possibly quoted, parameters after ``;`` ignored."""
+    for header in prefer:
+        for preference in header.split(","):
+            name, _, value = preference.split(";", 1)[0].partition("=")
+            if name.strip().lower() == "return" and value.strip().strip('"').lower() == "minimal":
+                return True
+    return False
+
+
+def minimal_batch_body(
+    slots: list[dict[str, Any] | None], results: list[AppendResult]
+) -> dict[str, Any]:
+    """The ``return=minimal`` answer to a batch: the counts, the positions of the items that
+    were already stored (``duplicates``), and the error body of each refused item with its
+    position (``errors``); every other item was stored now."""
+    committed = iter(results)
+    duplicates: list[int] = []
+    errors: list[dict[str, Any]] = []
+    for position, slot in enumerate(slots):
+        if slot is None:
+            result = next(committed)
+            if isinstance(result, Accepted):
+                if result.duplicate:
+                    duplicates.append(position)
+                continue
+            slot = error_body(result.reason, result.message)
+        errors.append({"index": position, **slot})
+    return {
+        "ok": True,
+        "accepted": len(slots) - len(errors),
+        "rejected": len(errors),
+        "duplicates": duplicates,
+        "errors": errors,
+    }

@@ -470,7 +470,17 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "summary": "Append up to 1000 events; each is accepted or rejected on its own",
                     "security": [{"bearer": []}],
-                    "parameters": event_headers[2:],
+                    "parameters": [
+                        *event_headers[2:],
+                        {
+                            "name": "Prefer",
+                            "in": "header",
+                            "required": False,
+                            "description": "return=minimal (RFC 7240): answer with a "
+                            "BatchSummary instead of one result per item",
+                            "schema": {"type": "string"},
+                        },
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -498,7 +508,16 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": _json({"$ref": "#/components/schemas/BatchResult"}, "Per item"),
+                        "200": _json(
+                            {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/BatchResult"},
+                                    {"$ref": "#/components/schemas/BatchSummary"},
+                                ]
+                            },
+                            "Per item; a BatchSummary (with Preference-Applied: return=minimal) "
+                            "when the request preferred return=minimal",
+                        ),
                         **_errors(400, 401, 403, 413, 422, 503),
                     },
                 }
@@ -738,6 +757,35 @@ def _schemas() -> dict[str, Any]:
                         "oneOf": [
                             {"$ref": "#/components/schemas/Accepted"},
                             {"$ref": "#/components/schemas/Error"},
+                        ]
+                    },
+                },
+            },
+        },
+        "BatchSummary": {
+            "type": "object",
+            "required": ["ok", "accepted", "rejected", "duplicates", "errors"],
+            "additionalProperties": False,
+            "properties": {
+                "ok": {"const": True},
+                "accepted": {"type": "integer", "minimum": 0},
+                "rejected": {"type": "integer", "minimum": 0},
+                "duplicates": {
+                    "description": "Positions of accepted items that were already stored",
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0},
+                },
+                "errors": {
+                    "description": "The refused items: error body and position",
+                    "type": "array",
+                    "items": {
+                        "allOf": [
+                            {"$ref": "#/components/schemas/Error"},
+                            {
+                                "type": "object",
+                                "required": ["index"],
+                                "properties": {"index": {"type": "integer", "minimum": 0}},
+                            },
                         ]
                     },
                 },
