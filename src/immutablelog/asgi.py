@@ -44,7 +44,7 @@ from immutablelog.sdk.capture import (
     accept_request_id,
     plain_actor,
 )
-from immutablelog.sdk.context import bind_request, serving, unbind
+from immutablelog.sdk.context import bind_request, bound_value, unbind
 from immutablelog.sdk.events import UUIDS, WireEvent
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.settings import environment_config
@@ -83,11 +83,18 @@ class AuditMiddleware(Integration):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and scope["path"] not in self._skip_paths and not _recorded_outside():
+        outer = bound_value()  # (request id, exchange) of an instrumented app further out?
+        if (
+            kind == "http"
+            and scope["path"] not in self._skip_paths
+            and not (type(outer) is tuple and type(outer[1]) is _Exchange and not outer[1].recorded)
+        ):
             # The whole exchange here rather than in a coroutine of its own: one frame less.
             exchange = _Exchange(self, scope, receive, send)
             # The exchange is the context's actor function: a mounted instrumented application
-            # (whatever scope it is given) finds it there and passes the request through.
+            # (whatever scope it is given) finds it there, unrecorded, and passes the request
+            # through. (A request a background task makes after this one was recorded is its
+            # own.)
             bound = bind_request(exchange.request_id, exchange)
             try:
                 await self.app(scope, exchange.receive_and_note, exchange.send_and_note)
@@ -181,7 +188,11 @@ class _Exchange:
             self.disconnected = True
         return message
 
-    async def send_and_note(self, message: Message) -> None:
+    def send_and_note(self, message: Message) -> Awaitable[None]:
+        """The server's ``send`` of ``message``, noted (and the request id added to the
+        response's headers): a plain function that returns the server's awaitable, so that a
+        message passes through no coroutine of ours. The last byte's time is when the server
+        is handed it."""
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message["status"]
@@ -191,12 +202,10 @@ class _Exchange:
             if b"x-request-id" in dict(headers):
                 headers = [pair for pair in headers if pair[0] != b"x-request-id"]
             id_header = (b"x-request-id", self.request_id.encode("latin-1"))
-            await self.send({**message, "headers": [*headers, id_header]})
-        elif kind == "http.response.body" and not message.get("more_body", False):
-            await self.send(message)
+            return self.send({**message, "headers": [*headers, id_header]})
+        if kind == "http.response.body" and not message.get("more_body", False):
             self.finished = time.perf_counter()
-        else:
-            await self.send(message)
+        return self.send(message)
 
     def record(self, exc: BaseException | None) -> None:
         """Queue the request's one event (later calls do nothing). A bug here is logged, and
@@ -253,14 +262,6 @@ class _Exchange:
             )
         except Exception:
             self.audit._log_hook_error()
-
-
-def _recorded_outside() -> bool:
-    """Whether an instrumented application further out records the request being served: one
-    that mounts this one, through the same scope, a copy of it or a brand-new one. (Not a
-    request an application's background task makes after its own request was recorded.)"""
-    outer = serving()
-    return type(outer) is _Exchange and not outer.recorded
 
 
 class _Finisher:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, Final
 
 from immutablelog.sdk.capture import PLAIN_ACTOR_TYPES, plain_actor
 
@@ -74,12 +74,11 @@ def bind_request(request_id: str, actor_of: Callable[[], Any]) -> Token[_Bound]:
     return _CURRENT.set((request_id, actor_of))
 
 
-def serving() -> Callable[[], Any] | None:
-    """The ``actor_of`` of the request an integration is serving in the running code, if any
-    (the ASGI middleware's in-flight exchange: how a mounted instrumented app learns that an
-    outer one records the request)."""
-    value = _CURRENT.get()
-    return value[1] if type(value) is tuple else None
+#: What is bound, as it is: a serving integration's (request id, actor_of) tuple, an
+#: AuditContext or None. The context variable's own getter (no Python frame), for the ASGI
+#: middleware's check on every request for an outer one that records it (its ``actor_of``
+#: is the exchange in flight).
+bound_value: Final = _CURRENT.get
 
 
 def unbind(token: Token[_Bound]) -> None:
