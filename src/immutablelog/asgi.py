@@ -14,8 +14,8 @@ middleware is still recorded, and so is the 500 an unhandled exception becomes.
 Exactly one event per request, recorded when the application is done with it: it returned
 (after the last body chunk of a streaming response, and after its background tasks) or
 raised — an exception that follows a 500 already sent, as Starlette's error handling does, is
-in the same event. The latency is the time to the response's last byte. A client that left
-before any response started gives status 499. Recording is an
+in the same event. The latency is the time until the server is handed the response's last
+byte. A client that left before any response started gives status 499. Recording is an
 in-memory append: the event loop never waits for delivery, which the SDK's one background
 worker does. A request that passes through several instrumented (mounted) applications is
 recorded once, by the outermost: the audit context it binds tells the inner ones, whatever

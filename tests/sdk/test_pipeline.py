@@ -24,7 +24,6 @@ import pytest
 
 from immutablelog._uuid import uuid7_millis
 from immutablelog.sdk import DeliveryOptions, ImmutableLogClient, WireEvent
-from immutablelog.sdk import pipeline as pipeline_module
 from immutablelog.sdk import worker as worker_module
 from immutablelog.sdk.capture import custom_capture
 from immutablelog.sdk.events import UUIDS
@@ -458,38 +457,6 @@ def test_captures_queued_while_the_worker_builds_a_batch_are_kept(
     assert client.flush(10), "and the one appended during the first flush"
     assert sink.stored_keys() == [first.event_id, second.event_id, *late]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "the worker never fails"
-
-
-@pytest.mark.parametrize(("app_gives_the_gil_back", "pauses"), [(True, 3), (False, 1)])
-def test_a_batch_is_built_in_chunks_with_the_gil_handed_over_between_them(
-    sink: FakeLedger,
-    make_client: MakeClient,
-    delivery: DeliveryOptions,
-    monkeypatch: pytest.MonkeyPatch,
-    app_gives_the_gil_back: bool,
-    pauses: int,
-) -> None:
-    """100 captures are 4 chunks of at most 32: a pause after each but the last, unless a pause
-    finds the application keeping the GIL (then the rest is built at once). Captures queued
-    during a pause wait for the next batch; the batch stays whole and in order."""
-    client = make_client(delivery=replace(delivery, max_batch_events=100, batch_interval=30))
-    pipeline = client.pipeline
-    handed_over: list[int] = []
-    late: list[str] = []
-
-    def hand_over() -> bool:
-        handed_over.append(len(pipeline._captures))
-        late.append(client.record("queued.during.a.pause"))  # what a request does meanwhile
-        return app_gives_the_gil_back
-
-    monkeypatch.setattr(pipeline_module, "hand_over_gil", hand_over)
-    ids = record_many(client, 100)  # the 100th fills the batch: no waiting for the interval
-    assert wait_until(lambda: len(sink.stored) >= 100)
-    assert len(handed_over) == pauses
-    assert client.flush(10)
-    first = json.loads(sink.requests[0][2])["events"]
-    assert [event["idempotency_key"] for event in first] == ids
-    assert sink.stored_keys() == ids + late
 
 
 def _wait_child(pid: int, timeout: float = 30.0) -> int:

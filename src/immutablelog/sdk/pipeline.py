@@ -53,7 +53,7 @@ from immutablelog.sdk.retry import RetrySchedule
 from immutablelog.sdk.spool import Backlog, MemoryBacklog, SqliteSpool, open_backlog
 from immutablelog.sdk.stats import Counters, DeliveryStats, DropReporter
 from immutablelog.sdk.transport import RetryableDeliveryError, Transport
-from immutablelog.sdk.worker import WORKER, hand_over_gil
+from immutablelog.sdk.worker import WORKER
 
 logger = logging.getLogger("immutablelog.sdk")
 
@@ -62,9 +62,6 @@ ORPHAN_SCAN_INTERVAL: Final = 30.0
 
 #: Turns a capture into a wire event, in the worker thread; must not raise.
 Build = Callable[[Any], WireEvent]
-
-#: Captures built between two hand-overs of the GIL (about 0.2 ms of work).
-BUILD_CHUNK: Final = 32
 
 
 class DeliveryPipeline:
@@ -363,14 +360,7 @@ class DeliveryPipeline:
         return until if until > now else None
 
     def _build_captures(self) -> None:
-        """Turn queued captures into wire events (JSON, redaction: all off the request path).
-
-        In chunks of :data:`BUILD_CHUNK`, each followed by as many ids for the pool as its
-        requests took, with the GIL handed over in between: a request that arrives meanwhile
-        waits for one chunk (~0.2 ms), not for a whole batch (several ms: a p99 of its own).
-        When the application keeps the GIL for the full switch interval instead (a saturated
-        process, where latency is queueing anyway), the rest is built in one go.
-        """
+        """Turn queued captures into wire events (JSON, redaction: all off the request path)."""
         captures = self._captures
         count = min(len(captures), self._max_batch)
         if not count:
@@ -378,16 +368,10 @@ class DeliveryPipeline:
         # Captures stay in the queue until their events are placed, so that every event is
         # always somewhere the counters see (queued = taken + waiting, never in limbo). Read by
         # index: request threads append meanwhile, which would end an iteration over the deque.
-        built: list[WireEvent] = []
-        pausing = True
-        for start in range(0, count, BUILD_CHUNK):
-            stop = min(start + BUILD_CHUNK, count)
-            built += [
-                build(capture) for build, capture in map(captures.__getitem__, range(start, stop))
-            ]
-            UUIDS.top_up(2 * (stop - start))  # a request takes two
-            if pausing and stop < count:
-                pausing = hand_over_gil()
+        built = [build(capture) for build, capture in map(captures.__getitem__, range(count))]
+        # As many ids for the pool as these requests took (two each), while the GIL is held
+        # anyway; request threads take them while the batch is sent.
+        UUIDS.top_up(2 * count)
         self._gathering_since = None  # whatever is still queued starts a new batch
 
         def consume() -> None:

@@ -36,24 +36,6 @@ WORKER_THREAD_PREFIX: Final = "immutablelog-delivery"
 IDLE_RENEW_INTERVAL: Final = 30.0
 
 
-#: How long the worker pauses to hand the GIL to a thread waiting for it. Releasing it for no
-#: time hands nothing over: the woken thread needs tens of µs to run, and the worker would
-#: take the GIL back first.
-HANDOVER_PAUSE: Final = 0.0001
-
-#: A pause that ends later than this found the application holding the GIL for CPython's
-#: switch interval (5 ms): it is saturated, and more pauses would only slow delivery.
-BUSY_PAUSE: Final = 0.002
-
-
-def hand_over_gil() -> bool:
-    """Let a thread waiting for the GIL run (an event loop with a request to answer); whether
-    it gave the GIL back soon, so that pausing again is worth it."""
-    started = time.monotonic()
-    time.sleep(HANDOVER_PAUSE)
-    return time.monotonic() - started < BUSY_PAUSE
-
-
 class Serviced(Protocol):
     """What the worker steps: a delivery pipeline."""
 
