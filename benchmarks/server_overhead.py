@@ -8,6 +8,7 @@ Run from the repository root (the optional variants need the ``bench`` extra)::
     .venv/bin/python -m benchmarks.server_overhead --rounds 5 --frameworks fastapi \\
         --variants bare,ours --throughput-requests 40000
     .venv/bin/python -m benchmarks.server_overhead --variants bare,ours --baseline main  # A/B
+    .venv/bin/python -m benchmarks.server_overhead --frameworks fastapi --pin  # quiet machine
 
 Method:
 
@@ -27,6 +28,10 @@ Method:
   elsewhere; here it gets the CPU the app and the client leave). After the load the server gets
   SIGTERM, delivers what is still queued and exits; then every request's event must be stored
   (``events`` column). sentry-sdk and OTLP send to a local sink that counts envelopes and spans.
+* ``--pin`` (a quiet machine with two or more CPUs): the measured server gets the first CPU to
+  itself; the client and the ledger server share the others. The ledger then cannot preempt
+  the request loop it is measuring, as it cannot in production, where it runs elsewhere; bare
+  and every variant are pinned alike.
 * ``--baseline REV`` adds a variant ``baseline``: ours as of git revision ``REV`` of this
   repository (its ``src`` exported and imported by the server first), for a before/after in one
   run.
@@ -51,7 +56,15 @@ import httpx
 from tests.live import free_port
 
 from benchmarks.common import LoadGenerator, LoadSpec, percentile, process_tree_cpu
-from benchmarks.flask_overhead import _Sink, export_baseline, start_server, worker_pythonpath
+from benchmarks.flask_overhead import (
+    APP_CPUS,
+    PIN,
+    SERVER_CPUS,
+    _Sink,
+    export_baseline,
+    start_server,
+    worker_pythonpath,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,6 +153,8 @@ def run_variant(
     server = subprocess.Popen(
         server_command(framework, port), env=env, cwd=ROOT, stdout=log, stderr=log
     )
+    if PIN:  # before it starts threads or workers: they inherit it
+        os.sched_setaffinity(server.pid, APP_CPUS)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -207,7 +222,12 @@ def main() -> None:
     parser.add_argument(
         "--baseline", metavar="REV", help="also run ours as of this git revision (variant baseline)"
     )
+    parser.add_argument(
+        "--pin", action="store_true", help="the measured server on one CPU, the rest on others"
+    )
     args = parser.parse_args()
+    if PIN:  # the client and the ledger (started from here) inherit the other CPUs
+        os.sched_setaffinity(0, SERVER_CPUS)
     frameworks = args.frameworks.split(",")
     variants = [v for v in args.variants.split(",") if available(v)]
     if args.baseline and "baseline" not in variants:
@@ -273,7 +293,13 @@ def report(
     print(
         f"\n{args.rounds} rounds; per round and variant: {args.latency_requests} requests one at "
         f"a time, then {args.throughput_requests} over {args.concurrency} connections; "
-        f"medians over rounds. load average {os.getloadavg()[0]:.1f}\n"
+        f"medians over rounds. load average {os.getloadavg()[0]:.1f}"
+        + (
+            f"; server on CPU {sorted(APP_CPUS)}, client and ledger on {sorted(SERVER_CPUS)}"
+            if PIN
+            else ""
+        )
+        + "\n"
     )
     print(
         "| framework | variant | p50 | +p50 | p99 | +p99 | req/s | × bare "
