@@ -22,6 +22,7 @@ from immutablelog.ledger.sqlite.sql import (
     mark_holds,
     mark_progress,
     next_slice,
+    select_nodes,
 )
 from immutablelog.tiles.layout import FULL_TILE_BYTES, TILE_WIDTH, full_leaf_tiles
 
@@ -38,9 +39,6 @@ CREATE TABLE IF NOT EXISTS search.leaf_tiles (
 """
 _READ: Final = (
     f"SELECT hashes FROM search.leaf_tiles WHERE tenant_id = ? AND n = ? AND {mark_holds(JOB)}"
-)
-_LEAVES: Final = (
-    "SELECT leaf FROM main.entries WHERE tenant_id = ? AND idx >= ? AND idx < ? ORDER BY idx"
 )
 
 
@@ -71,7 +69,7 @@ def pack(conn: sqlite3.Connection, limit: int) -> int:
         # The tile's leaves from before the slice: entries of a tenant are stored in index
         # order, so those are all at or below the mark.
         start = first - first % TILE_WIDTH
-        earlier = [bytes(leaf) for (leaf,) in conn.execute(_LEAVES, (tenant_id, start, first))]
+        earlier = select_nodes(conn, tenant_id, [(0, i) for i in range(start, first)])
         conn.executemany(
             "INSERT OR REPLACE INTO search.leaf_tiles (tenant_id, n, hashes) VALUES (?, ?, ?)",
             [(tenant_id, n, hashes) for n, hashes in full_leaf_tiles(start, earlier + leaves)],
