@@ -47,6 +47,7 @@ from immutablelog.sdk.capture import (
 from immutablelog.sdk.context import bind_request, bound_value, unbind
 from immutablelog.sdk.events import UUIDS, WireEvent
 from immutablelog.sdk.integration import AuditOptions, Integration
+from immutablelog.sdk.pipeline import already_built
 from immutablelog.sdk.settings import environment_config
 from immutablelog.wsgi import kept_body_length
 
@@ -240,7 +241,9 @@ class _Exchange:
                 whole = b"".join(self.body)
                 if len(whole) == self.body_limit:
                     body = whole
-            audit._queue(
+            # Built here, once the server has the response, not in the worker: a build there
+            # holds the GIL while a request may be waiting for it (the p99 of BENCHMARKS.md).
+            event = audit._finish(
                 (  # an exchange's raw capture: see _Finisher
                     UUIDS.take(),
                     time.time(),
@@ -257,9 +260,9 @@ class _Exchange:
                     actor,
                     self.request_id,
                     body,
-                ),
-                audit._finish,
+                )
             )
+            audit._queue(event, already_built)
         except Exception:
             self.audit._log_hook_error()
 

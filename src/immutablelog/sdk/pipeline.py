@@ -47,7 +47,7 @@ from typing import Any, Final
 from immutablelog.sdk import lifecycle
 from immutablelog.sdk.deadletter import DeadLetterFile
 from immutablelog.sdk.delivery import Interrupted, deliver
-from immutablelog.sdk.events import UUIDS, WireEvent
+from immutablelog.sdk.events import WireEvent
 from immutablelog.sdk.options import DeliveryOptions
 from immutablelog.sdk.retry import RetrySchedule
 from immutablelog.sdk.spool import Backlog, MemoryBacklog, SqliteSpool, open_backlog
@@ -62,6 +62,12 @@ ORPHAN_SCAN_INTERVAL: Final = 30.0
 
 #: Turns a capture into a wire event, in the worker thread; must not raise.
 Build = Callable[[Any], WireEvent]
+
+
+def already_built(event: WireEvent) -> WireEvent:
+    """The :data:`Build` of a capture that is its event already: an integration that built it
+    on its own thread (:mod:`immutablelog.asgi`, on the event loop)."""
+    return event
 
 
 class DeliveryPipeline:
@@ -369,9 +375,6 @@ class DeliveryPipeline:
         # always somewhere the counters see (queued = taken + waiting, never in limbo). Read by
         # index: request threads append meanwhile, which would end an iteration over the deque.
         built = [build(capture) for build, capture in map(captures.__getitem__, range(count))]
-        # As many ids for the pool as these requests took (two each), while the GIL is held
-        # anyway; request threads take them while the batch is sent.
-        UUIDS.top_up(2 * count)
         self._gathering_since = None  # whatever is still queued starts a new batch
 
         def consume() -> None:

@@ -24,16 +24,10 @@ import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from immutablelog.sdk.events import UUIDS
-
 logger = logging.getLogger("immutablelog.sdk")
 
 #: Name prefix of the worker thread (the full name ends in the process id).
 WORKER_THREAD_PREFIX: Final = "immutablelog-delivery"
-
-#: After this long idle, the thread forgets the ids it made beforehand: a UUIDv7 carries the
-#: time it was made, and a new event must not carry a time long past.
-IDLE_RENEW_INTERVAL: Final = 30.0
 
 
 class Serviced(Protocol):
@@ -161,7 +155,6 @@ class DeliveryWorker:
     # -- the thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
-        idle_since: float | None = None
         while True:
             self.run_pending_calls()
             with self._lock:
@@ -179,17 +172,11 @@ class DeliveryWorker:
                     due = time.monotonic() + 1.0
                 if due is not None and (wake_at is None or due < wake_at):
                     wake_at = due
-            UUIDS.top_up(UUIDS.HIGH_WATER)  # in this round, which holds the GIL anyway
-            now = time.monotonic()
-            if wake_at is not None and wake_at <= now:
-                idle_since = None
-                continue
-            idle_since = self._sleep(pipelines, wake_at, idle_since)
+            if wake_at is None or wake_at > time.monotonic():
+                self._sleep(pipelines, wake_at)
 
-    def _sleep(
-        self, pipelines: list[Serviced], wake_at: float | None, idle_since: float | None
-    ) -> float | None:
-        """Sleep until ``wake_at`` or a ring; returns since when the worker has been idle."""
+    def _sleep(self, pipelines: list[Serviced], wake_at: float | None) -> None:
+        """Sleep until ``wake_at`` (None: for ever) or a ring."""
         # Pipelines whose captures are gathering are due at wake_at at the latest; any other
         # must be woken by its next capture.
         quiet = [p for p in pipelines if not p.gathering()]
@@ -197,23 +184,8 @@ class DeliveryWorker:
             pipeline.sleeping = True
         try:
             # Checked after raising the flags: a capture queued before them did not ring.
-            if any(p.has_captures() for p in quiet):
-                return None
-            if len(quiet) < len(pipelines):  # a batch is gathering: wait for it, or a ring
+            if not any(p.has_captures() for p in quiet):
                 self.doorbell.wait(None if wake_at is None else wake_at - time.monotonic())
-                return None
-            # Idle: fill the id pool in small steps, stopping as soon as work arrives.
-            while UUIDS.needs_top_up() and not any(p.has_captures() for p in quiet):
-                UUIDS.top_up()
-            now = time.monotonic()
-            idle_since = now if idle_since is None else idle_since
-            timeout = IDLE_RENEW_INTERVAL if wake_at is None else wake_at - now
-            if self.doorbell.wait(min(timeout, IDLE_RENEW_INTERVAL)):
-                return None
-            if time.monotonic() - idle_since >= IDLE_RENEW_INTERVAL:
-                UUIDS.forget()  # made before a long idle spell, ids would carry a stale time
-                return None
-            return idle_since
         finally:
             for pipeline in quiet:
                 pipeline.sleeping = False
