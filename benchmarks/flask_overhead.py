@@ -74,7 +74,7 @@ ALL_VARIANTS = ("bare", "seed", "ours", "sentry", "otel")
 
 #: Controls, run only when named in ``--variants``: how much of ours is the request path alone
 #: (``ours-capture``: events queue up during the loop and are built and sent only by the flush
-#: after it; a thread keeps the id pool filled as the worker would) and how much is the network
+#: after it) and how much is the network
 #: (``ours-offline``: built and batched as usual, acknowledged by a transport with no socket).
 CONTROL_VARIANTS = ("ours-capture", "ours-offline")
 DELIVERING = ("seed", "ours", "ours-capture", "baseline")
@@ -146,7 +146,6 @@ def build_app(variant: str, url: str, api_key: str, service: str, sink_port: int
 def _instrument_ours(app: Any, variant: str, url: str, api_key: str, service: str) -> None:
     from immutablelog.flask import ImmutableLogAudit
     from immutablelog.sdk import DeliveryOptions
-    from immutablelog.sdk.events import UUIDS
     from immutablelog.sdk.transport import ItemResult, Transport
 
     delivery = DeliveryOptions(spool_dir=tempfile.mkdtemp(prefix="bench-spool-"), max_queue=100_000)
@@ -155,13 +154,6 @@ def _instrument_ours(app: Any, variant: str, url: str, api_key: str, service: st
         delivery = replace(
             delivery, max_queue=1_000_000, max_batch_events=1_000_000, batch_interval=3600
         )
-
-        def keep_ids_ready() -> None:
-            while True:
-                UUIDS.top_up(UUIDS.HIGH_WATER)
-                time.sleep(0.05)
-
-        threading.Thread(target=keep_ids_ready, daemon=True).start()
     elif variant == "ours-offline":
 
         class Acknowledging:
@@ -202,8 +194,8 @@ def count_requests(variant: str, requests: int, deliver: bool) -> None:
     """Serve ``requests`` requests and exit: the body of an ``--instructions`` measurement.
 
     Without ``deliver``, ours captures only (its events gather in the queue; the worker thread
-    sleeps throughout) and the id pool is filled beforehand, so what differs between two request
-    counts is the request path alone, instruction for instruction. With ``deliver``, the worker
+    sleeps throughout), so what differs between two request counts is the request path alone,
+    instruction for instruction. With ``deliver``, the worker
     builds, batches and settles every event as in ``ours-offline`` (a transport without a
     socket), and the count includes its thread (batch sizes follow the clock, so this one is
     close, not exact, from run to run).
@@ -215,13 +207,11 @@ def count_requests(variant: str, requests: int, deliver: bool) -> None:
     if variant != "bare" and not deliver:
         from immutablelog.flask import ImmutableLogAudit
         from immutablelog.sdk import DeliveryOptions
-        from immutablelog.sdk.events import UUIDS
 
         endless = DeliveryOptions(
             spool_dir=False, max_queue=10**6, max_batch_events=10**6, batch_interval=3600
         )
         ImmutableLogAudit(app, api_key="k", api_url="http://127.0.0.1:9", delivery=endless)
-        UUIDS.top_up(requests + 100)
     client = app.test_client()
     for _ in range(requests):
         client.get("/")

@@ -15,11 +15,12 @@ Exactly one event per request, recorded when the application is done with it: it
 (after the last body chunk of a streaming response, and after its background tasks) or
 raised — an exception that follows a 500 already sent, as Starlette's error handling does, is
 in the same event. The latency is the time until the server is handed the response's last
-byte. A client that left before any response started gives status 499. Recording is an
-in-memory append: the event loop never waits for delivery, which the SDK's one background
-worker does. A request that passes through several instrumented (mounted) applications is
-recorded once, by the outermost: the audit context it binds tells the inner ones, whatever
-scope they are given. The lifespan's shutdown flushes what is queued.
+byte. A client that left before any response started gives status 499. The event is built
+on the event loop once the server has the response (a few µs; a build in the worker would hold
+the GIL for a whole batch while requests wait for it) and appended to the queue: the event
+loop never waits for delivery, which the SDK's one background worker does. A request that
+passes through several instrumented (mounted) applications is recorded once, by the
+outermost: the audit context it binds tells the inner ones, whatever scope they are given. The lifespan's shutdown flushes what is queued.
 
 A view names its event and actor through the request's state (``request.state`` in
 Starlette and FastAPI, ``scope["state"]`` in any ASGI app): ``imtbl_event_name`` and
@@ -123,9 +124,10 @@ class AuditMiddleware(Integration):
 class _Exchange:
     """One request on its way through the application: the raw facts its event will tell.
 
-    Only what cannot wait is done here, on the event loop: the request id (echoed in the
+    While the request runs, only what cannot wait is done: the request id (echoed in the
     response), the status, the times, the actor and the exception as plain data. Decoding the
-    headers and query string happens in the worker (:class:`_Finisher`). The wrappers of
+    headers and query string and building the event wait until the response is sent
+    (:class:`_Finisher`, in :meth:`record`). The wrappers of
     ``receive`` and ``send`` are bound methods, not closures made per request.
     """
 
@@ -209,8 +211,8 @@ class _Exchange:
         return self.send(message)
 
     def record(self, exc: BaseException | None) -> None:
-        """Queue the request's one event (later calls do nothing). A bug here is logged, and
-        never fails the request."""
+        """Build and queue the request's one event (later calls do nothing). A bug here is
+        logged, and never fails the request."""
         if self.recorded:
             return
         self.recorded = True
@@ -269,9 +271,8 @@ class _Exchange:
 
 class _Finisher:
     """Turns an exchange's raw capture into the shared
-    :class:`~immutablelog.sdk.capture.RequestCapture` and builds its event, in the worker: the
-    header and query decoding the event loop did not do. (Not a method of the middleware: the
-    pipeline keeps it, and must not keep the middleware alive.)"""
+    :class:`~immutablelog.sdk.capture.RequestCapture` and builds its event, after the response:
+    the header and query decoding the request did not wait for."""
 
     __slots__ = ("_builder", "_captured", "_wanted")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 import uuid
 from typing import Any
@@ -142,14 +143,42 @@ def test_wire_encoding_copes_with_non_string_meta() -> None:
 
 def test_the_id_pool_hands_out_each_id_once_and_forgets_them_in_a_fork() -> None:
     pool = UuidPool()
-    assert uuid.UUID(pool.take()).version == 7  # empty: made on the spot
-    pool.top_up()
-    taken = [pool.take() for _ in range(UuidPool.CHUNK + 5)]
+    taken = [pool.take() for _ in range(3 * UuidPool.CHUNK + 5)]
+    assert {uuid.UUID(t).version for t in taken} == {7}
     assert len(set(taken)) == len(taken)
-    for _ in range(UuidPool.LOW_WATER // UuidPool.CHUNK + 1):
-        pool.top_up()
-    assert not pool.needs_top_up()
-    pool.top_up(10 * UuidPool.HIGH_WATER)
-    assert len(pool._ids) == UuidPool.HIGH_WATER, "the pool never grows beyond its high water"
+    assert pool._ids, "ids are made a chunk at a time"
     pool.forget()
-    assert pool.needs_top_up(), "a forked child must not reuse ids its parent may hand out"
+    assert not pool._ids, "a forked child must not reuse ids its parent may hand out"
+
+
+def test_threads_taking_ids_at_once_never_share_one() -> None:
+    pool = UuidPool()
+    taken: list[list[str]] = [[] for _ in range(4)]
+    start = threading.Barrier(4)
+
+    def take_many(into: list[str]) -> None:
+        start.wait()
+        into.extend(pool.take() for _ in range(5_000))
+
+    threads = [threading.Thread(target=take_many, args=(into,)) for into in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [i for into in taken for i in into]
+    assert len(everything) == 20_000
+    assert len(set(everything)) == 20_000
+
+
+def test_ids_older_than_the_pool_allows_are_not_handed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A UUIDv7 carries the time it was made: ids left in the pool over an idle spell would
+    stamp new events with an old time (and put their keys far from the index's end)."""
+    monkeypatch.setattr(UuidPool, "MAX_AGE", 0.05)
+    pool = UuidPool()
+    first, second = pool.take(), pool.take()
+    assert uuid7_millis(second) == uuid7_millis(first), "the second came from the first's chunk"
+    time.sleep(0.1)
+    idle_end = time.time_ns() // 1_000_000
+    assert uuid7_millis(pool.take()) >= idle_end

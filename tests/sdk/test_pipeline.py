@@ -24,9 +24,8 @@ import pytest
 
 from immutablelog._uuid import uuid7_millis
 from immutablelog.sdk import DeliveryOptions, ImmutableLogClient, WireEvent
-from immutablelog.sdk import worker as worker_module
 from immutablelog.sdk.capture import custom_capture
-from immutablelog.sdk.events import UUIDS
+from immutablelog.sdk.events import UUIDS, UuidPool
 from immutablelog.sdk.log_handler import ImmutableLogHandler
 from immutablelog.sdk.retry import RetrySchedule
 from immutablelog.sdk.transport import HttpTransport, ItemResult
@@ -115,22 +114,19 @@ def test_ids_made_before_an_idle_spell_are_not_handed_out_after_it(
     delivery: DeliveryOptions,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Event ids are UUIDv7s, which carry the time they were made: a pool filled long ago
-    would stamp new events with an old time (and put their keys far from the index's end)."""
-    monkeypatch.setattr(worker_module, "IDLE_RENEW_INTERVAL", 0.3)
+    """Event ids are UUIDv7s, which carry the time they were made: the rest of a chunk made
+    before an idle spell would stamp new events with an old time."""
+    monkeypatch.setattr(UuidPool, "MAX_AGE", 0.2)
     client = make_client(delivery=replace(delivery, batch_interval=0))
-    client.record("before")
+    before = client.record("before")
     assert client.flush(10)
-    assert wait_until(lambda: not UUIDS.needs_top_up()), "the idle worker fills the pool"
-    filled = max(UUIDS._ids)
-    assert wait_until(lambda: not UUIDS._ids or min(UUIDS._ids) > filled, timeout=5)
-    time.sleep(0.01)
+    time.sleep(0.3)
     idle_end = time.time_ns() // 1_000_000
-    event_id = client.record("after")
-    assert uuid7_millis(event_id) > uuid7_millis(filled)
-    assert uuid7_millis(event_id) >= idle_end - 1000, "ids are renewed at least every interval"
+    after = client.record("after")
+    assert uuid7_millis(after) > uuid7_millis(before)
+    assert uuid7_millis(after) >= idle_end, "ids are renewed after an idle spell"
     assert client.flush(10)
-    assert sink.stored_keys()[-1] == event_id
+    assert sink.stored_keys()[-2:] == [before, after]
 
 
 def test_batch_interval_must_not_be_negative() -> None:

@@ -350,7 +350,8 @@ class _Route(NamedTuple):
 
 
 class EventBuilder:
-    """Turns captures into wire events (in the worker thread, off the request path).
+    """Turns captures into wire events (in the worker thread, off the request path; ASGI's
+    on the event loop, once the response is sent).
 
     It holds everything that is constant for an integration: service name, environment,
     redaction policy, how many proxies to trust, an optional custom scrubber.

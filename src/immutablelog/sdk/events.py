@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _escape
 from typing import Any, Final, Literal
 
-from immutablelog._uuid import uuid7, uuid7_batch
+from immutablelog._uuid import uuid7_batch
 
 #: The event kinds the server accepts in ``meta.type``.
 EventKind = Literal["success", "info", "warning", "error"]
