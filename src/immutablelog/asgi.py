@@ -20,7 +20,8 @@ on the event loop once the server has the response (a few µs; a build in the wo
 the GIL for a whole batch while requests wait for it) and appended to the queue: the event
 loop never waits for delivery, which the SDK's one background worker does. A request that
 passes through several instrumented (mounted) applications is recorded once, by the
-outermost: the audit context it binds tells the inner ones, whatever scope they are given. The lifespan's shutdown flushes what is queued.
+outermost: the audit context it binds tells the inner ones, whatever scope they are given.
+The lifespan's shutdown flushes what is queued.
 
 A view names its event and actor through the request's state (``request.state`` in
 Starlette and FastAPI, ``scope["state"]`` in any ASGI app): ``imtbl_event_name`` and
