@@ -9,6 +9,7 @@ Run from the repository root (the optional variants need the ``bench`` extra)::
         --variants bare,ours --throughput-requests 40000
     .venv/bin/python -m benchmarks.server_overhead --variants bare,ours --baseline main  # A/B
     .venv/bin/python -m benchmarks.server_overhead --frameworks fastapi --pin  # quiet machine
+    .venv/bin/python -m benchmarks.server_overhead --frameworks fastapi --pin-ledger
 
 Method:
 
@@ -32,6 +33,12 @@ Method:
   itself; the client and the ledger server share the others. The ledger then cannot preempt
   the request loop it is measuring, as it cannot in production, where it runs elsewhere; bare
   and every variant are pinned alike.
+* ``--pin-ledger`` (two or more CPUs): the ledger server gets the last CPU to itself; the
+  measured server and the client share the others. With ``--pin`` on two CPUs the ledger's
+  work on our events competes with the client, whose measured latencies then include it; here
+  nothing but the app's own work (and the client's) delays a request, at the price of the
+  client's CPU time in every latency, and of any work the app does after answering delaying
+  the client's next request.
 * ``--baseline REV`` adds a variant ``baseline``: ours as of git revision ``REV`` of this
   repository (its ``src`` exported and imported by the server first), for a before/after in one
   run.
@@ -83,6 +90,18 @@ NEEDS = {
         "opentelemetry.instrumentation.django",
     ),
 }
+
+
+# --pin-ledger: the ledger alone on the last CPU (see the module docstring).
+PIN_LEDGER = "--pin-ledger" in sys.argv and hasattr(os, "sched_setaffinity")
+PIN_LEDGER = PIN_LEDGER and len(os.sched_getaffinity(0)) >= 2
+LEDGER_CPUS = {max(os.sched_getaffinity(0))} if PIN_LEDGER else set()
+
+
+def pin_every_thread(pid: int, cpus: set[int]) -> None:
+    """Pin each thread ``pid`` has now; threads they start later inherit it."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
 
 
 def server_command(framework: str, port: int) -> list[str]:
@@ -225,9 +244,16 @@ def main() -> None:
     parser.add_argument(
         "--pin", action="store_true", help="the measured server on one CPU, the rest on others"
     )
+    parser.add_argument(
+        "--pin-ledger", action="store_true", help="the ledger on one CPU, the rest on others"
+    )
     args = parser.parse_args()
+    if PIN and PIN_LEDGER:
+        raise SystemExit("--pin and --pin-ledger place the processes differently: choose one")
     if PIN:  # the client and the ledger (started from here) inherit the other CPUs
         os.sched_setaffinity(0, SERVER_CPUS)
+    if PIN_LEDGER:  # the client and the measured servers (started from here) inherit these
+        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - LEDGER_CPUS)
     frameworks = args.frameworks.split(",")
     variants = [v for v in args.variants.split(",") if available(v)]
     if args.baseline and "baseline" not in variants:
@@ -243,6 +269,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         baseline = export_baseline(args.baseline, tmp) if args.baseline else None
         ledger = start_server(tmp, nice=10)
+        if PIN_LEDGER:
+            pin_every_thread(ledger.process.pid, LEDGER_CPUS)
         try:
             for round_no in range(args.rounds):
                 for framework in frameworks:
@@ -297,6 +325,8 @@ def report(
         + (
             f"; server on CPU {sorted(APP_CPUS)}, client and ledger on {sorted(SERVER_CPUS)}"
             if PIN
+            else f"; ledger on CPU {sorted(LEDGER_CPUS)}, server and client on the others"
+            if PIN_LEDGER
             else ""
         )
         + "\n"
