@@ -1,6 +1,6 @@
-"""What the ASGI middleware hands the worker (the raw facts of an exchange) becomes the same
-event the shared builder makes of a request capture: header decoding, redaction and the
-client address are worked out in the worker, off the event loop."""
+"""What the ASGI middleware keeps of an exchange (its raw facts) becomes the same event the
+shared builder makes of a request capture: header decoding, redaction and the client address
+are worked out once the response is sent."""
 
 from __future__ import annotations
 

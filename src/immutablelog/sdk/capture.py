@@ -1,13 +1,16 @@
 """Capture: what a request (or a custom event) becomes as an audit event.
 
-Capture is split in two halves so the request thread does almost nothing:
+Capture is split in two halves so the request itself waits for almost nothing:
 
-* In the request thread, a framework integration copies a handful of raw values into a
-  :class:`RequestCapture` (a tuple: cheap to build, immutable, safe to hand to another thread)
-  and enqueues it. No JSON, no redaction, no formatting happens there.
-* In the background worker, :class:`EventBuilder` turns the capture into the seed's payload and
-  meta schema: client IP through the trusted proxies, redaction, messages, severity, the 12 KB
-  clamp, serialization. The result is a :class:`~immutablelog.sdk.events.WireEvent`.
+* While the request runs, a framework integration copies a handful of raw values into a
+  :class:`RequestCapture` (a tuple: cheap to build, immutable, safe to hand to another thread).
+  No JSON, no redaction, no formatting happens there.
+* Later, :class:`EventBuilder` turns the capture into the seed's payload and meta schema:
+  client IP through the trusted proxies, redaction, messages, severity, the 12 KB clamp,
+  serialization. The result is a :class:`~immutablelog.sdk.events.WireEvent`. The Flask
+  extension and ``record()`` leave that to the background worker; the Django, WSGI and ASGI
+  middlewares do it on the request's thread once the response is sent, so that the worker
+  never holds the GIL for a batch of builds while a request waits for it.
 
 Nothing here imports a web framework, so WSGI, ASGI, Django or FastAPI integrations can be thin
 layers that fill the same captures.
@@ -350,8 +353,7 @@ class _Route(NamedTuple):
 
 
 class EventBuilder:
-    """Turns captures into wire events (in the worker thread, off the request path; ASGI's
-    on the event loop, once the response is sent).
+    """Turns captures into wire events, off the request path (module docstring).
 
     It holds everything that is constant for an integration: service name, environment,
     redaction policy, how many proxies to trust, an optional custom scrubber.

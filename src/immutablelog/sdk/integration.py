@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict
 
 from immutablelog.sdk.options import DeliveryOptions
+from immutablelog.sdk.pipeline import already_built
 from immutablelog.sdk.redaction import Scrubber
 from immutablelog.sdk.settings import _Unset, resolve_settings
 from immutablelog.sdk.stats import DeliveryStats
@@ -56,7 +57,10 @@ class Integration:
         self._actor_error_logged = False
 
     def submit(self, capture: Any) -> None:
-        self._lease.pipeline.submit(capture, self._build)
+        """Build ``capture``'s event and queue it. Called once the response is sent (its body
+        closed), so the build costs the request nothing, and here rather than in the worker:
+        a batch built there holds the GIL while requests wait for it (BENCHMARKS.md)."""
+        self._lease.pipeline.submit(self._build(capture), already_built)
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until the events recorded so far are delivered; False on timeout."""
