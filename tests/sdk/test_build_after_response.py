@@ -29,6 +29,14 @@ class Builds:
         self.done_before_build.append(self.response_done)
         return payload
 
+    def check_one_built_on(self, thread: int, audit: Any, sink: FakeLedger) -> None:
+        """One build, on ``thread``, after the response; its event delivered."""
+        assert self.threads == [thread]
+        assert self.done_before_build == [True]
+        assert audit.flush(10)
+        assert [s.document["request"]["path"] for s in sink.stored] == ["/orders"]
+        audit.close()
+
 
 def test_wsgi_builds_on_the_request_thread_once_the_response_is_closed(
     sink: FakeLedger, delivery: DeliveryOptions
@@ -48,11 +56,7 @@ def test_wsgi_builds_on_the_request_thread_once_the_response_is_closed(
     assert builds.threads == [], "nothing is built while the server still sends the response"
     builds.response_done = True
     body.close()  # type: ignore[attr-defined]
-    assert builds.threads == [threading.get_ident()]
-    assert builds.done_before_build == [True]
-    assert audit.flush(10)
-    assert [s.document["request"]["path"] for s in sink.stored] == ["/orders"]
-    audit.close()
+    builds.check_one_built_on(threading.get_ident(), audit, sink)
 
 
 def test_asgi_builds_on_the_event_loop_once_the_last_byte_is_sent(
@@ -84,11 +88,7 @@ def test_asgi_builds_on_the_event_loop_once_the_last_byte_is_sent(
         await audit(scope, receive, send)
 
     asyncio.run(serve_one())
-    assert builds.threads == loop_threads
-    assert builds.done_before_build == [True]
-    assert audit.flush(10)
-    assert [s.document["request"]["path"] for s in sink.stored] == ["/orders"]
-    audit.close()
+    builds.check_one_built_on(loop_threads[0], audit, sink)
 
 
 def test_a_build_that_fails_on_the_request_thread_still_answers_and_records(
