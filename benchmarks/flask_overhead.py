@@ -74,8 +74,8 @@ ALL_VARIANTS = ("bare", "seed", "ours", "sentry", "otel")
 
 #: Controls, run only when named in ``--variants``: how much of ours is the request path alone
 #: (``ours-capture``: events queue up during the loop and are built and sent only by the flush
-#: after it) and how much is the network
-#: (``ours-offline``: built and batched as usual, acknowledged by a transport with no socket).
+#: after it) and how much is the network (``ours-offline``: built and batched as usual,
+#: acknowledged by a transport with no socket).
 CONTROL_VARIANTS = ("ours-capture", "ours-offline")
 DELIVERING = ("seed", "ours", "ours-capture", "baseline")
 
@@ -195,10 +195,9 @@ def count_requests(variant: str, requests: int, deliver: bool) -> None:
 
     Without ``deliver``, ours captures only (its events gather in the queue; the worker thread
     sleeps throughout), so what differs between two request counts is the request path alone,
-    instruction for instruction. With ``deliver``, the worker
-    builds, batches and settles every event as in ``ours-offline`` (a transport without a
-    socket), and the count includes its thread (batch sizes follow the clock, so this one is
-    close, not exact, from run to run).
+    instruction for instruction. With ``deliver``, the worker builds, batches and settles every
+    event as in ``ours-offline`` (a transport without a socket), and the count includes its
+    thread (batch sizes follow the clock, so this one is close, not exact, from run to run).
     """
     if deliver:
         app = build_app("ours-offline", "", "", "bench", 0)

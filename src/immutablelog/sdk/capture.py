@@ -397,7 +397,7 @@ class EventBuilder:
 
     def stub(self, capture: Capture, exc: BaseException) -> WireEvent:
         """The event of a capture that could not be built: its identity and the error's type
-        (logged). An integration that prepares captures in the worker uses it too."""
+        (logged). An integration that reads its own raw captures (ASGI's) uses it too."""
         logger.exception("ImmutableLog: could not build an event; recording a stub instead")
         return self._build_stub(capture, exc)
 

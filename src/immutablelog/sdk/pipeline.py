@@ -13,9 +13,10 @@ Path of an event::
                                                           dead-letter file (delivery.py)
 
 * The request thread only appends a pair (builder, capture) to a ``collections.deque`` (atomic
-  under the GIL); it wakes the worker only when the worker sleeps with nothing queued here, and
-  for a full batch. If the queue is full the capture is dropped — counted and logged, never
-  waited for: an audit logger must not take the application down with it.
+  under the GIL), or a finished event with :func:`already_built` (the middlewares build theirs
+  once the response is sent); it wakes the worker only when the worker sleeps with nothing
+  queued here, and for a full batch. If the queue is full the capture is dropped — counted
+  and logged, never waited for: an audit logger must not take the application down with it.
 * The worker lets captures gather for ``batch_interval`` (unless a full batch is waiting, or
   someone flushes or closes) and then builds and sends them in one go. Every time the worker
   takes the GIL back from a busy request thread, one request waits for it (up to the 5 ms
@@ -66,7 +67,8 @@ Build = Callable[[Any], WireEvent]
 
 def already_built(event: WireEvent) -> WireEvent:
     """The :data:`Build` of a capture that is its event already: an integration that built it
-    on its own thread (:mod:`immutablelog.asgi`, on the event loop)."""
+    on the request's thread once the response was sent (the Django, WSGI and ASGI
+    middlewares)."""
     return event
 
 
