@@ -14,6 +14,16 @@ after each round the worker's delivery count must equal the requests made. sentr
 only), when installed, is measured the same way for comparison. Reported: per-request latency
 p50/p99 (medians over rounds) and each variant's added microseconds over bare in the same
 round, and throughput relative to bare.
+
+``--instructions`` counts instead, under valgrind's callgrind, the instructions per request of
+the bare app and of ours in three steps — the request path alone (every event's
+``EventBuilder.build`` replaced by a ready-made event), with each event built (the worker
+asleep, events gathering in the queue), and with delivery (the worker batching every event into
+a transport without a socket) — from the difference of two runs of 500 and 2,500 requests:
+counts, not seconds, the same on a busy machine as on an idle one. ``--baseline REV`` counts ours
+as of git revision ``REV`` too, in the same run::
+
+    .venv/bin/python -m benchmarks.framework_overhead --instructions --baseline main
 """
 
 from __future__ import annotations
@@ -22,9 +32,12 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from immutablelog.sdk import DeliveryOptions
@@ -52,10 +65,19 @@ def _delivery() -> DeliveryOptions:
     return DeliveryOptions(spool_dir=False, max_queue=1_000_000)
 
 
+def _asleep() -> DeliveryOptions:
+    """Delivery that never wakes during a count: events gather in the queue."""
+    return DeliveryOptions(
+        spool_dir=False, max_queue=10**6, max_batch_events=10**6, batch_interval=3600
+    )
+
+
 # -- ASGI (Starlette) ---------------------------------------------------------------------------
 
 
-def asgi_runners(transport: Acknowledging) -> dict[str, tuple[Runner, Any]]:
+def asgi_runners(
+    transport: Acknowledging, delivery: DeliveryOptions | None = None
+) -> dict[str, tuple[Runner, Any]]:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse
@@ -70,7 +92,7 @@ def asgi_runners(transport: Acknowledging) -> dict[str, tuple[Runner, Any]]:
     ours = AuditMiddleware(
         Starlette(routes=[Route("/hello", hello)]),
         service_name="bench-asgi",
-        delivery=_delivery(),
+        delivery=delivery or _delivery(),
         transport=transport,
     )
     loop = asyncio.new_event_loop()
@@ -99,7 +121,9 @@ def asgi_runners(transport: Acknowledging) -> dict[str, tuple[Runner, Any]]:
 # -- Django (WSGI) ------------------------------------------------------------------------------
 
 
-def django_runners(transport: Acknowledging) -> dict[str, tuple[Runner, Any]]:
+def django_runners(
+    transport: Acknowledging, delivery: DeliveryOptions | None = None
+) -> dict[str, tuple[Runner, Any]]:
     import django
     from django.conf import settings
 
@@ -111,7 +135,7 @@ def django_runners(transport: Acknowledging) -> dict[str, tuple[Runner, Any]]:
             MIDDLEWARE=[],
             IMMUTABLELOG={
                 "service_name": "bench-django",
-                "delivery": _delivery(),
+                "delivery": delivery or _delivery(),
                 "transport": transport,
             },
         )
@@ -227,12 +251,113 @@ def measure(
         )
 
 
+# -- counting instructions ----------------------------------------------------------------------
+
+#: What a count runs: the bare app, or ours up to one of these steps.
+STEPS = {
+    "path": "request path",
+    "built": "+ build",
+    "delivered": "+ delivery",
+}
+COUNTS = (500, 2500)
+
+
+def count(framework: str, step: str, requests: int) -> None:
+    """Serve ``requests`` requests in-process and exit: the body of one callgrind run."""
+    transport = Acknowledging()
+    if step == "path":
+        from immutablelog.sdk.capture import EventBuilder
+        from immutablelog.sdk.events import WireEvent
+
+        ready = WireEvent("0", "{}", {"type": "info", "event_name": "e", "service": "s"})
+        EventBuilder.build = lambda self, capture: ready  # type: ignore[method-assign]
+    delivery = _delivery() if step == "delivered" else _asleep()
+    runners = (asgi_runners if framework == "asgi" else django_runners)(transport, delivery)
+    run, middleware = runners["bare" if step == "bare" else "ours"]
+    for _ in range(requests):
+        run()
+    if step == "delivered":
+        assert middleware.flush(600) and transport.delivered == requests, transport.delivered
+    os._exit(0)  # no exit drain: nothing to measure there
+
+
+def callgrind_total(framework: str, step: str, requests: int, src: Path | None) -> int:
+    """Instructions of one run of ``requests`` requests (callgrind), with the SDK imported from
+    ``src`` (a baseline's) or this checkout."""
+    root = Path(__file__).resolve().parent.parent
+    path = os.pathsep.join(str(p) for p in (src or root / "src", root))
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         "-m", "benchmarks.framework_overhead", "--count", f"{framework}:{step}:{requests}"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, cwd=root,
+    )  # fmt: skip
+    if "Collected :" not in out.stderr or out.returncode:
+        raise SystemExit(f"{framework} {step}: the count failed\n{out.stderr[-2000:]}")
+    return int(out.stderr.split("Collected :")[1].split()[0])
+
+
+def count_all(frameworks: list[str], baseline: str | None) -> None:
+    """Print, per framework, the instructions per request of bare and of each step of ours (and
+    of the baseline's), each the difference of two runs; the runs go in parallel, one per CPU
+    (a count does not depend on what else the machine does)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmarks.flask_overhead import export_baseline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sources: dict[str, Path | None] = {"ours": None}
+        if baseline:
+            sources[f"baseline ({baseline})"] = export_baseline(baseline, Path(tmp))
+        jobs = [(f, "bare", None) for f in frameworks] + [
+            (f, step, label) for f in frameworks for label in sources for step in STEPS
+        ]
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            futures = {
+                (job, requests): pool.submit(
+                    callgrind_total, job[0], job[1], requests, sources.get(job[2] or "ours")
+                )
+                for job in jobs
+                for requests in COUNTS
+            }
+            per_request = {
+                job: (futures[job, COUNTS[1]].result() - futures[job, COUNTS[0]].result())
+                / (COUNTS[1] - COUNTS[0])
+                for job in jobs
+            }
+    for framework in frameworks:
+        bare = per_request[framework, "bare", None]
+        print(f"\n{framework}: instructions per request (callgrind, in-process)\n")
+        print("| variant | step | instructions | added to bare | the step's own |")
+        print("|---|---|---:|---:|---:|")
+        print(f"| bare | – | {bare:,.0f} | – | – |")
+        for label in sources:
+            before = bare
+            for step, step_label in STEPS.items():
+                total = per_request[framework, step, label]
+                print(
+                    f"| {label} | {step_label} | {total:,.0f} | {total - bare:+,.0f} | "
+                    f"{total - before:+,.0f} |"
+                )
+                before = total
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--frameworks", default="asgi,django")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind instead"
+    )
+    parser.add_argument("--baseline", metavar="REV", help="with --instructions: ours at REV too")
+    parser.add_argument("--count", help=argparse.SUPPRESS)  # FRAMEWORK:STEP:REQUESTS, one run
     args = parser.parse_args(argv)
+    if args.count:
+        framework, step, requests = args.count.split(":")
+        count(framework, step, int(requests))
+    if args.instructions:
+        count_all(args.frameworks.split(","), args.baseline)
+        return 0
     print(f"python {sys.version.split()[0]}, pid {os.getpid()}, load {os.getloadavg()[0]:.1f}")
     for name in args.frameworks.split(","):
         transport = Acknowledging()

@@ -192,7 +192,11 @@ class FakeLedger:
         self, key: str, payload: Any, meta: dict[str, Any], headers: dict[str, str]
     ) -> tuple[bool, bool]:
         """Returns (ok, duplicate)."""
-        text = payload if isinstance(payload, str) else json.dumps(payload)
+        text = (  # as the ledger stores a payload sent as a document
+            payload
+            if isinstance(payload, str)
+            else json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+        )
         with self._lock:
             known = self._by_key.get(key)
             if known is not None:

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from immutablelog.entry import validate_submission
 from immutablelog.sdk.capture import (
     MAX_REQUEST_ID_LENGTH,
     CustomCapture,
@@ -21,6 +22,7 @@ from immutablelog.sdk.capture import (
     RequestInfo,
     accept_request_id,
     client_ip,
+    custom_capture,
     first_query_values,
 )
 from immutablelog.sdk.events import UUIDS, WireEvent
@@ -309,7 +311,7 @@ _texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=
     body=st.sampled_from([None, b'{"password": "p", "n": 1}']),
     latency=st.one_of(st.none(), st.floats(min_value=0, max_value=100)),
 )
-def test_fast_path_is_identical_to_json_dumps_of_the_dict(
+def test_fast_path_is_identical_to_compact_json_dumps_of_the_dict(
     method: str,
     path: str,
     query: str,
@@ -342,7 +344,17 @@ def test_fast_path_is_identical_to_json_dumps_of_the_dict(
     general = EventBuilder(service_name="svc é", env="prod", scrubber=lambda p: p).build(cap)
     assert fast.payload == general.payload
     assert fast.meta == general.meta
-    assert fast.encoded == WireEvent(fast.idempotency_key, fast.payload, fast.meta).encoded
+    # Compact JSON, as the ledger writes a payload it receives as a document.
+    document = json.loads(fast.payload)
+    assert fast.payload == json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    # The batch item (the payload as a document or as a string) makes the ledger store exactly
+    # that text, with the same meta and key as the item the general path writes.
+    for event in (fast, general):
+        item = json.loads(event.encoded)
+        stored = validate_submission(item["payload"], item["meta"], item["idempotency_key"])
+        assert (stored.payload, stored.idempotency_key) == (fast.payload, fast.idempotency_key)
+        assert dict(stored.meta) == {**fast.meta}
+        assert WireEvent.decode(event.encoded) == fast
     again = builder.build(cap)  # the route's parts from the builder's cache this time
     assert (again.payload, again.meta, again.encoded) == (fast.payload, fast.meta, fast.encoded)
 
@@ -379,3 +391,38 @@ def test_a_malformed_tuple_still_yields_an_event() -> None:
     event = EventBuilder(service_name="svc", env="prod").build(("too", "short"))
     assert event.meta["event_name"] == "capture.malformed" and event.meta["type"] == "error"
     assert json.loads(event.payload)["id"] == event.idempotency_key
+
+
+@pytest.mark.parametrize("path", ["/a\x00b", "/" + "x" * 400, "/é" * 300])
+@pytest.mark.parametrize("event_name", [None, "n\x00" * 200])
+@pytest.mark.parametrize("scrubber", [None, lambda payload: payload])
+def test_an_event_named_after_any_path_is_one_the_ledger_accepts(
+    path: str, event_name: str | None, scrubber: Any
+) -> None:
+    """The default name ``http.GET.<path>`` of a long path, or of one with NUL in it, would
+    break the ledger's meta rules (at most 255 characters, no NUL): the event would be
+    refused and lost. Each path of the builder stores it, its name cut and NUL replaced."""
+    builder = EventBuilder(service_name="svc", env="prod", scrubber=scrubber)
+    for event in (
+        builder.build(capture(path=path, event_name=event_name)),
+        builder.build(capture(path=path, event_name=event_name, exc_type="KeyError")),
+        builder.build(
+            custom_capture(
+                event_name or path,
+                "info",
+                message=None,
+                data={},
+                actor=None,
+                request=None,
+                request_id=event_name,
+            )
+        ),
+    ):
+        item = json.loads(event.encoded)
+        stored = validate_submission(item["payload"], item["meta"], item["idempotency_key"])
+        name = stored.meta["event_name"]
+        assert len(name) <= 255 and "\x00" not in name
+        assert name.startswith((event_name or "")[:1].replace("\x00", "\ufffd"))
+        assert len(stored.meta["request_id"]) <= 255
+        if len(f"http.POST.{path}") > 255 and event_name is None:
+            assert name.endswith("\u2026") and len(name) == 255

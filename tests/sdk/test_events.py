@@ -113,6 +113,19 @@ def test_uuid7_format_and_time() -> None:
         )
 
 
+def test_every_random_digit_of_a_uuid7_varies() -> None:
+    """The batch is written through masks and a template: a wrong mask would fix a digit (or
+    let one stray outside hex, or the variant's range), which a format check on a few ids could
+    miss. Across 4,000 ids each random position takes each of its values."""
+    values = uuid7_batch(2000) + [uuid7() for _ in range(2000)]
+    for position in [*range(15, 18), *range(20, 23), *range(24, 36)]:
+        assert {value[position] for value in values} == set("0123456789abcdef"), position
+    assert {value[19] for value in values} == set("89ab")
+    assert {value[14] for value in values} == {"7"}
+    assert {value[8] + value[13] + value[18] + value[23] for value in values} == {"----"}
+    assert uuid7_batch(0) == []
+
+
 def test_uuid7s_made_later_sort_later() -> None:
     first = uuid7_batch(50)
     time.sleep(0.002)

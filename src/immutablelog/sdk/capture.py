@@ -40,6 +40,7 @@ from immutablelog.sdk.events import (
     clamp_payload,
     finite,
     http_message,
+    meta_text,
     prebuilt_event,
     severity_from,
     severity_level,
@@ -244,10 +245,13 @@ def _iso(timestamp: float) -> str:
     return f"{prefix}+00:00"
 
 
-# json.dumps(ensure_ascii=False, default=str, allow_nan=False), as the seed extension writes
-# payloads, configured once (benchmarks/sdk_encoder.py: 1.07x the build with the C encoder
-# built by hand, through CPython's private API; orjson writes other bytes).
-_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False)
+# json.dumps(ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False), the
+# payload's compact form (the ledger's own serialization of a payload sent as an object),
+# configured once (benchmarks/sdk_encoder.py: 1.07x the build with the C encoder built by hand,
+# through CPython's private API; orjson writes other bytes).
+_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False
+)
 
 
 def _json(value: Any) -> str:
@@ -278,49 +282,39 @@ def _request_text(
     status: int | None,
     block: dict[str, Any] | None,
 ) -> str:
-    """The request event's payload JSON, exactly as ``json.dumps(..., ensure_ascii=False)``
-    writes the dict that :meth:`EventBuilder._build_request` would otherwise build."""
-    actor_part = f', "actor": {_json(actor)}' if actor is not None else ""
-    headers_part = f', "headers": {_json(headers)}' if headers else ""
-    if block is None:
-        block_part = ""
-    elif kind == "success":  # the common blocks by hand: the C encoder's set-up costs more
-        block_part = f', "success": {{"status_code": {status}, "result": "{block["result"]}"}}'
-    elif kind == "info":
-        block_part = (
-            f', "info": {{"status_code": {_json(status)}, "action": {_escape(block["action"])}}}'
-        )
-    else:
-        block_part = f', "{kind}": {_json(block)}'
+    """The request event's payload JSON, exactly as ``json.dumps(..., ensure_ascii=False,
+    separators=(",", ":"))`` writes the dict that :meth:`EventBuilder._build_request` would
+    otherwise build."""
+    actor_part = f',"actor":{_json(actor)}' if actor is not None else ""
+    headers_part = f',"headers":{_json(headers)}' if headers else ""
     return (
-        f'{{"id": {_escape(event_id)}, "kind": "{kind}", "message": {_escape(message)}, '
-        f'"timestamp": "{timestamp}", '
-        f'"context": {{"ip": {_escape(ip)}, "user_agent": {_escape(user_agent)}{actor_part}}}, '
-        f'"request": {{"request_id": {_escape(request_id)}, "method": {_escape(method)}, '
-        f'"path": {_escape(path)}, "query_params": {_json(query)}{headers_part}}}, '
-        f'"metrics": {{"latency_ms": {_json(latency_ms)}, "status_code": {_json(status)}}}, '
-        f'"severity": "{severity_level(kind)}"{block_part}}}'
+        f'{{"id":{_escape(event_id)},"kind":"{kind}","message":{_escape(message)},'
+        f'"timestamp":"{timestamp}",'
+        f'"context":{{"ip":{_escape(ip)},"user_agent":{_escape(user_agent)}{actor_part}}},'
+        f'"request":{{"request_id":{_escape(request_id)},"method":{_escape(method)},'
+        f'"path":{_escape(path)},"query_params":{_json(query)}{headers_part}}},'
+        f'"metrics":{{"latency_ms":{_json(latency_ms)},"status_code":{_json(status)}}},'
+        f'"severity":"{severity_level(kind)}"{_block_part(kind, status, block)}}}'
     )
 
 
-def _inner(text: str) -> str:
-    """``text`` escaped for the inside of a JSON string (a part of an escaped whole)."""
-    return _escape(text)[1:-1]
+def _block_part(kind: str, status: int | None, block: dict[str, Any] | None) -> str:
+    """A request event's outcome block (``"success":{…}``, …) as written in its payload."""
+    if block is None:
+        return ""
+    if kind == "success":  # the common blocks by hand: the C encoder's set-up costs more
+        return f',"success":{{"status_code":{status},"result":"{block["result"]}"}}'
+    if kind == "info":
+        return f',"info":{{"status_code":{_json(status)},"action":{_escape(block["action"])}}}'
+    return f',"{kind}":{_json(block)}'
 
 
-#: Joins the variable parts of a payload to escape them in one call: a character JSON leaves as
-#: it is, from Unicode's private use area.
-_SEP: Final = "\ue000"
-
-# The glue between the variable parts of a request event's payload, as written and escaped.
-_ID: Final = '{"id": '
-_IP: Final = '", "context": {"ip": '
-_AGENT: Final = ', "user_agent": '
-_REQUEST_ID: Final = '}, "request": {"request_id": '
-_LATENCY: Final = '}, "metrics": {"latency_ms": '
-_ID_IN, _IP_IN, _AGENT_IN, _REQUEST_ID_IN, _LATENCY_IN = map(
-    _inner, (_ID, _IP, _AGENT, _REQUEST_ID, _LATENCY)
-)
+# The glue between the variable parts of a request event's payload.
+_ID: Final = '{"id":'
+_IP: Final = '","context":{"ip":'
+_AGENT: Final = ',"user_agent":'
+_REQUEST_ID: Final = '},"request":{"request_id":'
+_LATENCY: Final = '},"metrics":{"latency_ms":'
 
 
 def _block(kind: str, status: int | None, method: str) -> dict[str, Any] | None:
@@ -346,9 +340,6 @@ class _Route(NamedTuple):
     after_id: str  # from the id to the timestamp's opening quote
     request: str  # method and path, up to the query parameters
     tail: str  # from the status code to the end of the document
-    after_id_in: str  # the same three, escaped for a JSON string
-    request_in: str
-    tail_in: str
     item_meta: str  # the batch item's meta, up to the request id
 
 
@@ -427,15 +418,13 @@ class EventBuilder:
             if route is None:
                 route = self._route(method, path, status, event_name)
             id_json, rid_json = _escape(event_id), _escape(request_id)
-            ip_json, agent_json = _escape(ip), _escape(user_agent)
-            query_json, latency_json = _json(query), _json(latency_ms)
-            actor_part = f', "actor": {_json(actor)}' if actor is not None else ""
-            headers_part = f', "headers": {_json(headers)}' if headers else ""
-            stamp = _iso(timestamp)  # digits, "-", ":", "T", "+", ".": the same escaped
+            actor_part = f',"actor":{_json(actor)}' if actor is not None else ""
+            headers_part = f',"headers":{_json(headers)}' if headers else ""
+            stamp = _iso(timestamp)  # digits, "-", ":", "T", "+", ".": nothing to escape
             text = (
-                f"{_ID}{id_json}{route.after_id}{stamp}{_IP}{ip_json}{_AGENT}{agent_json}"
-                f"{actor_part}{_REQUEST_ID}{rid_json}, {route.request}{query_json}{headers_part}"
-                f"{_LATENCY}{latency_json}{route.tail}"
+                f"{_ID}{id_json}{route.after_id}{stamp}{_IP}{_escape(ip)}{_AGENT}"
+                f"{_escape(user_agent)}{actor_part}{_REQUEST_ID}{rid_json},{route.request}"
+                f"{_json(query)}{headers_part}{_LATENCY}{_json(latency_ms)}{route.tail}"
             )
             if len(text) * 4 <= MAX_PAYLOAD_BYTES or len(text.encode("utf-8")) <= MAX_PAYLOAD_BYTES:
                 if not text.isascii():
@@ -447,25 +436,11 @@ class EventBuilder:
                     "request_id": request_id,
                     "env": self.env,
                 }
-                # The item holds the payload as a JSON string. Escaping is character by
-                # character, so the escaped text is the route's pieces (escaped once) and the
-                # variable parts escaped together in one call, which costs a fraction of
-                # escaping the whole text.
-                parts = _escape(
-                    _SEP.join((id_json, ip_json, agent_json, actor_part, rid_json, query_json,
-                               headers_part))
-                )[1:-1].split(_SEP)  # fmt: skip
-                if len(parts) == 7:
-                    id_in, ip_in, agent_in, actor_in, rid_in, query_in, headers_in = parts
-                    inner = (
-                        f"{_ID_IN}{id_in}{route.after_id_in}{stamp}{_IP_IN}{ip_in}{_AGENT_IN}"
-                        f"{agent_in}{actor_in}{_REQUEST_ID_IN}{rid_in}, {route.request_in}"
-                        f"{query_in}{headers_in}{_LATENCY_IN}{latency_json}{route.tail_in}"
-                    )
-                else:  # the separator occurs in a value
-                    inner = _inner(text)
+                # The payload travels as the document itself, not as a string holding it: the
+                # ledger stores a document's compact serialization, which is this very text,
+                # and no second escaping of the whole payload is needed (half of the build).
                 encoded = (
-                    f'{{"payload":"{inner}"{route.item_meta}{rid_json},"env":{self._env_json}}},'
+                    f'{{"payload":{text}{route.item_meta}{rid_json},"env":{self._env_json}}},'
                     f'"idempotency_key":{id_json}}}'
                 ).encode("utf-8", errors="replace")
                 return prebuilt_event(event_id, text, meta, encoded)
@@ -479,7 +454,7 @@ class EventBuilder:
             block = self._error_block(status, exc_type, exc_message, body, content_type)
         meta = {
             "type": kind,
-            "event_name": event_name or f"http.{method}.{path}",
+            "event_name": meta_text(event_name or f"http.{method}.{path}"),
             "service": self.service_name,
             "request_id": request_id,
             "env": self.env,
@@ -528,26 +503,15 @@ class EventBuilder:
         block = _block(kind, status, method)
         if kind == "error":
             block = self._error_block(status, None, None, None, None)
-        if block is None:
-            block_part = ""
-        elif kind == "success":
-            block_part = f', "success": {{"status_code": {status}, "result": "{block["result"]}"}}'
-        elif kind == "info":
-            block_part = (
-                f', "info": {{"status_code": {_json(status)}, '
-                f'"action": {_escape(block["action"])}}}'
-            )
-        else:
-            block_part = f', "{kind}": {_json(block)}'
-        name = event_name or f"http.{method}.{path}"
+        name = meta_text(event_name or f"http.{method}.{path}")
         after_id = (
-            f', "kind": "{kind}", "message": '
-            f'{_escape(http_message(method, path, status, None))}, "timestamp": "'
+            f',"kind":"{kind}","message":'
+            f'{_escape(http_message(method, path, status, None))},"timestamp":"'
         )
-        request = f'"method": {_escape(method)}, "path": {_escape(path)}, "query_params": '
+        request = f'"method":{_escape(method)},"path":{_escape(path)},"query_params":'
         tail = (
-            f', "status_code": {_json(status)}}}, "severity": "{severity_level(kind)}"'
-            f"{block_part}}}"
+            f',"status_code":{_json(status)}}},"severity":"{severity_level(kind)}"'
+            f"{_block_part(kind, status, block)}}}"
         )
         route = _Route(
             kind=kind,
@@ -555,9 +519,6 @@ class EventBuilder:
             after_id=after_id,
             request=request,
             tail=tail,
-            after_id_in=_inner(after_id),
-            request_in=_inner(request),
-            tail_in=_inner(tail),
             item_meta=(
                 f',"meta":{{"type":"{kind}","event_name":{_escape(name)},'
                 f'"service":{self._service_json},"request_id":'
@@ -633,9 +594,11 @@ class EventBuilder:
         payload["severity"] = severity_level(cap.kind)
         meta = {
             "type": cap.kind,
-            "event_name": cap.event_name,
+            "event_name": meta_text(cap.event_name),
             "service": self.service_name,
-            "request_id": req.request_id if req is not None else (cap.request_id or cap.event_id),
+            "request_id": meta_text(
+                req.request_id if req is not None else (cap.request_id or cap.event_id)
+            ),
             "env": self.env,
         }
         return WireEvent(cap.event_id, clamp_payload(self._custom_scrub(payload)), meta)
@@ -688,7 +651,7 @@ class EventBuilder:
         }
         meta = {
             "type": "error",
-            "event_name": str(event_name),
+            "event_name": meta_text(str(event_name)),
             "service": self.service_name,
             "request_id": request_id,
             "env": self.env,

@@ -32,6 +32,22 @@ SEED_BODY_TEXT_LIMIT: Final = 2_000
 RETRYABLE_STATUSES: Final[frozenset[int]] = frozenset({408, 429, 500, 502, 503, 504})
 
 
+#: The ledger's limit on a meta text field (``event_name``, ``request_id``, …), in characters.
+MAX_META_CHARS: Final = 255
+
+
+def meta_text(value: str) -> str:
+    """``value`` as the ledger accepts it in a meta text field: NUL (which a database's text
+    cannot hold) as U+FFFD, and at most :data:`MAX_META_CHARS` characters, the last an
+    ellipsis when cut. A name made from a request's path (``http.GET./…``) can break either
+    rule, and an event the ledger refuses would be lost."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    if len(value) > MAX_META_CHARS:
+        value = value[: MAX_META_CHARS - 1] + "\u2026"
+    return value
+
+
 def severity_from(status_code: int | None, exc_type: str | None) -> EventKind:
     """Map an HTTP outcome to an event kind, as the seed does.
 
@@ -71,10 +87,13 @@ def http_message(method: str, path: str, status_code: int | None, exc_type: str 
     return f"{method} {path} processed"
 
 
-# One encoder for every payload (``json.dumps`` with options builds a new one per call).
+# One encoder for every payload (``json.dumps`` with options builds a new one per call), writing
+# the compact form the ledger itself writes of a payload sent as a document.
 # ``default=str`` keeps a custom event whose data holds a datetime or Decimal deliverable instead
 # of failing in the worker thread, far away from the code that recorded it.
-_PAYLOAD_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, default=str, allow_nan=False)
+_PAYLOAD_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False
+)
 
 
 def finite(value: Any) -> Any:
@@ -181,7 +200,9 @@ class WireEvent:
     after a timeout, a retry or a replay from the spool is recognised by the server as the same
     event, while two different events can never share a key. ``encoded`` is the batch item as
     compact JSON, computed once: it is what the transport concatenates into a request body and
-    what the spool stores.
+    what the spool stores. It holds the payload as a string, or (a request event's fast path)
+    as the document itself: then ``payload`` is exactly the compact serialization the ledger
+    stores of it (docs/PROTOCOL.md §1), so the stored bytes are the same either way.
     """
 
     idempotency_key: str
@@ -201,9 +222,12 @@ class WireEvent:
     def decode(cls, data: bytes) -> WireEvent:
         """Rebuild an event from its ``encoded`` bytes (spool replay, dead-letter tooling)."""
         item = json.loads(data)
+        payload = item["payload"]
+        if not isinstance(payload, str):  # a document: the text the ledger will store of it
+            payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         return cls(
             idempotency_key=str(item["idempotency_key"]),
-            payload=str(item["payload"]),
+            payload=payload,
             meta={str(k): str(v) for k, v in dict(item["meta"]).items()},
         )
 
