@@ -46,7 +46,7 @@ from immutablelog.sdk.capture import (
     accept_request_id,
     plain_actor,
 )
-from immutablelog.sdk.context import bind_request, bound_value, unbind
+from immutablelog.sdk.context import bind_request_pair, bound_value, unbind
 from immutablelog.sdk.events import UUIDS, WireEvent
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.pipeline import already_built
@@ -98,7 +98,7 @@ class AuditMiddleware(Integration):
             # (whatever scope it is given) finds it there, unrecorded, and passes the request
             # through. (A request a background task makes after this one was recorded is its
             # own.)
-            bound = bind_request(exchange.request_id, exchange)
+            bound = bind_request_pair((exchange.request_id, exchange))
             try:
                 await self.app(scope, exchange.receive_and_note, exchange.send_and_note)
             except BaseException as exc:
@@ -137,6 +137,7 @@ class _Exchange:
         "body",
         "body_limit",
         "disconnected",
+        "event_id",
         "finished",
         "headers",
         "receive",
@@ -165,9 +166,11 @@ class _Exchange:
         self.headers = headers = tuple(scope.get("headers") or ())
         named = dict(headers)
         candidate = named.get(b"x-request-id")
-        self.request_id = (
-            candidate is not None and accept_request_id(candidate.decode("latin-1"))
-        ) or UUIDS.take()
+        accepted = candidate is not None and accept_request_id(candidate.decode("latin-1"))
+        if accepted:
+            self.request_id, self.event_id = accepted, None
+        else:  # an id of our own: the event's too (see RequestState)
+            self.request_id = self.event_id = UUIDS.take()
         length = named.get(b"content-length")
         if length is not None and audit._max_body_bytes:
             kept = kept_body_length(length.decode("latin-1"), audit._max_body_bytes)
@@ -248,7 +251,7 @@ class _Exchange:
             # holds the GIL while a request may be waiting for it (the p99 of BENCHMARKS.md).
             event = audit._finish(
                 (  # an exchange's raw capture: see _Finisher
-                    UUIDS.take(),
+                    self.event_id or UUIDS.take(),
                     time.time(),
                     latency,
                     scope.get("method", "GET"),

@@ -41,7 +41,6 @@ from immutablelog.wsgi import (
     header_keys,
     kept_body_length,
     request_capture,
-    settle_request_id,
 )
 
 DEFAULT_SERVICE_NAME: Final = "django-service"
@@ -136,9 +135,7 @@ class AuditMiddleware(Integration):
         try:
             if request.path_info in self.settings.skip_paths:
                 return None
-            state = RequestState(
-                time.perf_counter(), settle_request_id(request.META.get("HTTP_X_REQUEST_ID"))
-            )
+            state = RequestState(time.perf_counter(), request.META.get("HTTP_X_REQUEST_ID"))
             limit = self.settings.max_body_bytes
             if kept_body_length(request.META.get("CONTENT_LENGTH"), limit) is not None:
                 state.body = _Body(request)

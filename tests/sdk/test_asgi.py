@@ -212,7 +212,14 @@ def test_a_generated_request_id_is_echoed_and_recorded(
     ok = audit.flush(30)
 
     assert ok
-    assert len(by_request_id(live_server, request_id)) == 1
+    (event,) = by_request_id(live_server, request_id)
+    # An id of our own is the event's id too (the id the response echoed finds the event);
+    # a client's accepted id never is.
+    assert json.loads(event["payload"])["id"] == request_id == event["idempotency_key"]
+    httpx.get(app.url + "/hello", headers={"X-Request-Id": "req-own"})
+    assert audit.flush(30)
+    (event,) = by_request_id(live_server, "req-own")
+    assert json.loads(event["payload"])["id"] == event["idempotency_key"] != "req-own"
 
 
 def test_a_spoofed_forwarded_for_is_ignored_and_secrets_are_redacted(

@@ -416,6 +416,7 @@ def test_an_unsafe_client_request_id_is_replaced(
     assert uuid.UUID(generated).version == 7
     (event,) = flushed(sink, audit)
     assert event["_meta"]["request_id"] == generated
+    assert event["id"] == generated  # an id of our own names the event too
     assert bad_id not in json.dumps(event)
 
 
@@ -703,7 +704,7 @@ def test_a_bug_in_the_audit_layer_never_fails_the_request(
     def broken(*args: object) -> str:
         raise RuntimeError("audit bug")
 
-    monkeypatch.setattr(request_path, "settle_request_id", broken)
+    monkeypatch.setattr(request_path, "RequestState", broken)
     monkeypatch.setattr(audit.pipeline(), "submit", broken)
     client = app.test_client()
     assert client.get("/ok").status_code == 200

@@ -80,9 +80,12 @@ def bind_request(request_id: str, actor_of: Callable[[], Any]) -> Token[_Bound]:
 #: is the exchange in flight).
 bound_value: Final = _CURRENT.get
 
+#: Bind a ``(request id, actor_of)`` tuple as :func:`bind_request` does, with the context
+#: variable's own setter (no Python frame: the ASGI middleware binds on every request).
+bind_request_pair: Final = _CURRENT.set
 
-def unbind(token: Token[_Bound]) -> None:
-    _CURRENT.reset(token)
+#: Undo a bind, given its token (the context variable's own ``reset``).
+unbind: Final = _CURRENT.reset
 
 
 @contextmanager
