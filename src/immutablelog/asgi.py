@@ -34,6 +34,7 @@ variables (see :mod:`immutablelog.sdk.settings`).
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, Unpack
@@ -161,7 +162,7 @@ class _Exchange:
         self.recorded = False
         self.body: list[bytes] | None = None
         self.body_limit = 0
-        # A copy: the worker reads it after the request, whatever the application did to the
+        # Copies: the event tells the request as it came, whatever the application did to the
         # scope's list meanwhile. Looked up by the lower-case names ASGI servers give.
         self.headers = headers = tuple(scope.get("headers") or ())
         named = dict(headers)
@@ -206,10 +207,12 @@ class _Exchange:
             headers = message.get("headers", ())
             # Names are lower case in a response (ASGI): one of the application's own is
             # replaced, as the seed set the header.
-            if b"x-request-id" in dict(headers):
+            if b"x-request-id" in map(_name, headers):
                 headers = [pair for pair in headers if pair[0] != b"x-request-id"]
-            id_header = (b"x-request-id", self.request_id.encode("latin-1"))
-            return self.send({**message, "headers": [*headers, id_header]})
+            # The message is the application's to give away (Starlette's middleware edit it
+            # in place too); its list of headers may be a response's own, so it is not.
+            message["headers"] = [*headers, (b"x-request-id", self.request_id.encode("latin-1"))]
+            return self.send(message)
         if kind == "http.response.body" and not message.get("more_body", False):
             self.finished = time.perf_counter()
         return self.send(message)
@@ -324,6 +327,9 @@ class _Finisher:
             headers.get(b"content-type") if body is not None else None,
             captured,
         )
+
+
+_name: Final = operator.itemgetter(0)  # a header's name
 
 
 def _identity(raw: Any) -> Any:

@@ -370,6 +370,19 @@ def test_routes_past_the_cache_size_build_the_same_events() -> None:
     assert len(builder._routes) <= ROUTE_CACHE_SIZE
 
 
+def test_user_agents_past_the_cache_size_build_the_same_events() -> None:
+    from immutablelog.sdk.capture import AGENT_CACHE_SIZE
+
+    builder = EventBuilder(service_name="svc", env="prod")
+    general = EventBuilder(service_name="svc", env="prod", scrubber=lambda p: p)
+    for n in range(AGENT_CACHE_SIZE + 10):
+        cap = capture(user_agent=f'agent "{n % (AGENT_CACHE_SIZE + 5)}" \\ é\t')
+        event = builder.build(cap)
+        assert event.payload == general.build(cap).payload
+        assert json.loads(event.payload)["context"]["user_agent"] == cap.user_agent
+    assert len(builder._agents) <= AGENT_CACHE_SIZE
+
+
 @given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
 def test_timestamps_are_formatted_like_datetime(timestamp: float) -> None:
     from datetime import UTC, datetime

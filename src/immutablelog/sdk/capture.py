@@ -329,6 +329,8 @@ def _block(kind: str, status: int | None, method: str) -> dict[str, Any] | None:
 #: Routes (method, path, status, event name) whose constant parts a builder keeps; beyond this
 #: many it starts over (paths with ids in them would otherwise grow it without end).
 ROUTE_CACHE_SIZE: Final = 1024
+#: User agents whose JSON form a builder keeps, likewise.
+AGENT_CACHE_SIZE: Final = 256
 
 
 class _Route(NamedTuple):
@@ -371,6 +373,7 @@ class EventBuilder:
         self._service_json = _escape(service_name)
         self._env_json = _escape(env)
         self._routes: dict[tuple[str, str, int | None, str | None], _Route] = {}
+        self._agents: dict[str, str] = {}  # user agents as JSON strings (see _agent_json)
 
     def build(self, capture: Capture) -> WireEvent:
         """Build the wire event for ``capture``; never raises.
@@ -421,9 +424,10 @@ class EventBuilder:
             actor_part = f',"actor":{_json(actor)}' if actor is not None else ""
             headers_part = f',"headers":{_json(headers)}' if headers else ""
             stamp = _iso(timestamp)  # digits, "-", ":", "T", "+", ".": nothing to escape
+            agent_json = self._agents.get(user_agent) or self._agent_json(user_agent)
             text = (
                 f"{_ID}{id_json}{route.after_id}{stamp}{_IP}{_escape(ip)}{_AGENT}"
-                f"{_escape(user_agent)}{actor_part}{_REQUEST_ID}{rid_json},{route.request}"
+                f"{agent_json}{actor_part}{_REQUEST_ID}{rid_json},{route.request}"
                 f"{_json(query)}{headers_part}{_LATENCY}{_json(latency_ms)}{route.tail}"
             )
             if len(text) * 4 <= MAX_PAYLOAD_BYTES or len(text.encode("utf-8")) <= MAX_PAYLOAD_BYTES:
@@ -528,6 +532,15 @@ class EventBuilder:
             self._routes.clear()  # paths with ids in them: start over rather than grow
         self._routes[(method, path, status, event_name)] = route
         return route
+
+    def _agent_json(self, user_agent: str) -> str:
+        """``user_agent`` as a JSON string, kept for next time: a service sees few distinct
+        user agents, each about a hundred characters that cost 3,000 instructions to escape
+        and a third of that to look up."""
+        if len(self._agents) >= AGENT_CACHE_SIZE:
+            self._agents.clear()
+        escaped = self._agents[user_agent] = _escape(user_agent)
+        return escaped
 
     def _encode_item(self, event_id: str, payload: str, meta: dict[str, str]) -> bytes:
         """The batch item bytes, like ``WireEvent`` would encode them, with less work."""

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import operator
 import os
 import threading
 import time
@@ -55,6 +56,8 @@ from immutablelog.sdk.spool import Backlog, MemoryBacklog, SqliteSpool, open_bac
 from immutablelog.sdk.stats import Counters, DeliveryStats, DropReporter
 from immutablelog.sdk.transport import RetryableDeliveryError, Transport
 from immutablelog.sdk.worker import WORKER
+
+_encoded: Final = operator.attrgetter("encoded")  # an event's batch item bytes
 
 logger = logging.getLogger("immutablelog.sdk")
 
@@ -399,6 +402,14 @@ class DeliveryPipeline:
         size = 0
         with self._moving, self._lock:
             ready = self._ready
+            if len(ready) <= self._max_batch and (
+                len(ready) == 1
+                or sum(map(len, map(_encoded, ready))) + len(ready) <= self.options.max_batch_bytes
+            ):  # all of it, as the loop below would take it (without a step per event)
+                batch = list(ready)
+                ready.clear()
+                self._inflight = batch
+                return batch
             while ready and len(batch) < self._max_batch:
                 item_size = len(ready[0].encoded) + 1
                 if batch and size + item_size > self.options.max_batch_bytes:

@@ -339,7 +339,8 @@ def _error_for(answer: _Answer) -> DeliveryError:
     return RejectedBatchError(message, status=status, reason=reason, splittable=status == 413)
 
 
-_ACCEPTED: Final = ItemResult(accepted=True)
+#: The verdict of an event stored anew (shared: the worker settles hundreds per batch).
+ACCEPTED: Final = ItemResult(accepted=True)
 _DUPLICATE: Final = ItemResult(accepted=True, duplicate=True)
 #: RFC 7240: the batch answer as a summary (docs/PROTOCOL.md §1).
 _PREFER_MINIMAL: Final = b"Prefer: return=minimal\r\n"
@@ -365,7 +366,7 @@ def _summary_results(data: Any, count: int) -> list[ItemResult]:
         or len(set(duplicates)) != len(duplicates)
     ):
         raise ValueError("the batch summary does not add up to the events sent")
-    results = [_ACCEPTED] * count
+    results = [ACCEPTED] * count
     for position in duplicates:
         _check_position(position, count)
         results[position] = _DUPLICATE
@@ -390,7 +391,7 @@ def _item_result(result: Any) -> ItemResult:
         return ItemResult(accepted=False, reason="bad_result", message=repr(result)[:200])
     if result.get("ok"):
         # Shared instances: the worker settles hundreds of these per batch.
-        return _DUPLICATE if result.get("duplicate") else _ACCEPTED
+        return _DUPLICATE if result.get("duplicate") else ACCEPTED
     return ItemResult(
         accepted=False,
         reason=str(result.get("reason") or "rejected"),
