@@ -33,7 +33,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
-from immutablelog.sdk.context import bind_request, unbind
+from immutablelog.sdk.context import bind_request, bind_request_pair, unbind
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.settings import environment_config
 from immutablelog.wsgi import (
@@ -93,6 +93,8 @@ class AuditMiddleware(Integration):
             markcoroutinefunction(self)
         self._actor: ActorOfRequest = actor or default_actor
         self._header_keys = header_keys(self.settings.capture_headers)
+        self._skip_paths = self.settings.skip_paths
+        self._max_body_bytes = self.settings.max_body_bytes
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
@@ -100,15 +102,19 @@ class AuditMiddleware(Integration):
         state = self._begin(request)
         if state is None:
             return self.get_response(request)
-        token = bind_request(state.request_id, lambda: self._actor_of(request))
+
+        def actor_of() -> Any:
+            return self._actor_of(request)
+
+        token = bind_request_pair((state.request_id, actor_of))
         try:
             response = self.get_response(request)
         except BaseException as exc:
-            self._record(request, state, exc, lambda: self._actor_of(request))
+            self._record(request, state, exc, actor_of)
             raise
         finally:
             unbind(token)
-        return self._finish(request, state, response, lambda: self._actor_of(request))
+        return self._finish(request, state, response, actor_of)
 
     async def __acall__(self, request: HttpRequest) -> Any:
         state = self._begin(request)
@@ -133,11 +139,12 @@ class AuditMiddleware(Integration):
 
     def _begin(self, request: HttpRequest) -> RequestState | None:
         try:
-            if request.path_info in self.settings.skip_paths:
+            if request.path_info in self._skip_paths:
                 return None
-            state = RequestState(time.perf_counter(), request.META.get("HTTP_X_REQUEST_ID"))
-            limit = self.settings.max_body_bytes
-            if kept_body_length(request.META.get("CONTENT_LENGTH"), limit) is not None:
+            meta = request.META
+            state = RequestState(time.perf_counter(), meta.get("HTTP_X_REQUEST_ID"))
+            length = meta.get("CONTENT_LENGTH")
+            if length and kept_body_length(length, self._max_body_bytes) is not None:
                 state.body = _Body(request)
             return state
         except Exception:
@@ -157,7 +164,12 @@ class AuditMiddleware(Integration):
     ) -> HttpResponseBase:
         try:
             state.status = response.status_code
-            response["X-Request-Id"] = state.request_id
+            try:
+                # What response["X-Request-Id"] = … stores, without Django's charset and line
+                # break checks (7,000 instructions): the id is safe ASCII already.
+                response.headers._store["x-request-id"] = ("X-Request-Id", state.request_id)
+            except AttributeError:  # headers kept otherwise (another Django)
+                response["X-Request-Id"] = state.request_id
             if isinstance(response, StreamingHttpResponse):
                 response.streaming_content = self._recorded_stream(
                     request, state, response.streaming_content, actor_of
