@@ -8,9 +8,10 @@ Capture is split in two halves so the request itself waits for almost nothing:
 * Later, :class:`EventBuilder` turns the capture into the seed's payload and meta schema:
   client IP through the trusted proxies, redaction, messages, severity, the 12 KB clamp,
   serialization. The result is a :class:`~immutablelog.sdk.events.WireEvent`. The Flask
-  extension and ``record()`` leave that to the background worker; the Django, WSGI and ASGI
-  middlewares do it on the request's thread once the response is sent, so that the worker
-  never holds the GIL for a batch of builds while a request waits for it.
+  extension and ``record()`` leave that to the background worker; the WSGI and ASGI
+  middlewares do it on the request's thread once the response is sent (Django's as it hands
+  the response back), so that the worker never holds the GIL for a batch of builds while a
+  request waits for it.
 
 Nothing here imports a web framework, so WSGI, ASGI, Django or FastAPI integrations can be thin
 layers that fill the same captures.

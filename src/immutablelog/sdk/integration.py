@@ -58,8 +58,9 @@ class Integration:
 
     def submit(self, capture: Any) -> None:
         """Build ``capture``'s event and queue it. Called once the response is sent (its body
-        closed), so the build costs the request nothing, and here rather than in the worker:
-        a batch built there holds the GIL while requests wait for it (BENCHMARKS.md)."""
+        closed) by the WSGI middleware, so the build costs the request nothing, and as the
+        response is handed back by Django's; here rather than in the worker either way: a batch
+        built there holds the GIL while requests wait for it (BENCHMARKS.md)."""
         self._lease.pipeline.submit(self._build(capture), already_built)
 
     def flush(self, timeout: float | None = 5.0) -> bool:

@@ -14,7 +14,7 @@ Path of an event::
 
 * The request thread only appends a pair (builder, capture) to a ``collections.deque`` (atomic
   under the GIL), or a finished event with :func:`already_built` (the middlewares build theirs
-  once the response is sent); it wakes the worker only when the worker sleeps with nothing
+  on the request's thread); it wakes the worker only when the worker sleeps with nothing
   queued here, and for a full batch. If the queue is full the capture is dropped — counted
   and logged, never waited for: an audit logger must not take the application down with it.
 * The worker lets captures gather for ``batch_interval`` (unless a full batch is waiting, or
