@@ -403,7 +403,11 @@ class EventBuilder:
          exc_message, remote_addr, forwarded_for, user_agent, event_name, actor, request_id,
          body, content_type, captured) = cap  # fmt: skip
         redactor = self.redactor
-        ip = client_ip(remote_addr, forwarded_for, self.trusted_proxies)
+        trusted_proxies = self.trusted_proxies
+        if trusted_proxies:
+            ip = client_ip(remote_addr, forwarded_for, trusted_proxies)
+        else:  # client_ip's answer without proxies, without its call
+            ip = remote_addr or "unknown"
         user_agent = user_agent or "unknown"
         if actor is not None:
             actor = redactor.scrub(actor)
@@ -421,7 +425,9 @@ class EventBuilder:
             route = self._routes.get((method, path, status, event_name))
             if route is None:
                 route = self._route(method, path, status, event_name)
-            id_json, rid_json = _escape(event_id), _escape(request_id)
+            id_json = _escape(event_id)
+            # The request id is the event's own when the SDK made it: escaped once.
+            rid_json = id_json if request_id is event_id else _escape(request_id)
             actor_part = f',"actor":{_json(actor)}' if actor is not None else ""
             headers_part = f',"headers":{_json(headers)}' if headers else ""
             stamp = _iso(timestamp)  # digits, "-", ":", "T", "+", ".": nothing to escape
