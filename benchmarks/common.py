@@ -17,6 +17,7 @@ import os
 import random
 import resource
 import sqlite3
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,22 @@ _AGENTS = (
     "python-requests/2.31.0",
 )
 _SERVICES = ("billing", "orders", "accounts")
+
+
+def callgrind_instructions(command: Sequence[str], pythonpath: str) -> int:
+    """The instructions ``command`` executes under valgrind's callgrind (its "Collected"
+    total), with ``pythonpath``: counts, not seconds, the same on a busy machine as on an idle
+    one. A command that fails ends the benchmark with its error output."""
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": pythonpath},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if out.returncode or "Collected :" not in out.stderr:
+        raise SystemExit(f"the count failed: {' '.join(command)}\n{out.stderr[-2000:]}")
+    return int(out.stderr.split("Collected :")[1].split()[0])
 
 
 def uuid4_from(rng: random.Random) -> str:

@@ -222,6 +222,8 @@ def count_requests(variant: str, requests: int, deliver: bool) -> None:
 def measure_instructions(variants: list[str], sources: dict[str, Path]) -> str:
     """Instructions per request under callgrind (counts, not seconds: the same on a busy
     machine as on an idle one), from the difference of two runs of 200 and 1200 requests."""
+    from benchmarks.common import callgrind_instructions
+
     lines = [
         "| variant | instructions per request | added to bare |",
         "|---|---:|---:|",
@@ -231,25 +233,16 @@ def measure_instructions(variants: list[str], sources: dict[str, Path]) -> str:
     for variant, deliver in runs:
         counts = []
         for requests in (200, 1200):
-            out = subprocess.run(
-                [
-                    "valgrind",
-                    "--tool=callgrind",
-                    "--callgrind-out-file=/dev/null",
-                    sys.executable,
-                    str(Path(__file__).resolve()),
-                    "--count-requests",
-                    str(requests),
-                    *(["--count-delivery"] if deliver else []),
-                    "--worker",
-                    variant,
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-                env={**os.environ, "PYTHONPATH": worker_pythonpath(sources[variant])},
-            )
-            counts.append(int(out.stderr.split("Collected :")[1].split()[0]))
+            command = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--count-requests",
+                str(requests),
+                *(["--count-delivery"] if deliver else []),
+                "--worker",
+                variant,
+            ]
+            counts.append(callgrind_instructions(command, worker_pythonpath(sources[variant])))
         label = f"{variant}, {'building and batching (offline)' if deliver else 'request path'}"
         per_request[label] = (counts[1] - counts[0]) / 1000
         bare = per_request.get("bare, request path", per_request[label])

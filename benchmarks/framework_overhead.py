@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -287,16 +286,13 @@ def count(framework: str, step: str, requests: int) -> None:
 def callgrind_total(framework: str, step: str, requests: int, src: Path | None) -> int:
     """Instructions of one run of ``requests`` requests (callgrind), with the SDK imported from
     ``src`` (a baseline's) or this checkout."""
+    from benchmarks.common import callgrind_instructions
+    from benchmarks.flask_overhead import worker_pythonpath
+
     root = Path(__file__).resolve().parent.parent
-    path = os.pathsep.join(str(p) for p in (src or root / "src", root))
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         "-m", "benchmarks.framework_overhead", "--count", f"{framework}:{step}:{requests}"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, cwd=root,
-    )  # fmt: skip
-    if "Collected :" not in out.stderr or out.returncode:
-        raise SystemExit(f"{framework} {step}: the count failed\n{out.stderr[-2000:]}")
-    return int(out.stderr.split("Collected :")[1].split()[0])
+    command = [sys.executable, "-m", "benchmarks.framework_overhead", "--count",
+               f"{framework}:{step}:{requests}"]  # fmt: skip
+    return callgrind_instructions(command, worker_pythonpath(src or root / "src"))
 
 
 def count_all(frameworks: list[str], baseline: str | None) -> None:

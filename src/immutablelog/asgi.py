@@ -34,7 +34,6 @@ variables (see :mod:`immutablelog.sdk.settings`).
 from __future__ import annotations
 
 import asyncio
-import operator
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, Unpack
@@ -44,10 +43,10 @@ from immutablelog.sdk.capture import (
     PLAIN_ACTOR_TYPES,
     EventBuilder,
     RequestCapture,
-    accept_request_id,
     plain_actor,
+    request_ids,
 )
-from immutablelog.sdk.context import bind_request_pair, bound_value, unbind
+from immutablelog.sdk.context import bind_request, bound_value, unbind
 from immutablelog.sdk.events import UUIDS, WireEvent
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.pipeline import already_built
@@ -99,7 +98,7 @@ class AuditMiddleware(Integration):
             # (whatever scope it is given) finds it there, unrecorded, and passes the request
             # through. (A request a background task makes after this one was recorded is its
             # own.)
-            bound = bind_request_pair((exchange.request_id, exchange))
+            bound = bind_request((exchange.request_id, exchange))
             try:
                 await self.app(scope, exchange.receive_and_note, exchange.send_and_note)
             except BaseException as exc:
@@ -167,11 +166,9 @@ class _Exchange:
         self.headers = headers = tuple(scope.get("headers") or ())
         named = dict(headers)
         candidate = named.get(b"x-request-id")
-        accepted = candidate is not None and accept_request_id(candidate.decode("latin-1"))
-        if accepted:
-            self.request_id, self.event_id = accepted, None
-        else:  # an id of our own: the event's too (see RequestState)
-            self.request_id = self.event_id = UUIDS.take()
+        self.request_id, self.event_id = request_ids(
+            None if candidate is None else candidate.decode("latin-1")
+        )
         length = named.get(b"content-length")
         if length is not None and audit._max_body_bytes:
             kept = kept_body_length(length.decode("latin-1"), audit._max_body_bytes)
@@ -207,7 +204,7 @@ class _Exchange:
             headers = message.get("headers", ())
             # Names are lower case in a response (ASGI): one of the application's own is
             # replaced, as the seed set the header.
-            if b"x-request-id" in map(_name, headers):
+            if b"x-request-id" in dict(headers):
                 headers = [pair for pair in headers if pair[0] != b"x-request-id"]
             # The message is the application's to give away (Starlette's middleware edit it
             # in place too); its list of headers may be a response's own, so it is not.
@@ -327,9 +324,6 @@ class _Finisher:
             headers.get(b"content-type") if body is not None else None,
             captured,
         )
-
-
-_name: Final = operator.itemgetter(0)  # a header's name
 
 
 def _identity(raw: Any) -> Any:

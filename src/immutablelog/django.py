@@ -33,7 +33,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_asy
 from django.conf import settings as django_settings
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
-from immutablelog.sdk.context import bind_request, bind_request_pair, unbind
+from immutablelog.sdk.context import bind_request, unbind
 from immutablelog.sdk.integration import AuditOptions, Integration
 from immutablelog.sdk.settings import environment_config
 from immutablelog.wsgi import (
@@ -106,7 +106,7 @@ class AuditMiddleware(Integration):
         def actor_of() -> Any:
             return self._actor_of(request)
 
-        token = bind_request_pair((state.request_id, actor_of))
+        token = bind_request((state.request_id, actor_of))
         try:
             response = self.get_response(request)
         except BaseException as exc:
@@ -120,7 +120,7 @@ class AuditMiddleware(Integration):
         state = self._begin(request)
         if state is None:
             return await self.get_response(request)
-        token = bind_request(state.request_id, lambda: self._actor_of(request))
+        token = bind_request((state.request_id, lambda: self._actor_of(request)))
         try:
             response = await self.get_response(request)
         except BaseException as exc:

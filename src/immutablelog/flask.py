@@ -185,7 +185,7 @@ class _Middleware:
         if state is None:
             return self.wsgi_app(environ, start_response)
         # Work the view starts (a Celery task, say) carries the request id and actor along.
-        token = bind_request(state.request_id, binding.actor_of)
+        token = bind_request((state.request_id, binding.actor_of))
         try:
             return self.wsgi_app(environ, noting_start_response(state, start_response))
         finally:

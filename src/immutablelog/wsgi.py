@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, Unpack
 from immutablelog.sdk.capture import (
     MAX_EXCEPTION_MESSAGE,
     PLAIN_ACTOR_TYPES,
-    accept_request_id,
     plain_actor,
+    request_ids,
 )
 from immutablelog.sdk.context import bind_request, unbind
 from immutablelog.sdk.events import UUIDS
@@ -112,21 +112,15 @@ class RequestState:
     in a request context pushed by hand): such a context is not a served request and yields
     no event.
 
-    ``candidate`` is the client's ``X-Request-Id``, used if it is safe. Otherwise the request
-    id is a fresh UUIDv7, which is then also the id (and idempotency key) of the request's one
-    event: unique all the same, one id fewer to make per request, and the id the response
-    echoes names the event itself.
+    ``candidate`` is the client's ``X-Request-Id``; the request and event ids follow from it
+    (:func:`~immutablelog.sdk.capture.request_ids`).
     """
 
     __slots__ = ("body", "emitted", "event_id", "request_id", "started", "status")
 
     def __init__(self, started: float | None, candidate: str | None) -> None:
         self.started = started
-        accepted = accept_request_id(candidate) if candidate is not None else None
-        if accepted is not None:
-            self.request_id, self.event_id = accepted, None
-        else:
-            self.request_id = self.event_id = UUIDS.take()
+        self.request_id, self.event_id = request_ids(candidate)
         self.status: int | None = None
         self.body: KeptBody | None = None
         self.emitted = False
@@ -280,7 +274,7 @@ class AuditMiddleware(Integration):
             state = None
         if state is None:
             return self.app(environ, start_response)
-        token = bind_request(state.request_id, lambda: self._actor_of(environ))
+        token = bind_request((state.request_id, lambda: self._actor_of(environ)))
         try:
             result = self.app(environ, noting_start_response(state, start_response))
         except BaseException as exc:

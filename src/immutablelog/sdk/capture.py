@@ -70,6 +70,18 @@ def accept_request_id(candidate: str | None) -> str | None:
     return None
 
 
+def request_ids(candidate: str | None) -> tuple[str, str | None]:
+    """The request id for a client's ``X-Request-Id`` ``candidate``, and the event id that
+    goes with it: the client's id if it is safe, the request's event taking an id of its own
+    later (``None``); otherwise a fresh UUIDv7 that is both. One id fewer to make per request,
+    and the id the response echoes names the event itself; a client's id never does."""
+    accepted = accept_request_id(candidate) if candidate is not None else None
+    if accepted is not None:
+        return accepted, None
+    fresh = UUIDS.take()
+    return fresh, fresh
+
+
 def client_ip(remote_addr: str | None, forwarded_for: str | None, trusted_proxies: int) -> str:
     """The client's address, trusting ``X-Forwarded-For`` only through ``trusted_proxies`` hops.
 
@@ -249,7 +261,7 @@ def _iso(timestamp: float) -> str:
 # json.dumps(ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False), the
 # payload's compact form (the ledger's own serialization of a payload sent as an object),
 # configured once (benchmarks/sdk_encoder.py: 1.07x the build with the C encoder built by hand,
-# through CPython's private API; orjson writes other bytes).
+# through CPython's private API; orjson does not always write the same bytes).
 _ENCODER: Final = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False
 )
@@ -403,11 +415,7 @@ class EventBuilder:
          exc_message, remote_addr, forwarded_for, user_agent, event_name, actor, request_id,
          body, content_type, captured) = cap  # fmt: skip
         redactor = self.redactor
-        trusted_proxies = self.trusted_proxies
-        if trusted_proxies:
-            ip = client_ip(remote_addr, forwarded_for, trusted_proxies)
-        else:  # client_ip's answer without proxies, without its call
-            ip = remote_addr or "unknown"
+        ip = client_ip(remote_addr, forwarded_for, self.trusted_proxies)
         user_agent = user_agent or "unknown"
         if actor is not None:
             actor = redactor.scrub(actor)

@@ -69,20 +69,16 @@ def bind(context: AuditContext | None) -> Token[_Bound]:
     return _CURRENT.set(context)
 
 
-def bind_request(request_id: str, actor_of: Callable[[], Any]) -> Token[_Bound]:
-    """Bind the context of a request being served (its id; who acted, asked when needed)."""
-    return _CURRENT.set((request_id, actor_of))
-
-
 #: What is bound, as it is: a serving integration's (request id, actor_of) tuple, an
 #: AuditContext or None. The context variable's own getter (no Python frame), for the ASGI
 #: middleware's check on every request for an outer one that records it (its ``actor_of``
 #: is the exchange in flight).
 bound_value: Final = _CURRENT.get
 
-#: Bind a ``(request id, actor_of)`` tuple as :func:`bind_request` does, with the context
-#: variable's own setter (no Python frame: the ASGI middleware binds on every request).
-bind_request_pair: Final = _CURRENT.set
+#: Bind the context of a request being served, given as a ``(request id, actor_of)`` pair (its
+#: id; who acted, asked when needed); returns the token for :func:`unbind`. The context
+#: variable's own setter: no Python frame on every request.
+bind_request: Final = _CURRENT.set
 
 #: Undo a bind, given its token (the context variable's own ``reset``).
 unbind: Final = _CURRENT.reset

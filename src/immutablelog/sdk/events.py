@@ -224,7 +224,7 @@ class WireEvent:
         item = json.loads(data)
         payload = item["payload"]
         if not isinstance(payload, str):  # a document: the text the ledger will store of it
-            payload = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+            payload = _PAYLOAD_ENCODER.encode(payload)
         return cls(
             idempotency_key=str(item["idempotency_key"]),
             payload=payload,

@@ -70,8 +70,7 @@ Build = Callable[[Any], WireEvent]
 
 def already_built(event: WireEvent) -> WireEvent:
     """The :data:`Build` of a capture that is its event already: an integration that built it
-    on the request's thread once the response was sent (the Django, WSGI and ASGI
-    middlewares)."""
+    on the request's own thread or event loop (the Django, WSGI and ASGI middlewares)."""
     return event
 
 
